@@ -1,0 +1,5 @@
+//! The lobu example host (work in progress).
+
+fn main() {
+    println!("lobu example host: not built yet");
+}

@@ -1,0 +1,60 @@
+//! # lobu-core: the contract
+//!
+//! lobu keeps AI-agent conversations durable and safe across restarts, crashes and many
+//! replicas. This crate is the contract every other lobu crate speaks:
+//!
+//! * **Ids** ([`OrgId`], [`AgentId`], [`ConversationId`], [`ConversationKey`], [`RunId`]):
+//!   validated once at the edge; a bad id is an [`ErrorKind::InvalidInput`] error, never a
+//!   panic and never a path.
+//! * **Transcripts** ([`transcript`]): the lobu/pi JSON Lines session format; entries,
+//!   display messages with cursor paging, stats, a title, and a writer for agents.
+//! * **Three traits**, each with its contract in its docs:
+//!   [`SessionStore`] (hydrate / persist / clear with versions and fencing),
+//!   [`ConversationLocks`] (leases with fencing tokens), [`RunQueue`] (durable, per-conversation
+//!   FIFO run queue with claims, heartbeats, retries and idempotent submit).
+//! * **[`Error`]** with an [`ErrorKind`] callers branch on; sources are kept.
+//! * **[`memory`]**: an in-memory backend, the reference implementation and a fast test double.
+//! * **`testkit`** (feature `testkit`): the conformance suite every backend runs.
+//!
+//! ```no_run
+//! use lobu_core::{ConversationKey, Backend, memory::MemoryBackend};
+//! # async fn demo() -> lobu_core::Result<()> {
+//! let backend = Backend::from_shared(std::sync::Arc::new(MemoryBackend::new()));
+//! let key = ConversationKey::parse("acme", "support-bot", "telegram:42")?;
+//! if let Some(head) = backend.sessions.hydrate(&key).await? {
+//!     println!("{} bytes at {}", head.transcript.len(), head.version);
+//! }
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod backend;
+mod error;
+mod id;
+mod lock;
+mod queue;
+mod session;
+#[doc(hidden)]
+pub mod time_serde;
+
+pub mod memory;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+pub mod transcript;
+
+pub use backend::Backend;
+pub use error::{BoxError, Error, ErrorKind, Result};
+pub use id::{
+    AgentId, ConversationId, ConversationKey, IdempotencyKey, MAX_AGENT_ID_BYTES,
+    MAX_CONVERSATION_ID_BYTES, MAX_ID_BYTES, OrgId, RunId, WorkerId,
+};
+pub use lock::{ConversationLocks, Fence, Lease, MAX_LEASE, check_lease_duration};
+pub use queue::{
+    AfterFailure, Claim, MAX_ATTEMPTS, MAX_PAYLOAD_BYTES, MAX_RETRY_DELAY, NewRun, RunKind,
+    RunQueue, RunRecord, RunStatus, Submitted,
+};
+pub use session::{
+    ConversationSummary, DEFAULT_MAX_TRANSCRIPT_BYTES, MAX_PAGE_LIMIT, Page, Persist,
+    PruneReport, SessionStore, Snapshot, TerminalStatus, Version, check_page_limit,
+};

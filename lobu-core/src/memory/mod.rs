@@ -1,0 +1,1 @@
+//! The in-memory reference backend. Filled in by the memory/testkit work.

@@ -1,0 +1,303 @@
+//! [`RunQueue`]: accepted turns, durable before `submit` returns.
+
+use std::fmt::Debug;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::{ConversationKey, IdempotencyKey, OrgId, RunId, WorkerId};
+use crate::session::TerminalStatus;
+
+/// The most attempts a run may be given.
+pub const MAX_ATTEMPTS: u32 = 100;
+/// The longest retry delay.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
+/// The largest run payload, in bytes of JSON.
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// What a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// One agent turn.
+    Turn,
+    /// Forget the conversation: clear the store and every cached copy, write no snapshot.
+    Reset,
+}
+
+impl RunKind {
+    /// `turn` or `reset`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Turn => "turn",
+            RunKind::Reset => "reset",
+        }
+    }
+
+    /// Parse `turn` or `reset`; anything else is `InvalidInput`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "turn" => Ok(RunKind::Turn),
+            "reset" => Ok(RunKind::Reset),
+            other => Err(Error::invalid(format!("unknown run kind {other:?}"))),
+        }
+    }
+}
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Waiting to be claimed (new, handed back, or waiting out a retry delay).
+    Pending,
+    /// Claimed by a worker.
+    Running,
+    /// Finished successfully.
+    Completed,
+    /// Failed after its last attempt.
+    Failed,
+    /// Timed out on its last attempt.
+    Timeout,
+    /// Cancelled on its last attempt.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// lobu's spelling: `pending`, `running`, `completed`, `failed`, `timeout`, `cancelled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Timeout => "timeout",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parse lobu's spelling; anything else is `Corrupt` (it only comes from storage).
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "pending" => RunStatus::Pending,
+            "running" => RunStatus::Running,
+            "completed" => RunStatus::Completed,
+            "failed" => RunStatus::Failed,
+            "timeout" => RunStatus::Timeout,
+            "cancelled" => RunStatus::Cancelled,
+            other => return Err(Error::corrupt(format!("unknown run status {other:?}"))),
+        })
+    }
+
+    /// Whether the run is over.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, RunStatus::Pending | RunStatus::Running)
+    }
+}
+
+impl From<TerminalStatus> for RunStatus {
+    fn from(s: TerminalStatus) -> Self {
+        match s {
+            TerminalStatus::Completed => RunStatus::Completed,
+            TerminalStatus::Failed => RunStatus::Failed,
+            TerminalStatus::Timeout => RunStatus::Timeout,
+            TerminalStatus::Cancelled => RunStatus::Cancelled,
+        }
+    }
+}
+
+/// A run to submit.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// The conversation it belongs to.
+    pub key: ConversationKey,
+    /// Turn or reset.
+    pub kind: RunKind,
+    /// The host's payload (the user message and anything else), stored as a JSON object and
+    /// handed back unchanged, unknown fields included.
+    pub payload: serde_json::Value,
+    /// Makes a retried submit return the first submit's run instead of a new one. Scoped to
+    /// the conversation.
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// How many times the run may be claimed before it fails for good (`1..=100`).
+    pub max_attempts: u32,
+    /// How long a failed attempt waits before the next (`<= 24h`).
+    pub retry_delay: Duration,
+}
+
+impl NewRun {
+    /// A turn with defaults: 3 attempts, 2 s retry delay, no idempotency key.
+    pub fn turn(key: ConversationKey, payload: serde_json::Value) -> Self {
+        NewRun {
+            key,
+            kind: RunKind::Turn,
+            payload,
+            idempotency_key: None,
+            max_attempts: 3,
+            retry_delay: Duration::from_secs(2),
+        }
+    }
+
+    /// A reset with defaults.
+    pub fn reset(key: ConversationKey) -> Self {
+        NewRun {
+            kind: RunKind::Reset,
+            ..NewRun::turn(key, serde_json::json!({}))
+        }
+    }
+
+    /// Check attempts, delay and payload; every backend calls this first in `submit`.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS {
+            return Err(Error::invalid(format!(
+                "max_attempts must be between 1 and {MAX_ATTEMPTS}, got {}",
+                self.max_attempts
+            )));
+        }
+        if self.retry_delay > MAX_RETRY_DELAY {
+            return Err(Error::invalid("retry_delay must be at most 24h"));
+        }
+        if !self.payload.is_object() {
+            return Err(Error::invalid("run payload must be a JSON object"));
+        }
+        let size = serde_json::to_vec(&self.payload)?.len();
+        if size > MAX_PAYLOAD_BYTES {
+            return Err(Error::too_large(format!(
+                "run payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What `submit` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The run (the earlier one, when the idempotency key matched).
+    pub run: RunId,
+    /// `false` when an earlier submit with the same idempotency key was found.
+    pub created: bool,
+}
+
+/// A claim on a run: proof that this worker may execute it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The run.
+    pub run: RunId,
+    /// Its conversation.
+    pub key: ConversationKey,
+    /// Turn or reset.
+    pub kind: RunKind,
+    /// The payload as submitted.
+    pub payload: serde_json::Value,
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
+    /// The run's attempt limit.
+    pub max_attempts: u32,
+    /// Who holds the claim.
+    pub worker: WorkerId,
+    /// Grows on every claim of this run; every later call must carry the newest.
+    pub token: u64,
+    /// When the claim lapses unless heartbeated.
+    pub expires_at: SystemTime,
+}
+
+/// A run as [`RunQueue::status`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run.
+    pub run: RunId,
+    /// Its conversation.
+    pub key: ConversationKey,
+    /// Turn or reset.
+    pub kind: RunKind,
+    /// Where it is.
+    pub status: RunStatus,
+    /// How many attempts have started.
+    pub attempts: u32,
+    /// The attempt limit.
+    pub max_attempts: u32,
+    /// The last failure's message, if any.
+    pub error: Option<String>,
+    /// What the worker reported on completion (e.g. `{"deleted": 3}` for a reset).
+    pub output: Option<serde_json::Value>,
+    /// The payload as submitted.
+    pub payload: serde_json::Value,
+    /// When it was submitted.
+    #[serde(with = "crate::time_serde")]
+    pub created_at: SystemTime,
+    /// When it last changed.
+    #[serde(with = "crate::time_serde")]
+    pub updated_at: SystemTime,
+}
+
+/// What became of a run after [`RunQueue::fail`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// It will be tried again, not before `at`.
+    Retry {
+        /// The earliest next claim.
+        at: SystemTime,
+    },
+    /// Attempts are used up; the run is now terminal with this status.
+    Final(RunStatus),
+}
+
+/// The durable run queue.
+///
+/// # Contract
+///
+/// * [`submit`](Self::submit) returns only after the run is durable. With an idempotency
+///   key that the conversation already used, it returns the earlier run (`created: false`),
+///   whatever that run's status, and stores nothing new. Bad attempts, delays or payloads are
+///   `InvalidInput` (or `TooLarge`) and store nothing.
+/// * [`claim`](Self::claim) hands out at most one run per call. Per conversation, runs are
+///   claimed first in, first out, and a conversation never has two claimed runs at once: a
+///   conversation whose oldest unfinished run is claimed, or waiting out its retry delay, has
+///   nothing claimable. Claiming starts an attempt (`attempt` counts from 1).
+/// * A claim whose lease expired (its worker died or stalled) is re-delivered by a later
+///   `claim`; if that would exceed `max_attempts`, the run fails instead, with status `failed`.
+/// * [`heartbeat`](Self::heartbeat), [`complete`](Self::complete), [`fail`](Self::fail) and
+///   [`release`](Self::release) require the newest claim (`worker` and `token`); an older
+///   claim gets `Fenced` and changes nothing.
+/// * `fail` retries the run after its `retry_delay` while attempts remain, else makes it
+///   terminal with the given status. `release` hands it back at once without counting the
+///   attempt (graceful shutdown, or a busy conversation lease).
+/// * [`status`](Self::status) only finds runs of the given org: another org's run is `None`.
+#[async_trait]
+pub trait RunQueue: Debug + Send + Sync + 'static {
+    /// Make a run durable and return its id.
+    async fn submit(&self, run: NewRun) -> Result<Submitted>;
+
+    /// Claim the next runnable run for `worker`, with a claim lease of `lease`.
+    async fn claim(&self, worker: &WorkerId, lease: Duration) -> Result<Option<Claim>>;
+
+    /// Extend a claim's lease; `Fenced` if the claim is no longer this worker's.
+    async fn heartbeat(&self, claim: &Claim, lease: Duration) -> Result<Claim>;
+
+    /// Mark the run completed, with an optional output (e.g. a reset's deleted count).
+    async fn complete(&self, claim: &Claim, output: Option<serde_json::Value>) -> Result<()>;
+
+    /// Record a failed attempt (`status` says how it failed: failed, timeout or cancelled).
+    async fn fail(&self, claim: &Claim, status: TerminalStatus, error: &str)
+    -> Result<AfterFailure>;
+
+    /// Hand the run back without counting the attempt.
+    async fn release(&self, claim: &Claim) -> Result<()>;
+
+    /// Look a run up within one org.
+    async fn status(&self, org: &OrgId, run: &RunId) -> Result<Option<RunRecord>>;
+
+    /// How many runs are pending (for metrics).
+    async fn depth(&self) -> Result<u64>;
+
+    /// Remove terminal runs that finished before `before`; returns how many. Snapshots are
+    /// not touched: transcript lifetime never depends on run retention.
+    async fn prune_runs(&self, before: SystemTime) -> Result<u64>;
+
+    /// Wait until new work may be claimable, or `max` passes. Backends with a wake-up
+    /// channel (NOTIFY, an in-process signal) return early; others just sleep. Callers must
+    /// still poll: a wake-up is a hint, never a guarantee.
+    async fn wait_for_work(&self, max: Duration);
+}

@@ -1,0 +1,210 @@
+//! [`SessionStore`]: where transcripts live.
+
+use std::fmt::Debug;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::id::{AgentId, ConversationId, ConversationKey, OrgId, RunId};
+use crate::lock::Fence;
+
+/// The default transcript size limit: 8 MiB (lobu refused snapshots over 4 MiB and then
+/// silently lost every later turn; we refuse with [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) instead).
+pub const DEFAULT_MAX_TRANSCRIPT_BYTES: usize = 8 * 1024 * 1024;
+
+/// The largest page a listing returns.
+pub const MAX_PAGE_LIMIT: usize = 200;
+
+/// A snapshot's version: a per-conversation sequence that only grows. A store never hands
+/// out the same version twice for one conversation, not even after [`SessionStore::clear`],
+/// so "I hold version v" is a safe cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Version(pub u64);
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+
+/// How a run ended. Only [`TerminalStatus::Completed`] snapshots become the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TerminalStatus {
+    /// The turn finished; its transcript is the new head.
+    Completed,
+    /// The agent returned an error.
+    Failed,
+    /// The turn ran past its time limit.
+    Timeout,
+    /// The turn was cancelled (shutdown, reset, caller).
+    Cancelled,
+}
+
+impl TerminalStatus {
+    /// `completed`, `failed`, `timeout` or `cancelled` (lobu's spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TerminalStatus::Completed => "completed",
+            TerminalStatus::Failed => "failed",
+            TerminalStatus::Timeout => "timeout",
+            TerminalStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parse lobu's spelling; anything else is `InvalidInput`.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "completed" => TerminalStatus::Completed,
+            "failed" => TerminalStatus::Failed,
+            "timeout" => TerminalStatus::Timeout,
+            "cancelled" => TerminalStatus::Cancelled,
+            other => {
+                return Err(crate::Error::invalid(format!(
+                    "unknown terminal status {other:?}"
+                )));
+            }
+        })
+    }
+}
+
+/// The head of a conversation as hydrate returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The version of this snapshot (pass it back as `expected` when persisting the next turn).
+    pub version: Version,
+    /// The run that wrote it.
+    pub run: RunId,
+    /// The whole transcript, byte for byte as persisted.
+    pub transcript: Bytes,
+}
+
+/// One write of a run's transcript.
+#[derive(Debug, Clone)]
+pub struct Persist {
+    /// The run whose transcript this is.
+    pub run: RunId,
+    /// How the run ended.
+    pub status: TerminalStatus,
+    /// The whole transcript after the run (never a delta: the store finds the delta itself).
+    pub transcript: Bytes,
+    /// The head version this run started from (`None`: the conversation had no head).
+    pub expected: Option<Version>,
+    /// The fencing token of the conversation lease the writer holds.
+    pub fence: Fence,
+}
+
+/// One conversation in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    /// The conversation id.
+    pub conversation: ConversationId,
+    /// The head version.
+    pub version: Version,
+    /// How many completed snapshots (turns) the conversation has.
+    pub turns: u64,
+    /// The head transcript's size in bytes.
+    pub bytes: u64,
+    /// A title from the first user text (see [`crate::transcript::title`]), if any.
+    pub title: Option<String>,
+    /// When the head was written.
+    #[serde(with = "crate::time_serde")]
+    pub updated_at: SystemTime,
+}
+
+/// A page of a cursor-paged listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items, in order.
+    pub items: Vec<T>,
+    /// Pass this back as the cursor for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// What [`SessionStore::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneReport {
+    /// Whole conversations removed because they were idle since before the cutoff.
+    pub conversations: u64,
+    /// Snapshots removed (of those conversations, plus old non-completed forensic copies).
+    pub snapshots: u64,
+}
+
+/// Check a listing limit: `1..=200`.
+pub fn check_page_limit(limit: usize) -> Result<()> {
+    if limit == 0 || limit > MAX_PAGE_LIMIT {
+        return Err(crate::Error::invalid(format!(
+            "limit must be between 1 and {MAX_PAGE_LIMIT}, got {limit}"
+        )));
+    }
+    Ok(())
+}
+
+/// Where transcripts live.
+///
+/// # Contract
+///
+/// * [`hydrate`](Self::hydrate) returns the latest **completed** snapshot (the head) with its
+///   version, or `None` for a conversation that has none (never written, or cleared).
+///   Non-completed snapshots are never returned.
+/// * [`persist`](Self::persist) checks, in this order, and changes nothing when a check fails:
+///   1. the transcript is at most [`max_transcript_bytes`](Self::max_transcript_bytes), else
+///      `TooLarge`;
+///   2. `fence` is the newest fence issued for this conversation by the backend's
+///      [`ConversationLocks`](crate::ConversationLocks), else `Fenced` (a zombie writer whose
+///      lease was taken over cannot write);
+///   3. a snapshot for the same run already exists: same status and same bytes → success,
+///      returning its version (a retry); bytes that strictly extend the stored ones while that
+///      snapshot is still the head → a new head version; anything else → `Conflict`;
+///   4. for a completed write, `expected` equals the current head version (`None` when there
+///      is no head), else `Conflict`.
+///
+///   A completed write becomes the new head. Other statuses are kept for forensics and never
+///   hydrated; they do not check `expected` and do not move the head. Bytes are stored
+///   exactly: no re-serialisation, no truncation. A write that extends the head costs in
+///   proportion to the new bytes, not the whole transcript.
+/// * [`clear`](Self::clear) removes every snapshot of one conversation (all statuses) and
+///   returns how many; it is idempotent (a second call returns 0) and leaves every other
+///   conversation untouched. Versions are not reused after a clear.
+/// * Every method is scoped by the full [`ConversationKey`] or by an [`OrgId`]: nothing reads,
+///   writes or deletes across orgs.
+/// * Implementations are safe to call concurrently, from many tasks and (for durable
+///   backends) many processes: of two concurrent completed writes with the same `expected`,
+///   exactly one wins and the other gets `Conflict` (or `Fenced`).
+#[async_trait]
+pub trait SessionStore: Debug + Send + Sync + 'static {
+    /// The latest completed snapshot, or `None`.
+    async fn hydrate(&self, key: &ConversationKey) -> Result<Option<Snapshot>>;
+
+    /// The head version only: a cheap check that lets a worker holding a cached copy skip
+    /// the read.
+    async fn head(&self, key: &ConversationKey) -> Result<Option<Version>>;
+
+    /// Write a run's transcript; see the trait docs for the checks. Returns the version of
+    /// the stored snapshot.
+    async fn persist(&self, key: &ConversationKey, write: Persist) -> Result<Version>;
+
+    /// Remove every snapshot of the conversation; returns how many were removed.
+    async fn clear(&self, key: &ConversationKey) -> Result<u64>;
+
+    /// The org's conversations of one agent that have a head, ordered by conversation id.
+    /// `cursor` is a `next_cursor` from an earlier page (an unknown cursor starts after its
+    /// text, so paging stays stable while conversations are added). `limit` is `1..=200`.
+    async fn list(
+        &self,
+        org: &OrgId,
+        agent: &AgentId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ConversationSummary>>;
+
+    /// Retention that does not depend on run history: remove whole conversations whose head
+    /// was last written before `idle_before`, and non-completed snapshots older than it.
+    async fn prune(&self, idle_before: SystemTime) -> Result<PruneReport>;
+
+    /// The size limit `persist` enforces.
+    fn max_transcript_bytes(&self) -> usize;
+}

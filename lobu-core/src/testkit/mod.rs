@@ -1,0 +1,1 @@
+//! The conformance suite. Filled in by the memory/testkit work.

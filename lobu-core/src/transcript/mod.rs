@@ -1,0 +1,1 @@
+//! Reading and writing transcripts (lobu/pi session format v3). Filled in by the transcript work.
