@@ -279,7 +279,14 @@ mod tests {
 
     #[test]
     fn conversation_ids_keep_any_printable_text() {
-        for ok in ["telegram:6570514069", "a:b", "a_b", "x/../y", "ü✓😀", " spaced "] {
+        for ok in [
+            "telegram:6570514069",
+            "a:b",
+            "a_b",
+            "x/../y",
+            "ü✓😀",
+            " spaced ",
+        ] {
             assert_eq!(ConversationId::new(ok).unwrap().as_str(), ok);
         }
     }

@@ -280,8 +280,12 @@ pub trait RunQueue: Debug + Send + Sync + 'static {
     async fn complete(&self, claim: &Claim, output: Option<serde_json::Value>) -> Result<()>;
 
     /// Record a failed attempt (`status` says how it failed: failed, timeout or cancelled).
-    async fn fail(&self, claim: &Claim, status: TerminalStatus, error: &str)
-    -> Result<AfterFailure>;
+    async fn fail(
+        &self,
+        claim: &Claim,
+        status: TerminalStatus,
+        error: &str,
+    ) -> Result<AfterFailure>;
 
     /// Hand the run back without counting the attempt.
     async fn release(&self, claim: &Claim) -> Result<()>;
