@@ -1,0 +1,394 @@
+//! Transcripts in memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{MemoryBackend, State};
+use crate::error::{Error, Result};
+use crate::id::{AgentId, ConversationId, ConversationKey, OrgId, RunId};
+use crate::lock::Fence;
+use crate::session::{
+    ConversationSummary, Page, Persist, PruneReport, SessionStore, Snapshot, TerminalStatus,
+    Version, check_page_limit,
+};
+use crate::transcript;
+
+#[derive(Default)]
+pub(super) struct SessionTable {
+    /// Per org and agent, conversations ordered by id text: a listing is a range scan, and
+    /// any cursor text, known or not, is a valid place to start.
+    agents: HashMap<(OrgId, AgentId), BTreeMap<Box<str>, Conversation>>,
+    /// One counter for all conversations, so a version is never handed out twice for one
+    /// conversation, whatever was cleared or pruned.
+    last_version: u64,
+}
+
+struct Conversation {
+    id: ConversationId,
+    /// Every snapshot, all statuses, oldest first.
+    snapshots: Vec<Stored>,
+    /// The head's title once computed (`Some(None)`: the head has no user text).
+    title: Option<Option<String>>,
+}
+
+struct Stored {
+    version: Version,
+    run: RunId,
+    status: TerminalStatus,
+    bytes: Bytes,
+    written_at: SystemTime,
+    /// A completed snapshot whose bytes are a prefix of the head's and share its buffer.
+    in_head_chain: bool,
+}
+
+/// What the same-run check (step 3 of the contract) decided.
+enum SameRun {
+    /// The write is already stored, at this version.
+    Retry(Version),
+    /// The run's completed head is extended by the write: a new head, whatever `expected` says.
+    Extends,
+    /// No stored snapshot of the run decides: go on to the version check.
+    New,
+}
+
+impl Conversation {
+    fn head(&self) -> Option<&Stored> {
+        self.snapshots
+            .iter()
+            .rev()
+            .find(|s| s.status == TerminalStatus::Completed)
+    }
+
+    fn turns(&self) -> u64 {
+        self.snapshots
+            .iter()
+            .filter(|s| s.status == TerminalStatus::Completed)
+            .count() as u64
+    }
+
+    fn same_run(&self, write: &Persist) -> Result<SameRun> {
+        let mut completed: Option<&Stored> = None;
+        for stored in self.snapshots.iter().rev().filter(|s| s.run == write.run) {
+            if stored.status == write.status && stored.bytes == write.transcript {
+                return Ok(SameRun::Retry(stored.version));
+            }
+            if stored.status == TerminalStatus::Completed && completed.is_none() {
+                completed = Some(stored);
+            }
+        }
+        // Non-completed snapshots of the run are earlier attempts kept for forensics; they
+        // do not stop a later attempt of the same run from writing.
+        let Some(completed) = completed else {
+            return Ok(SameRun::New);
+        };
+        let is_head = self.head().map(|h| h.version) == Some(completed.version);
+        let extends = write.transcript.len() > completed.bytes.len()
+            && write.transcript.starts_with(&completed.bytes);
+        if is_head && write.status == TerminalStatus::Completed && extends {
+            Ok(SameRun::Extends)
+        } else {
+            Err(Error::conflict(format!(
+                "run {} already stored a different completed transcript at {}",
+                write.run, completed.version
+            )))
+        }
+    }
+
+    fn push(&mut self, version: Version, write: Persist, now: SystemTime) {
+        let completed = write.status == TerminalStatus::Completed;
+        if completed {
+            let extends_head = self
+                .head()
+                .is_some_and(|h| write.transcript.starts_with(&h.bytes));
+            for stored in self.snapshots.iter_mut().filter(|s| s.in_head_chain) {
+                if extends_head {
+                    stored.bytes = write.transcript.slice(..stored.bytes.len());
+                } else {
+                    stored.in_head_chain = false;
+                }
+            }
+            self.title = None;
+        }
+        self.snapshots.push(Stored {
+            version,
+            run: write.run,
+            status: write.status,
+            bytes: write.transcript,
+            written_at: now,
+            in_head_chain: completed,
+        });
+    }
+
+    fn summary(&mut self) -> Option<ConversationSummary> {
+        let head = self.head()?;
+        let (version, bytes, updated_at) = (head.version, head.bytes.clone(), head.written_at);
+        let title = self
+            .title
+            .get_or_insert_with(|| transcript::title(&bytes))
+            .clone();
+        Some(ConversationSummary {
+            conversation: self.id.clone(),
+            version,
+            turns: self.turns(),
+            bytes: bytes.len() as u64,
+            title,
+            updated_at,
+        })
+    }
+}
+
+impl SessionTable {
+    pub(super) fn conversation_count(&self) -> usize {
+        self.agents.values().map(BTreeMap::len).sum()
+    }
+
+    fn get(&self, key: &ConversationKey) -> Option<&Conversation> {
+        let agent = self.agents.get(&(key.org.clone(), key.agent.clone()))?;
+        agent.get(key.conversation.as_str())
+    }
+
+    fn persist(
+        &mut self,
+        key: &ConversationKey,
+        write: Persist,
+        newest_fence: Option<Fence>,
+        now: SystemTime,
+    ) -> Result<Version> {
+        if newest_fence != Some(write.fence) {
+            return Err(Error::fenced(match newest_fence {
+                Some(newest) => format!(
+                    "write to {key} carries {}, but {newest} is the newest",
+                    write.fence
+                ),
+                None => format!("no lease of {key} was ever issued; acquire one first"),
+            }));
+        }
+        let existing = self.get(key);
+        let decision = match existing {
+            Some(conversation) => conversation.same_run(&write)?,
+            None => SameRun::New,
+        };
+        match decision {
+            SameRun::Retry(version) => return Ok(version),
+            SameRun::Extends => {}
+            SameRun::New if write.status == TerminalStatus::Completed => {
+                let head = existing.and_then(Conversation::head).map(|h| h.version);
+                if head != write.expected {
+                    return Err(Error::conflict(format!(
+                        "write to {key} expected head {} but the head is {}",
+                        show(write.expected),
+                        show(head)
+                    )));
+                }
+            }
+            SameRun::New => {}
+        }
+        self.last_version += 1;
+        let version = Version(self.last_version);
+        let conversation = self
+            .agents
+            .entry((key.org.clone(), key.agent.clone()))
+            .or_default()
+            .entry(key.conversation.as_str().into())
+            .or_insert_with(|| Conversation {
+                id: key.conversation.clone(),
+                snapshots: Vec::new(),
+                title: None,
+            });
+        conversation.push(version, write, now);
+        Ok(version)
+    }
+
+    fn clear(&mut self, key: &ConversationKey) -> u64 {
+        let agent_key = (key.org.clone(), key.agent.clone());
+        let Some(agent) = self.agents.get_mut(&agent_key) else {
+            return 0;
+        };
+        let removed = agent
+            .remove(key.conversation.as_str())
+            .map_or(0, |c| c.snapshots.len() as u64);
+        if agent.is_empty() {
+            self.agents.remove(&agent_key);
+        }
+        removed
+    }
+
+    fn list(
+        &mut self,
+        org: &OrgId,
+        agent: &AgentId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Page<ConversationSummary> {
+        let Some(conversations) = self.agents.get_mut(&(org.clone(), agent.clone())) else {
+            return Page {
+                items: Vec::new(),
+                next_cursor: None,
+            };
+        };
+        let start = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut items: Vec<ConversationSummary> = conversations
+            .range_mut::<str, _>((start, Bound::Unbounded))
+            .filter_map(|(_, c)| c.summary())
+            .take(limit + 1)
+            .collect();
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|s| s.conversation.as_str().to_owned())
+        } else {
+            None
+        };
+        Page { items, next_cursor }
+    }
+
+    fn prune(&mut self, idle_before: SystemTime) -> PruneReport {
+        let mut report = PruneReport::default();
+        for conversations in self.agents.values_mut() {
+            conversations.retain(|_, conversation| {
+                let head_written = conversation.head().map(|h| h.written_at);
+                if head_written.is_some_and(|at| at < idle_before) {
+                    report.conversations += 1;
+                    report.snapshots += conversation.snapshots.len() as u64;
+                    return false;
+                }
+                let before = conversation.snapshots.len();
+                conversation.snapshots.retain(|s| {
+                    s.status == TerminalStatus::Completed || s.written_at >= idle_before
+                });
+                report.snapshots += (before - conversation.snapshots.len()) as u64;
+                !conversation.snapshots.is_empty()
+            });
+        }
+        self.agents
+            .retain(|_, conversations| !conversations.is_empty());
+        report
+    }
+}
+
+fn show(version: Option<Version>) -> String {
+    version.map_or_else(|| "none".to_owned(), |v| v.to_string())
+}
+
+fn snapshot_of(stored: &Stored) -> Snapshot {
+    Snapshot {
+        version: stored.version,
+        run: stored.run.clone(),
+        transcript: stored.bytes.clone(),
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryBackend {
+    async fn hydrate(&self, key: &ConversationKey) -> Result<Option<Snapshot>> {
+        let state = self.state()?;
+        let head = state.sessions.get(key).and_then(Conversation::head);
+        Ok(head.map(snapshot_of))
+    }
+
+    async fn head(&self, key: &ConversationKey) -> Result<Option<Version>> {
+        let state = self.state()?;
+        let head = state.sessions.get(key).and_then(Conversation::head);
+        Ok(head.map(|h| h.version))
+    }
+
+    async fn persist(&self, key: &ConversationKey, write: Persist) -> Result<Version> {
+        let size = write.transcript.len();
+        if size > self.max_transcript_bytes {
+            return Err(Error::too_large(format!(
+                "transcript of {key} is {size} bytes; the limit is {}",
+                self.max_transcript_bytes
+            )));
+        }
+        let now = SystemTime::now();
+        let mut state = self.state()?;
+        let State {
+            sessions, leases, ..
+        } = &mut *state;
+        sessions.persist(key, write, leases.newest_fence(key), now)
+    }
+
+    async fn clear(&self, key: &ConversationKey) -> Result<u64> {
+        Ok(self.state()?.sessions.clear(key))
+    }
+
+    async fn list(
+        &self,
+        org: &OrgId,
+        agent: &AgentId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ConversationSummary>> {
+        check_page_limit(limit)?;
+        Ok(self.state()?.sessions.list(org, agent, cursor, limit))
+    }
+
+    async fn prune(&self, idle_before: SystemTime) -> Result<PruneReport> {
+        Ok(self.state()?.sessions.prune(idle_before))
+    }
+
+    fn max_transcript_bytes(&self) -> usize {
+        self.max_transcript_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(run: &RunId, bytes: &'static str, expected: Option<Version>) -> Persist {
+        Persist {
+            run: run.clone(),
+            status: TerminalStatus::Completed,
+            transcript: Bytes::from_static(bytes.as_bytes()),
+            expected,
+            fence: Fence(1),
+        }
+    }
+
+    #[test]
+    fn a_chain_of_extending_turns_shares_one_buffer() {
+        let mut table = SessionTable::default();
+        let key = ConversationKey::parse("acme", "bot", "c1").unwrap();
+        let now = SystemTime::now();
+        let fence = Some(Fence(1));
+        let (r1, r2, r3) = (RunId::generate(), RunId::generate(), RunId::generate());
+        let v1 = table.persist(&key, write(&r1, "a\n", None), fence, now);
+        let v2 = table.persist(
+            &key,
+            write(&r2, "a\nb\n", v1.as_ref().ok().copied()),
+            fence,
+            now,
+        );
+        let v3 = table.persist(&key, write(&r3, "a\nb\nc\n", v2.ok()), fence, now);
+        assert!(v3.is_ok());
+        let snapshots = &table.get(&key).unwrap().snapshots;
+        let head = snapshots.last().unwrap().bytes.as_ptr();
+        assert!(snapshots.iter().all(|s| s.bytes.as_ptr() == head));
+        assert_eq!(&snapshots[0].bytes[..], b"a\n");
+        assert_eq!(&snapshots[1].bytes[..], b"a\nb\n");
+    }
+
+    #[test]
+    fn a_rewritten_transcript_leaves_the_old_chain_intact() {
+        let mut table = SessionTable::default();
+        let key = ConversationKey::parse("acme", "bot", "c1").unwrap();
+        let now = SystemTime::now();
+        let fence = Some(Fence(1));
+        let (r1, r2) = (RunId::generate(), RunId::generate());
+        let v1 = table
+            .persist(&key, write(&r1, "a\nb\n", None), fence, now)
+            .unwrap();
+        // A compaction rewrites the file: not an extension.
+        table
+            .persist(&key, write(&r2, "summary\n", Some(v1)), fence, now)
+            .unwrap();
+        let snapshots = &table.get(&key).unwrap().snapshots;
+        assert_eq!(&snapshots[0].bytes[..], b"a\nb\n");
+        assert!(!snapshots[0].in_head_chain);
+        assert_eq!(&snapshots[1].bytes[..], b"summary\n");
+    }
+}
