@@ -155,10 +155,14 @@ pub fn check_page_limit(limit: usize) -> Result<()> {
 ///      `TooLarge`;
 ///   2. `fence` is the newest fence issued for this conversation by the backend's
 ///      [`ConversationLocks`](crate::ConversationLocks), else `Fenced` (a zombie writer whose
-///      lease was taken over cannot write);
+///      lease was taken over cannot write, and neither can a writer whose fence was never
+///      issued: one larger than the newest, or any fence while no lease was ever acquired);
 ///   3. a snapshot for the same run already exists: same status and same bytes → success,
 ///      returning its version (a retry); bytes that strictly extend the stored ones while that
-///      snapshot is still the head → a new head version; anything else → `Conflict`;
+///      snapshot is still the head → a new head version; anything else → `Conflict`.
+///      Only a *completed* snapshot of the run can cause that conflict: non-completed ones
+///      are earlier attempts kept for forensics, so a later attempt of the same run (a retry
+///      after a failure or timeout) is checked as a new write;
 ///   4. for a completed write, `expected` equals the current head version (`None` when there
 ///      is no head), else `Conflict`.
 ///
