@@ -1,2 +1,90 @@
-//! lobu's lifecycle: the in-process gateway and worker loop. (Work in progress.)
+//! # lobu-runtime: the gateway and worker loop, in your process
+//!
+//! A host application embeds lobu's lifecycle here: it submits user messages, a worker loop
+//! runs each conversation's turns one at a time (across any number of replicas), and every
+//! completed transcript is durable in the store the host chose. The runtime only speaks to
+//! the [`lobu_core`] traits, so the same code runs on files or PostgreSQL.
+//!
+//! For each claimed run the worker:
+//!
+//! 1. takes the conversation lease (busy: hands the run back uncounted and backs off);
+//! 2. hydrates the last completed transcript, skipping the read when its cache holds the
+//!    head version;
+//! 3. creates a fresh scratch directory and calls your [`Agent`] under the turn timeout,
+//!    renewing lease and claim every heartbeat (if either was taken over, the turn is
+//!    cancelled);
+//! 4. on success persists the transcript with the lease's fence and the hydrated version,
+//!    then completes the run; on failure, timeout or cancellation nothing reaches the head
+//!    and the run is retried until its attempts are used up, then fails visibly;
+//! 5. removes the scratch directory and releases the lease.
+//!
+//! A reset is a run on the same queue, so it waits for the conversation's earlier runs; it
+//! clears the store and the cache and writes nothing. Graceful shutdown stops claiming, lets
+//! in-flight turns finish within a grace period, then cancels them and hands their runs back.
+//! A crashed replica's claims and leases expire and another replica re-runs the turn from the
+//! last completed transcript; a turn already persisted is completed, never run twice.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use lobu_core::{Backend, BoxError, ConversationKey, memory::MemoryBackend};
+//! use lobu_runtime::{Agent, Runtime, Turn};
+//! use futures::StreamExt;
+//!
+//! struct Echo;
+//!
+//! #[async_trait::async_trait]
+//! impl Agent for Echo {
+//!     async fn run_turn(&self, turn: &mut Turn) -> Result<(), BoxError> {
+//!         let text = turn.text().to_owned();
+//!         turn.writer().user_text(&text)?;
+//!         turn.output(format!("You said: {text}"));
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn demo() -> lobu_core::Result<()> {
+//! let backend = Backend::from_shared(Arc::new(MemoryBackend::new()));
+//! let runtime = Runtime::builder(backend, Arc::new(Echo)).concurrency(8).build()?;
+//! let worker = tokio::spawn({
+//!     let runtime = runtime.clone();
+//!     async move { runtime.run().await }
+//! });
+//!
+//! let key = ConversationKey::parse("acme", "support-bot", "telegram:42")?;
+//! let submitted = runtime.submit(key.clone(), "hello", None).await?;
+//! let mut events = runtime.subscribe(&key.org, &submitted.run).await?;
+//! while let Some(event) = events.next().await {
+//!     println!("{}: {}", event.name(), serde_json::to_string(&event)?);
+//! }
+//! let page = runtime.messages(&key, None, Some(50)).await?;
+//! println!("{} messages", page.messages.len());
+//!
+//! runtime.shutdown().await;
+//! worker.await.expect("worker task")?;
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
+
+mod agent;
+mod cache;
+mod config;
+mod events;
+mod execute;
+mod gateway;
+mod heartbeat;
+mod hub;
+mod hydrate;
+mod metrics;
+mod reset;
+mod runtime;
+mod scratch;
+mod subscription;
+mod turn;
+mod worker;
+
+pub use agent::{Agent, EntryWriter, OutputSink, Turn};
+pub use config::{MAX_CONCURRENCY, Settings};
+pub use events::RunEvent;
+pub use metrics::Metrics;
+pub use runtime::{Runtime, RuntimeBuilder};
+pub use subscription::RunEvents;

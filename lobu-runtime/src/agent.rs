@@ -1,0 +1,238 @@
+//! [`Agent`]: the host's code for one turn, and the [`Turn`] context it receives.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use lobu_core::transcript::{Entry, Transcript, TranscriptWriter};
+use lobu_core::{BoxError, ConversationKey, RunId, Version};
+use tokio_util::sync::CancellationToken;
+
+use crate::events::RunEvent;
+use crate::hub::RunLog;
+
+/// The host's agent: runs one turn of a conversation.
+///
+/// The runtime calls [`run_turn`](Self::run_turn) with the conversation's last completed
+/// transcript already hydrated. Append what the turn produces through [`Turn::writer`] and
+/// stream text through [`Turn::output`]. Return `Ok(())` and the working transcript becomes
+/// the conversation's new head; return an error (or run past the turn timeout, or be
+/// cancelled) and nothing of this attempt reaches the head: the next attempt starts from the
+/// same transcript.
+///
+/// Watch [`Turn::cancelled`] in long operations: after it fires the runtime stops polling the
+/// turn and discards its work. Tools should be idempotent: a turn interrupted by a crash is
+/// run again from its start.
+#[async_trait]
+pub trait Agent: Send + Sync + 'static {
+    /// Run one turn.
+    async fn run_turn(&self, turn: &mut Turn) -> Result<(), BoxError>;
+}
+
+/// Everything one attempt of a turn needs.
+pub struct Turn {
+    pub(crate) key: ConversationKey,
+    pub(crate) run: RunId,
+    pub(crate) attempt: u32,
+    pub(crate) payload: serde_json::Value,
+    pub(crate) version: Option<Version>,
+    pub(crate) hydrated: Bytes,
+    pub(crate) parsed: Transcript,
+    pub(crate) writer: TranscriptWriter,
+    pub(crate) published: usize,
+    pub(crate) output: OutputSink,
+    pub(crate) scratch: PathBuf,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl fmt::Debug for Turn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Turn")
+            .field("key", &self.key)
+            .field("run", &self.run)
+            .field("attempt", &self.attempt)
+            .field("version", &self.version)
+            .field("hydrated_bytes", &self.hydrated.len())
+            .field("scratch", &self.scratch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Turn {
+    /// The conversation.
+    pub fn key(&self) -> &ConversationKey {
+        &self.key
+    }
+
+    /// The run this turn executes.
+    pub fn run(&self) -> &RunId {
+        &self.run
+    }
+
+    /// Which attempt of the run this is, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The user's message: the payload's `text` field (empty if it has none).
+    pub fn text(&self) -> &str {
+        self.payload
+            .get("text")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// The whole run payload as submitted, unknown fields included.
+    pub fn payload(&self) -> &serde_json::Value {
+        &self.payload
+    }
+
+    /// The version of the hydrated transcript (`None`: the conversation had none).
+    pub fn version(&self) -> Option<Version> {
+        self.version
+    }
+
+    /// The hydrated transcript, byte for byte (empty for a new conversation).
+    pub fn transcript(&self) -> &Bytes {
+        &self.hydrated
+    }
+
+    /// The hydrated transcript, parsed (entries, session id, skipped lines, display pages).
+    pub fn parsed(&self) -> &Transcript {
+        &self.parsed
+    }
+
+    /// The hydrated transcript's entries, in order.
+    pub fn entries(&self) -> &[Entry] {
+        self.parsed.entries()
+    }
+
+    /// The working transcript: append this turn's entries here. Each entry is also sent to
+    /// subscribers as a [`RunEvent::Entry`] when the returned guard is dropped.
+    pub fn writer(&mut self) -> EntryWriter<'_> {
+        EntryWriter { turn: self }
+    }
+
+    /// The entries appended so far in this attempt.
+    pub fn appended(&self) -> &[Entry] {
+        self.writer.appended()
+    }
+
+    /// Stream a piece of output (e.g. a few words of the answer) to subscribers.
+    pub fn output(&self, text: impl Into<String>) {
+        self.output.send(text);
+    }
+
+    /// A cloneable handle to [`output`](Self::output), for tasks the agent spawns.
+    pub fn output_sink(&self) -> OutputSink {
+        self.output.clone()
+    }
+
+    /// A fresh directory for this attempt's files; created empty, removed after the attempt.
+    pub fn scratch_dir(&self) -> &Path {
+        &self.scratch
+    }
+
+    /// Fires when the attempt must stop (shutdown past its grace period, turn timeout, or
+    /// this worker lost the conversation). Work done after it fires is discarded.
+    pub fn cancelled(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    fn publish_new_entries(&mut self) {
+        let appended = self.writer.appended();
+        for entry in appended.get(self.published..).unwrap_or_default() {
+            self.output.log_event(RunEvent::Entry {
+                attempt: self.attempt,
+                entry: serde_json::Value::Object(entry.fields().clone()),
+            });
+        }
+        self.published = appended.len();
+    }
+}
+
+/// Mutable access to a turn's [`TranscriptWriter`]; publishes the entries appended through
+/// it when dropped.
+pub struct EntryWriter<'a> {
+    turn: &'a mut Turn,
+}
+
+impl fmt::Debug for EntryWriter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntryWriter").finish_non_exhaustive()
+    }
+}
+
+impl Deref for EntryWriter<'_> {
+    type Target = TranscriptWriter;
+    fn deref(&self) -> &TranscriptWriter {
+        &self.turn.writer
+    }
+}
+
+impl DerefMut for EntryWriter<'_> {
+    fn deref_mut(&mut self) -> &mut TranscriptWriter {
+        &mut self.turn.writer
+    }
+}
+
+impl Drop for EntryWriter<'_> {
+    fn drop(&mut self) {
+        self.turn.publish_new_entries();
+    }
+}
+
+/// Streams output of one attempt to the run's subscribers. Cheap to clone; sends after the
+/// attempt ended are ignored.
+#[derive(Clone)]
+pub struct OutputSink {
+    log: Arc<RunLog>,
+    attempt: u32,
+    open: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for OutputSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutputSink")
+            .field("attempt", &self.attempt)
+            .field("open", &self.is_open())
+            .finish()
+    }
+}
+
+impl OutputSink {
+    pub(crate) fn new(log: Arc<RunLog>, attempt: u32) -> Self {
+        OutputSink {
+            log,
+            attempt,
+            open: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Send a piece of output.
+    pub fn send(&self, text: impl Into<String>) {
+        self.log_event(RunEvent::Output {
+            attempt: self.attempt,
+            text: text.into(),
+        });
+    }
+
+    /// Whether the attempt is still running (sends are delivered).
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn close(&self) {
+        self.open.store(false, Ordering::Release);
+    }
+
+    fn log_event(&self, event: RunEvent) {
+        if self.is_open() {
+            self.log.push(event);
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! [`Settings`]: every knob of the runtime, with defaults and validation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lobu_core::{
+    DEFAULT_MAX_TRANSCRIPT_BYTES, Error, MAX_ATTEMPTS, MAX_RETRY_DELAY, Result,
+    check_lease_duration,
+};
+
+/// The most turns one runtime runs at once.
+pub const MAX_CONCURRENCY: usize = 1024;
+
+/// The runtime's settings. Build them with [`RuntimeBuilder`](crate::RuntimeBuilder); every
+/// field has a default and [`Settings::validate`] checks them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Settings {
+    /// How many runs the worker executes at once (`1..=1024`). Default 4.
+    pub concurrency: usize,
+    /// How long one attempt of a turn may run before it is recorded as `timeout`. Default 5 min.
+    pub turn_timeout: Duration,
+    /// How long a conversation lease lasts without renewal. Default 30 s.
+    pub lease_ttl: Duration,
+    /// How long a run claim lasts without a heartbeat. Default 30 s.
+    pub claim_ttl: Duration,
+    /// How often a running turn renews its lease and claim; less than half of both. Default 10 s.
+    pub heartbeat_interval: Duration,
+    /// How many times a submitted run may be attempted (`1..=100`). Default 3.
+    pub max_attempts: u32,
+    /// How long a failed attempt waits before the next (at most 24 h). Default 2 s.
+    pub retry_delay: Duration,
+    /// How long [`Runtime::shutdown`](crate::Runtime::shutdown) lets in-flight turns finish. Default 30 s.
+    pub shutdown_grace: Duration,
+    /// The largest transcript a turn may persist; a larger one fails the run with `TooLarge`
+    /// (nothing is truncated). The store's own limit applies as well. Default 8 MiB.
+    pub max_transcript_bytes: usize,
+    /// Where per-run scratch directories are created. Default `<temp dir>/lobu-scratch`.
+    pub scratch_root: PathBuf,
+    /// The longest the worker sleeps between claim attempts when the queue is idle (a backend
+    /// with a wake-up channel answers sooner). Default 500 ms.
+    pub poll_interval: Duration,
+    /// How long the worker pauses claiming after a run found its conversation lease busy.
+    /// Default 250 ms.
+    pub busy_backoff: Duration,
+    /// How often a subscriber polls the queue for runs executed by another replica. Default 1 s.
+    pub status_poll_interval: Duration,
+    /// How long the events of a finished run stay available for replay. Default 10 min.
+    pub event_retention: Duration,
+    /// How many bytes of transcripts the in-process cache keeps. Default 64 MiB; 0 disables it.
+    pub cache_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            concurrency: 4,
+            turn_timeout: Duration::from_secs(5 * 60),
+            lease_ttl: Duration::from_secs(30),
+            claim_ttl: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            max_attempts: 3,
+            retry_delay: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(30),
+            max_transcript_bytes: DEFAULT_MAX_TRANSCRIPT_BYTES,
+            scratch_root: std::env::temp_dir().join("lobu-scratch"),
+            poll_interval: Duration::from_millis(500),
+            busy_backoff: Duration::from_millis(250),
+            status_poll_interval: Duration::from_secs(1),
+            event_retention: Duration::from_secs(10 * 60),
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+fn positive(name: &str, value: Duration) -> Result<()> {
+    if value.is_zero() {
+        return Err(Error::invalid(format!("{name} must be more than zero")));
+    }
+    Ok(())
+}
+
+impl Settings {
+    /// Check every setting; a bad one is `InvalidInput` naming it.
+    pub fn validate(&self) -> Result<()> {
+        if self.concurrency == 0 || self.concurrency > MAX_CONCURRENCY {
+            return Err(Error::invalid(format!(
+                "concurrency must be between 1 and {MAX_CONCURRENCY}, got {}",
+                self.concurrency
+            )));
+        }
+        positive("turn_timeout", self.turn_timeout)?;
+        check_lease_duration(self.lease_ttl)
+            .map_err(|e| Error::invalid(format!("lease_ttl: {}", e.message())))?;
+        check_lease_duration(self.claim_ttl)
+            .map_err(|e| Error::invalid(format!("claim_ttl: {}", e.message())))?;
+        positive("heartbeat_interval", self.heartbeat_interval)?;
+        // Two renewals must fit in a lease, so one slow or lost renewal does not lose it.
+        let shortest = self.lease_ttl.min(self.claim_ttl);
+        if self.heartbeat_interval * 2 > shortest {
+            return Err(Error::invalid(format!(
+                "heartbeat_interval ({:?}) must be at most half of lease_ttl and claim_ttl ({shortest:?})",
+                self.heartbeat_interval
+            )));
+        }
+        if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS {
+            return Err(Error::invalid(format!(
+                "max_attempts must be between 1 and {MAX_ATTEMPTS}, got {}",
+                self.max_attempts
+            )));
+        }
+        if self.retry_delay > MAX_RETRY_DELAY {
+            return Err(Error::invalid("retry_delay must be at most 24h"));
+        }
+        if self.max_transcript_bytes == 0 {
+            return Err(Error::invalid(
+                "max_transcript_bytes must be more than zero",
+            ));
+        }
+        if self.scratch_root.as_os_str().is_empty() {
+            return Err(Error::invalid("scratch_root must not be empty"));
+        }
+        positive("poll_interval", self.poll_interval)?;
+        positive("busy_backoff", self.busy_backoff)?;
+        positive("status_poll_interval", self.status_poll_interval)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lobu_core::ErrorKind;
+
+    fn refused(change: impl FnOnce(&mut Settings), name: &str) {
+        let mut s = Settings::default();
+        change(&mut s);
+        let e = s.validate().expect_err(name);
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{name}");
+        assert!(e.message().contains(name), "{name}: {}", e.message());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn each_bad_setting_is_invalid_input_naming_it() {
+        refused(|s| s.concurrency = 0, "concurrency");
+        refused(|s| s.concurrency = MAX_CONCURRENCY + 1, "concurrency");
+        refused(|s| s.turn_timeout = Duration::ZERO, "turn_timeout");
+        refused(|s| s.lease_ttl = Duration::ZERO, "lease_ttl");
+        refused(
+            |s| s.claim_ttl = Duration::from_secs(25 * 3600),
+            "claim_ttl",
+        );
+        refused(
+            |s| s.heartbeat_interval = Duration::ZERO,
+            "heartbeat_interval",
+        );
+        refused(
+            |s| s.heartbeat_interval = Duration::from_secs(16),
+            "heartbeat_interval",
+        );
+        refused(|s| s.max_attempts = 0, "max_attempts");
+        refused(|s| s.max_attempts = MAX_ATTEMPTS + 1, "max_attempts");
+        refused(|s| s.retry_delay = MAX_RETRY_DELAY * 2, "retry_delay");
+        refused(|s| s.max_transcript_bytes = 0, "max_transcript_bytes");
+        refused(|s| s.scratch_root = PathBuf::new(), "scratch_root");
+        refused(|s| s.poll_interval = Duration::ZERO, "poll_interval");
+        refused(|s| s.busy_backoff = Duration::ZERO, "busy_backoff");
+        refused(
+            |s| s.status_poll_interval = Duration::ZERO,
+            "status_poll_interval",
+        );
+    }
+}

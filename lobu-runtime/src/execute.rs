@@ -1,0 +1,170 @@
+//! Executing one claimed run: conversation lease → the turn or reset → lease release →
+//! report to the queue.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use crate::events::RunEvent;
+use crate::heartbeat::{Heartbeat, Lost};
+use crate::hub::RunLog;
+use crate::metrics::bump;
+use crate::runtime::Shared;
+use crate::worker::pause_claims;
+use crate::{reset, turn};
+use lobu_core::{AfterFailure, Claim, ErrorKind, RunKind, TerminalStatus};
+
+/// How an attempt ended, as the turn or reset saw it.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Done: the transcript (if any) is persisted; complete the run.
+    Completed(Option<serde_json::Value>),
+    /// The attempt failed; record it (the queue retries while attempts remain).
+    Failed(TerminalStatus, String),
+    /// Hand the run back without counting the attempt.
+    Release(String),
+    /// The attempt was cancelled before it finished; the cause decides what to report.
+    Interrupted,
+}
+
+struct InFlight<'a>(&'a Shared);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) async fn execute(shared: &Arc<Shared>, claim: Claim) {
+    bump(&shared.counters.in_flight);
+    let _in_flight = InFlight(shared);
+    let log = shared.hub.open(&claim.key, &claim.run, claim.kind);
+    let locks = &shared.backend.locks;
+    let lease = match locks
+        .try_acquire(&claim.key, shared.settings.lease_ttl)
+        .await
+    {
+        Ok(Some(lease)) => lease,
+        Ok(None) => {
+            // Another worker holds the conversation (e.g. a crashed one whose lease has not
+            // expired yet): hand the run back, uncounted, and pause before claiming again.
+            tracing::info!("conversation lease busy; handing the run back");
+            bump(&shared.counters.lease_waits);
+            pause_claims(shared, shared.settings.busy_backoff);
+            release(shared, &claim, &log, None).await;
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "acquiring the conversation lease failed; handing the run back");
+            pause_claims(shared, shared.settings.busy_backoff);
+            release(shared, &claim, &log, None).await;
+            return;
+        }
+    };
+    tracing::Span::current().record("fence", lease.fence.0);
+
+    let cancel = shared.abort_turns.child_token();
+    let heartbeat = Heartbeat::start(shared.clone(), lease.clone(), claim.clone(), cancel.clone());
+    let outcome = match claim.kind {
+        RunKind::Turn => turn::run_turn(shared, &claim, &lease, &log, &cancel).await,
+        RunKind::Reset => reset::run_reset(shared, &claim.key).await,
+    };
+    let lost = heartbeat.stop().await;
+    cancel.cancel(); // anything the agent left running must stop now
+    // Release the lease before reporting, so the conversation's next run (claimable once
+    // this one is reported) never finds it busy. A crash right here is safe: the run is
+    // re-delivered and the next attempt sees its snapshot is already the head.
+    if let Err(error) = locks.release(&lease).await {
+        tracing::warn!(%error, "releasing the conversation lease failed; it will expire");
+    }
+    report(shared, &claim, &log, outcome, lost).await;
+}
+
+async fn report(
+    shared: &Shared,
+    claim: &Claim,
+    log: &RunLog,
+    outcome: Outcome,
+    lost: Option<Lost>,
+) {
+    let queue = &shared.backend.queue;
+    match outcome {
+        Outcome::Completed(output) => match queue.complete(claim, output.clone()).await {
+            Ok(()) => {
+                bump(&shared.counters.runs_completed);
+                tracing::info!("run completed");
+                log.push(RunEvent::Completed { output });
+            }
+            Err(error) => {
+                // The run will be re-delivered; its next attempt finds the work done.
+                tracing::warn!(%error, "completing the run failed");
+            }
+        },
+        Outcome::Failed(status, error) => {
+            bump(&shared.counters.attempts_failed);
+            tracing::warn!(status = status.as_str(), %error, "attempt failed");
+            match queue.fail(claim, status, &error).await {
+                Ok(AfterFailure::Retry { at }) => log.push(RunEvent::Retrying {
+                    attempt: claim.attempt,
+                    status,
+                    error,
+                    retry_after_ms: millis_until(at),
+                }),
+                Ok(AfterFailure::Final(final_status)) => {
+                    log.push(
+                        RunEvent::terminal(final_status, error).unwrap_or(RunEvent::Failed {
+                            error: format!("the queue reported {final_status:?} as final"),
+                        }),
+                    );
+                }
+                Err(e) if e.is(ErrorKind::Fenced) => {
+                    tracing::info!("the run was taken over before its failure was recorded");
+                }
+                Err(e) => tracing::warn!(error = %e, "recording the failure failed"),
+            }
+        }
+        Outcome::Release(reason) => release(shared, claim, log, Some(reason)).await,
+        Outcome::Interrupted => match lost {
+            Some(Lost::Claim) => log.push(RunEvent::Requeued {
+                attempt: claim.attempt,
+                reason: "the run was re-delivered to another worker".to_owned(),
+            }),
+            Some(Lost::Lease) => {
+                let reason = "another worker took over the conversation".to_owned();
+                release(shared, claim, log, Some(reason)).await;
+            }
+            None => {
+                let reason = "the worker is shutting down".to_owned();
+                release(shared, claim, log, Some(reason)).await;
+            }
+        },
+    }
+}
+
+/// Hand the run back without counting the attempt; `reason` is told to subscribers when
+/// the attempt had started.
+async fn release(shared: &Shared, claim: &Claim, log: &RunLog, reason: Option<String>) {
+    match shared.backend.queue.release(claim).await {
+        Ok(()) => {
+            bump(&shared.counters.runs_released);
+            if let Some(reason) = reason {
+                tracing::info!(%reason, "run handed back");
+                log.push(RunEvent::Requeued {
+                    attempt: claim.attempt,
+                    reason,
+                });
+            }
+        }
+        Err(error) if error.is(ErrorKind::Fenced) => {
+            tracing::info!("the run was taken over before it was handed back");
+        }
+        Err(error) => tracing::warn!(%error, "handing the run back failed; its claim will expire"),
+    }
+}
+
+fn millis_until(at: SystemTime) -> u64 {
+    let wait = at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,193 @@
+//! The gateway side: accept runs, follow them, read conversations.
+
+use futures::StreamExt;
+use lobu_core::transcript::{self, MessagePage, Stats};
+use lobu_core::{
+    AgentId, ConversationKey, ConversationSummary, Error, ErrorKind, IdempotencyKey, NewRun, OrgId,
+    Page, Result, RunId, RunRecord, RunStatus, Submitted, check_page_limit,
+};
+
+use crate::hydrate::hydrate;
+use crate::runtime::Runtime;
+use crate::subscription::RunEvents;
+
+impl Runtime {
+    /// Accept a user message for a conversation: the run is durable on the queue when this
+    /// returns. The payload is `{"text": text}`.
+    ///
+    /// With an `idempotency_key` the conversation already used, the earlier run is returned
+    /// (`created: false`) and nothing new is queued. Empty text is `InvalidInput`; text over
+    /// the payload limit is `TooLarge`.
+    pub async fn submit(
+        &self,
+        key: ConversationKey,
+        text: impl Into<String>,
+        idempotency_key: Option<IdempotencyKey>,
+    ) -> Result<Submitted> {
+        let payload = serde_json::json!({ "text": text.into() });
+        self.submit_payload(key, payload, idempotency_key).await
+    }
+
+    /// [`submit`](Self::submit) with a whole payload: a JSON object with a non-empty string
+    /// `text` and any other fields the agent reads (they are kept as they are).
+    pub async fn submit_payload(
+        &self,
+        key: ConversationKey,
+        payload: serde_json::Value,
+        idempotency_key: Option<IdempotencyKey>,
+    ) -> Result<Submitted> {
+        match payload.get("text") {
+            Some(serde_json::Value::String(text)) if !text.trim().is_empty() => {}
+            Some(serde_json::Value::String(_)) => {
+                return Err(Error::invalid("message text must not be empty"));
+            }
+            _ => return Err(Error::invalid("payload must have a string field \"text\"")),
+        }
+        let settings = &self.shared.settings;
+        let run = NewRun {
+            idempotency_key,
+            max_attempts: settings.max_attempts,
+            retry_delay: settings.retry_delay,
+            ..NewRun::turn(key, payload)
+        };
+        self.enqueue(run).await
+    }
+
+    /// Queue a reset of the conversation and return its run at once. The reset waits behind
+    /// the conversation's earlier runs, then clears its transcript in the store and in every
+    /// cache; it completes with output `{"deleted": n}`. Follow it with
+    /// [`wait`](Self::wait) or [`subscribe`](Self::subscribe), or use
+    /// [`reset_and_wait`](Self::reset_and_wait).
+    pub async fn reset(&self, key: ConversationKey) -> Result<RunId> {
+        let settings = &self.shared.settings;
+        let run = NewRun {
+            max_attempts: settings.max_attempts,
+            retry_delay: settings.retry_delay,
+            ..NewRun::reset(key)
+        };
+        Ok(self.enqueue(run).await?.run)
+    }
+
+    /// Reset the conversation and wait for it: returns how many snapshots were deleted (0
+    /// for a conversation with none). A reset that failed after its attempts is an
+    /// `Unavailable` error carrying its last error.
+    pub async fn reset_and_wait(&self, key: ConversationKey) -> Result<u64> {
+        let org = key.org.clone();
+        let run = self.reset(key).await?;
+        let record = self.wait(&org, &run).await?;
+        match record.status {
+            RunStatus::Completed => record
+                .output
+                .as_ref()
+                .and_then(|o| o.get("deleted"))
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(|| Error::corrupt("reset run completed without a deleted count")),
+            status => Err(Error::unavailable(format!(
+                "reset run {run} ended {}: {}",
+                status.as_str(),
+                record.error.unwrap_or_default()
+            ))),
+        }
+    }
+
+    async fn enqueue(&self, run: NewRun) -> Result<Submitted> {
+        let key = run.key.clone();
+        let kind = run.kind;
+        let submitted = self.shared.backend.queue.submit(run).await?;
+        if submitted.created {
+            self.shared.hub.open(&key, &submitted.run, kind);
+            self.shared.wake.notify_one();
+        }
+        tracing::debug!(%key, run = %submitted.run, created = submitted.created, "run accepted");
+        Ok(submitted)
+    }
+
+    /// The run as the queue has it. Unknown runs and other orgs' runs are `NotFound`.
+    pub async fn status(&self, org: &OrgId, run: &RunId) -> Result<RunRecord> {
+        self.shared
+            .backend
+            .queue
+            .status(org, run)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("no run {run} in org {org}")))
+    }
+
+    /// Follow a run: every event since it was accepted, then live events, ending after the
+    /// terminal one. See [`RunEvents`] for runs executed by another replica. Unknown runs
+    /// and other orgs' runs are `NotFound`.
+    pub async fn subscribe(&self, org: &OrgId, run: &RunId) -> Result<RunEvents> {
+        let shared = &self.shared;
+        let log = shared.hub.find(org, run);
+        let record = match log {
+            Some(_) => None,
+            None => Some(self.status(org, run).await?),
+        };
+        Ok(RunEvents::follow(
+            shared.backend.queue.clone(),
+            org.clone(),
+            run.clone(),
+            log,
+            record,
+            shared.settings.status_poll_interval,
+        ))
+    }
+
+    /// Wait until the run is over and return its final record.
+    pub async fn wait(&self, org: &OrgId, run: &RunId) -> Result<RunRecord> {
+        let mut events = self.subscribe(org, run).await?;
+        while let Some(event) = events.next().await {
+            if event.is_terminal() {
+                break;
+            }
+        }
+        let record = self.status(org, run).await?;
+        if record.status.is_terminal() {
+            Ok(record)
+        } else {
+            // Our worker recorded the end but the queue says otherwise: report what it says.
+            Err(Error::new(
+                ErrorKind::Conflict,
+                format!("run {run} is {} on the queue", record.status.as_str()),
+            ))
+        }
+    }
+
+    /// A page of the conversation's display messages (lobu's history view): `cursor` is a
+    /// `next_cursor` from an earlier page, `limit` at most 200 (default 50). A conversation
+    /// without a transcript gives an empty page.
+    pub async fn messages(
+        &self,
+        key: &ConversationKey,
+        cursor: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<MessagePage> {
+        if let Some(limit) = limit {
+            check_page_limit(limit)?;
+        }
+        let head = hydrate(&self.shared, key).await?;
+        transcript::parse(&head.transcript).page(cursor, limit)
+    }
+
+    /// Message and token counts and the current model of the conversation.
+    pub async fn stats(&self, key: &ConversationKey) -> Result<Stats> {
+        let head = hydrate(&self.shared, key).await?;
+        Ok(transcript::parse(&head.transcript).stats())
+    }
+
+    /// The org's conversations of one agent, ordered by conversation id, with title, turn
+    /// count, size and last update. `limit` is `1..=200`.
+    pub async fn list(
+        &self,
+        org: &OrgId,
+        agent: &AgentId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ConversationSummary>> {
+        check_page_limit(limit)?;
+        self.shared
+            .backend
+            .sessions
+            .list(org, agent, cursor, limit)
+            .await
+    }
+}

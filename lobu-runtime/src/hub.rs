@@ -1,0 +1,209 @@
+//! The event hub: one append-only log per run, replayed to late subscribers.
+//!
+//! Subscribers read the log by index, so a slow subscriber never lags or loses events (a
+//! broadcast channel would drop them). Logs of runs that saw no activity for the retention
+//! period are evicted; a subscriber of an evicted or foreign run falls back to the queue.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lobu_core::{ConversationKey, OrgId, RunId, RunKind};
+use tokio::sync::watch;
+
+use crate::events::RunEvent;
+
+/// How often, at most, the hub scans for logs to evict.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub(crate) struct EventHub {
+    state: Mutex<HubState>,
+    retention: Duration,
+}
+
+#[derive(Debug)]
+struct HubState {
+    runs: HashMap<RunId, Arc<RunLog>>,
+    last_sweep: Instant,
+}
+
+/// The events of one run so far.
+#[derive(Debug)]
+pub(crate) struct RunLog {
+    key: ConversationKey,
+    state: Mutex<LogState>,
+    /// Bumped on every append, so readers can await "something new".
+    changed: watch::Sender<u64>,
+}
+
+#[derive(Debug)]
+struct LogState {
+    events: Vec<RunEvent>,
+    done: bool,
+    last_activity: Instant,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the data half-updated (every update is
+    // a single push or flag), so a poisoned lock is still safe to use.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl EventHub {
+    pub(crate) fn new(retention: Duration) -> Self {
+        EventHub {
+            state: Mutex::new(HubState {
+                runs: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
+            retention,
+        }
+    }
+
+    /// The run's log, created with its [`RunEvent::Accepted`] event if this process has
+    /// none yet (a run submitted by another replica and claimed here).
+    pub(crate) fn open(&self, key: &ConversationKey, run: &RunId, kind: RunKind) -> Arc<RunLog> {
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        if now.duration_since(state.last_sweep) >= SWEEP_EVERY {
+            state.last_sweep = now;
+            let retention = self.retention;
+            state
+                .runs
+                .retain(|_, log| now.duration_since(log.last_activity()) < retention);
+        }
+        state
+            .runs
+            .entry(run.clone())
+            .or_insert_with(|| {
+                let log = RunLog::new(key.clone());
+                log.push(RunEvent::Accepted {
+                    run: run.clone(),
+                    key: key.clone(),
+                    kind,
+                });
+                Arc::new(log)
+            })
+            .clone()
+    }
+
+    /// The run's log if this process has one for a run of `org`.
+    pub(crate) fn find(&self, org: &OrgId, run: &RunId) -> Option<Arc<RunLog>> {
+        let state = lock(&self.state);
+        state
+            .runs
+            .get(run)
+            .filter(|log| &log.key.org == org)
+            .cloned()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.state).runs.len()
+    }
+}
+
+impl RunLog {
+    fn new(key: ConversationKey) -> Self {
+        RunLog {
+            key,
+            state: Mutex::new(LogState {
+                events: Vec::new(),
+                done: false,
+                last_activity: Instant::now(),
+            }),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    fn last_activity(&self) -> Instant {
+        lock(&self.state).last_activity
+    }
+
+    pub(crate) fn push(&self, event: RunEvent) {
+        {
+            let mut state = lock(&self.state);
+            if state.done {
+                return;
+            }
+            state.done = event.is_terminal();
+            state.events.push(event);
+            state.last_activity = Instant::now();
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Events from index `from` on.
+    pub(crate) fn read_from(&self, from: usize) -> Vec<RunEvent> {
+        let state = lock(&self.state);
+        state
+            .events
+            .get(from..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// Whether the log holds its terminal event.
+    #[cfg(test)]
+    pub(crate) fn is_done(&self) -> bool {
+        lock(&self.state).done
+    }
+
+    pub(crate) fn watch(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(org: &str) -> ConversationKey {
+        ConversationKey::parse(org, "bot", "c1").unwrap()
+    }
+
+    #[test]
+    fn nothing_is_recorded_after_the_terminal_event() {
+        let hub = EventHub::new(Duration::from_secs(60));
+        let run = RunId::generate();
+        let log = hub.open(&key("acme"), &run, RunKind::Turn);
+        log.push(RunEvent::Started { attempt: 1 });
+        log.push(RunEvent::Completed { output: None });
+        log.push(RunEvent::Failed {
+            error: "late".to_owned(),
+        });
+        let log = hub.find(&OrgId::new("acme").unwrap(), &run).unwrap();
+        assert!(log.is_done());
+        assert_eq!(
+            log.read_from(1),
+            vec![
+                RunEvent::Started { attempt: 1 },
+                RunEvent::Completed { output: None }
+            ]
+        );
+        assert!(matches!(log.read_from(0)[0], RunEvent::Accepted { .. }));
+        assert_eq!(log.read_from(3), vec![]);
+        assert_eq!(log.read_from(7), vec![]);
+    }
+
+    #[test]
+    fn another_orgs_run_is_not_found() {
+        let hub = EventHub::new(Duration::from_secs(60));
+        let run = RunId::generate();
+        hub.open(&key("acme"), &run, RunKind::Turn);
+        assert!(hub.find(&OrgId::new("acme").unwrap(), &run).is_some());
+        assert!(hub.find(&OrgId::new("evil").unwrap(), &run).is_none());
+    }
+
+    #[test]
+    fn idle_logs_are_evicted_after_the_retention() {
+        let hub = EventHub::new(Duration::ZERO);
+        let old = RunId::generate();
+        hub.open(&key("acme"), &old, RunKind::Turn);
+        lock(&hub.state).last_sweep = Instant::now() - SWEEP_EVERY;
+        hub.open(&key("acme"), &RunId::generate(), RunKind::Reset);
+        assert!(hub.find(&OrgId::new("acme").unwrap(), &old).is_none());
+        assert_eq!(hub.len(), 1);
+    }
+}

@@ -1,0 +1,192 @@
+//! [`Runtime`]: the handle a host keeps, and [`RuntimeBuilder`] that makes it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lobu_core::{Backend, Result, WorkerId};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agent::Agent;
+use crate::cache::TranscriptCache;
+use crate::config::Settings;
+use crate::hub::EventHub;
+use crate::metrics::{Counters, Metrics};
+
+/// lobu's gateway and worker loop, embedded in the host's process.
+///
+/// Cheap to clone (an `Arc` inside); every clone is the same runtime. The gateway side
+/// ([`submit`](Self::submit), [`subscribe`](Self::subscribe), [`status`](Self::status),
+/// [`reset`](Self::reset), [`messages`](Self::messages), [`stats`](Self::stats),
+/// [`list`](Self::list)) works whether or not this process runs the worker loop
+/// ([`run`](Self::run), [`shutdown`](Self::shutdown)).
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("worker", &self.shared.worker)
+            .field("backend", &self.shared.backend)
+            .field("settings", &self.shared.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What every part of the runtime shares.
+pub(crate) struct Shared {
+    pub(crate) backend: Backend,
+    pub(crate) agent: Arc<dyn Agent>,
+    pub(crate) settings: Settings,
+    pub(crate) worker: WorkerId,
+    pub(crate) hub: EventHub,
+    pub(crate) cache: TranscriptCache,
+    pub(crate) counters: Counters,
+    /// Set when shutdown begins: the worker loop claims nothing more.
+    pub(crate) stop_claiming: CancellationToken,
+    /// Set when the grace period is over: in-flight turns are cancelled.
+    pub(crate) abort_turns: CancellationToken,
+    /// Every run this worker executes.
+    pub(crate) tracker: TaskTracker,
+    pub(crate) loop_running: AtomicBool,
+    /// Wakes the worker loop (a local submit, a run finished).
+    pub(crate) wake: Notify,
+    /// The worker loop claims nothing before this (after a busy conversation lease).
+    pub(crate) claim_pause: Mutex<Option<Instant>>,
+}
+
+impl Runtime {
+    /// Start building a runtime on `backend` with `agent`.
+    pub fn builder(backend: Backend, agent: Arc<dyn Agent>) -> RuntimeBuilder {
+        RuntimeBuilder {
+            backend,
+            agent,
+            settings: Settings::default(),
+            worker: None,
+        }
+    }
+
+    /// The settings it runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+
+    /// The id this runtime claims runs under.
+    pub fn worker_id(&self) -> &WorkerId {
+        &self.shared.worker
+    }
+
+    /// The backend it speaks to.
+    pub fn backend(&self) -> &Backend {
+        &self.shared.backend
+    }
+
+    /// A snapshot of the counters (hydrate and persist bytes and times, lease waits, queue
+    /// depth, runs).
+    pub fn metrics(&self) -> Metrics {
+        self.shared.counters.snapshot()
+    }
+}
+
+/// Builds a [`Runtime`]; every setting has a default (see [`Settings`]).
+#[must_use]
+pub struct RuntimeBuilder {
+    backend: Backend,
+    agent: Arc<dyn Agent>,
+    settings: Settings,
+    worker: Option<WorkerId>,
+}
+
+impl fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("settings", &self.settings)
+            .field("worker", &self.worker)
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.settings.$name = value;
+            self
+        }
+    };
+}
+
+impl RuntimeBuilder {
+    /// Replace all settings at once.
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The worker id to claim under (default: a fresh `worker-<uuid>`).
+    pub fn worker_id(mut self, worker: WorkerId) -> Self {
+        self.worker = Some(worker);
+        self
+    }
+
+    setter!(/// How many runs execute at once.
+        concurrency: usize);
+    setter!(/// The time limit of one attempt of a turn.
+        turn_timeout: Duration);
+    setter!(/// How long a conversation lease lasts without renewal.
+        lease_ttl: Duration);
+    setter!(/// How long a run claim lasts without a heartbeat.
+        claim_ttl: Duration);
+    setter!(/// How often leases and claims of running turns are renewed.
+        heartbeat_interval: Duration);
+    setter!(/// How many attempts a submitted run gets.
+        max_attempts: u32);
+    setter!(/// The delay before a failed attempt is retried.
+        retry_delay: Duration);
+    setter!(/// The default grace period of [`Runtime::shutdown`].
+        shutdown_grace: Duration);
+    setter!(/// The largest transcript a turn may persist.
+        max_transcript_bytes: usize);
+    setter!(/// Where per-run scratch directories are created.
+        scratch_root: PathBuf);
+    setter!(/// The longest idle wait between claim attempts.
+        poll_interval: Duration);
+    setter!(/// How long claiming pauses after a busy conversation lease.
+        busy_backoff: Duration);
+    setter!(/// How often subscribers poll runs executed elsewhere.
+        status_poll_interval: Duration);
+    setter!(/// How long events of idle runs stay available for replay.
+        event_retention: Duration);
+    setter!(/// The transcript cache budget in bytes (0 disables it).
+        cache_bytes: usize);
+
+    /// Check the settings and build. Bad settings are `InvalidInput`.
+    pub fn build(self) -> Result<Runtime> {
+        self.settings.validate()?;
+        let settings = self.settings;
+        Ok(Runtime {
+            shared: Arc::new(Shared {
+                backend: self.backend,
+                agent: self.agent,
+                worker: self.worker.unwrap_or_else(WorkerId::generate),
+                hub: EventHub::new(settings.event_retention),
+                cache: TranscriptCache::new(settings.cache_bytes),
+                counters: Counters::new(),
+                stop_claiming: CancellationToken::new(),
+                abort_turns: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+                loop_running: AtomicBool::new(false),
+                wake: Notify::new(),
+                claim_pause: Mutex::new(None),
+                settings,
+            }),
+        })
+    }
+}

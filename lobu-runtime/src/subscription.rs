@@ -1,0 +1,163 @@
+//! [`RunEvents`]: the stream [`Runtime::subscribe`](crate::Runtime::subscribe) returns.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use futures::stream::BoxStream;
+use lobu_core::{OrgId, RunId, RunQueue, RunRecord};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::events::RunEvent;
+use crate::hub::RunLog;
+
+/// The events of one run, replayed from the start, then live, ending after the terminal
+/// event.
+///
+/// Events of an attempt running in this process arrive live. An attempt running on another
+/// replica cannot be streamed here: the stream then polls the queue (every
+/// [`Settings::status_poll_interval`](crate::Settings::status_poll_interval)) and ends with
+/// the terminal event the run record stands for. A run removed by
+/// [`RunQueue::prune_runs`] while followed ends the stream without a terminal event.
+pub struct RunEvents {
+    inner: BoxStream<'static, RunEvent>,
+}
+
+impl fmt::Debug for RunEvents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunEvents").finish_non_exhaustive()
+    }
+}
+
+impl Stream for RunEvents {
+    type Item = RunEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<RunEvent>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+impl RunEvents {
+    /// Follow a run: `log` is this process's log of it, if any; `record` its queue record
+    /// when the caller already read it.
+    pub(crate) fn follow(
+        queue: Arc<dyn RunQueue>,
+        org: OrgId,
+        run: RunId,
+        log: Option<Arc<RunLog>>,
+        record: Option<RunRecord>,
+        poll_every: Duration,
+    ) -> Self {
+        let mut pending = VecDeque::new();
+        if log.is_none()
+            && let Some(record) = &record
+        {
+            pending.push_back(RunEvent::accepted(record));
+            pending.extend(RunEvent::from_record(record));
+        }
+        let follower = Follower {
+            queue,
+            org,
+            run,
+            rx: log.as_ref().map(|log| log.watch()),
+            log,
+            cursor: 0,
+            pending,
+            finished: false,
+            poll_every,
+            next_poll: Instant::now() + poll_every,
+        };
+        let inner = futures::stream::unfold(follower, |mut f| async move {
+            let event = f.next().await?;
+            Some((event, f))
+        });
+        RunEvents {
+            inner: Box::pin(inner),
+        }
+    }
+}
+
+struct Follower {
+    queue: Arc<dyn RunQueue>,
+    org: OrgId,
+    run: RunId,
+    log: Option<Arc<RunLog>>,
+    rx: Option<watch::Receiver<u64>>,
+    cursor: usize,
+    pending: VecDeque<RunEvent>,
+    finished: bool,
+    poll_every: Duration,
+    next_poll: Instant,
+}
+
+impl Follower {
+    async fn next(&mut self) -> Option<RunEvent> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                self.finished |= event.is_terminal();
+                return Some(event);
+            }
+            if self.finished {
+                return None;
+            }
+            if let Some(log) = &self.log {
+                // Mark the current version seen before reading, so an append that lands
+                // after the read still wakes us.
+                if let Some(rx) = &mut self.rx {
+                    rx.borrow_and_update();
+                }
+                let new = log.read_from(self.cursor);
+                if !new.is_empty() {
+                    self.cursor += new.len();
+                    self.pending.extend(new);
+                    continue;
+                }
+            }
+            let rx = &mut self.rx;
+            let changed = async {
+                match rx {
+                    // The sender lives in the log we hold, so this only fails if the log
+                    // is gone; then wait for the poll instead.
+                    Some(rx) => {
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep_until(self.next_poll) => self.poll().await,
+            }
+        }
+    }
+
+    async fn poll(&mut self) {
+        self.next_poll = Instant::now() + self.poll_every;
+        match self.queue.status(&self.org, &self.run).await {
+            Ok(Some(record)) => {
+                if let Some(event) = RunEvent::from_record(&record) {
+                    match &self.log {
+                        // Into the log, so every subscriber here ends; ignored if the local
+                        // worker already recorded the end.
+                        Some(log) => log.push(event),
+                        None => self.pending.push_back(event),
+                    }
+                }
+            }
+            Ok(None) => {
+                tracing::debug!(run = %self.run, "followed run no longer on the queue");
+                self.finished = true;
+            }
+            Err(error) => {
+                tracing::warn!(run = %self.run, %error, "polling run status failed; will retry");
+            }
+        }
+    }
+}

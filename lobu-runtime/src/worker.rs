@@ -1,0 +1,156 @@
+//! The worker loop: claim runs and execute them until shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use lobu_core::{Error, ErrorKind, Result};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::execute;
+use crate::metrics::bump;
+use crate::runtime::{Runtime, Shared};
+
+impl Runtime {
+    /// Claim runs and execute them, up to the configured concurrency, until
+    /// [`shutdown`](Self::shutdown). Returns once every run it started has finished or been
+    /// handed back. Spawn it: `tokio::spawn({ let rt = rt.clone(); async move { rt.run().await } })`.
+    ///
+    /// Only one loop may run per runtime (a second call is `Busy`); run more runtimes, or
+    /// raise the concurrency, for more throughput. After shutdown it returns at once.
+    pub async fn run(&self) -> Result<()> {
+        let shared = &self.shared;
+        if shared.loop_running.swap(true, Ordering::AcqRel) {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                "the worker loop of this runtime is already running",
+            ));
+        }
+        tracing::info!(worker = %shared.worker, concurrency = shared.settings.concurrency, "worker loop started");
+        claim_loop(shared).await;
+        shared.tracker.close();
+        shared.tracker.wait().await;
+        tracing::info!(worker = %shared.worker, "worker loop stopped");
+        Ok(())
+    }
+
+    /// Graceful shutdown with the configured grace period
+    /// ([`Settings::shutdown_grace`](crate::Settings::shutdown_grace)).
+    pub async fn shutdown(&self) {
+        self.shutdown_within(self.shared.settings.shutdown_grace)
+            .await;
+    }
+
+    /// Graceful shutdown: stop claiming, let in-flight runs finish within `grace`, then
+    /// cancel the rest without persisting anything and hand their runs back to the queue
+    /// without counting an attempt. Returns when no run of this runtime is executing.
+    /// Idempotent. The gateway side keeps working: submitted runs are durable and wait for
+    /// a worker.
+    pub async fn shutdown_within(&self, grace: Duration) {
+        let shared = &self.shared;
+        shared.stop_claiming.cancel();
+        shared.wake.notify_waiters();
+        shared.tracker.close();
+        if tokio::time::timeout(grace, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = shared.tracker.len(),
+                ?grace,
+                "grace period over; cancelling in-flight runs"
+            );
+            shared.abort_turns.cancel();
+            shared.tracker.wait().await;
+        }
+    }
+}
+
+async fn claim_loop(shared: &Arc<Shared>) {
+    let settings = &shared.settings;
+    let permits = Arc::new(Semaphore::new(settings.concurrency));
+    loop {
+        if shared.stop_claiming.is_cancelled() {
+            return;
+        }
+        let pause = *shared.claim_pause.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(until) = pause.filter(|until| *until > Instant::now()) {
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => {}
+                () = shared.stop_claiming.cancelled() => return,
+            }
+        }
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return, // never closed
+            },
+            () = shared.stop_claiming.cancelled() => return,
+        };
+        // Not raced against shutdown: a claim that succeeded must be executed or handed back.
+        match shared
+            .backend
+            .queue
+            .claim(&shared.worker, settings.claim_ttl)
+            .await
+        {
+            Ok(Some(claim)) => {
+                bump(&shared.counters.runs_claimed);
+                let span = tracing::info_span!(
+                    "lobu.run",
+                    key = %claim.key,
+                    run = %claim.run,
+                    kind = claim.kind.as_str(),
+                    attempt = claim.attempt,
+                    fence = tracing::field::Empty,
+                );
+                let task_shared = shared.clone();
+                shared.tracker.spawn(
+                    async move {
+                        execute::execute(&task_shared, claim).await;
+                        drop(permit);
+                        // The conversation's next run may be claimable now.
+                        task_shared.wake.notify_one();
+                    }
+                    .instrument(span),
+                );
+            }
+            Ok(None) => {
+                drop(permit);
+                sample_depth(shared).await;
+                tokio::select! {
+                    () = shared.backend.queue.wait_for_work(settings.poll_interval) => {}
+                    () = shared.wake.notified() => {}
+                    () = shared.stop_claiming.cancelled() => return,
+                }
+            }
+            Err(error) => {
+                drop(permit);
+                tracing::warn!(%error, "claiming a run failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(settings.poll_interval) => {}
+                    () = shared.stop_claiming.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+async fn sample_depth(shared: &Shared) {
+    match shared.backend.queue.depth().await {
+        Ok(depth) => shared.counters.queue_depth.store(depth, Ordering::Relaxed),
+        Err(error) => tracing::debug!(%error, "sampling queue depth failed"),
+    }
+}
+
+/// Pause claiming for `backoff` (a conversation lease was busy): the run just handed back is
+/// the oldest, and claiming it again at once would spin.
+pub(crate) fn pause_claims(shared: &Shared, backoff: Duration) {
+    let until = Instant::now() + backoff;
+    let mut pause = shared.claim_pause.lock().unwrap_or_else(|p| p.into_inner());
+    if pause.is_none_or(|p| p < until) {
+        *pause = Some(until);
+    }
+}
