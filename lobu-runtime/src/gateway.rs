@@ -127,7 +127,7 @@ impl Runtime {
             org.clone(),
             run.clone(),
             log,
-            record,
+            record.as_ref(),
             shared.settings.status_poll_interval,
         ))
     }

@@ -50,12 +50,12 @@ impl RunEvents {
         org: OrgId,
         run: RunId,
         log: Option<Arc<RunLog>>,
-        record: Option<RunRecord>,
+        record: Option<&RunRecord>,
         poll_every: Duration,
     ) -> Self {
         let mut pending = VecDeque::new();
         if log.is_none()
-            && let Some(record) = &record
+            && let Some(record) = record
         {
             pending.push_back(RunEvent::accepted(record));
             pending.extend(RunEvent::from_record(record));

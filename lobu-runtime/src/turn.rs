@@ -6,6 +6,7 @@ use std::error::Error as StdError;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures::FutureExt;
@@ -59,7 +60,6 @@ enum End {
     Returned(Result<(), BoxError>),
     Panicked(String),
     Cancelled,
-    TimedOut,
 }
 
 async fn attempt(
@@ -90,6 +90,15 @@ async fn attempt(
         attempt: claim.attempt,
     });
     let limit = shared.settings.turn_timeout;
+    let timed_out = AtomicBool::new(false);
+    // At the deadline the token fires while the agent is still alive, so the agent (and
+    // anything it spawned) sees the cancellation before the runtime drops the turn.
+    let deadline = async {
+        tokio::time::sleep(limit).await;
+        timed_out.store(true, Ordering::Release);
+        cancel.cancel();
+        std::future::pending::<()>().await;
+    };
     let end = {
         let agent = AssertUnwindSafe(shared.agent.run_turn(&mut turn)).catch_unwind();
         tokio::select! {
@@ -100,26 +109,23 @@ async fn attempt(
                 Err(panic) => End::Panicked(panic_message(panic.as_ref())),
             },
             () = cancel.cancelled() => End::Cancelled,
-            () = tokio::time::sleep(limit) => End::TimedOut,
+            () = deadline => End::Cancelled,
         }
     };
     sink.close();
     match end {
         End::Returned(Ok(())) => persist(shared, claim, lease, turn).await,
-        End::Returned(Err(_)) | End::Cancelled if cancel.is_cancelled() => Outcome::Interrupted,
-        End::Returned(Err(e)) => Outcome::Failed(TerminalStatus::Failed, describe(e.as_ref())),
-        End::Cancelled => Outcome::Interrupted,
         End::Panicked(message) => Outcome::Failed(
             TerminalStatus::Failed,
             format!("the agent panicked: {message}"),
         ),
-        End::TimedOut => {
-            cancel.cancel();
-            Outcome::Failed(
-                TerminalStatus::Timeout,
-                format!("the turn ran past its time limit of {limit:?}"),
-            )
-        }
+        _ if timed_out.load(Ordering::Acquire) => Outcome::Failed(
+            TerminalStatus::Timeout,
+            format!("the turn ran past its time limit of {limit:?}"),
+        ),
+        End::Returned(Err(_)) | End::Cancelled if cancel.is_cancelled() => Outcome::Interrupted,
+        End::Returned(Err(e)) => Outcome::Failed(TerminalStatus::Failed, describe(e.as_ref())),
+        End::Cancelled => Outcome::Interrupted,
     }
 }
 

@@ -18,8 +18,9 @@ impl Runtime {
     /// [`shutdown`](Self::shutdown). Returns once every run it started has finished or been
     /// handed back. Spawn it: `tokio::spawn({ let rt = rt.clone(); async move { rt.run().await } })`.
     ///
-    /// Only one loop may run per runtime (a second call is `Busy`); run more runtimes, or
-    /// raise the concurrency, for more throughput. After shutdown it returns at once.
+    /// Only one loop may run per runtime at a time (a second call is `Busy`); raise the
+    /// concurrency, or run more runtimes, for more throughput. After shutdown it returns at
+    /// once.
     pub async fn run(&self) -> Result<()> {
         let shared = &self.shared;
         if shared.loop_running.swap(true, Ordering::AcqRel) {
@@ -32,6 +33,7 @@ impl Runtime {
         claim_loop(shared).await;
         shared.tracker.close();
         shared.tracker.wait().await;
+        shared.loop_running.store(false, Ordering::Release);
         tracing::info!(worker = %shared.worker, "worker loop stopped");
         Ok(())
     }

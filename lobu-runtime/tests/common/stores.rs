@@ -1,0 +1,65 @@
+//! The stores the scenarios run on, each fresh per test.
+
+use std::sync::Arc;
+
+use lobu_core::Backend;
+use lobu_core::memory::MemoryBackend;
+use lobu_runtime::{Runtime, RuntimeBuilder};
+use tempfile::TempDir;
+
+use super::agent::ScriptAgent;
+
+/// Which backend a scenario runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Memory,
+}
+
+/// A fresh store plus a scratch root, dropped at the end of the test.
+#[derive(Debug)]
+pub struct Fixture {
+    pub store: Store,
+    pub backend: Backend,
+    pub dir: TempDir,
+    memory: Option<Arc<MemoryBackend>>,
+}
+
+impl Fixture {
+    pub async fn new(store: Store) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        match store {
+            Store::Memory => {
+                let memory = Arc::new(MemoryBackend::new());
+                Fixture {
+                    store,
+                    backend: Backend::from_shared(memory.clone()),
+                    dir,
+                    memory: Some(memory),
+                }
+            }
+        }
+    }
+
+    /// Another handle on the same storage, as a second replica would open it.
+    pub async fn replica(&self) -> Backend {
+        match self.store {
+            Store::Memory => Backend::from_shared(self.memory.clone().expect("memory")),
+        }
+    }
+
+    /// A builder on this store with `agent`, scratch dirs under the fixture's directory.
+    pub fn builder(&self, agent: &ScriptAgent) -> RuntimeBuilder {
+        self.builder_on(self.backend.clone(), agent)
+    }
+
+    /// A builder on `backend` (e.g. a [`replica`](Self::replica)).
+    pub fn builder_on(&self, backend: Backend, agent: &ScriptAgent) -> RuntimeBuilder {
+        super::quick(Runtime::builder(backend, agent.arc()))
+            .scratch_root(self.dir.path().join("scratch"))
+    }
+
+    /// The scratch root of runtimes made by [`builder`](Self::builder).
+    pub fn scratch_root(&self) -> std::path::PathBuf {
+        self.dir.path().join("scratch")
+    }
+}

@@ -1,0 +1,39 @@
+//! The lifecycle on every store: each scenario of `scenarios/` once per backend.
+
+mod common;
+mod scenarios;
+
+macro_rules! all_scenarios {
+    ($store:expr) => {
+        $crate::for_store!($store;
+            one_turn_end_to_end,
+            ten_turns_in_order_on_one_conversation,
+            many_conversations_run_in_parallel,
+            a_failed_turn_leaves_the_transcript_as_before,
+            a_timed_out_turn_leaves_no_trace,
+            retries_then_success,
+            exhausted_attempts_fail_visibly,
+            a_panicking_agent_fails_the_attempt_and_the_worker_goes_on,
+            an_oversized_transcript_fails_visibly_and_keeps_the_head,
+            reset_between_turns_forgets_the_conversation,
+            reset_waits_for_the_in_flight_turn_then_clears_it,
+            no_replica_serves_a_reset_conversation_from_its_cache,
+            shutdown_within_the_grace_period_finishes_the_turn,
+            shutdown_past_the_grace_period_hands_the_turn_back_uncounted,
+            the_worker_loop_runs_once_and_not_after_shutdown,
+            two_runtimes_never_overlap_a_conversation_and_run_each_turn_once,
+            a_stalled_replicas_late_write_is_refused,
+            a_late_subscriber_gets_the_whole_run_replayed,
+            a_subscriber_sees_the_end_of_a_run_executed_by_another_replica,
+            another_orgs_run_is_not_found,
+            bad_input_is_a_typed_error_and_queues_nothing,
+            a_repeated_idempotency_key_runs_the_turn_once,
+            a_busy_conversation_lease_hands_the_run_back_uncounted,
+            a_turn_persisted_before_a_crash_is_completed_not_run_again,
+        );
+    };
+}
+
+mod memory {
+    all_scenarios!(crate::common::Store::Memory);
+}

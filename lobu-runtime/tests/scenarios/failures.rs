@@ -1,0 +1,185 @@
+//! Turns that fail, time out, panic or grow too large: nothing reaches the head.
+
+use std::time::Duration;
+
+use lobu_core::{RunStatus, TerminalStatus};
+use lobu_runtime::RunEvent;
+
+use crate::common::*;
+
+pub async fn a_failed_turn_leaves_the_transcript_as_before(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let rt = fx.builder(&agent).max_attempts(2).build().unwrap();
+    let worker = start(&rt);
+    let k = key("c1");
+    let first = send(&rt, &k, "first").await;
+    finished(&rt, &k, &first).await;
+    let before = head(&fx.backend, &k).await;
+
+    let failing = send(&rt, &k, "/fail").await;
+    let events = events_of(&rt, &k.org, &failing).await;
+    let record = rt.status(&k.org, &failing).await.unwrap();
+    assert_eq!(record.status, RunStatus::Failed);
+    assert_eq!(record.attempts, 2);
+    assert!(
+        record
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("agent failure on attempt 2"),
+        "{record:?}"
+    );
+    assert!(events.iter().any(|e| matches!(e,
+        RunEvent::Retrying { attempt: 1, status: TerminalStatus::Failed, error, .. }
+            if error.contains("attempt 1"))));
+    assert!(
+        matches!(events.last(), Some(RunEvent::Failed { error }) if error.contains("attempt 2"))
+    );
+    assert_eq!(
+        head(&fx.backend, &k).await,
+        before,
+        "byte for byte as before"
+    );
+
+    let third = send(&rt, &k, "third").await;
+    finished(&rt, &k, &third).await;
+    let turns = agent.turns();
+    assert_eq!(turns.last().unwrap().seen, ["first"]);
+    let bytes = head(&fx.backend, &k).await;
+    assert!(bytes.starts_with(&before));
+    assert_eq!(user_texts(&bytes), ["first", "third"]);
+    assert_eq!(assistant_texts(&bytes)[1], "You said: third (turn 2)");
+    assert_eq!(rt.metrics().attempts_failed, 2);
+    stop(&rt, worker).await;
+}
+
+pub async fn a_timed_out_turn_leaves_no_trace(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let rt = fx
+        .builder(&agent)
+        .max_attempts(1)
+        .turn_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let worker = start(&rt);
+    let k = key("c1");
+    let first = send(&rt, &k, "first").await;
+    finished(&rt, &k, &first).await;
+    let before = head(&fx.backend, &k).await;
+
+    let hung = send(&rt, &k, "/hang").await;
+    let events = events_of(&rt, &k.org, &hung).await;
+    assert!(
+        matches!(events.last(), Some(RunEvent::Timeout { .. })),
+        "{events:?}"
+    );
+    let record = rt.status(&k.org, &hung).await.unwrap();
+    assert_eq!(record.status, RunStatus::Timeout);
+    assert_eq!(head(&fx.backend, &k).await, before);
+    let turn = agent.turns().pop().unwrap();
+    assert!(turn.cancelled, "the agent's cancellation token fired");
+    assert!(turn.end.is_some());
+    assert!(!turn.scratch.exists());
+
+    let next = send(&rt, &k, "next").await;
+    finished(&rt, &k, &next).await;
+    assert_eq!(agent.turns().pop().unwrap().seen, ["first"]);
+    stop(&rt, worker).await;
+}
+
+pub async fn retries_then_success(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let rt = fx.builder(&agent).max_attempts(3).build().unwrap();
+    let worker = start(&rt);
+    let k = key("c1");
+    let run = send(&rt, &k, "/fail-until 3").await;
+    let events = events_of(&rt, &k.org, &run).await;
+    let record = rt.status(&k.org, &run).await.unwrap();
+    assert_eq!(record.status, RunStatus::Completed);
+    assert_eq!(record.attempts, 3);
+    let retries: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Retrying { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retries, [1, 2]);
+    assert!(events.contains(&RunEvent::Started { attempt: 3 }));
+    assert_eq!(events.last(), Some(&RunEvent::Completed { output: None }));
+    let bytes = head(&fx.backend, &k).await;
+    assert_eq!(
+        user_texts(&bytes),
+        ["/fail-until 3"],
+        "the turn is in the transcript once"
+    );
+    assert_eq!(agent.turns().len(), 3);
+    stop(&rt, worker).await;
+}
+
+pub async fn exhausted_attempts_fail_visibly(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let rt = fx.builder(&agent).max_attempts(3).build().unwrap();
+    let worker = start(&rt);
+    let k = key("c1");
+    let run = send(&rt, &k, "/fail").await;
+    let record = finished(&rt, &k, &run).await;
+    assert_eq!(record.status, RunStatus::Failed);
+    assert_eq!(record.attempts, 3);
+    assert!(record.error.unwrap().contains("agent failure on attempt 3"));
+    assert_eq!(agent.turns().len(), 3);
+    assert!(fx.backend.sessions.hydrate(&k).await.unwrap().is_none());
+    stop(&rt, worker).await;
+}
+
+pub async fn a_panicking_agent_fails_the_attempt_and_the_worker_goes_on(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let rt = fx.builder(&agent).max_attempts(1).build().unwrap();
+    let worker = start(&rt);
+    let k = key("c1");
+    let run = send(&rt, &k, "/panic").await;
+    let record = finished(&rt, &k, &run).await;
+    assert_eq!(record.status, RunStatus::Failed);
+    assert!(record.error.unwrap().contains("the test agent panicked"));
+    let after = send(&rt, &k, "after").await;
+    assert_eq!(finished(&rt, &k, &after).await.status, RunStatus::Completed);
+    assert_eq!(user_texts(&head(&fx.backend, &k).await), ["after"]);
+    stop(&rt, worker).await;
+}
+
+pub async fn an_oversized_transcript_fails_visibly_and_keeps_the_head(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let rt = fx
+        .builder(&agent)
+        .max_attempts(1)
+        .max_transcript_bytes(4096)
+        .build()
+        .unwrap();
+    let worker = start(&rt);
+    let k = key("c1");
+    let first = send(&rt, &k, "first").await;
+    finished(&rt, &k, &first).await;
+    let before = head(&fx.backend, &k).await;
+
+    let big = send(&rt, &k, "/big 10000").await;
+    let record = finished(&rt, &k, &big).await;
+    assert_eq!(record.status, RunStatus::Failed);
+    let error = record.error.unwrap();
+    assert!(error.contains("too_large"), "{error}");
+    assert_eq!(
+        head(&fx.backend, &k).await,
+        before,
+        "nothing truncated, nothing stored"
+    );
+
+    let after = send(&rt, &k, "after").await;
+    assert_eq!(finished(&rt, &k, &after).await.status, RunStatus::Completed);
+    assert_eq!(user_texts(&head(&fx.backend, &k).await), ["first", "after"]);
+    stop(&rt, worker).await;
+}

@@ -1,0 +1,236 @@
+//! The gateway side: replay to late subscribers, runs executed elsewhere, tenants, bad
+//! input, idempotent submits, a busy conversation, and a turn persisted before a crash.
+
+use std::time::Duration;
+
+use lobu_core::transcript::TranscriptWriter;
+use lobu_core::{ErrorKind, IdempotencyKey, OrgId, Persist, RunStatus, TerminalStatus, WorkerId};
+use lobu_runtime::{RunEvent, Runtime};
+
+use crate::common::*;
+
+pub async fn a_late_subscriber_gets_the_whole_run_replayed(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let rt = fx.builder(&agent).build().unwrap();
+    let k = key("c1");
+    // Subscribed before any worker runs: sees everything live.
+    let run = send(&rt, &k, "hello world").await;
+    let early = rt.subscribe(&k.org, &run).await.unwrap();
+    let worker = start(&rt);
+    let live = collect(early).await;
+    let late = events_of(&rt, &k.org, &run).await;
+    assert_eq!(late, live, "the replay equals what a live subscriber saw");
+    assert!(matches!(late[0], RunEvent::Accepted { .. }));
+    assert_eq!(late.iter().filter(|e| e.is_terminal()).count(), 1);
+    assert_eq!(late.last(), Some(&RunEvent::Completed { output: None }));
+    assert!(late.iter().any(|e| matches!(e, RunEvent::Output { .. })));
+    stop(&rt, worker).await;
+}
+
+pub async fn a_subscriber_sees_the_end_of_a_run_executed_by_another_replica(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    // A is a gateway only; B executes.
+    let a = fx.builder(&agent).build().unwrap();
+    let b = fx.builder_on(fx.replica().await, &agent).build().unwrap();
+    let k = key("c1");
+    let run = send(&a, &k, "/sleep 200").await;
+    let events = a.subscribe(&k.org, &run).await.unwrap();
+    let b_worker = start(&b);
+    let seen = collect(events).await;
+    assert!(matches!(seen.first(), Some(RunEvent::Accepted { .. })));
+    assert_eq!(seen.last(), Some(&RunEvent::Completed { output: None }));
+    assert_eq!(
+        a.wait(&k.org, &run).await.unwrap().status,
+        RunStatus::Completed
+    );
+
+    // A runtime that never saw the run replays what the queue knows.
+    let c = fx.builder_on(fx.replica().await, &agent).build().unwrap();
+    let replay = events_of(&c, &k.org, &run).await;
+    assert_eq!(replay.len(), 2, "{replay:?}");
+    assert!(matches!(&replay[0], RunEvent::Accepted { run: r, .. } if *r == run));
+    assert_eq!(replay[1], RunEvent::Completed { output: None });
+    stop(&b, b_worker).await;
+}
+
+pub async fn another_orgs_run_is_not_found(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let rt = fx.builder(&agent).build().unwrap();
+    let k = key("c1");
+    let run = send(&rt, &k, "secret").await;
+    let evil = OrgId::new("evil").unwrap();
+    assert_eq!(
+        rt.status(&evil, &run).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        rt.subscribe(&evil, &run).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        rt.wait(&evil, &run).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    let unknown = lobu_core::RunId::generate();
+    assert_eq!(
+        rt.status(&k.org, &unknown).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        rt.subscribe(&k.org, &unknown).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+pub async fn bad_input_is_a_typed_error_and_queues_nothing(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let rt = fx.builder(&agent).build().unwrap();
+    let k = key("c1");
+    let invalid = |e: lobu_core::Error| assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    invalid(rt.submit(k.clone(), "", None).await.unwrap_err());
+    invalid(rt.submit(k.clone(), " \n\t ", None).await.unwrap_err());
+    invalid(
+        rt.submit_payload(k.clone(), serde_json::json!({"txt": "x"}), None)
+            .await
+            .unwrap_err(),
+    );
+    invalid(
+        rt.submit_payload(k.clone(), serde_json::json!({"text": 7}), None)
+            .await
+            .unwrap_err(),
+    );
+    invalid(
+        rt.submit_payload(k.clone(), serde_json::json!("text"), None)
+            .await
+            .unwrap_err(),
+    );
+    let huge = "x".repeat(lobu_core::MAX_PAYLOAD_BYTES + 1);
+    let e = rt.submit(k.clone(), huge, None).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TooLarge);
+    assert_eq!(
+        fx.backend.queue.depth().await.unwrap(),
+        0,
+        "nothing was queued"
+    );
+
+    invalid(rt.messages(&k, None, Some(0)).await.unwrap_err());
+    invalid(rt.messages(&k, None, Some(201)).await.unwrap_err());
+    invalid(rt.list(&k.org, &k.agent, None, 0).await.unwrap_err());
+    invalid(rt.list(&k.org, &k.agent, None, 201).await.unwrap_err());
+    let page = rt.messages(&k, None, None).await.unwrap();
+    assert!(page.messages.is_empty() && !page.has_more);
+
+    let bad = Runtime::builder(fx.backend.clone(), agent.arc())
+        .concurrency(0)
+        .build();
+    invalid(bad.unwrap_err());
+    let bad = Runtime::builder(fx.backend.clone(), agent.arc())
+        .heartbeat_interval(Duration::from_secs(20))
+        .build();
+    invalid(bad.unwrap_err());
+}
+
+pub async fn a_repeated_idempotency_key_runs_the_turn_once(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let rt = fx.builder(&agent).build().unwrap();
+    let worker = start(&rt);
+    let k = key("c1");
+    let idem = IdempotencyKey::new("msg-1").unwrap();
+    let first = rt
+        .submit(k.clone(), "once", Some(idem.clone()))
+        .await
+        .unwrap();
+    let again = rt
+        .submit(k.clone(), "once", Some(idem.clone()))
+        .await
+        .unwrap();
+    assert!(first.created && !again.created);
+    assert_eq!(first.run, again.run);
+    finished(&rt, &k, &first.run).await;
+    let after = rt.submit(k.clone(), "once", Some(idem)).await.unwrap();
+    assert_eq!(
+        after.run, first.run,
+        "still the same run after it completed"
+    );
+    assert_eq!(agent.turns().len(), 1);
+    assert_eq!(user_texts(&head(&fx.backend, &k).await), ["once"]);
+    stop(&rt, worker).await;
+}
+
+pub async fn a_busy_conversation_lease_hands_the_run_back_uncounted(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let rt = fx.builder(&agent).build().unwrap();
+    let k = key("c1");
+    // Someone else (a crashed worker whose lease has not expired) holds the conversation.
+    let held = fx
+        .backend
+        .locks
+        .try_acquire(&k, Duration::from_secs(300))
+        .await
+        .unwrap()
+        .unwrap();
+    let worker = start(&rt);
+    let run = send(&rt, &k, "waiting").await;
+    eventually("the worker to find the lease busy", || async {
+        (rt.metrics().lease_waits >= 2).then_some(())
+    })
+    .await;
+    let record = rt.status(&k.org, &run).await.unwrap();
+    assert!(record.status == RunStatus::Pending || record.status == RunStatus::Running);
+    assert!(
+        record.attempts <= 1,
+        "hand-backs do not use up attempts: {record:?}"
+    );
+    assert!(agent.turns().is_empty());
+
+    fx.backend.locks.release(&held).await.unwrap();
+    let record = finished(&rt, &k, &run).await;
+    assert_eq!(record.status, RunStatus::Completed);
+    assert_eq!(record.attempts, 1);
+    stop(&rt, worker).await;
+}
+
+pub async fn a_turn_persisted_before_a_crash_is_completed_not_run_again(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let rt = expiring(fx.builder(&agent)).build().unwrap();
+    let k = key("c1");
+    let run = send(&rt, &k, "done already").await;
+    // A worker claims the run, persists its turn, and dies before completing the run.
+    let ghost = WorkerId::new("ghost").unwrap();
+    let ttl = Duration::from_millis(500);
+    let claim = fx.backend.queue.claim(&ghost, ttl).await.unwrap().unwrap();
+    assert_eq!(claim.run, run);
+    let lease = fx
+        .backend
+        .locks
+        .try_acquire(&k, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut writer = TranscriptWriter::new("/ghost");
+    writer.user_text("done already").unwrap();
+    let written = writer.into_bytes();
+    let persist = Persist {
+        run: run.clone(),
+        status: TerminalStatus::Completed,
+        transcript: written.clone(),
+        expected: None,
+        fence: lease.fence,
+    };
+    fx.backend.sessions.persist(&k, persist).await.unwrap();
+
+    let worker = start(&rt);
+    let record = finished(&rt, &k, &run).await;
+    assert_eq!(record.status, RunStatus::Completed);
+    assert_eq!(record.attempts, 2);
+    assert!(agent.turns().is_empty(), "the agent was not run again");
+    assert_eq!(head(&fx.backend, &k).await, written);
+    stop(&rt, worker).await;
+}

@@ -1,0 +1,16 @@
+//! Scenarios every store runs; `tests/runtime.rs` stamps one test per store for each.
+#![allow(unreachable_pub)] // a test crate: `pub` only shares scenarios between modules
+
+mod failures;
+mod gateway;
+mod replicas;
+mod resets;
+mod shutdown;
+mod turns;
+
+pub use failures::*;
+pub use gateway::*;
+pub use replicas::*;
+pub use resets::*;
+pub use shutdown::*;
+pub use turns::*;

@@ -1,0 +1,127 @@
+//! Several runtimes on one store: one turn at a time per conversation, exactly once, and
+//! a stalled replica's late write refused.
+
+use std::collections::HashMap;
+
+use lobu_core::RunStatus;
+
+use crate::common::stall::Stall;
+use crate::common::*;
+
+pub async fn two_runtimes_never_overlap_a_conversation_and_run_each_turn_once(store: Store) {
+    let fx = Fixture::new(store).await;
+    // One agent state for both replicas, so every turn's start and end is recorded together.
+    let agent = ScriptAgent::new();
+    let a = fx.builder(&agent).concurrency(3).build().unwrap();
+    let b = fx
+        .builder_on(fx.replica().await, &agent)
+        .concurrency(3)
+        .build()
+        .unwrap();
+    let (a_worker, b_worker) = (start(&a), start(&b));
+    let keys: Vec<_> = (0..4).map(|i| key(&format!("shared-{i}"))).collect();
+    let mut runs = Vec::new();
+    let mut sent: HashMap<_, Vec<String>> = HashMap::new();
+    for i in 0..6 {
+        for (n, k) in keys.iter().enumerate() {
+            let text = format!("/sleep 30 turn-{i}");
+            // Alternate the gateway too: both replicas accept work.
+            let gateway = if (i + n) % 2 == 0 { &a } else { &b };
+            runs.push((k.clone(), send(gateway, k, &text).await));
+            sent.entry(k.clone()).or_default().push(text);
+        }
+    }
+    for (k, run) in &runs {
+        let record = finished(&a, k, run).await;
+        assert_eq!(record.status, RunStatus::Completed);
+        assert_eq!(record.attempts, 1);
+    }
+
+    let turns = agent.turns();
+    assert_eq!(turns.len(), runs.len(), "each turn ran exactly once");
+    for k in &keys {
+        let mut spans: Vec<_> = turns
+            .iter()
+            .filter(|t| &t.key == k)
+            .map(|t| (t.start, t.end.expect("ended")))
+            .collect();
+        spans.sort();
+        for pair in spans.windows(2) {
+            assert!(pair[0].1 <= pair[1].0, "two turns of {k} overlapped");
+        }
+        let bytes = head(&fx.backend, k).await;
+        assert_eq!(user_texts(&bytes), sent[k], "{k}: each turn once, in order");
+    }
+    stop(&a, a_worker).await;
+    stop(&b, b_worker).await;
+}
+
+pub async fn a_stalled_replicas_late_write_is_refused(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let stall = Stall::new(fx.replica().await);
+    // Concurrency 1: while its only attempt hangs, A claims nothing else.
+    let a = expiring(fx.builder_on(stall.backend(), &agent))
+        .concurrency(1)
+        .build()
+        .unwrap();
+    let a_worker = start(&a);
+    let k = key("c1");
+    let first = send(&a, &k, "first").await;
+    finished(&a, &k, &first).await;
+
+    let run = send(&a, &k, "/gate").await;
+    eventually("A's attempt to start", || async {
+        agent
+            .turns()
+            .iter()
+            .any(|t| t.text == "/gate")
+            .then_some(())
+    })
+    .await;
+    // A freezes: its lease and claim run out while its agent is still working.
+    stall.set(true);
+    let b = expiring(fx.builder_on(fx.replica().await, &agent))
+        .build()
+        .unwrap();
+    let b_worker = start(&b);
+    eventually("B to take the run over", || async {
+        agent
+            .turns()
+            .iter()
+            .any(|t| t.text == "/gate" && t.attempt == 2)
+            .then_some(())
+    })
+    .await;
+    // Both agents finish; only B holds the newest fence.
+    agent.open_gate();
+    let record = finished(&b, &k, &run).await;
+    assert_eq!(record.status, RunStatus::Completed);
+    assert_eq!(record.attempts, 2);
+    eventually("A's attempt to end", || async {
+        (a.metrics().in_flight == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        a.metrics().persist_writes,
+        1,
+        "only A's first turn was written"
+    );
+    assert_eq!(b.metrics().persist_writes, 1);
+    let bytes = head(&fx.backend, &k).await;
+    assert_eq!(
+        user_texts(&bytes),
+        ["first", "/gate"],
+        "the turn is there once"
+    );
+    stall.set(false);
+
+    let after = send(&a, &k, "after").await;
+    finished(&a, &k, &after).await;
+    assert_eq!(
+        user_texts(&head(&fx.backend, &k).await),
+        ["first", "/gate", "after"]
+    );
+    stop(&a, a_worker).await;
+    stop(&b, b_worker).await;
+}
