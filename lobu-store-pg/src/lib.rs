@@ -1,2 +1,100 @@
-//! lobu for many replicas: transcripts, leases and the run queue in PostgreSQL. (Work in progress.)
+//! # lobu-store-pg: lobu for many replicas
+//!
+//! One [`PgStore`] implements all three lobu-core traits on a PostgreSQL database (14 or
+//! newer), so any number of replicas share nothing but that database:
+//! [`SessionStore`](lobu_core::SessionStore) (transcripts),
+//! [`ConversationLocks`](lobu_core::ConversationLocks) (leases with fencing) and
+//! [`RunQueue`](lobu_core::RunQueue) (the durable run queue).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use lobu_store_pg::{PgStore, PgStoreConfig};
+//! use sqlx::postgres::PgPoolOptions;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = PgPoolOptions::new()
+//!     .max_connections(20)
+//!     .connect("postgres://app@db.internal/app")
+//!     .await?;
+//! let config = PgStoreConfig::default()          // schema `lobu`, 8 MiB transcripts
+//!     .poll_interval(Duration::from_millis(500));
+//! let store = PgStore::with_config(pool, config)?;
+//! store.migrate().await?;                         // in every replica, at start-up
+//! let backend = store.into_backend();             // hand this to lobu-runtime
+//! # let _ = backend;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Schema and migrations
+//!
+//! Everything lives in one schema of lobu's own (default `lobu`, see
+//! [`PgStoreConfig::schema`]), migrations included: they are embedded ([`MIGRATOR`]) and
+//! tracked in `<schema>._sqlx_migrations`, never in the host application's
+//! `_sqlx_migrations`. [`PgStore::migrate`] is safe to call from every replica at once (they
+//! take turns on sqlx's advisory lock, bounded by
+//! [`migrate_lock_timeout`](PgStoreConfig::migrate_lock_timeout)).
+//!
+//! ## Transcripts: deltas, re-bases, one read
+//!
+//! Each persisted snapshot is a row keyed by org, agent, conversation and run, with its
+//! terminal status, size, SHA-256 and creation time; its version comes from a sequence, and
+//! hydrate picks the head by version, never by run id. A completed turn that extends the head
+//! stores only the new bytes; after [`max_chain_deltas`](PgStoreConfig::max_chain_deltas)
+//! deltas, or when the deltas would outgrow the whole copy they extend, the turn is stored
+//! whole again (a re-base) and the older rows drop their bytes. Hydrate is one query that
+//! concatenates the head's whole copy and its deltas. Bytes are stored as `bytea` with lz4
+//! compression (see the migration for the measurements behind that choice): any bytes
+//! round-trip exactly. Snapshots have no foreign key to runs, so run retention never removes a
+//! transcript.
+//!
+//! ## Leases, fences and the queue
+//!
+//! A lease is a row: an expiry and a fence drawn from a sequence. `persist` locks the
+//! conversation's row and checks the fence in the same transaction as the write, so a writer
+//! whose lease was taken over is refused (`Fenced`). Runs are claimed with
+//! `FOR UPDATE SKIP LOCKED`, first in first out per conversation and never two at once per
+//! conversation; claims carry a token and expire unless heartbeated. Writers send `NOTIFY`;
+//! [`wait_for_work`](lobu_core::RunQueue::wait_for_work) listens on one connection per store
+//! and otherwise sleeps at most [`poll_interval`](PgStoreConfig::poll_interval), so work is
+//! found even when notifications never arrive.
+//!
+//! ## Behind a transaction-mode pooler (PgBouncer, Supavisor, RDS Proxy)
+//!
+//! Nothing is held between calls: no connection per conversation, no session advisory lock,
+//! no session settings; every call is one statement or one transaction. Two things need a
+//! session and therefore a direct connection, which
+//! [`direct_connect_options`](PgStoreConfig::direct_connect_options) provides: `migrate`, and
+//! the `LISTEN` of the wake-up (without it, polling still delivers). If the pooler cannot
+//! keep prepared statements across transactions, build the pool with
+//! `PgConnectOptions::statement_cache_capacity(0)`.
+//!
+//! ## Errors
+//!
+//! Failures are [`lobu_core::Error`]s whose kind comes from the database: a lost connection,
+//! a closed or exhausted pool is `Unavailable`, a unique violation or serialisation failure
+//! `Conflict`, a lock timeout `Busy`, rows that contradict each other `Corrupt`. The source is
+//! a [`PgStoreError`] (which keeps the [`sqlx::Error`]).
+//!
+//! ## Testing
+//!
+//! The crate's tests use `#[sqlx::test]` (a fresh database per test) and need
+//! `DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres` or similar; without a reachable
+//! server they fail, they are never skipped.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod delta;
+mod error;
+mod locks;
+mod migrate;
+mod persist;
+mod queue;
+mod sessions;
+mod store;
+mod wakeup;
+
+pub use config::{DEFAULT_SCHEMA, MAX_TRANSCRIPT_BYTES_LIMIT, PgStoreConfig};
+pub use error::PgStoreError;
+pub use migrate::MIGRATOR;
+pub use store::PgStore;

@@ -1,0 +1,122 @@
+//! [`ConversationLocks`] as rows: a lease is an expiry and a fence in the conversation's row.
+//! Nothing is held between calls (no connection, no session lock), so any number of leases
+//! cost nothing and every call works through a transaction-mode pooler.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lobu_core::{
+    ConversationKey, ConversationLocks, Error, Fence, Lease, Result, check_lease_duration,
+};
+use sqlx::SqlStr;
+use time::OffsetDateTime;
+
+use crate::store::{PgStore, db, micros, sql, system_time};
+
+/// The lease statements, for one schema. Expiry is judged by the database clock, the one
+/// clock every replica shares.
+#[derive(Debug)]
+pub(crate) struct LockSql {
+    acquire: SqlStr,
+    renew: SqlStr,
+    release: SqlStr,
+}
+
+impl LockSql {
+    pub(crate) fn new(schema: &str) -> Self {
+        LockSql {
+            // One statement: insert the row, or take it over only if the lease is free. A
+            // concurrent acquirer waits on the row lock and re-checks the expiry on the new
+            // version (ON CONFLICT DO UPDATE always sees the latest row), so one wins.
+            acquire: sql(
+                "INSERT INTO {s}.conversations AS c \
+                     (org, agent, conversation, fence, lease_expires_at) \
+                 VALUES ($1, $2, $3, nextval('{s}.fences'), \
+                         now() + $4 * interval '1 microsecond') \
+                 ON CONFLICT (org, agent, conversation) DO UPDATE \
+                    SET fence = EXCLUDED.fence, lease_expires_at = EXCLUDED.lease_expires_at \
+                  WHERE c.lease_expires_at <= now() \
+                 RETURNING c.fence, c.lease_expires_at",
+                schema,
+            ),
+            // Still the newest fence: extend, even if it had lapsed or been released.
+            renew: sql(
+                "UPDATE {s}.conversations \
+                    SET lease_expires_at = now() + $5 * interval '1 microsecond' \
+                  WHERE org = $1 AND agent = $2 AND conversation = $3 AND fence = $4 \
+                 RETURNING lease_expires_at",
+                schema,
+            ),
+            // Released is expired now: prune can tell how long a conversation sat unleased.
+            release: sql(
+                "UPDATE {s}.conversations SET lease_expires_at = least(lease_expires_at, now()) \
+                  WHERE org = $1 AND agent = $2 AND conversation = $3 AND fence = $4",
+                schema,
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl ConversationLocks for PgStore {
+    async fn try_acquire(&self, key: &ConversationKey, ttl: Duration) -> Result<Option<Lease>> {
+        check_lease_duration(ttl)?;
+        let row: Option<(i64, OffsetDateTime)> = sqlx::query_as(self.inner.locks.acquire.clone())
+            .bind(key.org.as_str())
+            .bind(key.agent.as_str())
+            .bind(key.conversation.as_str())
+            .bind(micros(ttl))
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(db("try_acquire"))?;
+        Ok(row.map(|(fence, expires_at)| Lease {
+            key: key.clone(),
+            fence: Fence(u64::try_from(fence).unwrap_or(0)),
+            expires_at: system_time(expires_at),
+        }))
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+        check_lease_duration(ttl)?;
+        let stale = || {
+            Error::fenced(format!(
+                "{}: {} was taken over or released",
+                lease.key, lease.fence
+            ))
+        };
+        let fence = i64::try_from(lease.fence.0).map_err(|_| stale())?;
+        let key = &lease.key;
+        let expires_at: Option<OffsetDateTime> = sqlx::query_scalar(self.inner.locks.renew.clone())
+            .bind(key.org.as_str())
+            .bind(key.agent.as_str())
+            .bind(key.conversation.as_str())
+            .bind(fence)
+            .bind(micros(ttl))
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(db("renew"))?;
+        let expires_at = expires_at.ok_or_else(stale)?;
+        Ok(Lease {
+            key: key.clone(),
+            fence: lease.fence,
+            expires_at: system_time(expires_at),
+        })
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        // A fence that does not fit a bigint was never issued: nothing of ours to release.
+        let Ok(fence) = i64::try_from(lease.fence.0) else {
+            return Ok(());
+        };
+        let key = &lease.key;
+        sqlx::query(self.inner.locks.release.clone())
+            .bind(key.org.as_str())
+            .bind(key.agent.as_str())
+            .bind(key.conversation.as_str())
+            .bind(fence)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(db("release"))?;
+        Ok(())
+    }
+}

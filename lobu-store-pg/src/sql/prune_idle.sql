@@ -1,0 +1,24 @@
+-- Retention by conversation, never by run history: a conversation whose head was last written
+-- before $1 loses its head and every snapshot (each matched on its own org, agent and
+-- conversation). Its row stays for the lease: a live holder keeps its fence and may write
+-- again; spent leases are dropped separately.
+WITH idle AS (
+    SELECT org, agent, conversation
+      FROM {s}.conversations
+     WHERE head_seq IS NOT NULL AND updated_at < $1
+       FOR UPDATE
+), gone AS (
+    DELETE FROM {s}.snapshots s
+     USING idle i
+     WHERE s.org = i.org AND s.agent = i.agent AND s.conversation = i.conversation
+    RETURNING 1
+), forget AS (
+    UPDATE {s}.conversations c
+       SET head_seq = NULL, head_run = NULL, head_bytes = 0, head_digest = NULL,
+           base_seq = NULL, base_bytes = 0, chain_deltas = 0, chain_bytes = 0,
+           turns = 0, title = NULL
+      FROM idle i
+     WHERE c.org = i.org AND c.agent = i.agent AND c.conversation = i.conversation
+)
+SELECT (SELECT count(*) FROM idle) AS conversations,
+       (SELECT count(*) FROM gone) AS snapshots
