@@ -1,5 +1,7 @@
 //! Executing one claimed run: conversation lease → the turn or reset → lease release →
 //! report to the queue.
+//!
+//! A reset runs under the lease and behind the conversation's earlier runs like a turn.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,9 +12,9 @@ use crate::heartbeat::{Heartbeat, Lost};
 use crate::hub::RunLog;
 use crate::metrics::bump;
 use crate::runtime::Shared;
+use crate::turn::{self, describe};
 use crate::worker::pause_claims;
-use crate::{reset, turn};
-use lobu_core::{AfterFailure, Claim, ErrorKind, RunKind, TerminalStatus};
+use lobu_core::{AfterFailure, Claim, ConversationKey, ErrorKind, RunKind, TerminalStatus};
 
 /// How an attempt ended, as the turn or reset saw it.
 #[derive(Debug)]
@@ -67,7 +69,7 @@ pub(crate) async fn execute(shared: &Arc<Shared>, claim: Claim) {
     let heartbeat = Heartbeat::start(shared.clone(), lease.clone(), claim.clone(), cancel.clone());
     let outcome = match claim.kind {
         RunKind::Turn => turn::run_turn(shared, &claim, &lease, &log, &cancel).await,
-        RunKind::Reset => reset::run_reset(shared, &claim.key).await,
+        RunKind::Reset => run_reset(shared, &claim.key).await,
     };
     let lost = heartbeat.stop().await;
     cancel.cancel(); // anything the agent left running must stop now
@@ -78,6 +80,25 @@ pub(crate) async fn execute(shared: &Arc<Shared>, claim: Claim) {
         tracing::warn!(%error, "releasing the conversation lease failed; it will expire");
     }
     report(shared, &claim, &log, outcome, lost).await;
+}
+
+/// Clear every snapshot of `key` and drop this process's cached copy; write no snapshot.
+/// Other replicas' cached copies die with the version: they are only used after a head check,
+/// and the store never hands out a version twice.
+async fn run_reset(shared: &Shared, key: &ConversationKey) -> Outcome {
+    // Drop the cached copy first: even if the clear fails, nothing stale is served from here.
+    shared.cache.remove(key);
+    match shared.backend.sessions.clear(key).await {
+        Ok(deleted) => {
+            shared.cache.remove(key);
+            tracing::info!(deleted, "conversation reset");
+            Outcome::Completed(Some(serde_json::json!({ "deleted": deleted })))
+        }
+        Err(e) => Outcome::Failed(
+            TerminalStatus::Failed,
+            format!("clearing the conversation failed: {}", describe(&e)),
+        ),
+    }
 }
 
 async fn report(

@@ -75,7 +75,6 @@ mod heartbeat;
 mod hub;
 mod hydrate;
 mod metrics;
-mod reset;
 mod runtime;
 mod scratch;
 mod subscription;

@@ -37,3 +37,7 @@ macro_rules! all_scenarios {
 mod memory {
     all_scenarios!(crate::common::Store::Memory);
 }
+
+mod pg {
+    all_scenarios!(crate::common::Store::Pg);
+}

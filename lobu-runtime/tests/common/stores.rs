@@ -8,11 +8,13 @@ use lobu_runtime::{Runtime, RuntimeBuilder};
 use tempfile::TempDir;
 
 use super::agent::ScriptAgent;
+use super::pg::PgDatabase;
 
 /// Which backend a scenario runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Store {
     Memory,
+    Pg,
 }
 
 /// A fresh store plus a scratch root, dropped at the end of the test.
@@ -22,6 +24,7 @@ pub struct Fixture {
     pub backend: Backend,
     pub dir: TempDir,
     memory: Option<Arc<MemoryBackend>>,
+    pg: Option<PgDatabase>,
 }
 
 impl Fixture {
@@ -35,15 +38,28 @@ impl Fixture {
                     backend: Backend::from_shared(memory.clone()),
                     dir,
                     memory: Some(memory),
+                    pg: None,
+                }
+            }
+            Store::Pg => {
+                let db = PgDatabase::create().await;
+                Fixture {
+                    store,
+                    backend: db.backend().await,
+                    dir,
+                    memory: None,
+                    pg: Some(db),
                 }
             }
         }
     }
 
-    /// Another handle on the same storage, as a second replica would open it.
+    /// Another handle on the same storage, as a second replica would open it (for
+    /// PostgreSQL: its own pool and its own wake-up listener).
     pub async fn replica(&self) -> Backend {
         match self.store {
             Store::Memory => Backend::from_shared(self.memory.clone().expect("memory")),
+            Store::Pg => self.pg.as_ref().expect("pg").backend().await,
         }
     }
 
@@ -54,8 +70,7 @@ impl Fixture {
 
     /// A builder on `backend` (e.g. a [`replica`](Self::replica)).
     pub fn builder_on(&self, backend: Backend, agent: &ScriptAgent) -> RuntimeBuilder {
-        super::quick(Runtime::builder(backend, agent.arc()))
-            .scratch_root(self.dir.path().join("scratch"))
+        super::quick(Runtime::builder(backend, agent.arc())).scratch_root(self.scratch_root())
     }
 
     /// The scratch root of runtimes made by [`builder`](Self::builder).
