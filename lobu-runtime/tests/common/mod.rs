@@ -2,7 +2,7 @@
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part
 
 pub mod agent;
-mod pg;
+pub mod pg;
 pub mod stall;
 mod stores;
 

@@ -62,16 +62,30 @@ impl PgDatabase {
 
     /// A new store (own pool) on the database, migrated.
     pub async fn backend(&self) -> Backend {
-        let pool = PgPoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .acquire_timeout(Duration::from_secs(60))
-            .connect_with(self.options.clone().disable_statement_logging())
-            .await
-            .expect("connect to the test database");
-        let store = PgStore::new(pool);
-        store.migrate().await.expect("migrate");
-        store.into_backend()
+        connect(self.options.clone()).await
     }
+
+    /// The database's name (a child process opens it with [`backend_named`]).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A store on the test database `name` of the `DATABASE_URL` server.
+pub async fn backend_named(name: &str) -> Backend {
+    connect(admin_options().database(name)).await
+}
+
+async fn connect(options: PgConnectOptions) -> Backend {
+    let pool = PgPoolOptions::new()
+        .max_connections(POOL_SIZE)
+        .acquire_timeout(Duration::from_secs(60))
+        .connect_with(options.disable_statement_logging())
+        .await
+        .expect("connect to the test database");
+    let store = PgStore::new(pool);
+    store.migrate().await.expect("migrate");
+    store.into_backend()
 }
 
 impl Drop for PgDatabase {

@@ -63,6 +63,14 @@ impl Fixture {
         }
     }
 
+    /// How a child process opens this store: `pg:<database>`.
+    pub fn spec(&self) -> String {
+        match self.store {
+            Store::Memory => panic!("a memory store cannot be shared with another process"),
+            Store::Pg => format!("pg:{}", self.pg.as_ref().expect("pg").name()),
+        }
+    }
+
     /// A builder on this store with `agent`, scratch dirs under the fixture's directory.
     pub fn builder(&self, agent: &ScriptAgent) -> RuntimeBuilder {
         self.builder_on(self.backend.clone(), agent)
