@@ -62,7 +62,7 @@ struct State {
 
 impl MemoryBackend {
     /// An empty backend with the default size limit,
-    /// [`DEFAULT_MAX_TRANSCRIPT_BYTES`](crate::DEFAULT_MAX_TRANSCRIPT_BYTES).
+    /// [`DEFAULT_MAX_TRANSCRIPT_BYTES`].
     pub fn new() -> Self {
         MemoryBackend {
             state: Mutex::new(State::default()),
