@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use lobu_core::{Claim, ErrorKind, Lease};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::runtime::Shared;
 
@@ -37,38 +38,42 @@ impl Heartbeat {
     ) -> Self {
         let lost = Arc::new(Mutex::new(None));
         let record = lost.clone();
-        let task = tokio::spawn(async move {
-            let settings = &shared.settings;
-            let mut tick = tokio::time::interval(settings.heartbeat_interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await; // the first tick is immediate
-            loop {
-                tick.tick().await;
-                let lease_result = shared.backend.locks.renew(&lease, settings.lease_ttl).await;
-                let claim_result = shared
-                    .backend
-                    .queue
-                    .heartbeat(&claim, settings.claim_ttl)
-                    .await;
-                let found = match (&lease_result, &claim_result) {
-                    (_, Err(e)) if e.is(ErrorKind::Fenced) => Some(Lost::Claim),
-                    (Err(e), _) if e.is(ErrorKind::Fenced) => Some(Lost::Lease),
-                    _ => None,
-                };
-                if let Some(found) = found {
-                    tracing::warn!(?found, "another worker took over; cancelling the run");
-                    *record.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
-                    turn.cancel();
-                    return;
-                }
-                if let Err(error) = lease_result {
-                    tracing::warn!(%error, "renewing the conversation lease failed");
-                }
-                if let Err(error) = claim_result {
-                    tracing::warn!(%error, "heartbeating the run claim failed");
+        let span = tracing::Span::current();
+        let task = tokio::spawn(
+            async move {
+                let settings = &shared.settings;
+                let mut tick = tokio::time::interval(settings.heartbeat_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await; // the first tick is immediate
+                loop {
+                    tick.tick().await;
+                    let lease_result = shared.backend.locks.renew(&lease, settings.lease_ttl).await;
+                    let claim_result = shared
+                        .backend
+                        .queue
+                        .heartbeat(&claim, settings.claim_ttl)
+                        .await;
+                    let found = match (&lease_result, &claim_result) {
+                        (_, Err(e)) if e.is(ErrorKind::Fenced) => Some(Lost::Claim),
+                        (Err(e), _) if e.is(ErrorKind::Fenced) => Some(Lost::Lease),
+                        _ => None,
+                    };
+                    if let Some(found) = found {
+                        tracing::warn!(?found, "another worker took over; cancelling the run");
+                        *record.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
+                        turn.cancel();
+                        return;
+                    }
+                    if let Err(error) = lease_result {
+                        tracing::warn!(%error, "renewing the conversation lease failed");
+                    }
+                    if let Err(error) = claim_result {
+                        tracing::warn!(%error, "heartbeating the run claim failed");
+                    }
                 }
             }
-        });
+            .instrument(span),
+        );
         Heartbeat { task, lost }
     }
 

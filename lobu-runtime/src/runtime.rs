@@ -93,6 +93,18 @@ impl Runtime {
     pub fn metrics(&self) -> Metrics {
         self.shared.counters.snapshot()
     }
+
+    /// How many runs are pending on the queue now (also updates
+    /// [`Metrics::queue_depth`]). A cheap readiness probe for a host: it fails when the
+    /// backend does not answer.
+    pub async fn queue_depth(&self) -> Result<u64> {
+        let depth = self.shared.backend.queue.depth().await?;
+        self.shared
+            .counters
+            .queue_depth
+            .store(depth, std::sync::atomic::Ordering::Relaxed);
+        Ok(depth)
+    }
 }
 
 /// Builds a [`Runtime`]; every setting has a default (see [`Settings`]).
@@ -188,5 +200,21 @@ impl RuntimeBuilder {
                 settings,
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_and_streams_can_cross_tasks() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        fn send<T: Send + 'static>() {}
+        send_sync::<Runtime>();
+        send::<crate::RunEvents>();
+        send_sync::<crate::RunEvent>();
+        send_sync::<crate::OutputSink>();
+        send::<crate::Turn>();
     }
 }

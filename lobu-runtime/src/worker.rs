@@ -73,7 +73,13 @@ impl Runtime {
 async fn claim_loop(shared: &Arc<Shared>) {
     let settings = &shared.settings;
     let permits = Arc::new(Semaphore::new(settings.concurrency));
+    let mut last_sample: Option<Instant> = None;
     loop {
+        // Sampled when idle below, and at least every second while busy.
+        if last_sample.is_none_or(|at| at.elapsed() >= DEPTH_SAMPLE_EVERY) {
+            sample_depth(shared).await;
+            last_sample = Some(Instant::now());
+        }
         if shared.stop_claiming.is_cancelled() {
             return;
         }
@@ -122,6 +128,7 @@ async fn claim_loop(shared: &Arc<Shared>) {
             Ok(None) => {
                 drop(permit);
                 sample_depth(shared).await;
+                last_sample = Some(Instant::now());
                 tokio::select! {
                     () = shared.backend.queue.wait_for_work(settings.poll_interval) => {}
                     () = shared.wake.notified() => {}
@@ -139,6 +146,9 @@ async fn claim_loop(shared: &Arc<Shared>) {
         }
     }
 }
+
+/// How often a busy worker loop samples the queue depth for [`Metrics`](crate::Metrics).
+const DEPTH_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 async fn sample_depth(shared: &Shared) {
     match shared.backend.queue.depth().await {
