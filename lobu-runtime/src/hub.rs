@@ -5,6 +5,7 @@
 //! period are evicted; a subscriber of an evicted or foreign run falls back to the queue.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,10 @@ use crate::events::RunEvent;
 
 /// How often, at most, the hub scans for logs to evict.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// How many finished runs' logs the hub keeps at most, whatever their age; the ones that
+/// ended longest ago go first (their subscribers fall back to the queue).
+pub(crate) const MAX_FINISHED_LOGS: usize = 10_000;
 
 #[derive(Debug)]
 pub(crate) struct EventHub {
@@ -42,7 +47,11 @@ struct LogState {
     events: Vec<RunEvent>,
     done: bool,
     last_activity: Instant,
+    /// Orders appends across all logs (instants can tie).
+    last_seq: u64,
 }
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding these locks cannot leave the data half-updated (every update is
@@ -68,10 +77,7 @@ impl EventHub {
         let now = Instant::now();
         if now.duration_since(state.last_sweep) >= SWEEP_EVERY {
             state.last_sweep = now;
-            let retention = self.retention;
-            state
-                .runs
-                .retain(|_, log| now.duration_since(log.last_activity()) < retention);
+            self.sweep(&mut state.runs, now);
         }
         state
             .runs
@@ -86,6 +92,22 @@ impl EventHub {
                 Arc::new(log)
             })
             .clone()
+    }
+
+    fn sweep(&self, runs: &mut HashMap<RunId, Arc<RunLog>>, now: Instant) {
+        runs.retain(|_, log| now.duration_since(log.last_activity()) < self.retention);
+        let mut finished: Vec<(u64, RunId)> = runs
+            .iter()
+            .filter(|(_, log)| log.is_done())
+            .map(|(run, log)| (lock(&log.state).last_seq, run.clone()))
+            .collect();
+        if finished.len() > MAX_FINISHED_LOGS {
+            finished.sort_unstable();
+            let excess = finished.len() - MAX_FINISHED_LOGS;
+            for (_, run) in finished.into_iter().take(excess) {
+                runs.remove(&run);
+            }
+        }
     }
 
     /// The run's log if this process has one for a run of `org`.
@@ -112,6 +134,7 @@ impl RunLog {
                 events: Vec::new(),
                 done: false,
                 last_activity: Instant::now(),
+                last_seq: SEQ.fetch_add(1, Ordering::Relaxed),
             }),
             changed: watch::channel(0).0,
         }
@@ -130,6 +153,7 @@ impl RunLog {
             state.done = event.is_terminal();
             state.events.push(event);
             state.last_activity = Instant::now();
+            state.last_seq = SEQ.fetch_add(1, Ordering::Relaxed);
         }
         self.changed.send_modify(|n| *n += 1);
     }
@@ -145,7 +169,6 @@ impl RunLog {
     }
 
     /// Whether the log holds its terminal event.
-    #[cfg(test)]
     pub(crate) fn is_done(&self) -> bool {
         lock(&self.state).done
     }
@@ -205,5 +228,28 @@ mod tests {
         hub.open(&key("acme"), &RunId::generate(), RunKind::Reset);
         assert!(hub.find(&OrgId::new("acme").unwrap(), &old).is_none());
         assert_eq!(hub.len(), 1);
+    }
+
+    #[test]
+    fn the_oldest_finished_logs_go_first_over_the_cap() {
+        let hub = EventHub::new(Duration::from_secs(3600));
+        let org = OrgId::new("acme").unwrap();
+        let running = RunId::generate();
+        hub.open(&key("acme"), &running, RunKind::Turn);
+        let mut finished = Vec::new();
+        for _ in 0..MAX_FINISHED_LOGS + 3 {
+            let run = RunId::generate();
+            hub.open(&key("acme"), &run, RunKind::Turn)
+                .push(RunEvent::Completed { output: None });
+            finished.push(run);
+        }
+        lock(&hub.state).last_sweep = Instant::now() - SWEEP_EVERY;
+        hub.open(&key("acme"), &RunId::generate(), RunKind::Turn);
+        assert!(hub.find(&org, &running).is_some(), "unfinished runs stay");
+        for run in &finished[..3] {
+            assert!(hub.find(&org, run).is_none());
+        }
+        assert!(hub.find(&org, &finished[3]).is_some());
+        assert_eq!(hub.len(), MAX_FINISHED_LOGS + 2);
     }
 }
