@@ -23,6 +23,7 @@ macro_rules! all_scenarios {
             the_worker_loop_runs_once_and_not_after_shutdown,
             two_runtimes_never_overlap_a_conversation_and_run_each_turn_once,
             a_stalled_replicas_late_write_is_refused,
+            a_replica_that_lost_its_claim_cancels_its_turn,
             a_late_subscriber_gets_the_whole_run_replayed,
             a_subscriber_sees_the_end_of_a_run_executed_by_another_replica,
             another_orgs_run_is_not_found,

@@ -125,3 +125,53 @@ pub async fn a_stalled_replicas_late_write_is_refused(store: Store) {
     stop(&a, a_worker).await;
     stop(&b, b_worker).await;
 }
+
+pub async fn a_replica_that_lost_its_claim_cancels_its_turn(store: Store) {
+    let fx = Fixture::new(store).await;
+    let stalled_agent = ScriptAgent::new();
+    let stall = Stall::new(fx.replica().await);
+    let a = expiring(fx.builder_on(stall.backend(), &stalled_agent))
+        .concurrency(1)
+        .build()
+        .unwrap();
+    let a_worker = start(&a);
+    let k = key("c1");
+    let run = send(&a, &k, "/hang").await;
+    eventually("A's attempt to start", || async {
+        (!stalled_agent.turns().is_empty()).then_some(())
+    })
+    .await;
+    stall.set(true);
+    let other = ScriptAgent::with_hang(false);
+    let b = expiring(fx.builder_on(fx.replica().await, &other))
+        .build()
+        .unwrap();
+    let b_worker = start(&b);
+    let record = finished(&b, &k, &run).await;
+    assert_eq!(record.status, RunStatus::Completed);
+    assert_eq!(record.attempts, 2);
+
+    // A wakes up: its next renewal is refused, so it stops the turn it no longer owns.
+    stall.set(false);
+    let cancelled = eventually("A's turn to end", || async {
+        let turns = stalled_agent.turns();
+        turns[0].end.is_some().then(|| turns[0].cancelled)
+    })
+    .await;
+    assert!(cancelled, "the turn was cancelled, not finished");
+    let events = events_of(&a, &k.org, &run).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, lobu_runtime::RunEvent::Requeued { attempt: 1, .. })),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.last(),
+        Some(&lobu_runtime::RunEvent::Completed { output: None })
+    );
+    assert_eq!(a.metrics().persist_writes, 0);
+    assert_eq!(user_texts(&head(&fx.backend, &k).await), ["/hang"]);
+    stop(&a, a_worker).await;
+    stop(&b, b_worker).await;
+}
