@@ -155,3 +155,185 @@ pub(crate) fn plan(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use lobu_core::{ErrorKind, Fence, RunId, Version};
+
+    use super::*;
+
+    const HEAD: &[u8] = b"{\"type\":\"session\"}\n{\"n\":1}\n";
+
+    fn key() -> ConversationKey {
+        ConversationKey::parse("acme", "bot", "c1").unwrap()
+    }
+
+    fn head() -> Head {
+        Head {
+            fence: 7,
+            head_seq: Some(10),
+            head_bytes: HEAD.len() as i64,
+            head_digest: Some(Digests::of(HEAD, None).full),
+            base_bytes: HEAD.len() as i64,
+            chain_deltas: 0,
+            chain_bytes: 0,
+            has_title: false,
+        }
+    }
+
+    fn write(run: &RunId, status: TerminalStatus, bytes: &[u8], expected: Option<u64>) -> Persist {
+        Persist {
+            run: run.clone(),
+            status,
+            transcript: Bytes::copy_from_slice(bytes),
+            expected: expected.map(Version),
+            fence: Fence(7),
+        }
+    }
+
+    fn stored(seq: i64, status: &str, bytes: &[u8]) -> RunSnapshot {
+        RunSnapshot {
+            seq,
+            status: status.to_owned(),
+            byte_size: bytes.len() as i64,
+            digest: Digests::of(bytes, None).full,
+        }
+    }
+
+    fn extended() -> Vec<u8> {
+        [HEAD, b"{\"n\":2}\n"].concat()
+    }
+
+    #[test]
+    fn only_the_newest_fence_may_write() {
+        let run = RunId::generate();
+        let h = head();
+        let w = write(&run, TerminalStatus::Completed, HEAD, Some(10));
+        assert!(check_fence(&key(), &w, Some(&h)).is_ok());
+        let stale = Persist {
+            fence: Fence(6),
+            ..w.clone()
+        };
+        let never = Persist {
+            fence: Fence(8),
+            ..w.clone()
+        };
+        for bad in [&stale, &never] {
+            let e = check_fence(&key(), bad, Some(&h)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Fenced);
+        }
+        let e = check_fence(&key(), &w, None).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Fenced, "no lease ever issued");
+    }
+
+    #[test]
+    fn a_turn_extending_the_head_is_a_delta_of_its_new_bytes() {
+        let run = RunId::generate();
+        let w = write(&run, TerminalStatus::Completed, &extended(), Some(10));
+        let plan = plan(&key(), &w, &head(), &[], 32).unwrap();
+        let Plan::Delta { from, .. } = plan else {
+            panic!("not a delta: {plan:?}");
+        };
+        assert_eq!(from, HEAD.len());
+    }
+
+    #[test]
+    fn a_rewrite_or_a_long_chain_is_a_whole_copy() {
+        let run = RunId::generate();
+        let rewrite = write(
+            &run,
+            TerminalStatus::Completed,
+            b"{\"compacted\":1}\n",
+            Some(10),
+        );
+        let plan1 = plan(&key(), &rewrite, &head(), &[], 32).unwrap();
+        assert!(
+            matches!(
+                plan1,
+                Plan::Base {
+                    replace_title: true,
+                    ..
+                }
+            ),
+            "{plan1:?}"
+        );
+        let long = Head {
+            chain_deltas: 32,
+            ..head()
+        };
+        let w = write(&run, TerminalStatus::Completed, &extended(), Some(10));
+        let plan2 = plan(&key(), &w, &long, &[], 32).unwrap();
+        assert!(
+            matches!(
+                plan2,
+                Plan::Base {
+                    replace_title: false,
+                    ..
+                }
+            ),
+            "{plan2:?}"
+        );
+    }
+
+    #[test]
+    fn a_stale_expected_version_conflicts_but_forensic_copies_ignore_it() {
+        let run = RunId::generate();
+        let stale = write(&run, TerminalStatus::Completed, &extended(), Some(9));
+        let e = plan(&key(), &stale, &head(), &[], 32).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        let none = write(&run, TerminalStatus::Completed, &extended(), None);
+        assert_eq!(
+            plan(&key(), &none, &head(), &[], 32).unwrap_err().kind(),
+            ErrorKind::Conflict
+        );
+        let failed = write(&run, TerminalStatus::Failed, &extended(), Some(9));
+        assert!(matches!(
+            plan(&key(), &failed, &head(), &[], 32).unwrap(),
+            Plan::Forensic { .. }
+        ));
+    }
+
+    #[test]
+    fn same_run_retries_extensions_and_divergence() {
+        let run = RunId::generate();
+        let own_head = [stored(10, "completed", HEAD)];
+        let retry = write(&run, TerminalStatus::Completed, HEAD, Some(3));
+        assert_eq!(
+            plan(&key(), &retry, &head(), &own_head, 32).unwrap(),
+            Plan::Retry(10)
+        );
+        // Extending its own head needs no matching `expected`.
+        let grow = write(&run, TerminalStatus::Completed, &extended(), Some(3));
+        assert!(matches!(
+            plan(&key(), &grow, &head(), &own_head, 32).unwrap(),
+            Plan::Delta { .. }
+        ));
+        let diverge = write(
+            &run,
+            TerminalStatus::Completed,
+            b"{\"other\":1}\n",
+            Some(10),
+        );
+        let e = plan(&key(), &diverge, &head(), &own_head, 32).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        // Once another run moved the head, the old run can no longer extend it.
+        let superseded = [stored(9, "completed", HEAD)];
+        let e = plan(&key(), &grow, &head(), &superseded, 32).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+    }
+
+    #[test]
+    fn a_failed_attempt_does_not_stop_the_next_attempt_of_the_run() {
+        let run = RunId::generate();
+        let attempts = [stored(11, "failed", &extended())];
+        let again = write(&run, TerminalStatus::Failed, &extended(), None);
+        assert_eq!(
+            plan(&key(), &again, &head(), &attempts, 32).unwrap(),
+            Plan::Retry(11)
+        );
+        let completes = write(&run, TerminalStatus::Completed, &extended(), Some(10));
+        let plan = plan(&key(), &completes, &head(), &attempts, 32).unwrap();
+        assert!(matches!(plan, Plan::Delta { .. }), "{plan:?}");
+    }
+}

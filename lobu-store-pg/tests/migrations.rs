@@ -1,0 +1,198 @@
+//! Migrations: lobu's own schema and tracking table, any schema name, replicas migrating at
+//! once, a host application's migrations beside ours, and a bounded wait for the lock.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use lobu_core::{ErrorKind, NewRun, RunId, RunQueue, SessionStore, TerminalStatus};
+use lobu_store_pg::{MIGRATOR, PgStore, PgStoreConfig};
+use serde_json::json;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{PgPool, SqlSafeStr};
+use support::{assert_kind, key, lease, replica_pool, turn, write};
+
+/// The tables of `schema`, sorted.
+async fn tables(pool: &PgPool, schema: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = $1 ORDER BY table_name",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .expect("list tables")
+}
+
+async fn applied(pool: &PgPool, table: &str) -> Vec<(i64, bool)> {
+    let sql = format!("SELECT version, success FROM {table} ORDER BY version");
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_all(pool)
+        .await
+        .expect("read the tracking table")
+}
+
+fn ours() -> Vec<(i64, bool)> {
+    MIGRATOR.iter().map(|m| (m.version, true)).collect()
+}
+
+/// A host application's migrator: its own migration, in the default `_sqlx_migrations`.
+fn host_migrator(sql: &'static str) -> Migrator {
+    let create = Migration::new(
+        1,
+        "host users".into(),
+        MigrationType::Simple,
+        sql.into_sql_str(),
+        false,
+    );
+    Migrator::with_migrations(vec![create])
+}
+
+#[sqlx::test(migrations = false)]
+async fn replicas_migrating_at_once_all_succeed_and_apply_each_migration_once(pool: PgPool) {
+    let mut replicas = Vec::new();
+    for _ in 0..6 {
+        replicas.push(PgStore::new(replica_pool(&pool, 2).await));
+    }
+    let results = futures::future::join_all(replicas.iter().map(PgStore::migrate)).await;
+    for (n, result) in results.into_iter().enumerate() {
+        result.unwrap_or_else(|e| panic!("replica {n} failed to migrate: {e}"));
+    }
+    assert_eq!(applied(&pool, "lobu._sqlx_migrations").await, ours());
+    assert_eq!(
+        tables(&pool, "lobu").await,
+        ["_sqlx_migrations", "conversations", "runs", "snapshots"]
+    );
+    assert!(
+        tables(&pool, "public").await.is_empty(),
+        "nothing of lobu's lands in public"
+    );
+    // And again, as a restarted replica would: nothing to do, nothing fails.
+    replicas[0].migrate().await.expect("migrate again");
+    let k = key("acme", "bot", "after-migrate");
+    let lease = lease(&replicas[1], &k).await;
+    let bytes = Bytes::from_static(b"{\"type\":\"session\"}\n");
+    let v = turn(&replicas[2], &lease, None, &bytes).await;
+    let head = replicas[3]
+        .hydrate(&k)
+        .await
+        .expect("hydrate")
+        .expect("head");
+    assert_eq!((head.version, head.transcript), (v, bytes));
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_configured_schema_holds_every_table_and_its_own_tracking_table(pool: PgPool) {
+    let config = || PgStoreConfig::default().schema("agents_eu");
+    let eu = PgStore::with_config(pool.clone(), config()).expect("config");
+    let eu_replica = PgStore::with_config(replica_pool(&pool, 2).await, config()).expect("config");
+    let default = PgStore::new(replica_pool(&pool, 2).await);
+    let (a, b, c) = tokio::join!(eu.migrate(), eu_replica.migrate(), default.migrate());
+    a.and(b).and(c).expect("all three migrate");
+
+    assert_eq!(applied(&pool, "agents_eu._sqlx_migrations").await, ours());
+    let expected = ["_sqlx_migrations", "conversations", "runs", "snapshots"];
+    assert_eq!(tables(&pool, "agents_eu").await, expected);
+    assert_eq!(tables(&pool, "lobu").await, expected);
+
+    // The same key in two schemas is two conversations and two queues.
+    let k = key("acme", "bot", "same-key");
+    let eu_lease = lease(&eu, &k).await;
+    let default_lease = lease(&default, &k).await;
+    let eu_bytes = Bytes::from_static(b"{\"where\":\"eu\"}\n");
+    let v = turn(&eu, &eu_lease, None, &eu_bytes).await;
+    assert_eq!(default.hydrate(&k).await.expect("hydrate"), None);
+    let head = eu_replica
+        .hydrate(&k)
+        .await
+        .expect("hydrate")
+        .expect("head");
+    assert_eq!((head.version, &head.transcript), (v, &eu_bytes));
+    // The other schema's lease has its own fence sequence: the fences may even be equal, but
+    // a write with `default`'s lease lands in `lobu`, never in `agents_eu`.
+    let other = write(
+        &default_lease,
+        &RunId::generate(),
+        TerminalStatus::Completed,
+        &eu_bytes,
+        None,
+    );
+    let v_default = default.persist(&k, other).await.expect("persist in lobu");
+    let head = eu.hydrate(&k).await.expect("hydrate").expect("head");
+    assert_eq!(
+        head.version, v,
+        "agents_eu still has its own head, not {v_default}"
+    );
+    eu.submit(NewRun::turn(k.clone(), json!({"n": 1})))
+        .await
+        .expect("submit");
+    assert_eq!(eu_replica.depth().await.expect("depth"), 1);
+    assert_eq!(default.depth().await.expect("depth"), 0);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_host_applications_own_migrations_never_clash_with_ours(pool: PgPool) {
+    let host = host_migrator("CREATE TABLE users (id bigint PRIMARY KEY)");
+    host.run(&pool).await.expect("host migrates first");
+    let store = PgStore::new(pool.clone());
+    store
+        .migrate()
+        .await
+        .expect("lobu migrates beside the host");
+    // Both migrators see only their own history: neither reports the other's versions as
+    // applied-but-missing, both re-run cleanly.
+    host.run(&pool).await.expect("host migrates again");
+    store.migrate().await.expect("lobu migrates again");
+    assert_eq!(applied(&pool, "public._sqlx_migrations").await, [(1, true)]);
+    assert_eq!(applied(&pool, "lobu._sqlx_migrations").await, ours());
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_migration_lock_held_too_long_is_busy_and_a_later_migrate_succeeds(pool: PgPool) {
+    // A host replica runs a slow migration and holds sqlx's (per-database) migration lock.
+    let slow = host_migrator("SELECT pg_sleep(3); CREATE TABLE users (id bigint PRIMARY KEY)");
+    let host_pool = replica_pool(&pool, 1).await;
+    let host = tokio::spawn(async move { slow.run(&host_pool).await });
+    // Wait until the host holds the lock (its session shows the advisory lock).
+    let held = "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+                WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()";
+    for _ in 0..200 {
+        let n: i64 = sqlx::query_scalar(held)
+            .fetch_one(&pool)
+            .await
+            .expect("pg_locks");
+        if n > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let impatient = PgStore::with_config(
+        pool.clone(),
+        PgStoreConfig::default().migrate_lock_timeout(Duration::from_millis(200)),
+    )
+    .expect("config");
+    assert_kind(
+        impatient.migrate().await,
+        ErrorKind::Busy,
+        "migrate while another migration holds the lock",
+    );
+    assert!(
+        tables(&pool, "lobu").await.is_empty(),
+        "nothing was created"
+    );
+    host.await.expect("host task").expect("host migration");
+    PgStore::new(pool.clone())
+        .migrate()
+        .await
+        .expect("migrate once the lock is free");
+    assert_eq!(applied(&pool, "lobu._sqlx_migrations").await, ours());
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_invalid_schema_name_is_refused_before_touching_the_database(pool: PgPool) {
+    for bad in ["public", "Lobu", "lobu; DROP TABLE x", "", "pg_temp"] {
+        let result = PgStore::with_config(pool.clone(), PgStoreConfig::default().schema(bad));
+        assert_kind(result.map(|_| ()), ErrorKind::InvalidInput, bad);
+    }
+}

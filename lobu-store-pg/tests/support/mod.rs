@@ -1,0 +1,152 @@
+//! Helpers shared by the PostgreSQL tests: keys, leases, realistic transcripts, second pools.
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use lobu_core::transcript::{AssistantMessage, ContentBlock, TranscriptWriter, Usage};
+use lobu_core::{
+    ConversationKey, ConversationLocks, ErrorKind, Lease, Persist, RunId, SessionStore,
+    TerminalStatus, Version,
+};
+use lobu_store_pg::PgStore;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+/// Leases tests hold for their whole length.
+pub(crate) const LONG: Duration = Duration::from_secs(120);
+
+pub(crate) fn key(org: &str, agent: &str, conversation: &str) -> ConversationKey {
+    ConversationKey::parse(org, agent, conversation).expect("valid key")
+}
+
+pub(crate) async fn lease(store: &PgStore, key: &ConversationKey) -> Lease {
+    store
+        .try_acquire(key, LONG)
+        .await
+        .expect("try_acquire")
+        .expect("the conversation is free")
+}
+
+pub(crate) fn write(
+    lease: &Lease,
+    run: &RunId,
+    status: TerminalStatus,
+    bytes: &Bytes,
+    expected: Option<Version>,
+) -> Persist {
+    Persist {
+        run: run.clone(),
+        status,
+        transcript: bytes.clone(),
+        expected,
+        fence: lease.fence,
+    }
+}
+
+/// Persist `bytes` as a completed turn of a fresh run on top of `expected`.
+pub(crate) async fn turn(
+    store: &PgStore,
+    lease: &Lease,
+    expected: Option<Version>,
+    bytes: &Bytes,
+) -> Version {
+    let run = RunId::generate();
+    let write = write(lease, &run, TerminalStatus::Completed, bytes, expected);
+    store.persist(&lease.key, write).await.expect("persist")
+}
+
+pub(crate) fn assert_kind<T: std::fmt::Debug>(
+    result: lobu_core::Result<T>,
+    kind: ErrorKind,
+    what: &str,
+) {
+    match result {
+        Err(e) => assert_eq!(e.kind(), kind, "{what}: {e}"),
+        Ok(v) => panic!("{what}: expected {kind}, got Ok({v:?})"),
+    }
+}
+
+/// Deterministic text in a few scripts, `words` words long.
+pub(crate) fn prose(seed: u64, words: usize) -> String {
+    const VOCABULARY: &[&str] = &[
+        "the",
+        "agent",
+        "checks",
+        "logs",
+        "and",
+        "replies",
+        "with",
+        "a",
+        "plan",
+        "deploy",
+        "rollback",
+        "database",
+        "replica",
+        "lease",
+        "token",
+        "naïve",
+        "café",
+        "résumé",
+        "données",
+        "日本語",
+        "テキスト",
+        "😀",
+        "✓",
+        "über",
+        "Grüße",
+        "ÆØÅ",
+        "λόγος",
+        "мир",
+    ];
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut out = String::new();
+    for i in 0..words {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let word = VOCABULARY[(state >> 33) as usize % VOCABULARY.len()];
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+        if (state >> 20).is_multiple_of(11) {
+            out.push_str(&format!(" #{}", state % 100_000));
+        }
+    }
+    out
+}
+
+/// A transcript writer with a header and a model, ready for turns.
+pub(crate) fn writer() -> TranscriptWriter {
+    let mut writer = TranscriptWriter::new("/work/conversation");
+    writer
+        .model_change("anthropic", "claude-sonnet-4-5")
+        .expect("model change");
+    writer
+}
+
+/// Append one realistic exchange: a user message and an assistant reply with usage.
+pub(crate) fn exchange(writer: &mut TranscriptWriter, n: u64) {
+    let question = prose(n * 2, 25 + (n as usize * 7) % 40);
+    writer.user_text(&question).expect("user text");
+    let answer = prose(n * 2 + 1, 120 + (n as usize * 37) % 200);
+    let mut reply = AssistantMessage::new(
+        "anthropic",
+        "claude-sonnet-4-5",
+        vec![ContentBlock::text(answer)],
+    );
+    reply.usage = Usage::tokens(1_000 + n * 350, 80 + n % 300);
+    writer.assistant(&reply).expect("assistant");
+}
+
+/// A second, independent pool on the same test database: another replica.
+pub(crate) async fn replica_pool(pool: &PgPool, connections: u32) -> PgPool {
+    let options: PgConnectOptions = (*pool.connect_options()).clone();
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .connect_with(options)
+        .await
+        .expect("a second pool")
+}
