@@ -3,6 +3,7 @@
 //!
 //! A reset runs under the lease and behind the conversation's earlier runs like a turn.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -14,7 +15,9 @@ use crate::metrics::bump;
 use crate::runtime::Shared;
 use crate::turn::{self, describe};
 use crate::worker::pause_claims;
-use lobu_core::{AfterFailure, Claim, ConversationKey, ErrorKind, RunKind, TerminalStatus};
+use lobu_core::{
+    AfterFailure, Claim, ConversationKey, Error, ErrorKind, Result, RunKind, TerminalStatus,
+};
 
 /// How an attempt ended, as the turn or reset saw it.
 #[derive(Debug)]
@@ -27,6 +30,23 @@ pub(crate) enum Outcome {
     Release(String),
     /// The attempt was cancelled before it finished; the cause decides what to report.
     Interrupted,
+}
+
+/// Run a store call of a claimed run, abandoned after one lease period: a backend that does
+/// not answer must not pin a worker slot forever (its lease and claim lapse meanwhile, and
+/// another worker takes over). An abandoned write may still land; the next attempt finds
+/// it, and fencing refuses anything stale.
+pub(crate) async fn bounded<T>(
+    shared: &Shared,
+    what: &str,
+    call: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let limit = shared.settings.lease_ttl;
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(Error::unavailable(format!(
+            "{what} took longer than the lease ({limit:?})"
+        )))
+    })
 }
 
 struct InFlight<'a>(&'a Shared);
@@ -42,10 +62,8 @@ pub(crate) async fn execute(shared: &Arc<Shared>, claim: Claim) {
     let _in_flight = InFlight(shared);
     let log = shared.hub.open(&claim.key, &claim.run, claim.kind);
     let locks = &shared.backend.locks;
-    let lease = match locks
-        .try_acquire(&claim.key, shared.settings.lease_ttl)
-        .await
-    {
+    let acquire = locks.try_acquire(&claim.key, shared.settings.lease_ttl);
+    let lease = match bounded(shared, "acquiring the lease", acquire).await {
         Ok(Some(lease)) => lease,
         Ok(None) => {
             // Another worker holds the conversation (e.g. a crashed one whose lease has not
@@ -76,7 +94,7 @@ pub(crate) async fn execute(shared: &Arc<Shared>, claim: Claim) {
     // Release the lease before reporting, so the conversation's next run (claimable once
     // this one is reported) never finds it busy. A crash right here is safe: the run is
     // re-delivered and the next attempt sees its snapshot is already the head.
-    if let Err(error) = locks.release(&lease).await {
+    if let Err(error) = bounded(shared, "releasing the lease", locks.release(&lease)).await {
         tracing::warn!(%error, "releasing the conversation lease failed; it will expire");
     }
     report(shared, &claim, &log, outcome, lost).await;
@@ -88,7 +106,7 @@ pub(crate) async fn execute(shared: &Arc<Shared>, claim: Claim) {
 async fn run_reset(shared: &Shared, key: &ConversationKey) -> Outcome {
     // Drop the cached copy first: even if the clear fails, nothing stale is served from here.
     shared.cache.remove(key);
-    match shared.backend.sessions.clear(key).await {
+    match bounded(shared, "clearing", shared.backend.sessions.clear(key)).await {
         Ok(deleted) => {
             shared.cache.remove(key);
             tracing::info!(deleted, "conversation reset");
@@ -110,7 +128,13 @@ async fn report(
 ) {
     let queue = &shared.backend.queue;
     match outcome {
-        Outcome::Completed(output) => match queue.complete(claim, output.clone()).await {
+        Outcome::Completed(output) => match bounded(
+            shared,
+            "completing the run",
+            queue.complete(claim, output.clone()),
+        )
+        .await
+        {
             Ok(()) => {
                 bump(&shared.counters.runs_completed);
                 tracing::info!("run completed");
@@ -124,7 +148,8 @@ async fn report(
         Outcome::Failed(status, error) => {
             bump(&shared.counters.attempts_failed);
             tracing::warn!(status = status.as_str(), %error, "attempt failed");
-            match queue.fail(claim, status, &error).await {
+            let fail = queue.fail(claim, status, &error);
+            match bounded(shared, "recording the failure", fail).await {
                 Ok(AfterFailure::Retry { at }) => log.push(RunEvent::Retrying {
                     attempt: claim.attempt,
                     status,
@@ -165,7 +190,8 @@ async fn report(
 /// Hand the run back without counting the attempt; `reason` is told to subscribers when
 /// the attempt had started.
 async fn release(shared: &Shared, claim: &Claim, log: &RunLog, reason: Option<String>) {
-    match shared.backend.queue.release(claim).await {
+    let handed_back = shared.backend.queue.release(claim);
+    match bounded(shared, "handing the run back", handed_back).await {
         Ok(()) => {
             bump(&shared.counters.runs_released);
             if let Some(reason) = reason {

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::{OutputSink, Turn};
 use crate::events::RunEvent;
-use crate::execute::Outcome;
+use crate::execute::{Outcome, bounded};
 use crate::hub::RunLog;
 use crate::hydrate::{Hydrated, hydrate};
 use crate::metrics::{add, add_time, bump};
@@ -30,7 +30,7 @@ pub(crate) async fn run_turn(
     log: &Arc<RunLog>,
     cancel: &CancellationToken,
 ) -> Outcome {
-    let hydrated = match hydrate(shared, &claim.key).await {
+    let hydrated = match bounded(shared, "hydrating", hydrate(shared, &claim.key)).await {
         Ok(hydrated) => hydrated,
         Err(e) => {
             return Outcome::Failed(
@@ -158,7 +158,7 @@ async fn persist(shared: &Shared, claim: &Claim, lease: &Lease, turn: Turn) -> O
         expected,
         fence: lease.fence,
     };
-    let result = sessions.persist(&claim.key, write).await;
+    let result = bounded(shared, "persisting", sessions.persist(&claim.key, write)).await;
     add_time(&shared.counters.persist_micros, started.elapsed());
     match result {
         Ok(version) => {

@@ -1,13 +1,16 @@
 //! Fault injection for one replica: its lease renewals and claim heartbeats hang while
-//! stalled (a GC pause, a network partition), everything else goes to the real store.
+//! stalled (a GC pause, a network partition), and the next few persists can be made to hang
+//! (a backend that stops answering); everything else goes to the real store.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use lobu_core::{
-    AfterFailure, Backend, Claim, ConversationKey, ConversationLocks, Lease, NewRun, OrgId, Result,
-    RunId, RunQueue, RunRecord, Submitted, TerminalStatus, WorkerId,
+    AfterFailure, AgentId, Backend, Claim, ConversationKey, ConversationLocks, ConversationSummary,
+    Lease, NewRun, OrgId, Page, Persist, PruneReport, Result, RunId, RunQueue, RunRecord,
+    SessionStore, Snapshot, Submitted, TerminalStatus, Version, WorkerId,
 };
 use tokio::sync::watch;
 
@@ -16,6 +19,7 @@ use tokio::sync::watch;
 pub struct Stall {
     inner: Backend,
     stalled: Arc<watch::Sender<bool>>,
+    hanging_persists: Arc<AtomicUsize>,
 }
 
 impl Stall {
@@ -23,12 +27,13 @@ impl Stall {
         Stall {
             inner,
             stalled: Arc::new(watch::channel(false).0),
+            hanging_persists: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     pub fn backend(&self) -> Backend {
         Backend {
-            sessions: self.inner.sessions.clone(),
+            sessions: Arc::new(self.clone()),
             locks: Arc::new(self.clone()),
             queue: Arc::new(self.clone()),
         }
@@ -36,6 +41,11 @@ impl Stall {
 
     pub fn set(&self, stalled: bool) {
         self.stalled.send_replace(stalled);
+    }
+
+    /// The next `n` persists never reach the store and never return.
+    pub fn hang_persists(&self, n: usize) {
+        self.hanging_persists.store(n, Ordering::SeqCst);
     }
 
     async fn pass(&self) {
@@ -95,5 +105,43 @@ impl RunQueue for Stall {
     }
     async fn wait_for_work(&self, max: Duration) {
         self.inner.queue.wait_for_work(max).await
+    }
+}
+
+#[async_trait]
+impl SessionStore for Stall {
+    async fn hydrate(&self, key: &ConversationKey) -> Result<Option<Snapshot>> {
+        self.inner.sessions.hydrate(key).await
+    }
+    async fn head(&self, key: &ConversationKey) -> Result<Option<Version>> {
+        self.inner.sessions.head(key).await
+    }
+    async fn persist(&self, key: &ConversationKey, write: Persist) -> Result<Version> {
+        let hang = self
+            .hanging_persists
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if hang {
+            std::future::pending::<()>().await;
+        }
+        self.inner.sessions.persist(key, write).await
+    }
+    async fn clear(&self, key: &ConversationKey) -> Result<u64> {
+        self.inner.sessions.clear(key).await
+    }
+    async fn list(
+        &self,
+        org: &OrgId,
+        agent: &AgentId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ConversationSummary>> {
+        self.inner.sessions.list(org, agent, cursor, limit).await
+    }
+    async fn prune(&self, idle_before: SystemTime) -> Result<PruneReport> {
+        self.inner.sessions.prune(idle_before).await
+    }
+    fn max_transcript_bytes(&self) -> usize {
+        self.inner.sessions.max_transcript_bytes()
     }
 }

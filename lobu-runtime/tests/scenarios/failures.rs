@@ -5,6 +5,7 @@ use std::time::Duration;
 use lobu_core::{RunStatus, TerminalStatus};
 use lobu_runtime::RunEvent;
 
+use crate::common::stall::Stall;
 use crate::common::*;
 
 pub async fn a_failed_turn_leaves_the_transcript_as_before(store: Store) {
@@ -181,5 +182,31 @@ pub async fn an_oversized_transcript_fails_visibly_and_keeps_the_head(store: Sto
     let after = send(&rt, &k, "after").await;
     assert_eq!(finished(&rt, &k, &after).await.status, RunStatus::Completed);
     assert_eq!(user_texts(&head(&fx.backend, &k).await), ["first", "after"]);
+    stop(&rt, worker).await;
+}
+
+pub async fn a_store_that_stops_answering_fails_the_attempt_not_the_worker(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let stall = Stall::new(fx.replica().await);
+    let rt = expiring(fx.builder_on(stall.backend(), &agent))
+        .concurrency(1)
+        .max_attempts(2)
+        .build()
+        .unwrap();
+    let worker = start(&rt);
+    let k = key("c1");
+    stall.hang_persists(1);
+    let run = send(&rt, &k, "hello").await;
+    let events = events_of(&rt, &k.org, &run).await;
+    assert!(
+        events.iter().any(|e| matches!(e,
+            RunEvent::Retrying { attempt: 1, error, .. } if error.contains("took longer"))),
+        "{events:?}"
+    );
+    assert_eq!(events.last(), Some(&RunEvent::Completed { output: None }));
+    let record = rt.status(&k.org, &run).await.unwrap();
+    assert_eq!(record.attempts, 2);
+    assert_eq!(user_texts(&head(&fx.backend, &k).await), ["hello"]);
     stop(&rt, worker).await;
 }
