@@ -20,9 +20,9 @@ use crate::hub::RunLog;
 /// event.
 ///
 /// Events of an attempt running in this process arrive live. An attempt running on another
-/// replica cannot be streamed here: the stream then polls the queue (every
-/// [`Settings::status_poll_interval`](crate::Settings::status_poll_interval)) and ends with
-/// the terminal event the run record stands for. A run removed by
+/// replica cannot be streamed here: whenever the run has been quiet here for
+/// [`Settings::status_poll_interval`](crate::Settings::status_poll_interval), the stream
+/// asks the queue, and ends with the terminal event the run record stands for. A run removed by
 /// [`RunQueue::prune_runs`] while followed ends the stream without a terminal event.
 pub struct RunEvents {
     inner: BoxStream<'static, RunEvent>,
@@ -115,6 +115,8 @@ impl Follower {
                 if !new.is_empty() {
                     self.cursor += new.len();
                     self.pending.extend(new);
+                    // The run is alive here: the queue need not be asked while it talks.
+                    self.next_poll = Instant::now() + self.poll_every;
                     continue;
                 }
             }
