@@ -1,6 +1,6 @@
 //! Embedded migrations in lobu's own schema, safe when many replicas start at once.
 
-use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use sqlx::migrate::Migrator;
 use sqlx::{Connection, PgConnection};
@@ -15,11 +15,10 @@ use crate::store::PgStore;
 /// Pass it to `#[sqlx::test(migrator = "lobu_store_pg::MIGRATOR")]` for a fresh, migrated
 /// database per test. Applications call [`PgStore::migrate`] instead, which also serves
 /// configured schemas and bounds the wait for the migration lock.
-pub static MIGRATOR: Migrator = Migrator {
-    table_name: Cow::Borrowed("lobu._sqlx_migrations"),
-    create_schemas: Cow::Borrowed(&[Cow::Borrowed(DEFAULT_SCHEMA)]),
-    ..sqlx::migrate!("./migrations")
-};
+///
+/// Built with sqlx's public `Migrator` API on first use (a `static` initialiser cannot call
+/// it); it dereferences to a [`Migrator`].
+pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrator_for(DEFAULT_SCHEMA));
 
 impl PgStore {
     /// Create or upgrade lobu's tables in the configured schema. Call it at start-up in every
@@ -65,9 +64,11 @@ impl PgStore {
     }
 }
 
-/// [`MIGRATOR`]'s migrations, tracked in `<schema>._sqlx_migrations`.
+/// The embedded migrations, tracked in `<schema>._sqlx_migrations`. The files themselves
+/// create their objects in the schema named by the `lobu.schema` setting (default `lobu`).
 fn migrator_for(schema: &str) -> Migrator {
-    let mut migrator = Migrator::with_migrations(MIGRATOR.iter().cloned().collect());
+    let embedded = sqlx::migrate!("./migrations");
+    let mut migrator = Migrator::with_migrations(embedded.iter().cloned().collect());
     migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
     migrator.create_schema(schema.to_owned());
     migrator
@@ -76,6 +77,8 @@ fn migrator_for(schema: &str) -> Migrator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::borrow::Cow;
 
     #[test]
     fn the_static_migrator_tracks_itself_in_the_lobu_schema() {

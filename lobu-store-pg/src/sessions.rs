@@ -118,6 +118,9 @@ struct Listed {
     updated_at: OffsetDateTime,
 }
 
+/// Transcripts larger than this are hashed on a blocking thread (a few ms of CPU and more).
+const OFF_THREAD_BYTES: usize = 512 * 1024;
+
 fn version(seq: i64) -> Result<Version> {
     u64::try_from(seq)
         .map(Version)
@@ -205,13 +208,20 @@ impl SessionStore for PgStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db("persist: find run"))?;
-        let plan = plan(
-            key,
-            &write,
-            head,
-            &earlier,
-            self.inner.config.max_chain_deltas,
-        )?;
+        let max_deltas = self.inner.config.max_chain_deltas;
+        // Hashing (and, for a rewrite, finding the title) is linear in the transcript: keep
+        // large ones off the async worker threads.
+        let plan = if write.transcript.len() > OFF_THREAD_BYTES {
+            let (key, write, head) = (key.clone(), write.clone(), head.clone());
+            tokio::task::spawn_blocking(move || plan(&key, &write, &head, &earlier, max_deltas))
+                .await
+                .map_err(|e| {
+                    Error::new(lobu_core::ErrorKind::Other, "persist: planning task failed")
+                        .with_source(e)
+                })??
+        } else {
+            plan(key, &write, head, &earlier, max_deltas)?
+        };
         let bytes = &write.transcript[..];
         let size = len_i64(bytes.len());
         let key_run = |q: SqlStr| {

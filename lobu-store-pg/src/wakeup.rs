@@ -1,27 +1,27 @@
 //! The `LISTEN/NOTIFY` wake-up of `wait_for_work`: a hint that work may be claimable, never
 //! the only way work is found (the caller polls, and the wait is capped by the poll interval).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::Notify;
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 
-/// One listener task per store, started on the first `wait_for_work`, ended with the store.
+/// One listener task per store, started by the first `wait_for_work`, ended with the store.
 #[derive(Debug)]
 pub(crate) struct Wakeup {
     channel: String,
     notify: Arc<Notify>,
-    task: OnceLock<AbortOnDrop>,
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
-#[derive(Debug)]
-struct AbortOnDrop(AbortHandle);
-
-impl Drop for AbortOnDrop {
+impl Drop for Wakeup {
     fn drop(&mut self) {
-        self.0.abort();
+        let task = self.task.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = task.take() {
+            task.abort();
+        }
     }
 }
 
@@ -30,7 +30,7 @@ impl Wakeup {
         Wakeup {
             channel,
             notify: Arc::new(Notify::new()),
-            task: OnceLock::new(),
+            task: Mutex::new(None),
         }
     }
 
@@ -39,13 +39,17 @@ impl Wakeup {
         &self.channel
     }
 
-    /// Wait for a notification or `max`, whichever comes first; starts the listener once.
+    /// Wait for a notification or `max`, whichever comes first. Starts the listener if it
+    /// is not running (the first call, or its runtime shut down under a shared store).
     pub(crate) async fn wait(&self, options: impl FnOnce() -> PgConnectOptions, max: Duration) {
         let notified = self.notify.notified();
-        self.task.get_or_init(|| {
-            let task = tokio::spawn(listen(options(), self.channel.clone(), self.notify.clone()));
-            AbortOnDrop(task.abort_handle())
-        });
+        {
+            let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+            if task.as_ref().is_none_or(JoinHandle::is_finished) {
+                let listener = listen(options(), self.channel.clone(), self.notify.clone());
+                *task = Some(tokio::spawn(listener));
+            }
+        }
         let _ = tokio::time::timeout(max, notified).await;
     }
 }

@@ -157,6 +157,15 @@ async fn a_notification_wakes_a_waiter_long_before_its_poll_interval(pool: PgPoo
         .await
         .expect("the NOTIFY woke the waiter (its poll interval is an hour)")
         .expect("waiter task");
+    // The listener ends with the store: its connection does not outlive it.
+    drop(waiter);
+    for _ in 0..1200 {
+        if !listening(&pool).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the LISTEN connection outlived its store");
 }
 
 #[sqlx::test(migrator = "lobu_store_pg::MIGRATOR")]
