@@ -273,3 +273,33 @@ async fn racing_submits_with_one_idempotency_key_on_two_replicas_make_one_run(po
     assert!(a.submit(run).await.expect("submit").created);
     assert_eq!(a.depth().await.expect("depth"), 11);
 }
+
+#[sqlx::test(migrator = "lobu_store_pg::MIGRATOR")]
+async fn the_database_itself_refuses_a_second_claimed_run_of_a_conversation(pool: PgPool) {
+    let store = PgStore::new(pool.clone());
+    let k = key("acme", "bot", "one-at-a-time");
+    store
+        .submit(NewRun::turn(k.clone(), json!({"n": 1})))
+        .await
+        .expect("submit");
+    let second = store
+        .submit(NewRun::turn(k.clone(), json!({"n": 2})))
+        .await
+        .expect("submit");
+    let claim = store
+        .claim(&WorkerId::generate(), support::LONG)
+        .await
+        .expect("claim");
+    assert!(claim.is_some());
+    // Bypass the claim statement: the unique index still says no.
+    let forced = sqlx::query(
+        "UPDATE lobu.runs SET status = 'running', claimed_by = 'rogue', \
+                claim_expires_at = now() + interval '1 minute' WHERE id = $1",
+    )
+    .bind(second.run.as_str())
+    .execute(&pool)
+    .await
+    .expect_err("a second running run of one conversation");
+    let code = forced.as_database_error().and_then(|e| e.code());
+    assert_eq!(code.as_deref(), Some("23505"), "{forced}");
+}
