@@ -1,5 +1,72 @@
-//! The lobu example host (work in progress).
+//! Run with
+//!
+//! ```not_rust
+//! cargo run -p example-axum-host
+//! ```
+//!
+//! and chat at <http://127.0.0.1:8787/>. With no environment the server listens on
+//! 127.0.0.1:8787, keeps conversations in files under `./lobu-data` and runs open (one org,
+//! `default`). The environment it reads:
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `LOBU_ADDR` | listening address, default `127.0.0.1:8787` (port 0: any free port) |
+//! | `LOBU_DATA_DIR` | the file store's directory, default `./lobu-data` |
+//! | `DATABASE_URL` | a PostgreSQL URL: snapshot mode becomes the default |
+//! | `LOBU_SESSION_STORE` | `snapshot` (needs `DATABASE_URL`) or `file` |
+//! | `LOBU_API_KEYS` | `key1=org1,key2=org2`: require `Authorization: Bearer <key>`; the org comes from the key |
+//! | `LOBU_CONCURRENCY`, `LOBU_MAX_ATTEMPTS`, `LOBU_RETRY_DELAY_MS`, `LOBU_TURN_TIMEOUT_SECS` | runtime knobs (8, 3, 2000, 300) |
+//! | `LOBU_SHUTDOWN_GRACE_SECS` | how long SIGTERM/SIGINT lets turns finish (25) |
+//! | `LOBU_DEMO_WORD_DELAY_MS` | pause between the demo agent's streamed words (30) |
+//! | `LOBU_PG_MAX_CONNECTIONS` | PostgreSQL pool size (10) |
+//! | `LOBU_LLM_BASE_URL`, `LOBU_LLM_MODEL`, `LOBU_LLM_API_KEY` | an OpenAI-compatible endpoint instead of the demo agent (feature `openai`) |
+//! | `RUST_LOG` | log filter, default `info` |
+//!
+//! Several copies on different ports with the same `DATABASE_URL` serve the same
+//! conversations safely. A bad configuration exits with status 2 before anything starts.
 
-fn main() {
-    println!("lobu example host: not built yet");
+use std::process::ExitCode;
+
+use example_axum_host::{Config, Error, Server, shutdown_signal};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => return fail(&error, 2),
+    };
+    let server = match Server::bind(config).await {
+        Ok(server) => server,
+        Err(error @ Error::Config(_)) => return fail(&error, 2),
+        Err(error) => return fail(&error, 1),
+    };
+    // Printed on stdout so scripts (and the tests) can find a port chosen with port 0.
+    println!(
+        "lobu example host listening on http://{}",
+        server.local_addr()
+    );
+    match server.run(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&error, 1),
+    }
+}
+
+fn fail(error: &Error, code: u8) -> ExitCode {
+    // The whole chain, so "store: connecting to …" also says why.
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    eprintln!("example-axum-host: {message}");
+    ExitCode::from(code)
 }

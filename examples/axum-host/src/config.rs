@@ -1,0 +1,226 @@
+//! [`Config`]: everything the host reads from its environment, checked before it starts.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lobu_runtime::Settings;
+
+use crate::auth::ApiKeys;
+use crate::error::Error;
+
+/// Where the server listens without `LOBU_ADDR`.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8787";
+/// Where the file store keeps its files without `LOBU_DATA_DIR`.
+pub const DEFAULT_DATA_DIR: &str = "./lobu-data";
+
+/// Which store holds transcripts, leases and runs.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// Plain files under a directory (one machine, any number of processes on it).
+    File {
+        /// The store's root directory.
+        dir: PathBuf,
+    },
+    /// Snapshot mode on PostgreSQL (any number of replicas sharing one database).
+    Snapshot {
+        /// The connection URL (it may hold a password: shown redacted).
+        database_url: String,
+    },
+}
+
+impl fmt::Debug for StoreChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreChoice::File { dir } => write!(f, "file store at {}", dir.display()),
+            StoreChoice::Snapshot { database_url } => {
+                write!(f, "snapshot mode on {}", redact_url(database_url))
+            }
+        }
+    }
+}
+
+/// The whole configuration of the host.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// `LOBU_ADDR`: the listening address (port 0 picks a free port).
+    pub addr: SocketAddr,
+    /// `LOBU_SESSION_STORE`, `DATABASE_URL`, `LOBU_DATA_DIR`: the store.
+    pub store: StoreChoice,
+    /// `LOBU_API_KEYS`: accepted keys and their orgs, or open.
+    pub api_keys: ApiKeys,
+    /// The runtime's settings: `LOBU_CONCURRENCY`, `LOBU_MAX_ATTEMPTS`,
+    /// `LOBU_RETRY_DELAY_MS`, `LOBU_TURN_TIMEOUT_SECS`, `LOBU_SHUTDOWN_GRACE_SECS`.
+    pub settings: Settings,
+    /// `LOBU_DEMO_WORD_DELAY_MS`: the pause between streamed words of the demo agent.
+    pub demo_word_delay: Duration,
+    /// `LOBU_PG_MAX_CONNECTIONS`: the PostgreSQL pool size (snapshot mode).
+    pub pg_max_connections: u32,
+    /// `LOBU_LLM_BASE_URL`, `LOBU_LLM_MODEL`, `LOBU_LLM_API_KEY`: the OpenAI-compatible
+    /// endpoint to use instead of the demo agent (feature `openai`).
+    pub llm: Option<LlmConfig>,
+}
+
+/// An OpenAI-compatible chat completions endpoint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LlmConfig {
+    /// The API base, e.g. `http://127.0.0.1:11434/v1` (requests go to `<base>/chat/completions`).
+    pub base_url: String,
+    /// The model name sent with each request.
+    pub model: String,
+    /// Sent as `Authorization: Bearer <key>` when set.
+    pub api_key: Option<String>,
+}
+
+impl fmt::Debug for LlmConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LlmConfig")
+            .field("base_url", &redact_url(&self.base_url))
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Config {
+    /// Read the configuration from the process environment.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The default configuration (what no environment gives), for embedding and tests.
+    pub fn defaults() -> Self {
+        Self::from_lookup(|_| None).expect("the defaults are valid")
+    }
+
+    /// Read the configuration through `lookup` (a variable's value, if set). Empty values
+    /// count as unset, except `LOBU_API_KEYS`: an empty key list is an error rather than an
+    /// open server.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let addr_text = var("LOBU_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+        let addr = addr_text.parse::<SocketAddr>().map_err(|_| {
+            Error::Config(format!(
+                "LOBU_ADDR must be an IP address and port such as {DEFAULT_ADDR}, got {addr_text:?}"
+            ))
+        })?;
+        let store = store_choice(
+            var("LOBU_SESSION_STORE").as_deref(),
+            var("DATABASE_URL"),
+            || PathBuf::from(var("LOBU_DATA_DIR").unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned())),
+        )?;
+        let api_keys = match lookup("LOBU_API_KEYS") {
+            None => ApiKeys::Open,
+            Some(spec) => ApiKeys::parse(&spec).map_err(Error::Config)?,
+        };
+
+        let mut settings = Settings::default();
+        settings.concurrency = number(&var, "LOBU_CONCURRENCY", 8)?;
+        settings.max_attempts = number(&var, "LOBU_MAX_ATTEMPTS", 3)?;
+        settings.retry_delay = Duration::from_millis(number(&var, "LOBU_RETRY_DELAY_MS", 2000)?);
+        settings.turn_timeout = Duration::from_secs(number(&var, "LOBU_TURN_TIMEOUT_SECS", 300)?);
+        // Kubernetes waits 30 s after SIGTERM before SIGKILL: finish inside that.
+        settings.shutdown_grace =
+            Duration::from_secs(number(&var, "LOBU_SHUTDOWN_GRACE_SECS", 25)?);
+        settings
+            .validate()
+            .map_err(|e| Error::Config(format!("runtime settings: {}", e.message())))?;
+
+        let llm = match var("LOBU_LLM_BASE_URL") {
+            None => None,
+            Some(base_url) => Some(llm_config(
+                &base_url,
+                var("LOBU_LLM_MODEL"),
+                var("LOBU_LLM_API_KEY"),
+            )?),
+        };
+        Ok(Config {
+            addr,
+            store,
+            api_keys,
+            settings,
+            demo_word_delay: Duration::from_millis(number(&var, "LOBU_DEMO_WORD_DELAY_MS", 30)?),
+            pg_max_connections: number(&var, "LOBU_PG_MAX_CONNECTIONS", 10)?,
+            llm,
+        })
+    }
+}
+
+/// Snapshot is the default wherever a database is configured (lobu PR #871); `file` is the
+/// opt-out. Values are case-sensitive: lobu read `FILE` as snapshot, we refuse it.
+fn store_choice(
+    mode: Option<&str>,
+    database_url: Option<String>,
+    data_dir: impl FnOnce() -> PathBuf,
+) -> Result<StoreChoice, Error> {
+    match (mode, database_url) {
+        (None | Some("snapshot"), Some(database_url)) => Ok(StoreChoice::Snapshot { database_url }),
+        (Some("snapshot"), None) => Err(Error::Config(
+            "LOBU_SESSION_STORE=snapshot needs DATABASE_URL (a PostgreSQL URL); \
+             use LOBU_SESSION_STORE=file, or leave both unset, for the file store"
+                .to_owned(),
+        )),
+        (None | Some("file"), _) => Ok(StoreChoice::File { dir: data_dir() }),
+        (Some(other), _) => Err(Error::Config(format!(
+            "LOBU_SESSION_STORE must be `snapshot` or `file`, got {other:?}"
+        ))),
+    }
+}
+
+fn llm_config(
+    base_url: &str,
+    model: Option<String>,
+    api_key: Option<String>,
+) -> Result<LlmConfig, Error> {
+    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        return Err(Error::Config(format!(
+            "LOBU_LLM_BASE_URL must start with http:// or https://, got {:?}",
+            redact_url(base_url)
+        )));
+    }
+    let model = model.ok_or_else(|| {
+        Error::Config("LOBU_LLM_BASE_URL is set, so LOBU_LLM_MODEL must name the model".to_owned())
+    })?;
+    Ok(LlmConfig {
+        base_url: base_url.trim_end_matches('/').to_owned(),
+        model,
+        api_key,
+    })
+}
+
+fn number<T: std::str::FromStr>(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: T,
+) -> Result<T, Error> {
+    match var(name) {
+        None => Ok(default),
+        Some(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| Error::Config(format!("{name} must be a whole number, got {text:?}"))),
+    }
+}
+
+/// A URL with its password replaced by `***`, safe to log.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,0 +1,163 @@
+use std::collections::HashMap;
+
+use super::*;
+
+fn config(vars: &[(&str, &str)]) -> Result<Config, Error> {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Config::from_lookup(|name| vars.get(name).cloned())
+}
+
+fn config_error(vars: &[(&str, &str)]) -> String {
+    match config(vars) {
+        Ok(config) => panic!("expected an error for {vars:?}, got {config:?}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn no_environment_means_file_store_on_8787_and_open() {
+    let config = config(&[]).unwrap();
+    assert_eq!(config.addr.to_string(), "127.0.0.1:8787");
+    assert_eq!(
+        config.store,
+        StoreChoice::File {
+            dir: PathBuf::from("./lobu-data")
+        }
+    );
+    assert!(config.api_keys.is_open());
+    assert!(config.llm.is_none());
+    assert_eq!(config.settings.shutdown_grace, Duration::from_secs(25));
+}
+
+#[test]
+fn a_database_url_makes_snapshot_mode_the_default() {
+    let url = "postgres://postgres@127.0.0.1:5432/app";
+    let config = config(&[("DATABASE_URL", url)]).unwrap();
+    assert_eq!(
+        config.store,
+        StoreChoice::Snapshot {
+            database_url: url.to_owned()
+        }
+    );
+}
+
+#[test]
+fn file_mode_is_the_opt_out_even_with_a_database() {
+    let config = config(&[
+        ("DATABASE_URL", "postgres://db/app"),
+        ("LOBU_SESSION_STORE", "file"),
+        ("LOBU_DATA_DIR", "/var/lib/lobu"),
+    ])
+    .unwrap();
+    assert_eq!(
+        config.store,
+        StoreChoice::File {
+            dir: PathBuf::from("/var/lib/lobu")
+        }
+    );
+}
+
+#[test]
+fn snapshot_without_a_database_is_a_clear_startup_error() {
+    let error = config_error(&[("LOBU_SESSION_STORE", "snapshot")]);
+    assert!(
+        error.contains("LOBU_SESSION_STORE=snapshot needs DATABASE_URL"),
+        "{error}"
+    );
+}
+
+#[test]
+fn unknown_store_modes_are_refused_case_sensitively() {
+    for mode in ["FILE", "Snapshot", "pg", "files"] {
+        let error = config_error(&[("LOBU_SESSION_STORE", mode)]);
+        assert!(error.contains("must be `snapshot` or `file`"), "{error}");
+    }
+}
+
+#[test]
+fn bad_api_keys_stop_the_start() {
+    let error = config_error(&[("LOBU_API_KEYS", "k1=acme,oops")]);
+    assert!(error.contains("entry 2"), "{error}");
+    let error = config_error(&[("LOBU_API_KEYS", "")]);
+    assert!(error.contains("set but empty"), "{error}");
+}
+
+#[test]
+fn api_keys_turn_auth_on() {
+    let config = config(&[("LOBU_API_KEYS", "k1=acme,k2=globex")]).unwrap();
+    assert!(!config.api_keys.is_open());
+    assert_eq!(
+        config.api_keys.org_for(Some("k2")).unwrap().as_str(),
+        "globex"
+    );
+}
+
+#[test]
+fn bad_addresses_and_numbers_name_their_variable() {
+    let error = config_error(&[("LOBU_ADDR", "localhost")]);
+    assert!(error.contains("LOBU_ADDR"), "{error}");
+    let error = config_error(&[("LOBU_CONCURRENCY", "many")]);
+    assert!(
+        error.contains("LOBU_CONCURRENCY must be a whole number"),
+        "{error}"
+    );
+    let error = config_error(&[("LOBU_CONCURRENCY", "0")]);
+    assert!(error.contains("concurrency"), "{error}");
+    let error = config_error(&[("LOBU_MAX_ATTEMPTS", "-1")]);
+    assert!(error.contains("LOBU_MAX_ATTEMPTS"), "{error}");
+}
+
+#[test]
+fn runtime_knobs_are_read() {
+    let config = config(&[
+        ("LOBU_ADDR", "0.0.0.0:0"),
+        ("LOBU_CONCURRENCY", "16"),
+        ("LOBU_MAX_ATTEMPTS", "1"),
+        ("LOBU_RETRY_DELAY_MS", "50"),
+        ("LOBU_SHUTDOWN_GRACE_SECS", "3"),
+        ("LOBU_DEMO_WORD_DELAY_MS", "0"),
+    ])
+    .unwrap();
+    assert_eq!(config.addr.port(), 0);
+    assert_eq!(config.settings.concurrency, 16);
+    assert_eq!(config.settings.max_attempts, 1);
+    assert_eq!(config.settings.retry_delay, Duration::from_millis(50));
+    assert_eq!(config.settings.shutdown_grace, Duration::from_secs(3));
+    assert_eq!(config.demo_word_delay, Duration::ZERO);
+}
+
+#[test]
+fn an_llm_endpoint_needs_a_model_and_an_http_url() {
+    let error = config_error(&[("LOBU_LLM_BASE_URL", "http://127.0.0.1:11434/v1")]);
+    assert!(error.contains("LOBU_LLM_MODEL"), "{error}");
+    let error = config_error(&[("LOBU_LLM_BASE_URL", "ftp://x"), ("LOBU_LLM_MODEL", "m")]);
+    assert!(error.contains("http://"), "{error}");
+    let config = config(&[
+        ("LOBU_LLM_BASE_URL", "http://127.0.0.1:11434/v1/"),
+        ("LOBU_LLM_MODEL", "llama3"),
+        ("LOBU_LLM_API_KEY", "sk-secret"),
+    ])
+    .unwrap();
+    let llm = config.llm.unwrap();
+    assert_eq!(llm.base_url, "http://127.0.0.1:11434/v1");
+    assert!(!format!("{llm:?}").contains("sk-secret"));
+}
+
+#[test]
+fn passwords_never_reach_the_logs() {
+    assert_eq!(
+        redact_url("postgres://app:hunter2@db.internal:5432/app?sslmode=require"),
+        "postgres://app:***@db.internal:5432/app?sslmode=require"
+    );
+    assert_eq!(
+        redact_url("postgres://postgres@127.0.0.1/x"),
+        "postgres://postgres@127.0.0.1/x"
+    );
+    let store = StoreChoice::Snapshot {
+        database_url: "postgres://u:p%40ss@h/d".to_owned(),
+    };
+    assert!(!format!("{store:?}").contains("p%40ss"));
+}

@@ -1,0 +1,69 @@
+//! A conversation's session: its messages, its stats, and reset.
+
+use axum::Json;
+use axum::extract::State;
+use lobu_core::transcript::{MessagePage, Stats};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::params::{ConversationPath, PageParams};
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// `GET …/session/messages?cursor=&limit=`: lobu's `{"messages", "nextCursor", "hasMore",
+/// "sessionId"}`; an unknown cursor starts at the beginning (as in lobu).
+pub(crate) async fn messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: ConversationPath,
+    page: PageParams,
+) -> Result<Json<MessagePage>, ApiError> {
+    let key = path.key(&caller.org)?;
+    let page = state
+        .runtime
+        .messages(&key, page.cursor.as_deref(), page.limit)
+        .await?;
+    Ok(Json(page))
+}
+
+/// `GET …/session/stats`: lobu's message and token counts and the current model.
+pub(crate) async fn stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: ConversationPath,
+) -> Result<Json<Stats>, ApiError> {
+    let key = path.key(&caller.org)?;
+    Ok(Json(state.runtime.stats(&key).await?))
+}
+
+/// `DELETE …/session`: queue a reset behind the conversation's earlier runs, wait for it and
+/// answer `{"deleted": n}` (0 when there was nothing to delete).
+pub(crate) async fn reset(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: ConversationPath,
+) -> Result<Json<Value>, ApiError> {
+    let key = path.key(&caller.org)?;
+    let run = state.runtime.reset(key).await?;
+    let record = tokio::select! {
+        record = state.runtime.wait(&caller.org, &run) => record?,
+        () = state.closing.cancelled() => {
+            return Err(ApiError::unavailable(format!(
+                "the server is shutting down; reset run {run} is queued and will still run"
+            )));
+        }
+    };
+    let deleted = record
+        .output
+        .as_ref()
+        .and_then(|output| output.get("deleted"))
+        .and_then(Value::as_u64);
+    match (record.status, deleted) {
+        (lobu_core::RunStatus::Completed, Some(deleted)) => Ok(Json(json!({ "deleted": deleted }))),
+        (status, _) => Err(ApiError::unavailable(format!(
+            "reset run {run} ended {}: {}",
+            status.as_str(),
+            record.error.unwrap_or_default()
+        ))),
+    }
+}

@@ -1,0 +1,244 @@
+//! [`Server`]: open the store, build the runtime, listen, serve, and shut down gracefully.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lobu_core::Backend;
+use lobu_runtime::{Agent, Runtime};
+use lobu_store_pg::PgStore;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, StoreChoice, redact_url};
+use crate::demo_agent::DemoAgent;
+use crate::error::Error;
+use crate::routes::{AppState, app};
+
+/// How long the HTTP server may take to finish its last responses once the worker stopped.
+const HTTP_DRAIN: Duration = Duration::from_secs(5);
+
+/// A bound, ready server: the store is open (and migrated), the runtime built and the socket
+/// listening. [`run`](Self::run) serves until the shutdown future completes.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Open the store, build the runtime with the configured agent and bind the address.
+    pub async fn bind(config: Config) -> Result<Server, Error> {
+        let backend = open_backend(&config).await?;
+        let agent = choose_agent(&config)?;
+        let runtime = Runtime::builder(backend, agent)
+            .settings(config.settings.clone())
+            .build()
+            .map_err(Error::Runtime)?;
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: config.addr.to_string(),
+                source,
+            })?;
+        if config.api_keys.is_open() {
+            tracing::warn!(
+                "LOBU_API_KEYS is not set: the server is OPEN, every request acts as org `default`"
+            );
+        } else {
+            tracing::info!(keys = ?config.api_keys, "bearer keys required");
+        }
+        Ok(Server {
+            listener,
+            state: AppState::new(runtime, config.api_keys),
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has an address")
+    }
+
+    /// The handlers' state (its runtime, for embedding and tests).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serve until `shutdown` completes, then shut down gracefully: stop accepting
+    /// connections and report not ready, let in-flight turns finish within the grace period
+    /// (then cancel them and hand their runs back to the queue), end the event streams, and
+    /// give the last responses a few seconds.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let Server { listener, state } = self;
+        let runtime = state.runtime.clone();
+        let grace = runtime.settings().shutdown_grace;
+        let addr = listener.local_addr().ok();
+        let worker = tokio::spawn({
+            let runtime = runtime.clone();
+            async move { runtime.run().await }
+        });
+
+        let draining = state.draining.clone();
+        let http = axum::serve(listener, app(state.clone()))
+            .with_graceful_shutdown({
+                let draining = draining.clone();
+                async move {
+                    tokio::select! {
+                        () = shutdown => {}
+                        () = draining.cancelled() => {}
+                    }
+                    draining.cancel();
+                }
+            })
+            .into_future();
+        let mut http = tokio::spawn(http);
+        tracing::info!(?addr, "serving");
+
+        // Serve until shutdown begins; a failing accept loop ends the server too.
+        let served = tokio::select! {
+            () = draining.cancelled() => None,
+            result = &mut http => Some(result),
+        };
+        state.begin_drain();
+        tracing::info!(
+            ?grace,
+            "shutting down: no new connections; draining in-flight turns"
+        );
+        runtime.shutdown_within(grace).await;
+        state.close_streams();
+        let worker_result = worker.await;
+
+        let http_result = match served {
+            Some(result) => result,
+            None => match tokio::time::timeout(HTTP_DRAIN, &mut http).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!(
+                        "open connections did not finish in {HTTP_DRAIN:?}; closing them"
+                    );
+                    http.abort();
+                    Ok(Ok(()))
+                }
+            },
+        };
+        tracing::info!("stopped");
+        match worker_result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(Error::Runtime(error)),
+            Err(join) => {
+                return Err(Error::Runtime(
+                    lobu_core::Error::new(lobu_core::ErrorKind::Other, "worker loop panicked")
+                        .with_source(join),
+                ));
+            }
+        }
+        match http_result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(Error::Listen {
+                addr: addr.map(|a| a.to_string()).unwrap_or_default(),
+                source,
+            }),
+            Err(join) => Err(Error::Listen {
+                addr: addr.map(|a| a.to_string()).unwrap_or_default(),
+                source: std::io::Error::other(join),
+            }),
+        }
+    }
+}
+
+/// Bind with `config` and serve until `shutdown` completes (see [`Server::run`]).
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    Server::bind(config).await?.run(shutdown).await
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+async fn open_backend(config: &Config) -> Result<Backend, Error> {
+    match &config.store {
+        StoreChoice::File { dir } => {
+            tracing::info!(dir = %dir.display(), "file store");
+            // TEMP-FILESTORE: until lobu-store-file lands
+            let _ = dir;
+            Ok(Backend::from_shared(Arc::new(
+                lobu_core::memory::MemoryBackend::new(),
+            )))
+        }
+        StoreChoice::Snapshot { database_url } => {
+            let shown = redact_url(database_url);
+            tracing::info!(database = %shown, "snapshot mode on PostgreSQL");
+            let pool = PgPoolOptions::new()
+                .max_connections(config.pg_max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(database_url)
+                .await
+                .map_err(|e| {
+                    Error::store(
+                        format!("connecting to {shown}"),
+                        lobu_core::Error::unavailable("cannot connect to PostgreSQL")
+                            .with_source(e),
+                    )
+                })?;
+            let store = PgStore::new(pool);
+            store
+                .migrate()
+                .await
+                .map_err(|e| Error::store(format!("migrating {shown}"), e))?;
+            Ok(store.into_backend())
+        }
+    }
+}
+
+fn choose_agent(config: &Config) -> Result<Arc<dyn Agent>, Error> {
+    match &config.llm {
+        None => {
+            tracing::info!("agent: the built-in demo agent (offline)");
+            Ok(Arc::new(DemoAgent::new(config.demo_word_delay)))
+        }
+        #[cfg(feature = "openai")]
+        Some(llm) => {
+            tracing::info!(base_url = %redact_url(&llm.base_url), model = %llm.model, "agent: OpenAI-compatible endpoint");
+            Ok(Arc::new(crate::openai_agent::OpenAiAgent::new(llm.clone())))
+        }
+        #[cfg(not(feature = "openai"))]
+        Some(_) => Err(Error::Config(
+            "LOBU_LLM_BASE_URL is set, but this binary was built without the `openai` feature \
+             (cargo run -p example-axum-host --features openai)"
+                .to_owned(),
+        )),
+    }
+}
