@@ -58,6 +58,12 @@
 //! and otherwise sleeps at most [`poll_interval`](PgStoreConfig::poll_interval), so work is
 //! found even when notifications never arrive.
 //!
+//! Retention: [`prune`](lobu_core::SessionStore::prune) works on conversations (never on
+//! run history) and also drops the rows of leases that lapsed before its cutoff on
+//! conversations with nothing stored; [`prune_runs`](lobu_core::RunQueue::prune_runs) drops
+//! finished runs, and with them their idempotency keys (client retries come within minutes;
+//! keeping every key forever would grow without bound).
+//!
 //! ## Behind a transaction-mode pooler (PgBouncer, Supavisor, RDS Proxy)
 //!
 //! Nothing is held between calls: no connection per conversation, no session advisory lock,
