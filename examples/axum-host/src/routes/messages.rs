@@ -72,6 +72,12 @@ pub(crate) async fn post_message(
 }
 
 fn parse_body(body: &[u8]) -> Result<NewMessage, ApiError> {
+    // serde would also read a struct from a JSON array (`["hi"]`); only an object is a message.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "bad JSON body: expected an object like {\"text\": \"...\"}",
+        ));
+    }
     let message: NewMessage = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))?;
     if message.text.trim().is_empty() {

@@ -1,0 +1,271 @@
+//! The real binary as separate processes: several replicas on one PostgreSQL database,
+//! SIGTERM, and start-up errors.
+
+mod common;
+
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use common::{Api, PATIENCE, Store, TestDb, client};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_example-axum-host");
+const KEYS: &str = "alpha-key-0001=acme";
+
+/// One server process; killed if the test ends without stopping it.
+struct Replica {
+    child: Child,
+    base: String,
+    log: tempfile::NamedTempFile,
+}
+
+fn command(vars: &[(&str, &str)], cwd: &Path, log: &tempfile::NamedTempFile) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .env_clear()
+        .env("LOBU_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .envs(vars.iter().copied())
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log.reopen().expect("log file"))
+        .kill_on_drop(true);
+    command
+}
+
+impl Replica {
+    async fn start(vars: &[(&str, &str)], cwd: &Path) -> Replica {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut child = command(vars, cwd, &log)
+            .spawn()
+            .expect("spawn the host binary");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("the host prints its address")
+            .unwrap()
+            .unwrap_or_else(|| panic!("the host exited: {}", read(&log)));
+        let base = line
+            .strip_prefix("lobu example host listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Replica { child, base, log }
+    }
+
+    fn api(&self, key: Option<&str>) -> Api {
+        Api {
+            base: self.base.clone(),
+            client: client(),
+            key: key.map(str::to_owned),
+        }
+    }
+
+    /// Send SIGTERM and wait for the process to exit.
+    async fn terminate(mut self) -> (ExitStatus, String) {
+        let pid = self.child.id().expect("running").to_string();
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("the host exits after SIGTERM")
+            .unwrap();
+        (status, read(&self.log))
+    }
+}
+
+fn read(log: &tempfile::NamedTempFile) -> String {
+    std::fs::read_to_string(log.path()).unwrap_or_default()
+}
+
+/// Run the binary to its end; returns its exit status and stderr.
+async fn run_to_exit(vars: &[(&str, &str)]) -> (ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = command(vars, dir.path(), &log).spawn().unwrap();
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("the host exits")
+        .unwrap();
+    (status, read(&log))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_database_serve_one_conversation_in_order() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let vars = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("LOBU_API_KEYS", KEYS),
+        ("LOBU_DEMO_WORD_DELAY_MS", "1"),
+    ];
+    let (a, b) = tokio::join!(
+        Replica::start(&vars, dir.path()),
+        Replica::start(&vars, dir.path())
+    );
+    let apis = [a.api(Some("alpha-key-0001")), b.api(Some("alpha-key-0001"))];
+
+    // Submitted one after another, alternating replicas: they run in submission order.
+    let mut runs = Vec::new();
+    for i in 1..=8 {
+        let api = &apis[i % 2];
+        runs.push(
+            api.submit("support", "shared:1", &format!("message {i}"))
+                .await,
+        );
+    }
+    // Submitted at once from both replicas: each runs exactly once, one at a time.
+    let concurrent = futures::future::join_all((9..=14).map(|i| {
+        let api = apis[i % 2].clone();
+        async move {
+            api.submit("support", "shared:1", &format!("message {i}"))
+                .await
+        }
+    }))
+    .await;
+    runs.extend(concurrent);
+    for (i, run) in runs.iter().enumerate() {
+        let done = apis[i % 2].wait_run(run).await;
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+
+    let lines = apis[0].lines("support", "shared:1").await;
+    assert_eq!(
+        lines,
+        apis[1].lines("support", "shared:1").await,
+        "both replicas read the same"
+    );
+    assert_eq!(lines.len(), 28, "{lines:#?}");
+    let mut seen = Vec::new();
+    for (turn, pair) in lines.chunks(2).enumerate() {
+        let text = pair[0]
+            .strip_prefix("user: ")
+            .expect("a user message first");
+        assert_eq!(
+            pair[1],
+            format!("assistant: You said: {text} (turn {})", turn + 1)
+        );
+        seen.push(text.to_owned());
+    }
+    let sequential: Vec<String> = (1..=8).map(|i| format!("message {i}")).collect();
+    assert_eq!(seen[..8], sequential[..], "sequential submits ran in order");
+    seen.sort_unstable();
+    let mut expected: Vec<String> = (1..=14).map(|i| format!("message {i}")).collect();
+    expected.sort_unstable();
+    assert_eq!(seen, expected, "every turn exactly once");
+
+    for replica in [a, b] {
+        let (status, log) = replica.terminate().await;
+        assert!(status.success(), "{status}: {log}");
+    }
+    db.drop().await;
+}
+
+on_both_stores!(sigterm_lets_the_running_turn_finish_and_exits_cleanly);
+
+async fn sigterm_lets_the_running_turn_finish_and_exits_cleanly(store: Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = match store {
+        Store::Pg => Some(TestDb::create().await),
+        Store::File => None,
+    };
+    let data_dir = dir.path().join("data");
+    let mut vars = vec![("LOBU_DATA_DIR", data_dir.to_str().unwrap())];
+    if let Some(db) = &db {
+        vars.push(("DATABASE_URL", db.url.as_str()));
+    }
+    let replica = Replica::start(&vars, dir.path()).await;
+    let api = replica.api(None);
+    let run = api.submit("demo", "slow", "/sleep 1500").await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while api.get(&format!("/v1/runs/{run}")).await.json["status"] != "running" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, log) = replica.terminate().await;
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains("SIGTERM received"), "{log}");
+
+    let replica = Replica::start(&vars, dir.path()).await;
+    let done = replica.api(None).wait_run(&run).await;
+    assert_eq!(
+        done["status"], "completed",
+        "finished inside the grace period: {done}"
+    );
+    assert_eq!(done["attempts"], 1);
+    replica.terminate().await;
+    if let Some(db) = db {
+        db.drop().await;
+    }
+}
+
+#[tokio::test]
+async fn misconfiguration_exits_with_status_2_and_says_why() {
+    for (vars, expected) in [
+        (
+            vec![("LOBU_SESSION_STORE", "snapshot")],
+            "LOBU_SESSION_STORE=snapshot needs DATABASE_URL",
+        ),
+        (
+            vec![("LOBU_SESSION_STORE", "FILE")],
+            "must be `snapshot` or `file`",
+        ),
+        (
+            vec![("LOBU_API_KEYS", "k1=acme,")],
+            "LOBU_API_KEYS entry 2 is empty",
+        ),
+        (
+            vec![("LOBU_API_KEYS", "")],
+            "LOBU_API_KEYS is set but empty",
+        ),
+        (vec![("LOBU_ADDR", "nowhere")], "LOBU_ADDR must be"),
+    ] {
+        let (status, stderr) = run_to_exit(&vars).await;
+        assert_eq!(status.code(), Some(2), "{vars:?}: {stderr}");
+        assert!(stderr.contains(expected), "{vars:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_database_exits_with_status_1() {
+    let (status, stderr) = run_to_exit(&[(
+        "DATABASE_URL",
+        "postgres://postgres:hunter2@127.0.0.1:1/nothing",
+    )])
+    .await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("connecting to postgres://postgres:***@127.0.0.1:1/nothing"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password never reaches the logs: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn with_no_store_settings_the_binary_keeps_files_in_lobu_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::start(&[], dir.path()).await;
+    let api = replica.api(None);
+    api.turn("demo", "c1", "where am I stored?").await;
+    let (status, log) = replica.terminate().await;
+    assert!(status.success(), "{log}");
+    assert!(log.contains("file store"), "{log}");
+    assert!(log.contains("OPEN"), "the open mode is announced: {log}");
+    let stored = std::fs::read_dir(dir.path().join("lobu-data"))
+        .expect("./lobu-data was created")
+        .count();
+    assert!(stored > 0);
+}
