@@ -66,7 +66,8 @@ pub struct Config {
 /// An OpenAI-compatible chat completions endpoint.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LlmConfig {
-    /// The API base, e.g. `http://127.0.0.1:11434/v1` (requests go to `<base>/chat/completions`).
+    /// The API base, plain HTTP, e.g. `http://127.0.0.1:11434/v1` (requests go to
+    /// `<base>/chat/completions`).
     pub base_url: String,
     /// The model name sent with each request.
     pub model: String,
@@ -174,9 +175,11 @@ fn llm_config(
     model: Option<String>,
     api_key: Option<String>,
 ) -> Result<LlmConfig, Error> {
-    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+    // The example's HTTP client carries no TLS stack; say so now rather than on every turn.
+    if !base_url.starts_with("http://") {
         return Err(Error::Config(format!(
-            "LOBU_LLM_BASE_URL must start with http:// or https://, got {:?}",
+            "LOBU_LLM_BASE_URL must be a plain http:// URL (this example has no TLS client; \
+             put a TLS-terminating proxy in front of a remote API), got {:?}",
             redact_url(base_url)
         )));
     }

@@ -133,8 +133,10 @@ fn runtime_knobs_are_read() {
 fn an_llm_endpoint_needs_a_model_and_an_http_url() {
     let error = config_error(&[("LOBU_LLM_BASE_URL", "http://127.0.0.1:11434/v1")]);
     assert!(error.contains("LOBU_LLM_MODEL"), "{error}");
-    let error = config_error(&[("LOBU_LLM_BASE_URL", "ftp://x"), ("LOBU_LLM_MODEL", "m")]);
-    assert!(error.contains("http://"), "{error}");
+    for url in ["ftp://x", "https://api.example.com/v1"] {
+        let error = config_error(&[("LOBU_LLM_BASE_URL", url), ("LOBU_LLM_MODEL", "m")]);
+        assert!(error.contains("plain http:// URL"), "{error}");
+    }
     let config = config(&[
         ("LOBU_LLM_BASE_URL", "http://127.0.0.1:11434/v1/"),
         ("LOBU_LLM_MODEL", "llama3"),
