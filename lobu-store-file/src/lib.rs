@@ -1,2 +1,90 @@
-//! lobu on one machine: transcripts, leases and the run queue in plain files. (Work in progress.)
+//! # lobu-store-file: lobu on one machine
+//!
+//! One [`FileStore`] implements all three lobu-core traits in plain files under one root
+//! directory: [`SessionStore`](lobu_core::SessionStore) (transcripts),
+//! [`ConversationLocks`](lobu_core::ConversationLocks) (leases with fencing) and
+//! [`RunQueue`](lobu_core::RunQueue) (the durable run queue). Any number of tasks and
+//! processes on the machine may share one root: every change is a short read-modify-write
+//! under an OS file lock, and nothing is held between calls.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use lobu_store_file::FileStore;
+//!
+//! # async fn demo() -> lobu_core::Result<()> {
+//! let store = FileStore::open("/var/lib/my-agent/lobu")   // created if missing
+//!     .await?
+//!     .with_max_transcript_bytes(4 << 20)                  // default 8 MiB
+//!     .with_poll_interval(Duration::from_millis(100));     // how often idle workers look
+//! let backend = store.into_backend();                      // hand this to lobu-runtime
+//! # let _ = backend;
+//! # Ok(()) }
+//! ```
+//!
+//! ## On disk
+//!
+//! ```text
+//! <root>/lobu-store.json                       format marker
+//! <root>/orgs/<org>/<agent>/<conversation>/    one directory per conversation
+//!     session.jsonl    the transcript, byte for byte: `jq . session.jsonl` reads it
+//!     state.json       commit record: head version, run, committed length, SHA-256, turns,
+//!                      title; counters that survive a reset (versions, fences); the lease
+//!     history.jsonl    one record per completed snapshot (run, version, length, SHA-256)
+//!     forensic/        failed, timed-out and cancelled transcripts with their records
+//!     lock             the OS lock file
+//! <root>/queue/        runs/<run> (one JSON record per run), active/ (the claim index),
+//!                      idempotency/…, lock
+//! ```
+//!
+//! Ids are percent-encoded (`[A-Za-z0-9_-]` kept, every other byte `%XX`), so the mapping
+//! is reversible and two ids never share a path (`a:b` is `a%3Ab`, `a_b` stays `a_b`,
+//! `x/../y` is one harmless name). Names longer than 200 bytes (a 512-byte conversation id
+//! can encode to 1536) continue in sub-directories of exactly 200 bytes plus a `+`. The org
+//! is always the first level below `orgs/`, so tenants never share a conversation directory.
+//!
+//! ## Crash safety
+//!
+//! `state.json` is the single commit point of a conversation and is only ever replaced
+//! whole (a staging file created with `create_new`, synced, renamed over it, the directory
+//! synced). A turn that extends the transcript appends only its new bytes to
+//! `session.jsonl`, past the committed length, syncs them, and then commits the new length;
+//! a turn that rewrites the transcript (a compaction) stages the whole file, commits, and
+//! renames it into place. Hydrate reads exactly the committed length, so a crash at any byte
+//! leaves the last committed transcript readable, and the next writer cuts off or removes
+//! whatever an interrupted write left behind.
+//!
+//! ## Leases and the queue
+//!
+//! A lease is data in `state.json` (the newest fence and an expiry), changed under the
+//! conversation's OS lock; `persist` checks the fence under that same lock. A run is one
+//! JSON record; an empty marker file per unfinished run, named by sequence number,
+//! conversation lane and due time, lets `claim` choose without opening every record.
+//! [`wait_for_work`](lobu_core::RunQueue::wait_for_work) is woken by submits in this
+//! process and otherwise polls (see [`FileStore::with_poll_interval`]).
+//!
+//! ## Errors
+//!
+//! Failures are [`lobu_core::Error`]s whose source is a [`FileStoreError`] (which keeps the
+//! [`std::io::Error`]): a missing file is `NotFound`, a full disk `Unavailable`, a record
+//! that does not decode or a transcript shorter than its commit record says `Corrupt`.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod atomic;
+mod clock;
+mod error;
+mod layout;
+mod locks;
+mod persist;
+mod queue;
+mod records;
+mod retention;
+mod sessions;
+mod state;
+mod store;
+
+#[cfg(test)]
+mod crash_tests;
+
+pub use error::FileStoreError;
+pub use store::{DEFAULT_POLL_INTERVAL, FORMAT, FileStore};

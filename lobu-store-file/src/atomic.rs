@@ -1,0 +1,291 @@
+//! Durable file operations, each in one helper so no call site can skip a sync.
+//!
+//! * [`Disk::write_atomic`]: a staging file created with `create_new` next to the target,
+//!   written, `sync_all`ed, renamed over the target, then the directory synced. A crash at
+//!   any byte leaves either the old file or the new one, never a mix; a torn staging file is
+//!   only ever garbage with a name no reader looks at.
+//! * [`Disk::append_at`]: bytes written at an offset past the committed length, then
+//!   `sync_data`. They mean nothing until a commit record says so.
+//! * [`Disk::rename`] and [`Disk::create_dirs`]: directory changes followed by a directory sync.
+//! * [`FileLock`]: a short OS lock (`flock`) on a lock file, held only for one
+//!   read-modify-write and released when dropped.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{FileStoreError, io_at};
+
+type Result<T, E = FileStoreError> = std::result::Result<T, E>;
+
+/// How hard to push bytes to the device. Everything real syncs; tests of logic (not of
+/// durability) may turn syncing off.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Disk {
+    pub(crate) fsync: bool,
+}
+
+/// Staging files are hidden and end in `.tmp`; encoded names never start with a dot, so they
+/// cannot collide with anything the store reads.
+pub(crate) fn is_staging(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
+impl Disk {
+    /// Replace `dir/name` with `bytes`, atomically and durably.
+    pub(crate) fn write_atomic(&self, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+        let target = dir.join(name);
+        let staging = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&staging)
+                .map_err(io_at("create staging file", &staging))?;
+            file.write_all(bytes)
+                .map_err(io_at("write staging file", &staging))?;
+            self.sync_file(&file, &staging)?;
+            // Dropping closes; close errors surface through sync_all above on Linux.
+            drop(file);
+            fs::rename(&staging, &target).map_err(io_at("rename staging file to", &target))
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&staging);
+        }
+        written?;
+        self.sync_dir(dir)
+    }
+
+    /// Write `bytes` at `offset` of `path` (created if missing), then sync the data.
+    /// Returns whether the file was created (its directory then needs a sync too).
+    pub(crate) fn append_at(&self, path: &Path, offset: u64, bytes: &[u8]) -> Result<bool> {
+        let existed = path.exists();
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io_at("open for append", path))?;
+        let size = file.metadata().map_err(io_at("inspect", path))?.len();
+        if size < offset {
+            // Extending would fill committed bytes with zeros: refuse instead.
+            return Err(FileStoreError::corrupt(
+                path,
+                format!("{offset} bytes are committed but only {size} remain"),
+            ));
+        }
+        if size > offset {
+            file.set_len(offset)
+                .map_err(io_at("cut uncommitted tail of", path))?;
+        }
+        file.seek(SeekFrom::Start(offset))
+            .map_err(io_at("seek in", path))?;
+        file.write_all(bytes).map_err(io_at("append to", path))?;
+        if self.fsync {
+            file.sync_data().map_err(io_at("sync", path))?;
+        }
+        Ok(!existed)
+    }
+
+    /// Rename `from` to `to` (both in `dir`) and sync `dir`.
+    pub(crate) fn rename(&self, dir: &Path, from: &Path, to: &Path) -> Result<()> {
+        fs::rename(from, to).map_err(io_at("rename to", to))?;
+        self.sync_dir(dir)
+    }
+
+    /// Create `path` and any missing parents, syncing each parent that gained an entry.
+    pub(crate) fn create_dirs(&self, path: &Path) -> Result<()> {
+        if path.is_dir() {
+            return Ok(());
+        }
+        let mut missing: Vec<&Path> = Vec::new();
+        let mut at = Some(path);
+        while let Some(dir) = at.filter(|d| !d.is_dir()) {
+            missing.push(dir);
+            at = dir.parent();
+        }
+        for dir in missing.into_iter().rev() {
+            match fs::create_dir(dir) {
+                Ok(()) => {}
+                // Another process made it at the same moment; it syncs its parent.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => continue,
+                Err(e) => return Err(io_at("create directory", dir)(e)),
+            }
+            if let Some(parent) = dir.parent() {
+                self.sync_dir(parent)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sync a directory, making renames, creations and removals in it durable.
+    pub(crate) fn sync_dir(&self, dir: &Path) -> Result<()> {
+        if self.fsync {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_at("sync directory", dir))?;
+        }
+        Ok(())
+    }
+
+    fn sync_file(&self, file: &File, path: &Path) -> Result<()> {
+        if self.fsync {
+            file.sync_all().map_err(io_at("sync", path))?;
+        }
+        Ok(())
+    }
+}
+
+/// Read the first `len` bytes of `path`. A file shorter than `len` lost committed bytes:
+/// `Corrupt`.
+pub(crate) fn read_prefix(path: &Path, len: u64) -> Result<Vec<u8>> {
+    let file = File::open(path).map_err(io_at("open", path))?;
+    let size =
+        usize::try_from(len).map_err(|_| FileStoreError::corrupt(path, "length overflows"))?;
+    let mut bytes = Vec::with_capacity(size);
+    file.take(len)
+        .read_to_end(&mut bytes)
+        .map_err(io_at("read", path))?;
+    if bytes.len() != size {
+        return Err(FileStoreError::corrupt(
+            path,
+            format!(
+                "{} bytes are committed but only {} remain",
+                len,
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The whole file, or `None` if it does not exist.
+pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_at("read", path)(e)),
+    }
+}
+
+/// Remove a file; one that is already gone is fine.
+pub(crate) fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_at("remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Cut `path` to `len` bytes if it is longer (an uncommitted tail); a missing file is fine.
+pub(crate) fn truncate_to(path: &Path, len: u64) -> Result<()> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.len() > len => OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(len))
+            .map_err(io_at("cut uncommitted tail of", path)),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_at("inspect", path)(e)),
+    }
+}
+
+/// An exclusive or shared OS lock on a lock file, released when dropped. Holders keep it for
+/// one read-modify-write only; a lease or a claim is data, never a held lock.
+#[derive(Debug)]
+pub(crate) struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    /// Wait for the exclusive lock (other processes' and this process's holders alike:
+    /// every holder opens its own file description).
+    pub(crate) fn exclusive(path: &Path) -> Result<Self> {
+        let file = open_lock_file(path)?;
+        file.lock().map_err(io_at("lock", path))?;
+        Ok(FileLock { _file: file })
+    }
+
+    /// Wait for a shared lock (readers that must see a commit record and its data together).
+    pub(crate) fn shared(path: &Path) -> Result<Self> {
+        let file = open_lock_file(path)?;
+        file.lock_shared().map_err(io_at("lock", path))?;
+        Ok(FileLock { _file: file })
+    }
+}
+
+fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_at("open lock file", path))
+}
+
+/// Names in `dir` (a missing directory has none); names that are not UTF-8 are skipped.
+pub(crate) fn list_names(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_at("list", dir)(e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_at("list", dir))?;
+        if let Ok(name) = entry.file_name().into_string() {
+            names.push((name, entry.path()));
+        }
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DISK: Disk = Disk { fsync: true };
+
+    #[test]
+    fn write_atomic_replaces_the_file_and_leaves_no_staging_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        DISK.write_atomic(dir.path(), "state.json", b"one").unwrap();
+        DISK.write_atomic(dir.path(), "state.json", b"two").unwrap();
+        assert_eq!(fs::read(dir.path().join("state.json")).unwrap(), b"two");
+        let names = list_names(dir.path()).unwrap();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn append_at_cuts_an_uncommitted_tail_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("session.jsonl");
+        assert!(DISK.append_at(&path, 0, b"a\n").unwrap(), "created");
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"torn")
+            .unwrap();
+        assert!(!DISK.append_at(&path, 2, b"b\n").unwrap());
+        assert_eq!(fs::read(&path).unwrap(), b"a\nb\n");
+        assert_eq!(read_prefix(&path, 2).unwrap(), b"a\n");
+        let short = read_prefix(&path, 10).unwrap_err();
+        assert_eq!(short.kind(), lobu_core::ErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn an_exclusive_lock_excludes_other_holders_in_the_same_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let held = FileLock::exclusive(&path).unwrap();
+        let other = open_lock_file(&path).unwrap();
+        assert!(
+            other.try_lock_shared().is_err(),
+            "a second description is excluded"
+        );
+        drop(held);
+        assert!(other.try_lock().is_ok(), "free once dropped");
+    }
+}

@@ -1,0 +1,309 @@
+//! Crashes at every step of every multi-step write, and files torn or left behind by
+//! crashes: the last committed head stays readable, nothing torn is ever returned, and the
+//! next write succeeds and leaves exactly its transcript on disk.
+//!
+//! A simulated crash stops a write at a [`Step`] and leaves the files exactly as they are;
+//! a fresh [`FileStore`] on the same root then plays the restarted process.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use lobu_core::{
+    ConversationKey, ConversationLocks, ErrorKind, Lease, Persist, RunId, SessionStore,
+    TerminalStatus, Version,
+};
+
+use crate::store::{FileStore, Step};
+
+const BASE: &str = "{\"type\":\"session\",\"version\":3,\"id\":\"s1\"}\n{\"type\":\"message\",\"message\":{\"role\":\"user\",\"content\":\"hi ✓\"}}\n";
+const TURN: &str =
+    "{\"type\":\"message\",\"message\":{\"role\":\"assistant\",\"content\":\"hello 👋\"}}\n";
+const COMPACTED: &str = "{\"type\":\"session\",\"version\":3,\"id\":\"s1\"}\n{\"type\":\"compaction\",\"summary\":\"they said hi\"}\n";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    key: ConversationKey,
+    lease: Lease,
+    base: Version,
+}
+
+impl Fixture {
+    /// A store with one conversation whose head is `BASE`.
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).await.unwrap();
+        let key = ConversationKey::parse("acme:eu", "bot", "telegram:42").unwrap();
+        let lease = store
+            .try_acquire(&key, Duration::from_secs(600))
+            .await
+            .unwrap()
+            .unwrap();
+        let base = store
+            .persist(&key, completed(&RunId::generate(), BASE, None, &lease))
+            .await
+            .unwrap();
+        Fixture {
+            dir,
+            key,
+            lease,
+            base,
+        }
+    }
+
+    /// The store after a restart.
+    async fn reopen(&self) -> FileStore {
+        FileStore::open(self.dir.path()).await.unwrap()
+    }
+
+    fn file(&self, name: &str) -> std::path::PathBuf {
+        crate::layout::Layout::new(self.dir.path().to_owned())
+            .conversation_dir(&self.key)
+            .join(name)
+    }
+
+    async fn assert_head(&self, version: Version, transcript: &str) {
+        let store = self.reopen().await;
+        let head = store.hydrate(&self.key).await.unwrap().unwrap();
+        assert_eq!(head.version, version);
+        assert_eq!(
+            std::str::from_utf8(&head.transcript).unwrap(),
+            transcript,
+            "hydrated transcript"
+        );
+        assert_eq!(store.head(&self.key).await.unwrap(), Some(version));
+    }
+
+    /// After the next write: `session.jsonl` is exactly the head and nothing else is left.
+    fn assert_clean(&self, transcript: &str) {
+        assert_eq!(
+            fs::read_to_string(self.file("session.jsonl")).unwrap(),
+            transcript
+        );
+        let names = names(&self.file(""));
+        let expected = ["history.jsonl", "lock", "session.jsonl", "state.json"];
+        let unexpected: Vec<_> = names
+            .iter()
+            .filter(|n| !expected.contains(&n.as_str()))
+            .collect();
+        assert!(unexpected.is_empty(), "left behind: {unexpected:?}");
+    }
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+fn completed(run: &RunId, text: &str, expected: Option<Version>, lease: &Lease) -> Persist {
+    Persist {
+        run: run.clone(),
+        status: TerminalStatus::Completed,
+        transcript: Bytes::from(text.to_owned()),
+        expected,
+        fence: lease.fence,
+    }
+}
+
+fn is_simulated(result: lobu_core::Result<Version>) -> bool {
+    matches!(result, Err(e) if e.message().starts_with("simulated crash"))
+}
+
+/// Crash a completed write of `next` at `step`, restart, check the head, retry the same
+/// write, then write one more turn on top.
+async fn crash_then_recover(next: &str, step: Step) {
+    let fx = Fixture::new().await;
+    let crashing = fx.reopen().await.crashing_at(step);
+    let run = RunId::generate();
+    let write = completed(&run, next, Some(fx.base), &fx.lease);
+    assert!(
+        is_simulated(crashing.persist(&fx.key, write.clone()).await),
+        "{step:?}"
+    );
+
+    let committed = step == Step::Committed;
+    if committed {
+        fx.assert_head(Version(fx.base.0 + 1), next).await;
+    } else {
+        fx.assert_head(fx.base, BASE).await;
+    }
+    // The runtime retries the run: a retry of a committed write, a new write otherwise.
+    let store = fx.reopen().await;
+    let version = store.persist(&fx.key, write).await.unwrap();
+    assert!(version > fx.base, "{step:?}: {version}");
+    fx.assert_head(version, next).await;
+    fx.assert_clean(next);
+
+    let last = format!("{next}{TURN}");
+    let write = completed(&RunId::generate(), &last, Some(version), &fx.lease);
+    let newest = store.persist(&fx.key, write).await.unwrap();
+    fx.assert_head(newest, &last).await;
+    fx.assert_clean(&last);
+    // base, the crashed-or-retried turn, the last one: three completed snapshots.
+    assert_eq!(store.clear(&fx.key).await.unwrap(), 3, "{step:?}");
+}
+
+#[tokio::test]
+async fn a_crash_at_any_step_of_an_append_keeps_the_last_head() {
+    let next = format!("{BASE}{TURN}");
+    for step in [
+        Step::TranscriptWritten,
+        Step::HistoryWritten,
+        Step::Committed,
+    ] {
+        crash_then_recover(&next, step).await;
+    }
+}
+
+#[tokio::test]
+async fn a_crash_at_any_step_of_a_rewrite_keeps_the_last_head() {
+    for step in [
+        Step::TranscriptWritten,
+        Step::HistoryWritten,
+        Step::Committed,
+    ] {
+        crash_then_recover(COMPACTED, step).await;
+    }
+}
+
+#[tokio::test]
+async fn a_rewrite_committed_but_not_renamed_is_read_from_its_staged_file() {
+    let fx = Fixture::new().await;
+    let crashing = fx.reopen().await.crashing_at(Step::Committed);
+    let write = completed(&RunId::generate(), COMPACTED, Some(fx.base), &fx.lease);
+    assert!(is_simulated(crashing.persist(&fx.key, write).await));
+    // session.jsonl still holds the old transcript; the committed one is staged beside it.
+    assert_eq!(fs::read_to_string(fx.file("session.jsonl")).unwrap(), BASE);
+    let head = Version(fx.base.0 + 1);
+    fx.assert_head(head, COMPACTED).await;
+    // The next writer finishes the rename before appending.
+    let next = format!("{COMPACTED}{TURN}");
+    let store = fx.reopen().await;
+    let write = completed(&RunId::generate(), &next, Some(head), &fx.lease);
+    let version = store.persist(&fx.key, write).await.unwrap();
+    fx.assert_head(version, &next).await;
+    fx.assert_clean(&next);
+}
+
+#[tokio::test]
+async fn a_half_appended_tail_is_never_read_and_is_cut_by_the_next_write() {
+    let fx = Fixture::new().await;
+    for name in ["session.jsonl", "history.jsonl"] {
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(fx.file(name))
+            .unwrap();
+        std::io::Write::write_all(&mut file, b"{\"type\":\"message\",\"mess").unwrap();
+    }
+    fx.assert_head(fx.base, BASE).await;
+    let next = format!("{BASE}{TURN}");
+    let store = fx.reopen().await;
+    let write = completed(&RunId::generate(), &next, Some(fx.base), &fx.lease);
+    let version = store.persist(&fx.key, write).await.unwrap();
+    fx.assert_head(version, &next).await;
+    fx.assert_clean(&next);
+    let history = fs::read_to_string(fx.file("history.jsonl")).unwrap();
+    for line in history.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("every history line is whole");
+    }
+    assert_eq!(history.lines().count(), 2);
+}
+
+#[tokio::test]
+async fn torn_staging_files_are_ignored_and_removed() {
+    let fx = Fixture::new().await;
+    let state = fs::read(fx.file("state.json")).unwrap();
+    // A state record cut off mid-write, and a rewrite staged halfway, never committed.
+    fs::write(fx.file(".state.json.0123.tmp"), &state[..state.len() / 2]).unwrap();
+    fs::write(fx.file("session.v99.jsonl"), &COMPACTED[..20]).unwrap();
+    fs::write(fx.file(".session.v98.jsonl.4567.tmp"), &COMPACTED[..7]).unwrap();
+    fx.assert_head(fx.base, BASE).await;
+    let store = fx.reopen().await;
+    let write = completed(&RunId::generate(), COMPACTED, Some(fx.base), &fx.lease);
+    let version = store.persist(&fx.key, write).await.unwrap();
+    fx.assert_head(version, COMPACTED).await;
+    fx.assert_clean(COMPACTED);
+}
+
+#[tokio::test]
+async fn a_crash_after_reserving_a_forensic_version_never_reuses_it() {
+    let fx = Fixture::new().await;
+    let crashing = fx.reopen().await.crashing_at(Step::VersionReserved);
+    let failed = Persist {
+        status: TerminalStatus::Failed,
+        ..completed(&RunId::generate(), COMPACTED, None, &fx.lease)
+    };
+    assert!(is_simulated(
+        crashing.persist(&fx.key, failed.clone()).await
+    ));
+    let store = fx.reopen().await;
+    let version = store.persist(&fx.key, failed).await.unwrap();
+    assert_eq!(
+        version,
+        Version(fx.base.0 + 2),
+        "the reserved version is skipped"
+    );
+    fx.assert_head(fx.base, BASE).await;
+    assert_eq!(
+        store.clear(&fx.key).await.unwrap(),
+        2,
+        "the head and one failed snapshot"
+    );
+}
+
+#[tokio::test]
+async fn a_clear_that_crashed_before_removing_files_still_forgets_everything() {
+    let fx = Fixture::new().await;
+    let store = fx.reopen().await;
+    let failed = Persist {
+        status: TerminalStatus::Timeout,
+        ..completed(&RunId::generate(), COMPACTED, None, &fx.lease)
+    };
+    store.persist(&fx.key, failed).await.unwrap();
+    let crashing = fx.reopen().await.crashing_at(Step::Cleared);
+    let crashed = crashing.clear(&fx.key).await;
+    assert!(matches!(crashed, Err(e) if e.message().starts_with("simulated crash")));
+    assert!(
+        fx.file("session.jsonl").exists(),
+        "the files are still there"
+    );
+    assert_eq!(store.hydrate(&fx.key).await.unwrap(), None);
+    assert_eq!(
+        store.clear(&fx.key).await.unwrap(),
+        0,
+        "nothing left to count"
+    );
+    let write = completed(&RunId::generate(), COMPACTED, None, &fx.lease);
+    let version = store.persist(&fx.key, write).await.unwrap();
+    assert!(version > Version(fx.base.0 + 1), "versions are not reused");
+    fx.assert_head(version, COMPACTED).await;
+    fx.assert_clean(COMPACTED);
+    assert_eq!(store.clear(&fx.key).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_transcript_that_lost_committed_bytes_is_corrupt_not_torn() {
+    let fx = Fixture::new().await;
+    let path = fx.file("session.jsonl");
+    fs::write(&path, &BASE.as_bytes()[..BASE.len() - 5]).unwrap();
+    let store = fx.reopen().await;
+    let err = store.hydrate(&fx.key).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    let next = format!("{BASE}{TURN}");
+    let write = completed(&RunId::generate(), &next, Some(fx.base), &fx.lease);
+    let err = store.persist(&fx.key, write).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Corrupt,
+        "no zeros appended into the gap"
+    );
+    assert_eq!(fs::read(&path).unwrap(), &BASE.as_bytes()[..BASE.len() - 5]);
+    fs::write(fx.file("state.json"), b"{\"format\":1,").unwrap();
+    let err = store.head(&fx.key).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+}

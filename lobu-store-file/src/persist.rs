@@ -1,0 +1,218 @@
+//! `SessionStore::persist`: the checks of the contract, then one of three writes.
+//!
+//! * A completed transcript that extends the head (or a first one) is **appended**: only the
+//!   new bytes go to `session.jsonl`, past the committed length, then a history line, then
+//!   the state record commits both lengths.
+//! * A completed transcript that does not extend the head (a compaction rewrote history) is
+//!   **staged** whole as `session.v<version>.jsonl`, committed by the state record, then
+//!   renamed over `session.jsonl` (a crash before the rename is finished by the next writer;
+//!   readers read whichever of the two exists).
+//! * Any other status reserves its version in the state record, then writes a **forensic**
+//!   copy and its record; the head does not move.
+//!
+//! Nothing before the state record's rename is visible, so a crash at any byte leaves the
+//! last committed head readable, and the next writer cuts or removes what was left over.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use lobu_core::{ConversationKey, Error, Fence, Persist, Result, TerminalStatus, Version};
+
+use crate::records::{self, Digests, Record};
+use crate::state::{Conversation, HISTORY, Head, SESSION, State, staged_name};
+use crate::store::{Inner, Step};
+
+/// What the same-run check (step 3 of the contract) decided.
+enum SameRun {
+    /// Already stored, at this version.
+    Retry(u64),
+    /// The run's completed head is extended by the write: a new head, whatever `expected` says.
+    Extends,
+    /// No stored snapshot of the run decides: go on to the version check.
+    New,
+}
+
+pub(crate) fn persist(inner: &Inner, key: &ConversationKey, write: Persist) -> Result<Version> {
+    let size = write.transcript.len();
+    if size > inner.max_transcript_bytes {
+        return Err(Error::too_large(format!(
+            "transcript of {key} is {size} bytes; the limit is {}",
+            inner.max_transcript_bytes
+        )));
+    }
+    let conversation = Conversation::new(inner, key);
+    if !conversation.exists() {
+        return Err(never_leased(key));
+    }
+    let _lock = conversation.lock()?;
+    let Some(mut state) = conversation.load()? else {
+        return Err(never_leased(key));
+    };
+    check_fence(&state, write.fence, key)?;
+    // Invisible to readers (it only finishes a committed rename and drops uncommitted
+    // bytes), and done even for a retry, so `session.jsonl` is whole again after any write.
+    conversation.recover(&state)?;
+    let head_bytes = state.head.as_ref().map(|h| h.bytes);
+    let digests = Digests::of(&write.transcript, head_bytes);
+    let extends_head = state.head.as_ref().is_some_and(|head| {
+        write.transcript.len() as u64 > head.bytes && digests.prefix.as_ref() == Some(&head.sha256)
+    });
+    match same_run(&conversation, &state, &write, &digests, extends_head)? {
+        SameRun::Retry(version) => return Ok(Version(version)),
+        SameRun::Extends => {}
+        SameRun::New if write.status == TerminalStatus::Completed => {
+            let head = state.head.as_ref().map(|h| Version(h.version));
+            if head != write.expected {
+                return Err(Error::conflict(format!(
+                    "write to {key} expected head {} but the head is {}",
+                    show(write.expected),
+                    show(head)
+                )));
+            }
+        }
+        SameRun::New => {}
+    }
+    let record = Record {
+        version: state.last_version + 1,
+        run: write.run,
+        status: write.status,
+        bytes: size as u64,
+        sha256: digests.whole,
+        written_at: SystemTime::now(),
+    };
+    if record.status == TerminalStatus::Completed {
+        let append = state.head.is_none() || extends_head;
+        commit_completed(&conversation, &mut state, record, &write.transcript, append)
+    } else {
+        state.last_version = record.version;
+        conversation.save(&state)?;
+        inner.reached(Step::VersionReserved)?;
+        records::write_forensic(&conversation, &record, &write.transcript)?;
+        Ok(Version(record.version))
+    }
+}
+
+fn never_leased(key: &ConversationKey) -> Error {
+    Error::fenced(format!(
+        "no lease of {key} was ever issued; acquire one first"
+    ))
+}
+
+fn check_fence(state: &State, fence: Fence, key: &ConversationKey) -> Result<()> {
+    if state.last_fence == 0 {
+        return Err(never_leased(key));
+    }
+    if fence.0 != state.last_fence {
+        return Err(Error::fenced(format!(
+            "write to {key} carries {fence}, but fence {} is the newest",
+            state.last_fence
+        )));
+    }
+    Ok(())
+}
+
+fn same_run(
+    conversation: &Conversation<'_>,
+    state: &State,
+    write: &Persist,
+    digests: &Digests,
+    extends_head: bool,
+) -> Result<SameRun> {
+    let completed = records::completed_of_run(conversation, state, &write.run)?;
+    let forensic = records::forensic(conversation, state)?;
+    let earlier = completed.iter().chain(
+        forensic
+            .iter()
+            .map(|f| &f.record)
+            .filter(|r| r.run == write.run),
+    );
+    let size = write.transcript.len() as u64;
+    for record in earlier {
+        if record.status == write.status && record.bytes == size && record.sha256 == digests.whole {
+            return Ok(SameRun::Retry(record.version));
+        }
+    }
+    // Non-completed snapshots of the run are earlier attempts kept for forensics; they do
+    // not stop a later attempt of the same run from writing.
+    let Some(last) = completed.last() else {
+        return Ok(SameRun::New);
+    };
+    let is_head = state.head.as_ref().map(|h| h.version) == Some(last.version);
+    if is_head && write.status == TerminalStatus::Completed && extends_head {
+        Ok(SameRun::Extends)
+    } else {
+        Err(Error::conflict(format!(
+            "run {} already stored a different completed transcript at v{}",
+            write.run, last.version
+        )))
+    }
+}
+
+fn commit_completed(
+    conversation: &Conversation<'_>,
+    state: &mut State,
+    record: Record,
+    transcript: &Bytes,
+    append: bool,
+) -> Result<Version> {
+    let inner = conversation.inner;
+    let disk = inner.disk;
+    let previous = state.head.take();
+    let (offset, history_offset, turns) = previous
+        .as_ref()
+        .map_or((0, 0, 0), |h| (h.bytes, h.history_bytes, h.turns));
+    let mut created = false;
+    if append {
+        let from = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(transcript.len());
+        created |= disk.append_at(&conversation.path(SESSION), offset, &transcript[from..])?;
+    } else {
+        disk.write_atomic(&conversation.dir, &staged_name(record.version), transcript)?;
+    }
+    inner.reached(Step::TranscriptWritten)?;
+    let line = records::history_line(conversation, &record)?;
+    created |= disk.append_at(&conversation.path(HISTORY), history_offset, &line)?;
+    if created {
+        disk.sync_dir(&conversation.dir)?;
+    }
+    inner.reached(Step::HistoryWritten)?;
+    let title = title(previous.as_ref(), transcript, append);
+    state.last_version = record.version;
+    state.head = Some(Head {
+        version: record.version,
+        run: record.run,
+        bytes: record.bytes,
+        sha256: record.sha256,
+        turns: turns + 1,
+        title,
+        written_at: record.written_at,
+        history_bytes: history_offset + line.len() as u64,
+        staged: !append,
+    });
+    conversation.save(state)?;
+    inner.reached(Step::Committed)?;
+    if !append {
+        let staged = conversation.path(&staged_name(record.version));
+        disk.rename(&conversation.dir, &staged, &conversation.path(SESSION))?;
+    }
+    Ok(Version(record.version))
+}
+
+/// The listing title. Entries are lines, so when the old head ended a line, its title (or
+/// the appended lines' title, if it had none) is the new one: no need to parse it all again.
+fn title(previous: Option<&Head>, transcript: &[u8], append: bool) -> Option<String> {
+    let offset = previous.map_or(0, |h| h.bytes as usize);
+    let ends_a_line = offset == 0 || transcript.get(offset - 1) == Some(&b'\n');
+    match previous {
+        Some(head) if append && ends_a_line => head
+            .title
+            .clone()
+            .or_else(|| lobu_core::transcript::title(&transcript[offset..])),
+        _ => lobu_core::transcript::title(transcript),
+    }
+}
+
+fn show(version: Option<Version>) -> String {
+    version.map_or_else(|| "none".to_owned(), |v| v.to_string())
+}

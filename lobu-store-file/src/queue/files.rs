@@ -1,0 +1,178 @@
+//! The queue's directory: records, markers, the idempotency index and the queue lock.
+//!
+//! ```text
+//! <root>/queue/
+//!   lock                      the OS lock taken for every change to the queue
+//!   runs/<run>                one JSON record per run (source of truth)
+//!   active/<marker>           one empty marker per unfinished run (the claim index)
+//!   idempotency/<org>/<agent>/<conversation>/<key>   {"run": …} per used idempotency key
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use lobu_core::{ConversationKey, IdempotencyKey, Result, RunId};
+
+use super::markers::Marker;
+use super::runs::RunFile;
+use crate::atomic::{FileLock, list_names, read_optional, remove_file};
+use crate::error::{FileStoreError, io_at, to_json, undecodable};
+use crate::layout::nested;
+use crate::store::Inner;
+
+#[derive(Debug)]
+pub(crate) struct Queue<'a> {
+    pub(crate) inner: &'a Inner,
+    dir: PathBuf,
+}
+
+impl<'a> Queue<'a> {
+    pub(crate) fn new(inner: &'a Inner) -> Self {
+        Queue {
+            dir: inner.layout.queue(),
+            inner,
+        }
+    }
+
+    /// Every change to the queue happens under this lock, held for that change only.
+    pub(crate) fn lock(&self) -> Result<FileLock> {
+        Ok(FileLock::exclusive(&self.dir.join("lock"))?)
+    }
+
+    pub(crate) fn runs_dir(&self) -> PathBuf {
+        self.dir.join("runs")
+    }
+
+    fn active_dir(&self) -> PathBuf {
+        self.dir.join("active")
+    }
+
+    fn run_path(&self, run: &RunId) -> PathBuf {
+        nested(&self.runs_dir(), run.as_str())
+    }
+
+    pub(crate) fn idempotency_path(&self, key: &ConversationKey, idem: &IdempotencyKey) -> PathBuf {
+        let mut path = self.dir.join("idempotency");
+        for part in [
+            key.org.as_str(),
+            key.agent.as_str(),
+            key.conversation.as_str(),
+        ] {
+            path = nested(&path, part);
+        }
+        nested(&path, idem.as_str())
+    }
+
+    pub(crate) fn load_run(&self, run: &RunId) -> Result<Option<RunFile>> {
+        self.load_run_at(&self.run_path(run))
+    }
+
+    pub(crate) fn load_run_at(&self, path: &Path) -> Result<Option<RunFile>> {
+        let Some(bytes) = read_optional(path)? else {
+            return Ok(None);
+        };
+        let file = serde_json::from_slice(&bytes).map_err(undecodable(path))?;
+        Ok(Some(file))
+    }
+
+    pub(crate) fn save_run(&self, file: &RunFile) -> Result<()> {
+        let path = self.run_path(&file.record.run);
+        self.write_json(&path, file)
+    }
+
+    pub(crate) fn remove_run(&self, run: &RunId) -> Result<()> {
+        Ok(remove_file(&self.run_path(run))?)
+    }
+
+    /// Atomically write `value` as JSON at `path`, creating its directories.
+    pub(crate) fn write_json<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let bytes = to_json(path, value)?;
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+        else {
+            return Err(FileStoreError::corrupt(path, "not a file path").into());
+        };
+        let disk = self.inner.disk;
+        disk.create_dirs(dir)?;
+        Ok(disk.write_atomic(dir, name, &bytes)?)
+    }
+
+    /// Every marker, in no particular order.
+    pub(crate) fn markers(&self) -> Result<Vec<Marker>> {
+        let names = list_names(&self.active_dir())?;
+        Ok(names
+            .into_iter()
+            .filter_map(|(name, _)| Marker::parse(&name))
+            .collect())
+    }
+
+    /// The marker of `file` as it is on disk: by the name its record remembers, else by a
+    /// search for its sequence number (a crash or a repair moved it since).
+    pub(crate) fn find_marker(&self, file: &RunFile) -> Result<Option<Marker>> {
+        if let Some(name) = &file.marker
+            && self.active_dir().join(name).is_file()
+        {
+            return Ok(Marker::parse(name));
+        }
+        let found = self
+            .markers()?
+            .into_iter()
+            .find(|m| m.seq == file.seq && m.run == file.record.run);
+        Ok(found)
+    }
+
+    /// Write `file`'s new state and bring its marker in line, in the order that keeps every
+    /// marker's instant at or before its run's (see [`super::markers`]).
+    pub(crate) fn commit(&self, file: &mut RunFile, current: Option<Marker>) -> Result<()> {
+        let wanted = file.wanted_marker();
+        file.marker = wanted.as_ref().map(|m| m.name.clone());
+        match (current, wanted) {
+            (Some(current), Some(wanted)) if wanted.due_ms < current.due_ms => {
+                self.move_marker(&current, &wanted)?;
+                self.save_run(file)
+            }
+            (Some(current), Some(wanted)) => {
+                self.save_run(file)?;
+                self.move_marker(&current, &wanted)
+            }
+            (Some(current), None) => {
+                self.save_run(file)?;
+                self.remove_marker(&current)
+            }
+            (None, Some(wanted)) => {
+                self.create_marker(&wanted)?;
+                self.save_run(file)
+            }
+            (None, None) => self.save_run(file),
+        }
+    }
+
+    /// Rename a marker (a no-op when the name is unchanged).
+    pub(crate) fn move_marker(&self, from: &Marker, to: &Marker) -> Result<()> {
+        if from.name == to.name {
+            return Ok(());
+        }
+        let dir = self.active_dir();
+        Ok(self
+            .inner
+            .disk
+            .rename(&dir, &dir.join(&from.name), &dir.join(&to.name))?)
+    }
+
+    pub(crate) fn remove_marker(&self, marker: &Marker) -> Result<()> {
+        let dir = self.active_dir();
+        remove_file(&dir.join(&marker.name))?;
+        Ok(self.inner.disk.sync_dir(&dir)?)
+    }
+
+    fn create_marker(&self, marker: &Marker) -> Result<()> {
+        let dir = self.active_dir();
+        let disk = self.inner.disk;
+        disk.create_dirs(&dir)?;
+        let path = dir.join(&marker.name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_at("create marker", &path))?;
+        Ok(disk.sync_dir(&dir)?)
+    }
+}

@@ -1,0 +1,115 @@
+//! Submitting runs (with the idempotency index), looking them up, counting and pruning them.
+
+use std::time::{Duration, SystemTime};
+
+use lobu_core::{NewRun, OrgId, Result, RunId, RunRecord, Submitted};
+use serde::{Deserialize, Serialize};
+
+use super::files::Queue;
+use super::markers;
+use super::runs::RunFile;
+use crate::atomic::read_optional;
+use crate::clock;
+use crate::error::{io_at, undecodable};
+use crate::layout;
+use crate::store::Inner;
+
+/// `idempotency/<org>/<agent>/<conversation>/<key>`: the run a key was first used for.
+#[derive(Debug, Serialize, Deserialize)]
+struct IdempotencyEntry {
+    run: RunId,
+    /// The run was removed by `prune_runs`; the key keeps answering with it.
+    pruned: bool,
+}
+
+/// Make `new` durable. Written in this order, each step synced: the idempotency entry (so a
+/// retry after a crash finds the run id it was given), the marker, the record. A crash
+/// leaves at worst an entry or a marker without a record, which a retry completes (entry)
+/// or `claim` removes (marker); a record is never without its marker.
+pub(crate) fn submit(inner: &Inner, new: NewRun) -> Result<Submitted> {
+    let queue = Queue::new(inner);
+    let _lock = queue.lock()?;
+    let now = SystemTime::now();
+    let mut reserved = None;
+    if let Some(idem) = &new.idempotency_key {
+        let path = queue.idempotency_path(&new.key, idem);
+        if let Some(bytes) = read_optional(&path)? {
+            let entry: IdempotencyEntry =
+                serde_json::from_slice(&bytes).map_err(undecodable(&path))?;
+            if entry.pruned || queue.load_run(&entry.run)?.is_some() {
+                return Ok(Submitted {
+                    run: entry.run,
+                    created: false,
+                });
+            }
+            // The first submit crashed before storing its run: store it now, same id.
+            reserved = Some(entry.run);
+        } else {
+            let run = RunId::generate();
+            let entry = IdempotencyEntry {
+                run: run.clone(),
+                pruned: false,
+            };
+            queue.write_json(&path, &entry)?;
+            reserved = Some(run);
+        }
+    }
+    let run = reserved.unwrap_or_else(RunId::generate);
+    // Larger than every unfinished run's: first in, first out within each conversation.
+    let seq = queue.markers()?.iter().map(|m| m.seq).max().unwrap_or(0) + 1;
+    let mut file = RunFile::new(seq, run.clone(), new, now);
+    queue.commit(&mut file, None)?;
+    Ok(Submitted { run, created: true })
+}
+
+pub(crate) fn status(inner: &Inner, org: &OrgId, run: &RunId) -> Result<Option<RunRecord>> {
+    // Records are replaced atomically: no lock needed to read one whole.
+    let file = Queue::new(inner).load_run(run)?;
+    Ok(file.filter(|f| f.key().org == *org).map(|f| f.record))
+}
+
+pub(crate) fn depth(inner: &Inner) -> Result<u64> {
+    let markers = Queue::new(inner).markers()?;
+    Ok(markers.iter().filter(|m| m.pending).count() as u64)
+}
+
+pub(crate) fn prune_runs(inner: &Inner, before: SystemTime) -> Result<u64> {
+    let queue = Queue::new(inner);
+    let _lock = queue.lock()?;
+    let dir = queue.runs_dir();
+    let mut removed = 0;
+    for (text, path) in layout::leaves(&dir).map_err(io_at("list", &dir))? {
+        if RunId::new(&text).is_err() {
+            continue;
+        }
+        let Some(file) = queue.load_run_at(&path)? else {
+            continue;
+        };
+        let record = &file.record;
+        if !(record.status.is_terminal() && record.updated_at < before) {
+            continue;
+        }
+        if let Some(idem) = &file.idempotency_key {
+            // Marked before the record goes, so a retried submit is never mistaken for the
+            // crashed first submit of a run that no longer exists.
+            let entry = IdempotencyEntry {
+                run: record.run.clone(),
+                pruned: true,
+            };
+            queue.write_json(&queue.idempotency_path(&record.key, idem), &entry)?;
+        }
+        queue.remove_run(&record.run)?;
+        removed += 1;
+    }
+    inner.disk.sync_dir(&dir)?;
+    Ok(removed)
+}
+
+/// How long until a run may be claimable (zero: now), from the markers alone; `None` when
+/// nothing is queued. Markers are lower bounds, so this may be early, never late.
+pub(crate) fn next_due(inner: &Inner) -> Result<Option<Duration>> {
+    let lanes = markers::lanes(Queue::new(inner).markers()?);
+    let now = clock::millis(SystemTime::now());
+    let due = markers::fronts(&lanes).map(|m| m.due_ms).min();
+    Ok(due.map(|at| Duration::from_millis(at.saturating_sub(now))))
+}

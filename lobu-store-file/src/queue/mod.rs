@@ -1,0 +1,120 @@
+//! [`RunQueue`] for [`FileStore`]: one JSON record per run, an index of marker files for
+//! claiming, an idempotency index, all changed under one queue lock held per change.
+
+mod claim;
+mod files;
+mod intake;
+mod markers;
+mod runs;
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use lobu_core::{
+    AfterFailure, Claim, Error, NewRun, OrgId, Result, RunId, RunQueue, RunRecord, Submitted,
+    TerminalStatus, WorkerId, check_lease_duration,
+};
+
+use crate::store::FileStore;
+
+#[async_trait]
+impl RunQueue for FileStore {
+    async fn submit(&self, run: NewRun) -> Result<Submitted> {
+        run.validate()?;
+        let submitted = self
+            .blocking(move |inner| intake::submit(inner, run))
+            .await?;
+        self.inner.work.notify_waiters();
+        Ok(submitted)
+    }
+
+    async fn claim(&self, worker: &WorkerId, lease: Duration) -> Result<Option<Claim>> {
+        check_lease_duration(lease)?;
+        let worker = worker.clone();
+        self.blocking(move |inner| claim::claim(inner, &worker, lease))
+            .await
+    }
+
+    async fn heartbeat(&self, claim: &Claim, lease: Duration) -> Result<Claim> {
+        check_lease_duration(lease)?;
+        let claim = claim.clone();
+        self.blocking(move |inner| claim::heartbeat(inner, &claim, lease))
+            .await
+    }
+
+    async fn complete(&self, claim: &Claim, output: Option<serde_json::Value>) -> Result<()> {
+        let claim = claim.clone();
+        self.blocking(move |inner| claim::complete(inner, &claim, output))
+            .await?;
+        // The conversation's next run may be claimable now.
+        self.inner.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn fail(
+        &self,
+        claim: &Claim,
+        status: TerminalStatus,
+        error: &str,
+    ) -> Result<AfterFailure> {
+        if status == TerminalStatus::Completed {
+            return Err(Error::invalid(
+                "fail takes failed, timeout or cancelled; use complete for a completed run",
+            ));
+        }
+        let (claim, error) = (claim.clone(), error.to_owned());
+        let after = self
+            .blocking(move |inner| claim::fail(inner, &claim, status, &error))
+            .await?;
+        self.inner.work.notify_waiters();
+        Ok(after)
+    }
+
+    async fn release(&self, claim: &Claim) -> Result<()> {
+        let claim = claim.clone();
+        self.blocking(move |inner| claim::release(inner, &claim))
+            .await?;
+        self.inner.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn status(&self, org: &OrgId, run: &RunId) -> Result<Option<RunRecord>> {
+        let (org, run) = (org.clone(), run.clone());
+        self.blocking(move |inner| intake::status(inner, &org, &run))
+            .await
+    }
+
+    async fn depth(&self) -> Result<u64> {
+        self.blocking(intake::depth).await
+    }
+
+    async fn prune_runs(&self, before: SystemTime) -> Result<u64> {
+        self.blocking(move |inner| intake::prune_runs(inner, before))
+            .await
+    }
+
+    async fn wait_for_work(&self, max: Duration) {
+        // Registered before looking, so a submit in this process between the look and the
+        // wait still wakes us. Other processes cannot: the poll interval bounds the wait.
+        let notified = self.inner.work.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let due = match self.blocking(intake::next_due).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look at the run queue");
+                None
+            }
+        };
+        let wait = due
+            .map_or(max, |due| due.min(max))
+            .min(self.inner.poll_interval);
+        if wait.is_zero() {
+            return;
+        }
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}

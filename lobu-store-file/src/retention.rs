@@ -1,0 +1,135 @@
+//! `clear` and `prune`: forgetting conversations, with the counters kept.
+//!
+//! Both commit first (the state record drops the head and marks every forensic record up to
+//! the newest version as cleared), then remove the files. A crash in between leaves files
+//! that nothing reads any more: the next writer cuts the transcript and history back to
+//! nothing, and cleared forensic records are neither counted nor matched. Versions, fences
+//! and the lease stay in the state record, so none is ever handed out twice.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::time::SystemTime;
+
+use lobu_core::{AgentId, ConversationKey, OrgId, PruneReport, Result};
+
+use crate::atomic::{is_staging, list_names, remove_file};
+use crate::error::io_at;
+use crate::layout;
+use crate::records;
+use crate::state::{Conversation, FORENSIC, HISTORY, SESSION, State, is_staged_session};
+use crate::store::{Inner, Step};
+
+pub(crate) fn clear(inner: &Inner, key: &ConversationKey) -> Result<u64> {
+    let conversation = Conversation::new(inner, key);
+    if !conversation.exists() {
+        return Ok(0);
+    }
+    let _lock = conversation.lock()?;
+    let Some(mut state) = conversation.load()? else {
+        return Ok(0);
+    };
+    wipe(&conversation, &mut state)
+}
+
+/// Remove every snapshot of a locked conversation; returns how many there were.
+fn wipe(conversation: &Conversation<'_>, state: &mut State) -> Result<u64> {
+    let forensic = records::forensic(conversation, state)?.len() as u64;
+    let completed = state.head.as_ref().map_or(0, |h| h.turns);
+    let removed = forensic + completed;
+    if removed > 0 {
+        state.head = None;
+        state.cleared_through = state.last_version;
+        conversation.save(state)?;
+        conversation.inner.reached(Step::Cleared)?;
+    }
+    for (name, path) in list_names(&conversation.dir)? {
+        let leftover = [SESSION, HISTORY].contains(&name.as_str())
+            || is_staging(&name)
+            || is_staged_session(&name);
+        if leftover {
+            remove_file(&path)?;
+        }
+    }
+    let forensic_dir = conversation.path(FORENSIC);
+    match fs::remove_dir_all(&forensic_dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(io_at("remove", &forensic_dir)(e).into());
+        }
+        _ => {}
+    }
+    conversation.inner.disk.sync_dir(&conversation.dir)?;
+    Ok(removed)
+}
+
+pub(crate) fn prune(inner: &Inner, idle_before: SystemTime) -> Result<PruneReport> {
+    let mut report = PruneReport::default();
+    let orgs = inner.layout.orgs();
+    for (org, org_dir) in layout::leaves(&orgs).map_err(io_at("list", &orgs))? {
+        let Ok(org) = OrgId::new(&org) else {
+            continue;
+        };
+        for (name, agent_dir) in list_names(&org_dir)? {
+            let Some(agent) = layout::decode(&name).and_then(|a| AgentId::new(a).ok()) else {
+                continue;
+            };
+            let conversations =
+                layout::conversations(&agent_dir).map_err(io_at("list", &agent_dir))?;
+            for (id, dir) in conversations {
+                let key = ConversationKey::new(org.clone(), agent.clone(), id);
+                let conversation = Conversation::at(inner, &key, dir);
+                // One damaged conversation must not stop retention for all the others.
+                if let Err(e) = prune_one(&conversation, idle_before, &mut report) {
+                    tracing::warn!(conversation = %key, error = %e, "skipped by prune");
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn prune_one(
+    conversation: &Conversation<'_>,
+    idle_before: SystemTime,
+    report: &mut PruneReport,
+) -> Result<()> {
+    if !conversation.exists() {
+        return Ok(());
+    }
+    let _lock = conversation.lock()?;
+    let Some(mut state) = conversation.load()? else {
+        return Ok(());
+    };
+    if state
+        .head
+        .as_ref()
+        .is_some_and(|h| h.written_at < idle_before)
+    {
+        report.snapshots += wipe(conversation, &mut state)?;
+        report.conversations += 1;
+        return Ok(());
+    }
+    let mut kept = BTreeSet::new();
+    for forensic in records::forensic(conversation, &state)? {
+        if forensic.record.written_at < idle_before {
+            // The record first: without it the transcript copy is ignored leftover.
+            remove_file(&forensic.record_path)?;
+            remove_file(&forensic.transcript_path)?;
+            report.snapshots += 1;
+        } else {
+            kept.insert(forensic.record.version);
+        }
+    }
+    sweep_forensic(conversation, &kept)
+}
+
+/// Remove forensic files of no live record (crashed writes, cleared records).
+fn sweep_forensic(conversation: &Conversation<'_>, kept: &BTreeSet<u64>) -> Result<()> {
+    for (name, path) in list_names(&conversation.path(FORENSIC))? {
+        let version = name.split('.').next().and_then(|v| v.parse::<u64>().ok());
+        if is_staging(&name) || version.is_some_and(|v| !kept.contains(&v)) {
+            remove_file(&path)?;
+        }
+    }
+    Ok(())
+}

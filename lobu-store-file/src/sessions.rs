@@ -1,0 +1,140 @@
+//! [`SessionStore`] for [`FileStore`]: hydrate, head and list here; persist, clear and prune
+//! in their own modules.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use lobu_core::{
+    AgentId, ConversationKey, ConversationSummary, OrgId, Page, Persist, PruneReport, Result,
+    SessionStore, Snapshot, Version, check_page_limit,
+};
+
+use crate::atomic::read_prefix;
+use crate::layout;
+use crate::state::Conversation;
+use crate::store::{FileStore, Inner};
+use crate::{persist, retention};
+
+fn hydrate(inner: &Inner, key: &ConversationKey) -> Result<Option<Snapshot>> {
+    let conversation = Conversation::new(inner, key);
+    if !conversation.exists() {
+        return Ok(None);
+    }
+    // Shared, so no writer changes the state record and the transcript between the two reads.
+    let _lock = conversation.lock_shared()?;
+    let Some(head) = conversation.load()?.and_then(|s| s.head) else {
+        return Ok(None);
+    };
+    let bytes = read_prefix(&conversation.transcript_path(&head), head.bytes)?;
+    Ok(Some(Snapshot {
+        version: Version(head.version),
+        run: head.run,
+        transcript: Bytes::from(bytes),
+    }))
+}
+
+fn head(inner: &Inner, key: &ConversationKey) -> Result<Option<Version>> {
+    let conversation = Conversation::new(inner, key);
+    if !conversation.exists() {
+        return Ok(None);
+    }
+    // The state record is replaced atomically: one read sees one whole commit.
+    let state = conversation.load()?;
+    Ok(state.and_then(|s| s.head).map(|h| Version(h.version)))
+}
+
+fn list(
+    inner: &Inner,
+    org: &OrgId,
+    agent: &AgentId,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Page<ConversationSummary>> {
+    let dir = inner.layout.agent_dir(org, agent);
+    let mut found = layout::conversations(&dir).map_err(crate::error::io_at("list", &dir))?;
+    found.retain(|(id, _)| cursor.is_none_or(|c| id.as_str() > c));
+    found.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    let mut items = Vec::new();
+    for (id, path) in found {
+        let key = ConversationKey::new(org.clone(), agent.clone(), id);
+        let conversation = Conversation::at(inner, &key, path);
+        let state = match conversation.load() {
+            Ok(state) => state,
+            // One damaged conversation must not hide the others from the listing.
+            Err(e) => {
+                tracing::warn!(conversation = %key, error = %e, "skipped in listing");
+                continue;
+            }
+        };
+        let Some(head) = state.and_then(|s| s.head) else {
+            continue;
+        };
+        items.push(ConversationSummary {
+            conversation: key.conversation,
+            version: Version(head.version),
+            turns: head.turns,
+            bytes: head.bytes,
+            title: head.title,
+            updated_at: head.written_at,
+        });
+        if items.len() > limit {
+            break;
+        }
+    }
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|s| s.conversation.as_str().to_owned())
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+#[async_trait]
+impl SessionStore for FileStore {
+    async fn hydrate(&self, key: &ConversationKey) -> Result<Option<Snapshot>> {
+        let key = key.clone();
+        self.blocking(move |inner| hydrate(inner, &key)).await
+    }
+
+    async fn head(&self, key: &ConversationKey) -> Result<Option<Version>> {
+        let key = key.clone();
+        self.blocking(move |inner| head(inner, &key)).await
+    }
+
+    async fn persist(&self, key: &ConversationKey, write: Persist) -> Result<Version> {
+        let key = key.clone();
+        self.blocking(move |inner| persist::persist(inner, &key, write))
+            .await
+    }
+
+    async fn clear(&self, key: &ConversationKey) -> Result<u64> {
+        let key = key.clone();
+        self.blocking(move |inner| retention::clear(inner, &key))
+            .await
+    }
+
+    async fn list(
+        &self,
+        org: &OrgId,
+        agent: &AgentId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ConversationSummary>> {
+        check_page_limit(limit)?;
+        let (org, agent) = (org.clone(), agent.clone());
+        let cursor = cursor.map(str::to_owned);
+        self.blocking(move |inner| list(inner, &org, &agent, cursor.as_deref(), limit))
+            .await
+    }
+
+    async fn prune(&self, idle_before: SystemTime) -> Result<PruneReport> {
+        self.blocking(move |inner| retention::prune(inner, idle_before))
+            .await
+    }
+
+    fn max_transcript_bytes(&self) -> usize {
+        self.inner.max_transcript_bytes
+    }
+}

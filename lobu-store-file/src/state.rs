@@ -1,0 +1,194 @@
+//! One conversation's directory and its state record, `state.json`: the commit record of the
+//! transcript (the head) and the counters that survive `clear` (versions, fences, the lease).
+//!
+//! ```text
+//! <root>/orgs/<org>/<agent>/<conversation>/
+//!   state.json      head (version, run, committed bytes, SHA-256, turns, title), counters, lease
+//!   session.jsonl   the committed transcript: exactly its first `head.bytes` bytes
+//!   history.jsonl   one record per completed snapshot (its first `head.history_bytes` bytes)
+//!   forensic/       non-completed snapshots: <version>.<status>.jsonl and .json, never hydrated
+//!   lock            the OS lock file taken for each read-modify-write
+//! ```
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use lobu_core::{ConversationKey, Result, RunId};
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{FileLock, is_staging, list_names, read_optional, remove_file, truncate_to};
+use crate::error::{FileStoreError, to_json, undecodable};
+use crate::store::Inner;
+
+pub(crate) const STATE: &str = "state.json";
+pub(crate) const SESSION: &str = "session.jsonl";
+pub(crate) const HISTORY: &str = "history.jsonl";
+pub(crate) const FORENSIC: &str = "forensic";
+const LOCK: &str = "lock";
+
+/// A whole transcript staged by a rewrite: `session.v<version>.jsonl`.
+pub(crate) fn staged_name(version: u64) -> String {
+    format!("session.v{version}.jsonl")
+}
+
+pub(crate) fn is_staged_session(name: &str) -> bool {
+    name.strip_prefix("session.v")
+        .and_then(|rest| rest.strip_suffix(".jsonl"))
+        .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct State {
+    pub(crate) format: u32,
+    /// The conversation, for people reading the file and as a check on the path mapping.
+    pub(crate) key: ConversationKey,
+    /// The newest version handed out; never reused, not even after `clear`.
+    pub(crate) last_version: u64,
+    /// The newest fence handed out (0: none yet).
+    pub(crate) last_fence: u64,
+    pub(crate) lease: Option<LeaseRecord>,
+    /// Forensic records at or below this version were cleared (their files may linger).
+    pub(crate) cleared_through: u64,
+    pub(crate) head: Option<Head>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LeaseRecord {
+    pub(crate) fence: u64,
+    #[serde(with = "crate::clock")]
+    pub(crate) expires_at: SystemTime,
+}
+
+/// The committed head: what hydrate returns, and how much of each file is committed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Head {
+    pub(crate) version: u64,
+    pub(crate) run: RunId,
+    /// Committed bytes of the transcript.
+    pub(crate) bytes: u64,
+    pub(crate) sha256: String,
+    /// Completed snapshots since the last clear.
+    pub(crate) turns: u64,
+    pub(crate) title: Option<String>,
+    #[serde(with = "crate::clock")]
+    pub(crate) written_at: SystemTime,
+    /// Committed bytes of `history.jsonl`.
+    pub(crate) history_bytes: u64,
+    /// The transcript was written whole to [`staged_name`] and may not be renamed to
+    /// `session.jsonl` yet; whichever of the two exists holds it.
+    pub(crate) staged: bool,
+}
+
+impl State {
+    pub(crate) fn fresh(key: &ConversationKey) -> Self {
+        State {
+            format: crate::store::FORMAT,
+            key: key.clone(),
+            last_version: 0,
+            last_fence: 0,
+            lease: None,
+            cleared_through: 0,
+            head: None,
+        }
+    }
+}
+
+/// One conversation's directory.
+#[derive(Debug)]
+pub(crate) struct Conversation<'a> {
+    pub(crate) inner: &'a Inner,
+    pub(crate) key: &'a ConversationKey,
+    pub(crate) dir: PathBuf,
+}
+
+impl<'a> Conversation<'a> {
+    pub(crate) fn new(inner: &'a Inner, key: &'a ConversationKey) -> Self {
+        let dir = inner.layout.conversation_dir(key);
+        Conversation { inner, key, dir }
+    }
+
+    /// A conversation found on disk (listing, prune) at `dir`.
+    pub(crate) fn at(inner: &'a Inner, key: &'a ConversationKey, dir: PathBuf) -> Self {
+        Conversation { inner, key, dir }
+    }
+
+    /// Whether anything was ever stored for it (a lease counts).
+    pub(crate) fn exists(&self) -> bool {
+        self.dir.join(STATE).is_file()
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Create the directory (for the first lease).
+    pub(crate) fn create(&self) -> Result<()> {
+        Ok(self.inner.disk.create_dirs(&self.dir)?)
+    }
+
+    pub(crate) fn lock(&self) -> Result<FileLock> {
+        Ok(FileLock::exclusive(&self.path(LOCK))?)
+    }
+
+    pub(crate) fn lock_shared(&self) -> Result<FileLock> {
+        Ok(FileLock::shared(&self.path(LOCK))?)
+    }
+
+    /// The state record, or `None` if there is none.
+    pub(crate) fn load(&self) -> Result<Option<State>> {
+        let path = self.path(STATE);
+        let Some(bytes) = read_optional(&path)? else {
+            return Ok(None);
+        };
+        let state: State = serde_json::from_slice(&bytes).map_err(undecodable(&path))?;
+        if state.key != *self.key {
+            let detail = format!("it belongs to {}, not {}", state.key, self.key);
+            return Err(FileStoreError::corrupt(&path, detail).into());
+        }
+        Ok(Some(state))
+    }
+
+    /// Commit `state` (the single commit point of every change to the conversation).
+    pub(crate) fn save(&self, state: &State) -> Result<()> {
+        let path = self.path(STATE);
+        let bytes = to_json(&path, state)?;
+        Ok(self.inner.disk.write_atomic(&self.dir, STATE, &bytes)?)
+    }
+
+    /// The file holding the head's transcript.
+    pub(crate) fn transcript_path(&self, head: &Head) -> PathBuf {
+        let staged = self.path(&staged_name(head.version));
+        if head.staged && staged.is_file() {
+            staged
+        } else {
+            self.path(SESSION)
+        }
+    }
+
+    /// Undo what a crashed writer left behind, under the exclusive lock, before writing:
+    /// finish a committed rewrite (rename its staged file into place), remove staging files
+    /// and uncommitted staged transcripts, and cut uncommitted tails off the transcript and
+    /// the history.
+    pub(crate) fn recover(&self, state: &State) -> Result<()> {
+        let disk = self.inner.disk;
+        if let Some(head) = state.head.as_ref().filter(|h| h.staged) {
+            let staged = self.path(&staged_name(head.version));
+            if staged.is_file() {
+                disk.rename(&self.dir, &staged, &self.path(SESSION))?;
+            }
+        }
+        for (name, path) in list_names(&self.dir)? {
+            if is_staging(&name) || is_staged_session(&name) {
+                remove_file(&path)?;
+            }
+        }
+        let (bytes, history) = state
+            .head
+            .as_ref()
+            .map_or((0, 0), |h| (h.bytes, h.history_bytes));
+        truncate_to(&self.path(SESSION), bytes)?;
+        truncate_to(&self.path(HISTORY), history)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,201 @@
+//! [`FileStore`]: one value implementing all three lobu-core traits under one root directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lobu_core::{Backend, ConversationKey, DEFAULT_MAX_TRANSCRIPT_BYTES, Result};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::atomic::{Disk, read_optional};
+use crate::error::{FileStoreError, to_json, undecodable};
+use crate::layout::Layout;
+
+/// The on-disk format this version reads and writes.
+pub const FORMAT: u32 = 1;
+/// The file at the root that names the format.
+const FORMAT_FILE: &str = "lobu-store.json";
+/// How often [`wait_for_work`](lobu_core::RunQueue::wait_for_work) looks at the queue by
+/// default: other processes cannot wake this one, so it polls.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// lobu's file backend: [`SessionStore`](lobu_core::SessionStore),
+/// [`ConversationLocks`](lobu_core::ConversationLocks) and [`RunQueue`](lobu_core::RunQueue)
+/// in plain files under one root directory, safe to share between any number of tasks and
+/// processes on one machine. Cheap to clone (clones share everything).
+///
+/// Open it with [`FileStore::open`], adjust it with the `with_*` methods, and hand it to the
+/// runtime with [`FileStore::into_backend`].
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Inner {
+    pub(crate) layout: Layout,
+    pub(crate) disk: Disk,
+    pub(crate) max_transcript_bytes: usize,
+    pub(crate) poll_interval: Duration,
+    /// Wakes this process's `wait_for_work` callers on submit, release and fail.
+    pub(crate) work: Arc<Notify>,
+    #[cfg(test)]
+    pub(crate) crash_at: Option<Step>,
+}
+
+/// Points inside a multi-step write where tests make the store stop as if the process had
+/// died there (the files stay exactly as they are at that point).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// A completed transcript's bytes are written (appended, or staged whole), uncommitted.
+    TranscriptWritten,
+    /// Its history record is appended too, still uncommitted.
+    HistoryWritten,
+    /// The state record is committed; a staged rewrite is not yet renamed into place.
+    Committed,
+    /// A non-completed snapshot's version is reserved; its files are not yet written.
+    VersionReserved,
+    /// `clear` committed; the old files are not yet removed.
+    Cleared,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FormatMarker {
+    format: u32,
+    store: String,
+}
+
+impl FileStore {
+    /// Open (creating it if needed) the store rooted at `root`. A root written by an
+    /// unknown format is `Corrupt`; a root that cannot be created is an I/O error.
+    pub async fn open(root: impl AsRef<Path>) -> Result<Self> {
+        let root: PathBuf = root.as_ref().to_owned();
+        let disk = Disk { fsync: true };
+        let layout = Layout::new(root);
+        let prepared = layout.clone();
+        tokio::task::spawn_blocking(move || prepare(&prepared, disk))
+            .await
+            .map_err(FileStoreError::Task)??;
+        Ok(FileStore {
+            inner: Arc::new(Inner {
+                layout,
+                disk,
+                max_transcript_bytes: DEFAULT_MAX_TRANSCRIPT_BYTES,
+                poll_interval: DEFAULT_POLL_INTERVAL,
+                work: Arc::new(Notify::new()),
+                #[cfg(test)]
+                crash_at: None,
+            }),
+        })
+    }
+
+    /// The same store with another transcript size limit, in bytes (default
+    /// [`DEFAULT_MAX_TRANSCRIPT_BYTES`]).
+    pub fn with_max_transcript_bytes(mut self, max: usize) -> Self {
+        Arc::make_mut(&mut self.inner).max_transcript_bytes = max;
+        self
+    }
+
+    /// The same store with syncing on (the default) or off. **Off gives up durability**: a
+    /// power cut may lose or tear anything written recently. Only for tests and throwaway data.
+    pub fn with_fsync(mut self, fsync: bool) -> Self {
+        Arc::make_mut(&mut self.inner).disk = Disk { fsync };
+        self
+    }
+
+    /// The same store polling the queue at most every `interval` in
+    /// [`wait_for_work`](lobu_core::RunQueue::wait_for_work) (default
+    /// [`DEFAULT_POLL_INTERVAL`]; raised to 1 ms if smaller).
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        Arc::make_mut(&mut self.inner).poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        self.inner.layout.root()
+    }
+
+    /// The directory of one conversation's files (`session.jsonl`, `state.json`, …; see the
+    /// crate docs for the layout). It may not exist yet.
+    pub fn conversation_dir(&self, key: &ConversationKey) -> PathBuf {
+        self.inner.layout.conversation_dir(key)
+    }
+
+    /// Bundle this store as the three trait objects a runtime takes (one value behind all
+    /// three, so the fences the locks issue are the ones persist checks).
+    pub fn into_backend(self) -> Backend {
+        Backend::from_shared(Arc::new(self))
+    }
+
+    /// Run `op` on the blocking pool: every file-system call goes through here.
+    pub(crate) async fn blocking<T, F>(&self, op: F) -> Result<T>
+    where
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || op(&inner))
+            .await
+            .map_err(FileStoreError::Task)?
+    }
+
+    /// The same store, stopping every write at `step` as if the process died there.
+    #[cfg(test)]
+    pub(crate) fn crashing_at(mut self, step: Step) -> Self {
+        Arc::make_mut(&mut self.inner).crash_at = Some(step);
+        self
+    }
+}
+
+impl From<FileStore> for Backend {
+    fn from(store: FileStore) -> Self {
+        store.into_backend()
+    }
+}
+
+impl Inner {
+    /// A point of a multi-step write; in tests, where the simulated crash happens.
+    #[inline]
+    pub(crate) fn reached(&self, step: Step) -> Result<()> {
+        #[cfg(test)]
+        if self.crash_at == Some(step) {
+            return Err(lobu_core::Error::unavailable(format!(
+                "simulated crash at {step:?}"
+            )));
+        }
+        let _ = step;
+        Ok(())
+    }
+}
+
+/// Create the root and its top directories, and check or write the format marker.
+fn prepare(layout: &Layout, disk: Disk) -> Result<()> {
+    disk.create_dirs(&layout.orgs())?;
+    disk.create_dirs(&layout.queue())?;
+    let path = layout.root().join(FORMAT_FILE);
+    match read_optional(&path)? {
+        Some(bytes) => {
+            let marker: FormatMarker =
+                serde_json::from_slice(&bytes).map_err(undecodable(&path))?;
+            if marker.format != FORMAT {
+                return Err(FileStoreError::UnknownFormat {
+                    path,
+                    found: marker.format.to_string(),
+                    expected: FORMAT,
+                }
+                .into());
+            }
+        }
+        None => {
+            let marker = FormatMarker {
+                format: FORMAT,
+                store: "lobu-store-file".to_owned(),
+            };
+            let bytes = to_json(&path, &marker)?;
+            disk.write_atomic(layout.root(), FORMAT_FILE, &bytes)?;
+        }
+    }
+    Ok(())
+}
