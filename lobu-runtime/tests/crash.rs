@@ -40,6 +40,7 @@ fn crash_child() {
 async fn open(spec: &str) -> Backend {
     match spec.split_once(':') {
         Some(("pg", name)) => pg::backend_named(name).await,
+        Some(("file", root)) => stores::open_file(Path::new(root)).await,
         _ => panic!("unknown store spec {spec:?}"),
     }
 }
@@ -142,6 +143,11 @@ async fn a_killed_replicas_turn_is_finished_by_another(store: Store) {
         ["first", "second", "/gate", "next"]
     );
     stop(&rt, worker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_turn_on_the_file_store_loses_nothing() {
+    a_killed_replicas_turn_is_finished_by_another(Store::File).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,6 +40,10 @@ mod memory {
     all_scenarios!(crate::common::Store::Memory);
 }
 
+mod file {
+    all_scenarios!(crate::common::Store::File);
+}
+
 mod pg {
     all_scenarios!(crate::common::Store::Pg);
 }

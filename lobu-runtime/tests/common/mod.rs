@@ -4,7 +4,7 @@
 pub mod agent;
 pub mod pg;
 pub mod stall;
-mod stores;
+pub mod stores;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,10 +1,12 @@
 //! The stores the scenarios run on, each fresh per test.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use lobu_core::Backend;
 use lobu_core::memory::MemoryBackend;
 use lobu_runtime::{Runtime, RuntimeBuilder};
+use lobu_store_file::FileStore;
 use tempfile::TempDir;
 
 use super::agent::ScriptAgent;
@@ -14,6 +16,7 @@ use super::pg::PgDatabase;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Store {
     Memory,
+    File,
     Pg,
 }
 
@@ -41,6 +44,16 @@ impl Fixture {
                     pg: None,
                 }
             }
+            Store::File => {
+                let backend = open_file(&dir.path().join("store")).await;
+                Fixture {
+                    store,
+                    backend,
+                    dir,
+                    memory: None,
+                    pg: None,
+                }
+            }
             Store::Pg => {
                 let db = PgDatabase::create().await;
                 Fixture {
@@ -59,14 +72,16 @@ impl Fixture {
     pub async fn replica(&self) -> Backend {
         match self.store {
             Store::Memory => Backend::from_shared(self.memory.clone().expect("memory")),
+            Store::File => open_file(&self.dir.path().join("store")).await,
             Store::Pg => self.pg.as_ref().expect("pg").backend().await,
         }
     }
 
-    /// How a child process opens this store: `pg:<database>`.
+    /// How a child process opens this store: `file:<root>` or `pg:<database>`.
     pub fn spec(&self) -> String {
         match self.store {
             Store::Memory => panic!("a memory store cannot be shared with another process"),
+            Store::File => format!("file:{}", self.dir.path().join("store").display()),
             Store::Pg => format!("pg:{}", self.pg.as_ref().expect("pg").name()),
         }
     }
@@ -85,4 +100,13 @@ impl Fixture {
     pub fn scratch_root(&self) -> std::path::PathBuf {
         self.dir.path().join("scratch")
     }
+}
+
+/// A file store at `root`: a second call on the same root is another replica, exactly as
+/// another process would open it.
+pub async fn open_file(root: &Path) -> Backend {
+    FileStore::open(root)
+        .await
+        .expect("open the file store")
+        .into_backend()
 }
