@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use lobu_core::Backend;
 use lobu_runtime::{Agent, Runtime};
+use lobu_store_file::FileStore;
 use lobu_store_pg::PgStore;
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
@@ -192,11 +193,10 @@ async fn open_backend(config: &Config) -> Result<Backend, Error> {
     match &config.store {
         StoreChoice::File { dir } => {
             tracing::info!(dir = %dir.display(), "file store");
-            // TEMP-FILESTORE: until lobu-store-file lands
-            let _ = dir;
-            Ok(Backend::from_shared(Arc::new(
-                lobu_core::memory::MemoryBackend::new(),
-            )))
+            let store = FileStore::open(dir).await.map_err(|e| {
+                Error::store(format!("opening the file store at {}", dir.display()), e)
+            })?;
+            Ok(store.into_backend())
         }
         StoreChoice::Snapshot { database_url } => {
             let shown = redact_url(database_url);
