@@ -58,6 +58,10 @@ pub(crate) enum Step {
     VersionReserved,
     /// `clear` committed; the old files are not yet removed.
     Cleared,
+    /// A submit wrote its idempotency entry; its marker and record are not written yet.
+    IdempotencyReserved,
+    /// A queue change wrote one of its two files (marker or record), not the other.
+    QueueHalfway,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -17,7 +17,7 @@ use super::runs::RunFile;
 use crate::atomic::{FileLock, list_names, read_optional, remove_file};
 use crate::error::{FileStoreError, io_at, to_json, undecodable};
 use crate::layout::nested;
-use crate::store::Inner;
+use crate::store::{Inner, Step};
 
 #[derive(Debug)]
 pub(crate) struct Queue<'a> {
@@ -124,21 +124,26 @@ impl<'a> Queue<'a> {
     pub(crate) fn commit(&self, file: &mut RunFile, current: Option<Marker>) -> Result<()> {
         let wanted = file.wanted_marker();
         file.marker = wanted.as_ref().map(|m| m.name.clone());
+        let halfway = || self.inner.reached(Step::QueueHalfway);
         match (current, wanted) {
             (Some(current), Some(wanted)) if wanted.due_ms < current.due_ms => {
                 self.move_marker(&current, &wanted)?;
+                halfway()?;
                 self.save_run(file)
             }
             (Some(current), Some(wanted)) => {
                 self.save_run(file)?;
+                halfway()?;
                 self.move_marker(&current, &wanted)
             }
             (Some(current), None) => {
                 self.save_run(file)?;
+                halfway()?;
                 self.remove_marker(&current)
             }
             (None, Some(wanted)) => {
                 self.create_marker(&wanted)?;
+                halfway()?;
                 self.save_run(file)
             }
             (None, None) => self.save_run(file),

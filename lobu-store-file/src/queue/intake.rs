@@ -12,7 +12,7 @@ use crate::atomic::read_optional;
 use crate::clock;
 use crate::error::{io_at, undecodable};
 use crate::layout;
-use crate::store::Inner;
+use crate::store::{Inner, Step};
 
 /// `idempotency/<org>/<agent>/<conversation>/<key>`: the run a key was first used for.
 #[derive(Debug, Serialize, Deserialize)]
@@ -51,6 +51,7 @@ pub(crate) fn submit(inner: &Inner, new: NewRun) -> Result<Submitted> {
                 pruned: false,
             };
             queue.write_json(&path, &entry)?;
+            inner.reached(Step::IdempotencyReserved)?;
             reserved = Some(run);
         }
     }

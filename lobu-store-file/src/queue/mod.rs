@@ -5,6 +5,8 @@ mod claim;
 mod files;
 mod intake;
 mod markers;
+#[cfg(test)]
+mod recovery_tests;
 mod runs;
 
 use std::time::{Duration, SystemTime};

@@ -1,0 +1,231 @@
+//! Queue changes stopped between their two writes (marker and record), or right after a
+//! submit reserved its idempotency key: no run is lost, none runs twice, and the index
+//! corrects itself.
+
+use std::path::Path;
+use std::time::Duration;
+
+use lobu_core::{
+    ConversationKey, IdempotencyKey, NewRun, RunQueue, RunStatus, TerminalStatus, WorkerId,
+};
+use serde_json::json;
+
+use crate::store::{FileStore, Step};
+
+const LONG: Duration = Duration::from_secs(600);
+const SHORT: Duration = Duration::from_millis(300);
+const PAST_SHORT: Duration = Duration::from_millis(800);
+
+async fn open(dir: &Path) -> FileStore {
+    FileStore::open(dir).await.unwrap()
+}
+
+async fn crashing(dir: &Path, step: Step) -> FileStore {
+    open(dir).await.crashing_at(step)
+}
+
+fn key(id: &str) -> ConversationKey {
+    ConversationKey::parse("acme", "bot", id).unwrap()
+}
+
+fn with_key(conversation: &ConversationKey, idem: &str) -> NewRun {
+    NewRun {
+        idempotency_key: Some(IdempotencyKey::new(idem).unwrap()),
+        ..NewRun::turn(conversation.clone(), json!({"text": "hi"}))
+    }
+}
+
+fn markers(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("queue/active")).map_or(0, Iterator::count)
+}
+
+fn simulated<T: std::fmt::Debug>(result: lobu_core::Result<T>) {
+    let error = result.expect_err("the simulated crash");
+    assert!(error.message().starts_with("simulated crash"), "{error}");
+}
+
+#[tokio::test]
+async fn a_submit_that_crashed_after_reserving_its_key_is_finished_by_the_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = key("c1");
+    simulated(
+        crashing(dir.path(), Step::IdempotencyReserved)
+            .await
+            .submit(with_key(&c, "k"))
+            .await,
+    );
+    let store = open(dir.path()).await;
+    let retried = store.submit(with_key(&c, "k")).await.unwrap();
+    assert!(retried.created, "the crashed submit stored no run");
+    let again = store.submit(with_key(&c, "k")).await.unwrap();
+    assert_eq!((again.run, again.created), (retried.run.clone(), false));
+    let worker = WorkerId::generate();
+    let claim = store.claim(&worker, LONG).await.unwrap().expect("the run");
+    assert_eq!(claim.run, retried.run);
+    store.complete(&claim, None).await.unwrap();
+    assert!(
+        store.claim(&worker, LONG).await.unwrap().is_none(),
+        "exactly one run"
+    );
+}
+
+#[tokio::test]
+async fn a_submit_that_crashed_between_marker_and_record_leaves_nothing_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = crashing(dir.path(), Step::QueueHalfway).await;
+    simulated(crashed.submit(NewRun::turn(key("c1"), json!({}))).await);
+    simulated(crashed.submit(with_key(&key("c2"), "k")).await);
+    assert_eq!(markers(dir.path()), 2, "two markers without records");
+    let store = open(dir.path()).await;
+    let worker = WorkerId::generate();
+    assert!(store.claim(&worker, LONG).await.unwrap().is_none());
+    assert_eq!(markers(dir.path()), 0, "claim removed both");
+    // The client retrying with its key gets its run stored now, once.
+    let retried = store.submit(with_key(&key("c2"), "k")).await.unwrap();
+    assert!(retried.created);
+    let claim = store
+        .claim(&worker, LONG)
+        .await
+        .unwrap()
+        .expect("the retried run");
+    assert_eq!((claim.run, claim.attempt), (retried.run, 1));
+    assert!(store.claim(&worker, LONG).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_claim_that_crashed_halfway_is_redelivered_after_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let run = store
+        .submit(NewRun::turn(key("c1"), json!({})))
+        .await
+        .unwrap()
+        .run;
+    let worker = WorkerId::generate();
+    simulated(
+        crashing(dir.path(), Step::QueueHalfway)
+            .await
+            .claim(&worker, SHORT)
+            .await,
+    );
+    // The record holds the crashed claim; its marker still says pending, until corrected.
+    assert!(
+        store.claim(&worker, LONG).await.unwrap().is_none(),
+        "the claim is live"
+    );
+    assert_eq!(
+        store.depth().await.unwrap(),
+        0,
+        "the marker was corrected to running"
+    );
+    tokio::time::sleep(PAST_SHORT).await;
+    let claim = store
+        .claim(&worker, LONG)
+        .await
+        .unwrap()
+        .expect("re-delivered");
+    assert_eq!((claim.run, claim.attempt), (run, 2));
+}
+
+#[tokio::test]
+async fn a_release_that_crashed_halfway_can_be_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let run = store
+        .submit(NewRun::turn(key("c1"), json!({})))
+        .await
+        .unwrap()
+        .run;
+    let worker = WorkerId::generate();
+    let claim = store.claim(&worker, LONG).await.unwrap().unwrap();
+    let crashed = crashing(dir.path(), Step::QueueHalfway).await;
+    simulated(RunQueue::release(&crashed, &claim).await);
+    // The marker already says pending; the record still holds the claim.
+    assert!(store.claim(&worker, LONG).await.unwrap().is_none());
+    RunQueue::release(&store, &claim)
+        .await
+        .expect("the claim is still the newest");
+    let again = store
+        .claim(&worker, LONG)
+        .await
+        .unwrap()
+        .expect("handed back");
+    assert_eq!((again.run, again.attempt), (run, 1));
+    assert!(again.token > claim.token);
+}
+
+#[tokio::test]
+async fn a_complete_that_crashed_halfway_holds_its_lane_no_longer_than_the_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let c = key("c1");
+    let first = store
+        .submit(NewRun::turn(c.clone(), json!({})))
+        .await
+        .unwrap()
+        .run;
+    let second = store
+        .submit(NewRun::turn(c.clone(), json!({})))
+        .await
+        .unwrap()
+        .run;
+    let worker = WorkerId::generate();
+    let claim = store.claim(&worker, SHORT).await.unwrap().unwrap();
+    assert_eq!(claim.run, first);
+    simulated(
+        crashing(dir.path(), Step::QueueHalfway)
+            .await
+            .complete(&claim, None)
+            .await,
+    );
+    let record = store.status(&c.org, &first).await.unwrap().unwrap();
+    assert_eq!(
+        record.status,
+        RunStatus::Completed,
+        "the record is committed"
+    );
+    tokio::time::sleep(PAST_SHORT).await;
+    let next = store
+        .claim(&worker, LONG)
+        .await
+        .unwrap()
+        .expect("the lane moved on");
+    assert_eq!((next.run, next.attempt), (second, 1));
+    assert_eq!(markers(dir.path()), 1, "the finished run's marker is gone");
+}
+
+#[tokio::test]
+async fn a_failure_that_crashed_halfway_did_not_happen_and_can_be_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let c = key("c1");
+    let run = store.submit(NewRun {
+        retry_delay: SHORT,
+        ..NewRun::turn(c.clone(), json!({}))
+    });
+    let run = run.await.unwrap().run;
+    let worker = WorkerId::generate();
+    let claim = store.claim(&worker, LONG).await.unwrap().unwrap();
+    let crashed = crashing(dir.path(), Step::QueueHalfway).await;
+    simulated(crashed.fail(&claim, TerminalStatus::Failed, "boom").await);
+    // The retry is due sooner than the claim's expiry, so only the marker moved: the record
+    // still holds the live claim, and nothing is claimable even once the delay has passed.
+    tokio::time::sleep(PAST_SHORT).await;
+    assert!(
+        store.claim(&worker, LONG).await.unwrap().is_none(),
+        "still claimed"
+    );
+    let record = store.status(&c.org, &run).await.unwrap().unwrap();
+    assert_eq!((record.status, record.error), (RunStatus::Running, None));
+    store
+        .fail(&claim, TerminalStatus::Failed, "boom")
+        .await
+        .expect("the claim is intact");
+    tokio::time::sleep(PAST_SHORT).await;
+    let retry = store
+        .claim(&worker, LONG)
+        .await
+        .unwrap()
+        .expect("the retry");
+    assert_eq!((retry.run, retry.attempt), (run, 2));
+}
