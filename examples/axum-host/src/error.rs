@@ -106,11 +106,17 @@ impl From<lobu_core::Error> for ApiError {
             ErrorKind::Busy | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status.is_server_error() {
-            // The chain goes to the log; the client gets the kind and message only.
-            tracing::error!(error = &error as &dyn std::error::Error, "request failed");
+        if !status.is_server_error() {
+            return ApiError::new(status, error.message().to_owned());
         }
-        ApiError::new(status, error.message().to_owned())
+        // The chain goes to the log; clients get no database names, paths or SQL.
+        tracing::error!(error = &error as &dyn std::error::Error, "request failed");
+        let message = if status == StatusCode::SERVICE_UNAVAILABLE {
+            "the store is unavailable; try again later"
+        } else {
+            "internal server error (details are in the server log)"
+        };
+        ApiError::new(status, message)
     }
 }
 
@@ -140,6 +146,17 @@ mod tests {
         assert_eq!(e.message(), "agent id may only contain [A-Za-z0-9_-]");
         let e = ApiError::from(lobu_core::Error::too_large("run payload is 2000000 bytes"));
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn server_errors_do_not_leak_store_details() {
+        let e = ApiError::from(lobu_core::Error::corrupt(
+            "state.json of /var/lib/x is torn",
+        ));
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.message().contains("/var/lib"), "{}", e.message());
+        let e = ApiError::from(lobu_core::Error::unavailable("db \"prod\" is gone"));
+        assert!(!e.message().contains("prod"), "{}", e.message());
     }
 
     #[test]

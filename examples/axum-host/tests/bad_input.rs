@@ -251,3 +251,24 @@ async fn assert_no_conversations(api: &Api) {
         "bad requests changed nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_the_database_is_gone_and_liveness_does_not() {
+    let t = TestHost::start(Store::Pg).await;
+    let api = t.api();
+    assert_eq!(api.get("/health/ready").await.status, StatusCode::OK);
+    let common::Data::Pg(db) = t.data else {
+        unreachable!("a PostgreSQL host")
+    };
+    db.drop().await;
+    let ready = api.get("/health/ready").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{ready:?}");
+    assert_eq!(ready.json["status"], "unavailable");
+    assert!(!ready.json["error"].as_str().unwrap().is_empty());
+    assert_eq!(api.get("/health/live").await.status, StatusCode::OK);
+    // A store outage is the server's problem: a 5xx without store details, never a 4xx.
+    let reply = api.say("demo", "c1", "anyone there?").await;
+    assert!(reply.status.is_server_error(), "{reply:?}");
+    assert!(!reply.error().contains("lobu_host_"), "{reply:?}");
+    t.host.stop().await;
+}

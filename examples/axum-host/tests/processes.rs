@@ -97,15 +97,47 @@ async fn run_to_exit(vars: &[(&str, &str)]) -> (ExitStatus, String) {
     (status, read(&log))
 }
 
+on_both_stores!(sigterm_lets_the_running_turn_finish_and_exits_cleanly);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_one_database_serve_one_conversation_in_order() {
-    let db = TestDb::create().await;
+    two_processes_on_one_store_serve_one_conversation_in_order(Store::Pg).await;
+}
+
+// The file store promises several processes on one root too. Run with `--ignored`: today,
+// submits racing from two processes get the same queue sequence number and a claim fails
+// with "rename to queue/active/…: No such file or directory", after which the run's claims
+// keep expiring and the conversation stalls (reported to lobu-store-file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "lobu-store-file: concurrent submits and claims from two processes stall a conversation"]
+async fn two_processes_on_one_file_store_serve_one_conversation_in_order() {
+    two_processes_on_one_store_serve_one_conversation_in_order(Store::File).await;
+}
+
+/// The variables that put a replica on `store`: a fresh database, or files under `dir`.
+async fn store_vars(store: Store, dir: &Path) -> (Vec<(&'static str, String)>, Option<TestDb>) {
+    let data_dir = dir.join("data").to_str().unwrap().to_owned();
+    let mut vars = vec![("LOBU_DATA_DIR", data_dir)];
+    let db = match store {
+        Store::Pg => Some(TestDb::create().await),
+        Store::File => None,
+    };
+    if let Some(db) = &db {
+        vars.push(("DATABASE_URL", db.url.clone()));
+    }
+    (vars, db)
+}
+
+fn borrowed<'a>(vars: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    vars.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+async fn two_processes_on_one_store_serve_one_conversation_in_order(store: Store) {
     let dir = tempfile::tempdir().unwrap();
-    let vars = [
-        ("DATABASE_URL", db.url.as_str()),
-        ("LOBU_API_KEYS", KEYS),
-        ("LOBU_DEMO_WORD_DELAY_MS", "1"),
-    ];
+    let (mut vars, db) = store_vars(store, dir.path()).await;
+    vars.push(("LOBU_API_KEYS", KEYS.to_owned()));
+    vars.push(("LOBU_DEMO_WORD_DELAY_MS", "1".to_owned()));
+    let vars = borrowed(&vars);
     let (a, b) = tokio::join!(
         Replica::start(&vars, dir.path()),
         Replica::start(&vars, dir.path())
@@ -165,22 +197,15 @@ async fn two_processes_on_one_database_serve_one_conversation_in_order() {
         let (status, log) = replica.terminate().await;
         assert!(status.success(), "{status}: {log}");
     }
-    db.drop().await;
+    if let Some(db) = db {
+        db.drop().await;
+    }
 }
-
-on_both_stores!(sigterm_lets_the_running_turn_finish_and_exits_cleanly);
 
 async fn sigterm_lets_the_running_turn_finish_and_exits_cleanly(store: Store) {
     let dir = tempfile::tempdir().unwrap();
-    let db = match store {
-        Store::Pg => Some(TestDb::create().await),
-        Store::File => None,
-    };
-    let data_dir = dir.path().join("data");
-    let mut vars = vec![("LOBU_DATA_DIR", data_dir.to_str().unwrap())];
-    if let Some(db) = &db {
-        vars.push(("DATABASE_URL", db.url.as_str()));
-    }
+    let (vars, db) = store_vars(store, dir.path()).await;
+    let vars = borrowed(&vars);
     let replica = Replica::start(&vars, dir.path()).await;
     let api = replica.api(None);
     let run = api.submit("demo", "slow", "/sleep 1500").await;
