@@ -17,10 +17,16 @@ use lobu_core::{
 
 use crate::store::{FileStore, Step};
 
-const BASE: &str = "{\"type\":\"session\",\"version\":3,\"id\":\"s1\"}\n{\"type\":\"message\",\"message\":{\"role\":\"user\",\"content\":\"hi ✓\"}}\n";
+const BASE: &str = concat!(
+    "{\"type\":\"session\",\"version\":3,\"id\":\"s1\"}\n",
+    "{\"type\":\"message\",\"message\":{\"role\":\"user\",\"content\":\"hi ✓\"}}\n",
+);
 const TURN: &str =
     "{\"type\":\"message\",\"message\":{\"role\":\"assistant\",\"content\":\"hello 👋\"}}\n";
-const COMPACTED: &str = "{\"type\":\"session\",\"version\":3,\"id\":\"s1\"}\n{\"type\":\"compaction\",\"summary\":\"they said hi\"}\n";
+const COMPACTED: &str = concat!(
+    "{\"type\":\"session\",\"version\":3,\"id\":\"s1\"}\n",
+    "{\"type\":\"compaction\",\"summary\":\"they said hi\"}\n",
+);
 
 struct Fixture {
     dir: tempfile::TempDir,

@@ -1,8 +1,8 @@
 //! `SessionStore::persist`: the checks of the contract, then one of three writes.
 //!
-//! * A completed transcript that extends the head (or a first one) is **appended**: only the
-//!   new bytes go to `session.jsonl`, past the committed length, then a history line, then
-//!   the state record commits both lengths.
+//! * A completed transcript that starts with the head's bytes (or a first one) is
+//!   **appended**: only the new bytes go to `session.jsonl`, past the committed length, then
+//!   a history line, then the state record commits both lengths.
 //! * A completed transcript that does not extend the head (a compaction rewrote history) is
 //!   **staged** whole as `session.v<version>.jsonl`, committed by the state record, then
 //!   renamed over `session.jsonl` (a crash before the rename is finished by the next writer;
@@ -54,9 +54,12 @@ pub(crate) fn persist(inner: &Inner, key: &ConversationKey, write: Persist) -> R
     conversation.recover(&state)?;
     let head_bytes = state.head.as_ref().map(|h| h.bytes);
     let digests = Digests::of(&write.transcript, head_bytes);
-    let extends_head = state.head.as_ref().is_some_and(|head| {
-        write.transcript.len() as u64 > head.bytes && digests.prefix.as_ref() == Some(&head.sha256)
-    });
+    // The head's bytes are a prefix of the write (the digest covers exactly its length).
+    let keeps_head = state
+        .head
+        .as_ref()
+        .is_some_and(|head| digests.prefix.as_ref() == Some(&head.sha256));
+    let extends_head = keeps_head && head_bytes.is_some_and(|b| b < write.transcript.len() as u64);
     match same_run(&conversation, &state, &write, &digests, extends_head)? {
         SameRun::Retry(version) => return Ok(Version(version)),
         SameRun::Extends => {}
@@ -81,7 +84,8 @@ pub(crate) fn persist(inner: &Inner, key: &ConversationKey, write: Persist) -> R
         written_at: SystemTime::now(),
     };
     if record.status == TerminalStatus::Completed {
-        let append = state.head.is_none() || extends_head;
+        // Appending nothing is right too: a new run that left the transcript as it was.
+        let append = state.head.is_none() || keeps_head;
         commit_completed(&conversation, &mut state, record, &write.transcript, append)
     } else {
         state.last_version = record.version;
@@ -119,7 +123,12 @@ fn same_run(
     extends_head: bool,
 ) -> Result<SameRun> {
     let completed = records::completed_of_run(conversation, state, &write.run)?;
-    let forensic = records::forensic(conversation, state)?;
+    // A retry matches on status too, so only a non-completed write needs the forensic records.
+    let forensic = if write.status == TerminalStatus::Completed {
+        Vec::new()
+    } else {
+        records::forensic(conversation, state)?
+    };
     let earlier = completed.iter().chain(
         forensic
             .iter()

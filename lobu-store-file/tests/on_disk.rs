@@ -61,6 +61,14 @@ async fn an_extending_turn_appends_only_its_new_bytes_and_a_rewrite_replaces_the
         assert_eq!(meta.ino(), inode, "turn {n} appended to the same file");
         assert_eq!(std::fs::read_to_string(&session).unwrap(), text);
     }
+    // A turn that left the transcript as it was appends nothing.
+    version = turn(&store, &lease, &text, Some(version)).await;
+    assert_eq!(std::fs::metadata(&session).unwrap().ino(), inode);
+    let head = store.hydrate(&key).await.unwrap().unwrap();
+    assert_eq!(
+        (head.version, &head.transcript[..]),
+        (version, text.as_bytes())
+    );
     let compacted = format!("{HEADER}{{\"type\":\"compaction\",\"summary\":\"five questions\"}}\n");
     turn(&store, &lease, &compacted, Some(version)).await;
     assert_ne!(

@@ -13,7 +13,9 @@
 //! run due earlier moves the marker before the record, every change that makes it due later
 //! moves the record first. So a crash between the two, or a heartbeat that only rewrote the
 //! record, can make `claim` open a record too early (it then corrects the marker), never
-//! too late.
+//! too late. The one exception is bounded: a crash between a run's final record and the
+//! removal of its marker leaves the marker at the old claim's expiry, so the conversation's
+//! next run waits until then, no longer than it would for a worker that died mid-run.
 
 use std::collections::{BTreeMap, HashMap};
 
