@@ -120,7 +120,9 @@ impl Disk {
 
     /// Sync a directory, making renames, creations and removals in it durable.
     pub(crate) fn sync_dir(&self, dir: &Path) -> Result<()> {
-        if self.fsync {
+        // Only Unix lets a directory be opened and synced; elsewhere (NTFS) the file system
+        // journals renames itself.
+        if self.fsync && cfg!(unix) {
             File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(io_at("sync directory", dir))?;

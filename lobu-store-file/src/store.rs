@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::atomic::{Disk, read_optional};
-use crate::error::{FileStoreError, to_json, undecodable};
+use crate::error::{FileStoreError, io_at, to_json, undecodable};
 use crate::layout::Layout;
 
 /// The on-disk format this version reads and writes.
@@ -71,14 +71,13 @@ struct FormatMarker {
 }
 
 impl FileStore {
-    /// Open (creating it if needed) the store rooted at `root`. A root written by an
-    /// unknown format is `Corrupt`; a root that cannot be created is an I/O error.
+    /// Open (creating it if needed) the store rooted at `root`; [`root`](Self::root) is
+    /// then its absolute path. A root written by an unknown format is `Corrupt`; a root that
+    /// cannot be created is an I/O error.
     pub async fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root: PathBuf = root.as_ref().to_owned();
         let disk = Disk { fsync: true };
-        let layout = Layout::new(root);
-        let prepared = layout.clone();
-        tokio::task::spawn_blocking(move || prepare(&prepared, disk))
+        let layout = tokio::task::spawn_blocking(move || prepare(&root, disk))
             .await
             .map_err(FileStoreError::Task)??;
         Ok(FileStore {
@@ -175,7 +174,11 @@ impl Inner {
 }
 
 /// Create the root and its top directories, and check or write the format marker.
-fn prepare(layout: &Layout, disk: Disk) -> Result<()> {
+/// The root is made absolute, so a later change of working directory cannot move the store.
+fn prepare(root: &Path, disk: Disk) -> Result<Layout> {
+    disk.create_dirs(root)?;
+    let root = std::fs::canonicalize(root).map_err(io_at("resolve", root))?;
+    let layout = Layout::new(root);
     disk.create_dirs(&layout.orgs())?;
     disk.create_dirs(&layout.queue())?;
     let path = layout.root().join(FORMAT_FILE);
@@ -201,5 +204,5 @@ fn prepare(layout: &Layout, disk: Disk) -> Result<()> {
             disk.write_atomic(layout.root(), FORMAT_FILE, &bytes)?;
         }
     }
-    Ok(())
+    Ok(layout)
 }

@@ -99,7 +99,7 @@ async fn every_file_a_person_reads_is_json() {
     let v3 = store.persist(&key, failed).await.unwrap();
 
     let conversation = store.conversation_dir(&key);
-    assert!(conversation.starts_with(dir.path().join("orgs/acme/support-bot")));
+    assert!(conversation.starts_with(store.root().join("orgs/acme/support-bot")));
     assert_eq!(json_lines(&conversation.join("session.jsonl")).len(), 5);
     let state: Value =
         serde_json::from_slice(&std::fs::read(conversation.join("state.json")).unwrap()).unwrap();
@@ -131,7 +131,9 @@ async fn a_512_byte_conversation_id_nests_under_its_org_in_short_names() {
     let text = format!("{HEADER}{}", exchange(0));
     let version = turn(&store, &lease, &text, None).await;
     let conversation = store.conversation_dir(&key);
-    let below = conversation.strip_prefix(dir.path().join("orgs")).unwrap();
+    let below = conversation
+        .strip_prefix(store.root().join("orgs"))
+        .unwrap();
     let parts: Vec<String> = below
         .iter()
         .map(|p| p.to_str().unwrap().to_owned())
