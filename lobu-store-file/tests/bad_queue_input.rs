@@ -1,0 +1,157 @@
+//! Bad input to the run queue gets a typed error and changes nothing: after each refused
+//! call, every file under the root is byte for byte what it was.
+
+mod common;
+
+use std::time::Duration;
+
+use lobu_core::{
+    Claim, ErrorKind, IdempotencyKey, MAX_ATTEMPTS, MAX_LEASE, MAX_PAYLOAD_BYTES, MAX_RETRY_DELAY,
+    NewRun, RunId, RunQueue, TerminalStatus, WorkerId,
+};
+use serde_json::json;
+
+use common::{Fixture, tree};
+
+#[tokio::test]
+async fn refused_queue_calls_change_no_file() {
+    let fx = Fixture::new().await;
+    let worker = WorkerId::generate();
+    let queued = fx
+        .store
+        .submit(NewRun::turn(fx.key.clone(), json!({"n": 1})))
+        .await
+        .unwrap();
+    let claim = fx
+        .store
+        .claim(&worker, Duration::from_secs(600))
+        .await
+        .unwrap()
+        .expect("a claim");
+    assert_eq!(claim.run, queued.run);
+    let before = tree(fx.dir.path());
+
+    let idem = IdempotencyKey::new("retry-1").unwrap();
+    let base = || NewRun {
+        idempotency_key: Some(idem.clone()),
+        ..NewRun::turn(fx.key.clone(), json!({"n": 2}))
+    };
+    let big = json!({"message": "x".repeat(MAX_PAYLOAD_BYTES)});
+    let submissions = [
+        (
+            NewRun {
+                max_attempts: 0,
+                ..base()
+            },
+            ErrorKind::InvalidInput,
+        ),
+        (
+            NewRun {
+                max_attempts: MAX_ATTEMPTS + 1,
+                ..base()
+            },
+            ErrorKind::InvalidInput,
+        ),
+        (
+            NewRun {
+                retry_delay: MAX_RETRY_DELAY + Duration::from_secs(1),
+                ..base()
+            },
+            ErrorKind::InvalidInput,
+        ),
+        (
+            NewRun {
+                payload: json!(["not", "an", "object"]),
+                ..base()
+            },
+            ErrorKind::InvalidInput,
+        ),
+        (
+            NewRun {
+                payload: big,
+                ..base()
+            },
+            ErrorKind::TooLarge,
+        ),
+    ];
+    for (run, kind) in submissions {
+        let result = fx.store.submit(run).await;
+        fx.refused(&before, kind, "a bad submission", result).await;
+    }
+    for lease in [Duration::ZERO, MAX_LEASE + Duration::from_millis(1)] {
+        let result = fx.store.claim(&worker, lease).await;
+        fx.refused(
+            &before,
+            ErrorKind::InvalidInput,
+            "claim with a bad lease",
+            result,
+        )
+        .await;
+        let result = fx.store.heartbeat(&claim, lease).await;
+        fx.refused(
+            &before,
+            ErrorKind::InvalidInput,
+            "heartbeat with a bad lease",
+            result,
+        )
+        .await;
+    }
+    let result = fx.store.fail(&claim, TerminalStatus::Completed, "no").await;
+    fx.refused(
+        &before,
+        ErrorKind::InvalidInput,
+        "fail as completed",
+        result,
+    )
+    .await;
+    let stale = [
+        Claim {
+            token: claim.token + 1,
+            ..claim.clone()
+        },
+        Claim {
+            worker: WorkerId::generate(),
+            ..claim.clone()
+        },
+    ];
+    for stale in &stale {
+        let result = fx.store.heartbeat(stale, Duration::from_secs(1)).await;
+        fx.refused(
+            &before,
+            ErrorKind::Fenced,
+            "heartbeat a forged claim",
+            result,
+        )
+        .await;
+        let result = fx.store.complete(stale, None).await;
+        fx.refused(
+            &before,
+            ErrorKind::Fenced,
+            "complete a forged claim",
+            result,
+        )
+        .await;
+        let result = fx.store.fail(stale, TerminalStatus::Failed, "x").await;
+        fx.refused(&before, ErrorKind::Fenced, "fail a forged claim", result)
+            .await;
+        let result = RunQueue::release(&fx.store, stale).await;
+        fx.refused(&before, ErrorKind::Fenced, "release a forged claim", result)
+            .await;
+    }
+    let unknown = Claim {
+        run: RunId::generate(),
+        ..claim.clone()
+    };
+    let result = fx.store.complete(&unknown, None).await;
+    fx.refused(
+        &before,
+        ErrorKind::NotFound,
+        "complete an unknown run",
+        result,
+    )
+    .await;
+    fx.store
+        .complete(&claim, None)
+        .await
+        .expect("the real claim still works");
+}
