@@ -97,22 +97,10 @@ async fn run_to_exit(vars: &[(&str, &str)]) -> (ExitStatus, String) {
     (status, read(&log))
 }
 
-on_both_stores!(sigterm_lets_the_running_turn_finish_and_exits_cleanly);
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processes_on_one_database_serve_one_conversation_in_order() {
-    two_processes_on_one_store_serve_one_conversation_in_order(Store::Pg).await;
-}
-
-// The file store promises several processes on one root too. Run with `--ignored`: today,
-// submits racing from two processes get the same queue sequence number and a claim fails
-// with "rename to queue/active/…: No such file or directory", after which the run's claims
-// keep expiring and the conversation stalls (reported to lobu-store-file).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "lobu-store-file: concurrent submits and claims from two processes stall a conversation"]
-async fn two_processes_on_one_file_store_serve_one_conversation_in_order() {
-    two_processes_on_one_store_serve_one_conversation_in_order(Store::File).await;
-}
+on_both_stores!(
+    two_processes_on_one_store_serve_one_conversation_in_order,
+    sigterm_lets_the_running_turn_finish_and_exits_cleanly,
+);
 
 /// The variables that put a replica on `store`: a fresh database, or files under `dir`.
 async fn store_vars(store: Store, dir: &Path) -> (Vec<(&'static str, String)>, Option<TestDb>) {
