@@ -116,8 +116,12 @@ fn sqlstate_kind(code: &str) -> ErrorKind {
         // lock_not_available (lock_timeout, NOWAIT)
         "55P03" => ErrorKind::Busy,
         // query_canceled (statement_timeout), admin/crash shutdown, cannot_connect_now,
-        // read_only_sql_transaction (a failover left us on a standby)
-        "57014" | "57P01" | "57P02" | "57P03" | "25006" => ErrorKind::Unavailable,
+        // read_only_sql_transaction (a failover left us on a standby), database_dropped and
+        // invalid_catalog_name (the database is gone or not there yet: an outage to the
+        // caller, not a bug in its request)
+        "57014" | "57P01" | "57P02" | "57P03" | "57P04" | "25006" | "3D000" => {
+            ErrorKind::Unavailable
+        }
         // program_limit_exceeded and friends: a value too large for PostgreSQL
         "54000" | "54001" => ErrorKind::TooLarge,
         _ => match &code[..2.min(code.len())] {
@@ -138,6 +142,8 @@ mod tests {
     #[test]
     fn sqlstates_map_to_the_kinds_callers_branch_on() {
         assert_eq!(sqlstate_kind("23505"), ErrorKind::Conflict);
+        assert_eq!(sqlstate_kind("3D000"), ErrorKind::Unavailable);
+        assert_eq!(sqlstate_kind("57P04"), ErrorKind::Unavailable);
         assert_eq!(sqlstate_kind("40001"), ErrorKind::Conflict);
         assert_eq!(sqlstate_kind("55P03"), ErrorKind::Busy);
         assert_eq!(sqlstate_kind("57P01"), ErrorKind::Unavailable);
