@@ -4,8 +4,8 @@
 //!   written, `sync_all`ed, renamed over the target, then the directory synced. A crash at
 //!   any byte leaves either the old file or the new one, never a mix; a torn staging file is
 //!   only ever garbage with a name no reader looks at.
-//! * [`Disk::append_at`]: bytes written at an offset past the committed length, then
-//!   `sync_data`. They mean nothing until a commit record says so.
+//! * [`Disk::append_at`] and [`Disk::sync_appended`]: bytes written at an offset past the
+//!   committed length, then `sync_data`. They mean nothing until a commit record says so.
 //! * [`Disk::rename`] and [`Disk::create_dirs`]: directory changes followed by a directory sync.
 //! * [`FileLock`]: a short OS lock (`flock`) on a lock file, held only for one
 //!   read-modify-write and released when dropped.
@@ -56,9 +56,9 @@ impl Disk {
         self.sync_dir(dir)
     }
 
-    /// Write `bytes` at `offset` of `path` (created if missing), then sync the data.
-    /// Returns whether the file was created (its directory then needs a sync too).
-    pub(crate) fn append_at(&self, path: &Path, offset: u64, bytes: &[u8]) -> Result<bool> {
+    /// Write `bytes` at `offset` of `path` (created if missing), cutting off anything past
+    /// `offset` first. Not synced yet: pass the result to [`Disk::sync_appended`].
+    pub(crate) fn append_at(&self, path: &Path, offset: u64, bytes: &[u8]) -> Result<Appended> {
         let existed = path.exists();
         let mut file = OpenOptions::new()
             .write(true)
@@ -81,10 +81,25 @@ impl Disk {
         file.seek(SeekFrom::Start(offset))
             .map_err(io_at("seek in", path))?;
         file.write_all(bytes).map_err(io_at("append to", path))?;
+        Ok(Appended {
+            file,
+            path: path.to_owned(),
+            created: !existed,
+        })
+    }
+
+    /// Sync appends to files of `dir`, and `dir` itself if one of them was created. Several
+    /// appends synced together often share one journal commit.
+    pub(crate) fn sync_appended(&self, dir: &Path, appended: &[Appended]) -> Result<()> {
         if self.fsync {
-            file.sync_data().map_err(io_at("sync", path))?;
+            for a in appended {
+                a.file.sync_data().map_err(io_at("sync", &a.path))?;
+            }
         }
-        Ok(!existed)
+        if appended.iter().any(|a| a.created) {
+            self.sync_dir(dir)?;
+        }
+        Ok(())
     }
 
     /// Rename `from` to `to` (both in `dir`) and sync `dir`.
@@ -136,6 +151,15 @@ impl Disk {
         }
         Ok(())
     }
+}
+
+/// Bytes appended by [`Disk::append_at`], not yet synced.
+#[must_use = "appended bytes must be synced with Disk::sync_appended before they are committed"]
+#[derive(Debug)]
+pub(crate) struct Appended {
+    file: File,
+    path: PathBuf,
+    created: bool,
 }
 
 /// Read the first `len` bytes of `path`. A file shorter than `len` lost committed bytes:
@@ -263,14 +287,18 @@ mod tests {
     fn append_at_cuts_an_uncommitted_tail_before_writing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("session.jsonl");
-        assert!(DISK.append_at(&path, 0, b"a\n").unwrap(), "created");
+        let first = DISK.append_at(&path, 0, b"a\n").unwrap();
+        assert!(first.created);
+        DISK.sync_appended(dir.path(), &[first]).unwrap();
         fs::OpenOptions::new()
             .append(true)
             .open(&path)
             .unwrap()
             .write_all(b"{\"torn")
             .unwrap();
-        assert!(!DISK.append_at(&path, 2, b"b\n").unwrap());
+        let second = DISK.append_at(&path, 2, b"b\n").unwrap();
+        assert!(!second.created);
+        DISK.sync_appended(dir.path(), &[second]).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"a\nb\n");
         assert_eq!(read_prefix(&path, 2).unwrap(), b"a\n");
         let short = read_prefix(&path, 10).unwrap_err();

@@ -170,21 +170,22 @@ fn commit_completed(
     let (offset, history_offset, turns) = previous
         .as_ref()
         .map_or((0, 0, 0), |h| (h.bytes, h.history_bytes, h.turns));
-    let mut created = false;
+    let mut appended = Vec::with_capacity(2);
     if append {
         let from = usize::try_from(offset)
             .unwrap_or(usize::MAX)
             .min(transcript.len());
-        created |= disk.append_at(&conversation.path(SESSION), offset, &transcript[from..])?;
+        let session = conversation.path(SESSION);
+        appended.push(disk.append_at(&session, offset, &transcript[from..])?);
     } else {
         disk.write_atomic(&conversation.dir, &staged_name(record.version), transcript)?;
     }
     inner.reached(Step::TranscriptWritten)?;
     let line = records::history_line(conversation, &record)?;
-    created |= disk.append_at(&conversation.path(HISTORY), history_offset, &line)?;
-    if created {
-        disk.sync_dir(&conversation.dir)?;
-    }
+    let history = conversation.path(HISTORY);
+    appended.push(disk.append_at(&history, history_offset, &line)?);
+    // Both synced before the commit below, which is what makes them count.
+    disk.sync_appended(&conversation.dir, &appended)?;
     inner.reached(Step::HistoryWritten)?;
     let title = title(previous.as_ref(), transcript, append);
     state.last_version = record.version;
