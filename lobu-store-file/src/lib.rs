@@ -41,6 +41,9 @@
 //! `x/../y` is one harmless name). Names longer than 200 bytes (a 512-byte conversation id
 //! can encode to 1536) continue in sub-directories of exactly 200 bytes plus a `+`. The org
 //! is always the first level below `orgs/`, so tenants never share a conversation directory.
+//! [`FileStore::conversation_dir`] names a conversation's directory. A reset (`clear`) removes
+//! the transcript, history and forensic copies but keeps `state.json`, so versions and fences
+//! are never handed out twice.
 //!
 //! ## Crash safety
 //!

@@ -190,15 +190,6 @@ async fn a_configured_size_limit_is_the_one_enforced() {
 }
 
 #[tokio::test]
-async fn without_fsync_the_store_keeps_the_same_contract() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = FileStore::open(dir.path()).await.unwrap().with_fsync(false);
-    let backend = store.into_backend();
-    lobu_core::testkit::a_chain_of_turns_hydrates_the_last_turn_exactly(&backend).await;
-    lobu_core::testkit::runs_of_one_conversation_are_claimed_first_in_first_out(&backend).await;
-}
-
-#[tokio::test]
 async fn wait_for_work_wakes_when_this_process_submits() {
     let dir = tempfile::tempdir().unwrap();
     // Polling once an hour: only the in-process wake-up can end the wait in time.
