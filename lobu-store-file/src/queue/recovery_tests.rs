@@ -94,6 +94,8 @@ async fn a_submit_that_crashed_between_marker_and_record_leaves_nothing_to_run()
 
 #[tokio::test]
 async fn a_claim_that_crashed_halfway_is_redelivered_after_its_lease() {
+    // Long enough that the look right after the crash surely comes before it expires.
+    const CRASHED: Duration = Duration::from_secs(3);
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     let run = store
@@ -118,7 +120,7 @@ async fn a_claim_that_crashed_halfway_is_redelivered_after_its_lease() {
         0,
         "the marker was corrected to running"
     );
-    tokio::time::sleep(PAST_SHORT).await;
+    tokio::time::sleep(CRASHED + PAST_SHORT).await;
     let claim = store
         .claim(&worker, LONG)
         .await
