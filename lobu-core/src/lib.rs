@@ -55,6 +55,6 @@ pub use queue::{
     RunQueue, RunRecord, RunStatus, Submitted,
 };
 pub use session::{
-    ConversationSummary, DEFAULT_MAX_TRANSCRIPT_BYTES, MAX_PAGE_LIMIT, Page, Persist,
-    PruneReport, SessionStore, Snapshot, TerminalStatus, Version, check_page_limit,
+    ConversationSummary, DEFAULT_MAX_TRANSCRIPT_BYTES, MAX_PAGE_LIMIT, Page, Persist, PruneReport,
+    SessionStore, Snapshot, TerminalStatus, Version, check_page_limit,
 };
