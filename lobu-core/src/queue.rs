@@ -161,6 +161,13 @@ impl NewRun {
         if !self.payload.is_object() {
             return Err(Error::invalid("run payload must be a JSON object"));
         }
+        if has_nul(&self.payload) {
+            // Every backend must store the payload as it is; PostgreSQL's jsonb cannot hold
+            // `\u0000`, so it is refused everywhere rather than only on some stores.
+            return Err(Error::invalid(
+                "run payload must not contain NUL characters (\\u0000)",
+            ));
+        }
         let size = serde_json::to_vec(&self.payload)?.len();
         if size > MAX_PAYLOAD_BYTES {
             return Err(Error::too_large(format!(
@@ -168,6 +175,17 @@ impl NewRun {
             )));
         }
         Ok(())
+    }
+}
+
+/// Whether any string (or key) in `value` contains a NUL character.
+fn has_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
 }
 
@@ -304,4 +322,31 @@ pub trait RunQueue: Debug + Send + Sync + 'static {
     /// channel (NOTIFY, an in-process signal) return early; others just sleep. Callers must
     /// still poll: a wake-up is a hint, never a guarantee.
     async fn wait_for_work(&self, max: Duration);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn key() -> ConversationKey {
+        ConversationKey::parse("o", "a", "c").unwrap()
+    }
+
+    #[test]
+    fn payload_with_nul_anywhere_is_invalid_input() {
+        for payload in [
+            serde_json::json!({"text": "a\u{0}b"}),
+            serde_json::json!({"text": "ok", "meta": {"k\u{0}": 1}}),
+            serde_json::json!({"text": "ok", "list": ["x", "\u{0}"]}),
+        ] {
+            let err = NewRun::turn(key(), payload).validate().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        }
+        assert!(
+            NewRun::turn(key(), serde_json::json!({"text": "ok ✓"}))
+                .validate()
+                .is_ok()
+        );
+    }
 }

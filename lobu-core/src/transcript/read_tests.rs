@@ -334,3 +334,10 @@ fn title_is_cut_at_42_characters_not_bytes() {
         Some(format!("{exactly}…"))
     );
 }
+
+#[test]
+fn title_turns_control_characters_and_nul_into_spaces() {
+    let bytes = jsonl(&[user("a", json!("hi\u{0}there\u{7}\u{1b}[31m red"))]);
+    assert_eq!(title(&bytes).as_deref(), Some("hi there [31m red"));
+    assert_eq!(title(&jsonl(&[user("a", json!("\u{0}\u{0}"))])), None);
+}

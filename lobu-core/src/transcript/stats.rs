@@ -95,15 +95,17 @@ impl Transcript {
 /// A title for a transcript, as lobu's thread list shows it: the first user `message` whose
 /// content is a non-blank string, or whose first `text` block is non-blank; whitespace runs
 /// collapsed to one space; cut to [`TITLE_MAX_CHARS`] characters plus `…` when longer.
-/// `None` when no user message has text.
+/// Control characters (NUL included) count as whitespace, so a title is always safe to store
+/// as text anywhere (PostgreSQL `text` refuses NUL). `None` when no user message has text.
 pub fn title(bytes: &[u8]) -> Option<String> {
     parse(bytes).title()
 }
 
 fn shorten(text: &str) -> Option<String> {
-    // JavaScript's `\s` also matches the byte-order mark.
+    // JavaScript's `\s` also matches the byte-order mark; control characters would make the
+    // title unstorable in some stores (NUL in PostgreSQL text), so they separate words too.
     let normalized = text
-        .split(|c: char| c.is_whitespace() || c == '\u{feff}')
+        .split(|c: char| c.is_whitespace() || c.is_control() || c == '\u{feff}')
         .filter(|word| !word.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
