@@ -162,25 +162,30 @@ pub(crate) struct Appended {
     created: bool,
 }
 
-/// Read the first `len` bytes of `path`. A file shorter than `len` lost committed bytes:
-/// `Corrupt`.
+/// Read the first `len` bytes of `path`. A file shorter than `len` lost committed bytes (or
+/// the commit record is damaged): `Corrupt`. The file's real size is checked before anything
+/// is allocated, so a damaged length can never make the buffer huge.
 pub(crate) fn read_prefix(path: &Path, len: u64) -> Result<Vec<u8>> {
     let file = File::open(path).map_err(io_at("open", path))?;
-    let size =
+    let size = file.metadata().map_err(io_at("inspect", path))?.len();
+    let short = |found: u64| {
+        FileStoreError::corrupt(
+            path,
+            format!("{len} bytes are committed but only {found} remain"),
+        )
+    };
+    if size < len {
+        return Err(short(size));
+    }
+    let capacity =
         usize::try_from(len).map_err(|_| FileStoreError::corrupt(path, "length overflows"))?;
-    let mut bytes = Vec::with_capacity(size);
+    let mut bytes = Vec::with_capacity(capacity);
     file.take(len)
         .read_to_end(&mut bytes)
         .map_err(io_at("read", path))?;
-    if bytes.len() != size {
-        return Err(FileStoreError::corrupt(
-            path,
-            format!(
-                "{} bytes are committed but only {} remain",
-                len,
-                bytes.len()
-            ),
-        ));
+    // The file may have been cut between the size check and the read.
+    if bytes.len() != capacity {
+        return Err(short(bytes.len() as u64));
     }
     Ok(bytes)
 }
