@@ -107,7 +107,7 @@ async fn a_claim_that_crashed_halfway_is_redelivered_after_its_lease() {
     simulated(
         crashing(dir.path(), Step::QueueHalfway)
             .await
-            .claim(&worker, SHORT)
+            .claim(&worker, CRASHED)
             .await,
     );
     // The record holds the crashed claim; its marker still says pending, until corrected.
