@@ -1,5 +1,6 @@
 //! Bad input to the run queue gets a typed error and changes nothing: after each refused
-//! call, every file under the root is byte for byte what it was.
+//! call, every file under the root is byte for byte what it was. An overlong failure
+//! message is not refused (the run did fail) but stored cut, as lobu-store-pg stores it.
 
 mod common;
 
@@ -154,4 +155,38 @@ async fn refused_queue_calls_change_no_file() {
         .complete(&claim, None)
         .await
         .expect("the real claim still works");
+}
+
+#[tokio::test]
+async fn a_failure_message_over_16_kib_is_stored_cut_at_a_char_boundary_with_a_marker() {
+    const MAX_ERROR_BYTES: usize = 16 * 1024;
+    let fx = Fixture::new().await;
+    let worker = WorkerId::generate();
+    let run = NewRun {
+        max_attempts: 1,
+        ..NewRun::turn(fx.key.clone(), json!({}))
+    };
+    let queued = fx.store.submit(run).await.unwrap();
+    let claim = fx
+        .store
+        .claim(&worker, Duration::from_secs(600))
+        .await
+        .unwrap()
+        .expect("a claim");
+    // One ASCII byte, then 3-byte chars: byte 16 384 falls inside a char.
+    let message = format!("x{}", "€".repeat(MAX_ERROR_BYTES));
+    fx.store
+        .fail(&claim, TerminalStatus::Failed, &message)
+        .await
+        .unwrap();
+    let record = fx
+        .store
+        .status(&fx.key.org, &queued.run)
+        .await
+        .unwrap()
+        .unwrap();
+    let stored = record.error.expect("the failure message");
+    let kept = stored.strip_suffix('…').expect("the cut is marked");
+    assert!(kept.len() <= MAX_ERROR_BYTES && kept.len() > MAX_ERROR_BYTES - 4);
+    assert!(message.starts_with(kept), "a prefix of the message");
 }

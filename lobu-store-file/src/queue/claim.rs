@@ -11,6 +11,25 @@ use super::runs::{Front, Holder, RunFile};
 use crate::clock;
 use crate::store::Inner;
 
+/// The most bytes of a failure message kept in a run record (as in lobu-store-pg): one
+/// runaway message must not bloat every later read of the record.
+pub(crate) const MAX_ERROR_BYTES: usize = 16 * 1024;
+
+/// `error` as stored: cut to [`MAX_ERROR_BYTES`] at a char boundary, with `…` marking the cut
+/// (the rule lobu-store-pg applies, so both stores report the same text).
+fn error_text(error: &str) -> String {
+    let mut text = error.to_owned();
+    if text.len() > MAX_ERROR_BYTES {
+        let mut cut = MAX_ERROR_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
 /// Claim the oldest claimable front of any lane. Only markers are listed; a record is opened
 /// for the chosen candidate only (and for stale candidates, which are corrected on the way).
 pub(crate) fn claim(inner: &Inner, worker: &WorkerId, lease: Duration) -> Result<Option<Claim>> {
@@ -164,7 +183,7 @@ pub(crate) fn fail(
     change(inner, claim, |file, now| {
         let retry_delay = file.retry_delay();
         let record = &mut file.record;
-        record.error = Some(error.to_owned());
+        record.error = Some(error_text(error));
         record.updated_at = now;
         if record.attempts < record.max_attempts {
             let at = now + retry_delay;
