@@ -14,7 +14,7 @@
 //! # async fn demo() -> lobu_core::Result<()> {
 //! let store = FileStore::open("/var/lib/my-agent/lobu")   // created if missing
 //!     .await?
-//!     .with_max_transcript_bytes(4 << 20)                  // default 8 MiB
+//!     .with_max_transcript_bytes(4 << 20)?                 // default 8 MiB
 //!     .with_poll_interval(Duration::from_millis(100));     // how often idle workers look
 //! let backend = store.into_backend();                      // hand this to lobu-runtime
 //! # let _ = backend;
@@ -90,4 +90,4 @@ mod store;
 mod crash_tests;
 
 pub use error::FileStoreError;
-pub use store::{DEFAULT_POLL_INTERVAL, FORMAT, FileStore};
+pub use store::{DEFAULT_POLL_INTERVAL, FORMAT, FileStore, MAX_TRANSCRIPT_BYTES_LIMIT};

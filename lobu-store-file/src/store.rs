@@ -19,6 +19,9 @@ const FORMAT_FILE: &str = "lobu-store.json";
 /// How often [`wait_for_work`](lobu_core::RunQueue::wait_for_work) looks at the queue by
 /// default: other processes cannot wake this one, so it polls.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// The largest transcript size limit [`FileStore::with_max_transcript_bytes`] accepts (as in
+/// lobu-store-pg): every persist and hydrate holds a whole transcript in memory.
+pub const MAX_TRANSCRIPT_BYTES_LIMIT: usize = 256 * 1024 * 1024;
 
 /// lobu's file backend: [`SessionStore`](lobu_core::SessionStore),
 /// [`ConversationLocks`](lobu_core::ConversationLocks) and [`RunQueue`](lobu_core::RunQueue)
@@ -94,10 +97,16 @@ impl FileStore {
     }
 
     /// The same store with another transcript size limit, in bytes (default
-    /// [`DEFAULT_MAX_TRANSCRIPT_BYTES`]).
-    pub fn with_max_transcript_bytes(mut self, max: usize) -> Self {
+    /// [`DEFAULT_MAX_TRANSCRIPT_BYTES`]). A limit of 0 or above [`MAX_TRANSCRIPT_BYTES_LIMIT`]
+    /// is `InvalidInput`.
+    pub fn with_max_transcript_bytes(mut self, max: usize) -> Result<Self> {
+        if max == 0 || max > MAX_TRANSCRIPT_BYTES_LIMIT {
+            return Err(lobu_core::Error::invalid(format!(
+                "max_transcript_bytes must be between 1 and {MAX_TRANSCRIPT_BYTES_LIMIT}, got {max}"
+            )));
+        }
         Arc::make_mut(&mut self.inner).max_transcript_bytes = max;
-        self
+        Ok(self)
     }
 
     /// The same store with syncing on (the default) or off. **Off gives up durability**: a

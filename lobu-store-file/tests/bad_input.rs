@@ -10,7 +10,7 @@ use lobu_core::{
     ConversationKey, ConversationLocks, ErrorKind, Fence, Lease, MAX_LEASE, Persist, RunId,
     SessionStore, Version,
 };
-use lobu_store_file::FileStore;
+use lobu_store_file::{FileStore, MAX_TRANSCRIPT_BYTES_LIMIT};
 
 use common::{Fixture, LONG, tree, write};
 
@@ -184,4 +184,28 @@ async fn opening_a_root_of_another_format_is_corrupt() {
         .and_then(std::error::Error::source)
         .and_then(|e| e.downcast_ref::<std::io::Error>());
     assert!(io.is_some(), "the io error is kept: {err}");
+}
+
+#[tokio::test]
+async fn a_transcript_limit_of_zero_or_over_the_maximum_is_invalid_input() {
+    let fx = Fixture::new().await;
+    let before = tree(fx.dir.path());
+    for max in [0, MAX_TRANSCRIPT_BYTES_LIMIT + 1, usize::MAX] {
+        let result = fx.store.clone().with_max_transcript_bytes(max);
+        let what = format!("a limit of {max} bytes");
+        let limit = result.map(|store| store.max_transcript_bytes());
+        fx.refused(&before, ErrorKind::InvalidInput, &what, limit)
+            .await;
+    }
+    assert_eq!(
+        fx.store.max_transcript_bytes(),
+        1024,
+        "the limit is unchanged"
+    );
+    let largest = fx
+        .store
+        .clone()
+        .with_max_transcript_bytes(MAX_TRANSCRIPT_BYTES_LIMIT)
+        .unwrap();
+    assert_eq!(largest.max_transcript_bytes(), MAX_TRANSCRIPT_BYTES_LIMIT);
 }

@@ -182,7 +182,8 @@ async fn a_configured_size_limit_is_the_one_enforced() {
     let store = FileStore::open(dir.path())
         .await
         .unwrap()
-        .with_max_transcript_bytes(64);
+        .with_max_transcript_bytes(64)
+        .unwrap();
     assert_eq!(store.max_transcript_bytes(), 64);
     let backend = lobu_core::testkit::TestBackend::new(store.into_backend());
     lobu_core::testkit::a_transcript_over_the_size_limit_is_too_large_and_stores_nothing(&backend)

@@ -51,7 +51,8 @@ impl Fixture {
         let store = FileStore::open(dir.path())
             .await
             .unwrap()
-            .with_max_transcript_bytes(1024);
+            .with_max_transcript_bytes(1024)
+            .unwrap();
         let key = ConversationKey::parse("acme", "bot", "c1").unwrap();
         let lease = store.try_acquire(&key, LONG).await.unwrap().unwrap();
         let run = RunId::generate();
