@@ -64,6 +64,9 @@
 //! conversation lane and due time, lets `claim` choose without opening every record.
 //! [`wait_for_work`](lobu_core::RunQueue::wait_for_work) is woken by submits in this
 //! process and otherwise polls (see [`FileStore::with_poll_interval`]).
+//! [`prune_runs`](lobu_core::RunQueue::prune_runs) removes finished runs together with their
+//! idempotency keys, as lobu-store-pg does: a retry with the key of a pruned run creates a
+//! new run.
 //!
 //! ## Errors
 //!

@@ -5,7 +5,8 @@
 //!   lock                      the OS lock taken for every change to the queue
 //!   runs/<run>                one JSON record per run (source of truth)
 //!   active/<marker>           one empty marker per unfinished run (the claim index)
-//!   idempotency/<org>/<agent>/<conversation>/<key>   {"run": …} per used idempotency key
+//!   idempotency/<org>/<agent>/<conversation>/<key>   {"run": …} per idempotency key of a
+//!                             run not yet pruned
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -60,6 +61,29 @@ impl<'a> Queue<'a> {
             path = nested(&path, part);
         }
         nested(&path, idem.as_str())
+    }
+
+    /// Remove an idempotency entry and the directories it leaves empty, up to (not
+    /// including) `idempotency/`. Only ever called under the queue lock, which every submit
+    /// also holds, so no submit is creating one of these directories meanwhile.
+    pub(crate) fn remove_idempotency(
+        &self,
+        key: &ConversationKey,
+        idem: &IdempotencyKey,
+    ) -> Result<()> {
+        let path = self.idempotency_path(key, idem);
+        remove_file(&path)?;
+        let top = self.dir.join("idempotency");
+        let mut dir = path.parent();
+        while let Some(at) = dir.filter(|d| d.starts_with(&top) && *d != top) {
+            // Fails (and stops the climb) once a directory still holds other entries.
+            if std::fs::remove_dir(at).is_err() {
+                break;
+            }
+            dir = at.parent();
+        }
+        let synced = dir.unwrap_or(&top);
+        Ok(self.inner.disk.sync_dir(synced)?)
     }
 
     pub(crate) fn load_run(&self, run: &RunId) -> Result<Option<RunFile>> {

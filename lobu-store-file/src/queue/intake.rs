@@ -15,10 +15,14 @@ use crate::layout;
 use crate::store::{Inner, Step};
 
 /// `idempotency/<org>/<agent>/<conversation>/<key>`: the run a key was first used for.
+/// `prune_runs` removes the entry with its run, so a retry after run retention creates a
+/// new run (as in lobu-store-pg; client retries come within minutes).
 #[derive(Debug, Serialize, Deserialize)]
 struct IdempotencyEntry {
     run: RunId,
-    /// The run was removed by `prune_runs`; the key keeps answering with it.
+    /// Written `true` by earlier versions, which kept the entry of a pruned run; such an
+    /// entry keeps answering with that run.
+    #[serde(default)]
     pruned: bool,
 }
 
@@ -91,13 +95,11 @@ pub(crate) fn prune_runs(inner: &Inner, before: SystemTime) -> Result<u64> {
             continue;
         }
         if let Some(idem) = &file.idempotency_key {
-            // Marked before the record goes, so a retried submit is never mistaken for the
-            // crashed first submit of a run that no longer exists.
-            let entry = IdempotencyEntry {
-                run: record.run.clone(),
-                pruned: true,
-            };
-            queue.write_json(&queue.idempotency_path(&record.key, idem), &entry)?;
+            // The entry goes before the record, so a retried submit is never mistaken for
+            // the crashed first submit of a run that no longer exists (which would store a
+            // new run under the pruned run's id). A crash in between leaves the record for
+            // the next prune.
+            queue.remove_idempotency(&record.key, idem)?;
         }
         queue.remove_run(&record.run)?;
         removed += 1;
