@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use crate::events::RunEvent;
 use crate::heartbeat::{Heartbeat, Lost};
 use crate::hub::RunLog;
+use crate::hydrate::hydrate;
 use crate::metrics::bump;
 use crate::runtime::Shared;
 use crate::turn::{self, describe};
@@ -28,14 +29,16 @@ pub(crate) enum Outcome {
     Failed(TerminalStatus, String),
     /// Hand the run back without counting the attempt.
     Release(String),
+    /// The turn's persist timed out or its answer was lost: the write may have landed or may
+    /// still land. Settled under a new lease before anything is reported.
+    PersistUnknown(String),
     /// The attempt was cancelled before it finished; the cause decides what to report.
     Interrupted,
 }
 
 /// Run a store call of a claimed run, abandoned after one lease period: a backend that does
 /// not answer must not pin a worker slot forever (its lease and claim lapse meanwhile, and
-/// another worker takes over). An abandoned write may still land; the next attempt finds
-/// it, and fencing refuses anything stale.
+/// another worker takes over). An abandoned persist may still land: see [`settle`].
 pub(crate) async fn bounded<T>(
     shared: &Shared,
     what: &str,
@@ -97,7 +100,53 @@ pub(crate) async fn execute(shared: &Arc<Shared>, claim: Claim) {
     if let Err(error) = bounded(shared, "releasing the lease", locks.release(&lease)).await {
         tracing::warn!(%error, "releasing the conversation lease failed; it will expire");
     }
+    let outcome = match outcome {
+        Outcome::PersistUnknown(error) => settle(shared, &claim, error).await,
+        outcome => outcome,
+    };
     report(shared, &claim, &log, outcome, lost).await;
+}
+
+/// Decide a turn whose persist may or may not have landed. Reporting it failed could leave
+/// a "failed" turn as the head, hydrated by the next turn and duplicated by a client's
+/// resend, if the write landed (or lands later: nothing newer than its fence exists yet).
+/// So take the lease again — its new fence makes the store refuse the old write from now
+/// on, and a file store's write still in progress holds the lock until it is done — and
+/// look at the head: this run's snapshot there means the turn persisted.
+async fn settle(shared: &Shared, claim: &Claim, error: String) -> Outcome {
+    let locks = &shared.backend.locks;
+    let acquire = locks.try_acquire(&claim.key, shared.settings.lease_ttl);
+    let lease = match bounded(shared, "acquiring the lease again", acquire).await {
+        Ok(Some(lease)) => lease,
+        // Without a newer fence nothing can be decided here: the next attempt will, under its
+        // own lease, and finds the turn as the head if it landed.
+        Ok(None) => {
+            return Outcome::Release(format!(
+                "{error}; the conversation is busy, so the next attempt decides"
+            ));
+        }
+        Err(e) => {
+            return Outcome::Release(format!(
+                "{error}; acquiring the lease again failed ({}), so the next attempt decides",
+                describe(&e)
+            ));
+        }
+    };
+    let head = bounded(shared, "checking the head", hydrate(shared, &claim.key)).await;
+    if let Err(error) = bounded(shared, "releasing the lease", locks.release(&lease)).await {
+        tracing::warn!(%error, "releasing the conversation lease failed; it will expire");
+    }
+    match head {
+        Ok(head) if head.run.as_ref() == Some(&claim.run) => {
+            tracing::info!(%error, "the persist landed after all; completing the run");
+            Outcome::Completed(None)
+        }
+        Ok(_) => Outcome::Failed(TerminalStatus::Failed, error),
+        Err(e) => Outcome::Release(format!(
+            "{error}; checking the head failed ({}), so the next attempt decides",
+            describe(&e)
+        )),
+    }
 }
 
 /// Clear every snapshot of `key` and drop this process's cached copy; write no snapshot.
@@ -169,7 +218,11 @@ async fn report(
                 Err(e) => tracing::warn!(error = %e, "recording the failure failed"),
             }
         }
-        Outcome::Release(reason) => release(shared, claim, log, Some(reason)).await,
+        // `execute` settles an unknown persist first; handing the run back is the safe answer
+        // should one get here (the next attempt decides under its own lease).
+        Outcome::Release(reason) | Outcome::PersistUnknown(reason) => {
+            release(shared, claim, log, Some(reason)).await;
+        }
         Outcome::Interrupted => match lost {
             Some(Lost::Claim) => log.push(RunEvent::Requeued {
                 attempt: claim.attempt,

@@ -177,6 +177,13 @@ async fn persist(shared: &Shared, claim: &Claim, lease: &Lease, turn: Turn) -> O
             shared.cache.remove(&claim.key);
             if e.is(ErrorKind::Fenced) {
                 Outcome::Release("another worker took over the conversation".to_owned())
+            } else if e.is(ErrorKind::Unavailable) {
+                // Timed out or the connection dropped: the write may have landed, or may
+                // still land. The executor settles it under a fresh fence.
+                Outcome::PersistUnknown(format!(
+                    "persisting the transcript failed: {}",
+                    describe(&e)
+                ))
             } else {
                 Outcome::Failed(
                     TerminalStatus::Failed,

@@ -1,16 +1,18 @@
 //! Fault injection for one replica: its lease renewals and claim heartbeats hang while
 //! stalled (a GC pause, a network partition), and the next few persists can be made to hang
-//! (a backend that stops answering); everything else goes to the real store.
+//! (a backend that stops answering), to land only when the test says so (a write the caller
+//! gave up on that is still in flight), or to lose their answer after landing (a connection
+//! dropped after COMMIT); everything else goes to the real store.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use lobu_core::{
     AfterFailure, AgentId, Backend, Claim, ConversationKey, ConversationLocks, ConversationSummary,
-    Lease, NewRun, OrgId, Page, Persist, PruneReport, Result, RunId, RunQueue, RunRecord,
-    SessionStore, Snapshot, Submitted, TerminalStatus, Version, WorkerId,
+    Error, ErrorKind, Lease, NewRun, OrgId, Page, Persist, PruneReport, Result, RunId, RunQueue,
+    RunRecord, SessionStore, Snapshot, Submitted, TerminalStatus, Version, WorkerId,
 };
 use tokio::sync::watch;
 
@@ -20,6 +22,10 @@ pub struct Stall {
     inner: Backend,
     stalled: Arc<watch::Sender<bool>>,
     hanging_persists: Arc<AtomicUsize>,
+    detached_persists: Arc<AtomicUsize>,
+    land: Arc<watch::Sender<bool>>,
+    landed: Arc<Mutex<Vec<std::result::Result<Version, ErrorKind>>>>,
+    lost_answers: Arc<AtomicUsize>,
 }
 
 impl Stall {
@@ -28,6 +34,10 @@ impl Stall {
             inner,
             stalled: Arc::new(watch::channel(false).0),
             hanging_persists: Arc::new(AtomicUsize::new(0)),
+            detached_persists: Arc::new(AtomicUsize::new(0)),
+            land: Arc::new(watch::channel(false).0),
+            landed: Arc::new(Mutex::new(Vec::new())),
+            lost_answers: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -46,6 +56,28 @@ impl Stall {
     /// The next `n` persists never reach the store and never return.
     pub fn hang_persists(&self, n: usize) {
         self.hanging_persists.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` persists run in a task of their own that reaches the store only after
+    /// [`land_detached`](Self::land_detached); a caller that gives up waiting does not stop
+    /// them (as the file store's blocking write, or a query already sent, goes on).
+    pub fn detach_persists(&self, n: usize) {
+        self.detached_persists.store(n, Ordering::SeqCst);
+    }
+
+    /// Let the detached persists reach the store.
+    pub fn land_detached(&self) {
+        self.land.send_replace(true);
+    }
+
+    /// What the store answered to the detached persists that reached it so far.
+    pub fn landed(&self) -> Vec<std::result::Result<Version, ErrorKind>> {
+        self.landed.lock().unwrap().clone()
+    }
+
+    /// The next `n` persists reach the store, then answer `Unavailable`.
+    pub fn lose_persist_answers(&self, n: usize) {
+        self.lost_answers.store(n, Ordering::SeqCst);
     }
 
     async fn pass(&self) {
@@ -117,14 +149,28 @@ impl SessionStore for Stall {
         self.inner.sessions.head(key).await
     }
     async fn persist(&self, key: &ConversationKey, write: Persist) -> Result<Version> {
-        let hang = self
-            .hanging_persists
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if hang {
+        if take(&self.hanging_persists) {
             std::future::pending::<()>().await;
         }
-        self.inner.sessions.persist(key, write).await
+        if take(&self.detached_persists) {
+            let (sessions, key) = (self.inner.sessions.clone(), key.clone());
+            let (mut land, landed) = (self.land.subscribe(), self.landed.clone());
+            let write = tokio::spawn(async move {
+                let _ = land.wait_for(|land| *land).await;
+                let result = sessions.persist(&key, write).await;
+                landed
+                    .lock()
+                    .unwrap()
+                    .push(result.as_ref().copied().map_err(Error::kind));
+                result
+            });
+            return write.await.expect("the detached persist");
+        }
+        let result = self.inner.sessions.persist(key, write).await;
+        if result.is_ok() && take(&self.lost_answers) {
+            return Err(Error::unavailable("the connection dropped after the write"));
+        }
+        result
     }
     async fn clear(&self, key: &ConversationKey) -> Result<u64> {
         self.inner.sessions.clear(key).await
@@ -144,4 +190,11 @@ impl SessionStore for Stall {
     fn max_transcript_bytes(&self) -> usize {
         self.inner.sessions.max_transcript_bytes()
     }
+}
+
+/// Take one from `count` if it is not zero.
+fn take(count: &AtomicUsize) -> bool {
+    count
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }

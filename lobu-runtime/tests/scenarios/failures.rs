@@ -210,3 +210,83 @@ pub async fn a_store_that_stops_answering_fails_the_attempt_not_the_worker(store
     assert_eq!(user_texts(&head(&fx.backend, &k).await), ["hello"]);
     stop(&rt, worker).await;
 }
+
+pub async fn a_persist_whose_answer_is_lost_completes_the_run_once(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let stall = Stall::new(fx.replica().await);
+    // One attempt only: the run must not need a second one to find out the turn persisted.
+    let rt = fx
+        .builder_on(stall.backend(), &agent)
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    let worker = start(&rt);
+    let k = key("c1");
+    stall.lose_persist_answers(1);
+    let run = send(&rt, &k, "hello").await;
+    let events = events_of(&rt, &k.org, &run).await;
+    assert_eq!(events.last(), Some(&RunEvent::Completed { output: None }));
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, RunEvent::Retrying { .. })),
+        "{events:?}"
+    );
+    let record = rt.status(&k.org, &run).await.unwrap();
+    assert_eq!(record.status, RunStatus::Completed);
+    assert_eq!(record.attempts, 1);
+    assert_eq!(user_texts(&head(&fx.backend, &k).await), ["hello"]);
+    assert_eq!(agent.turns().len(), 1, "the turn ran once");
+    stop(&rt, worker).await;
+}
+
+pub async fn a_persist_that_lands_after_the_run_failed_is_refused(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let stall = Stall::new(fx.replica().await);
+    // The runtime gives up on a persist after one lease period; the lease itself is renewed
+    // and never needs to expire here.
+    let rt = fx
+        .builder_on(stall.backend(), &agent)
+        .lease_ttl(Duration::from_secs(2))
+        .heartbeat_interval(Duration::from_millis(500))
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    let worker = start(&rt);
+    let k = key("c1");
+    let first = send(&rt, &k, "first").await;
+    finished(&rt, &k, &first).await;
+    let before = head(&fx.backend, &k).await;
+
+    stall.detach_persists(1);
+    let run = send(&rt, &k, "late").await;
+    let record = finished(&rt, &k, &run).await;
+    assert_eq!(record.status, RunStatus::Failed);
+    assert!(
+        record.error.as_deref().unwrap().contains("took longer"),
+        "{record:?}"
+    );
+    // The write the runtime gave up on reaches the store only now, after the run failed.
+    stall.land_detached();
+    let landed = eventually("the late write to reach the store", || async {
+        stall.landed().pop()
+    })
+    .await;
+    assert_eq!(
+        landed,
+        Err(lobu_core::ErrorKind::Fenced),
+        "a failed run's write"
+    );
+    assert_eq!(
+        head(&fx.backend, &k).await,
+        before,
+        "the failed turn left no trace"
+    );
+
+    let next = send(&rt, &k, "next").await;
+    finished(&rt, &k, &next).await;
+    assert_eq!(agent.turns().pop().unwrap().seen, ["first"]);
+    stop(&rt, worker).await;
+}
