@@ -107,9 +107,11 @@ async fn the_losers_late_write_with_its_old_fence_is_refused(pool: PgPool) {
     let a = PgStore::new(pool.clone());
     let b = PgStore::new(replica_pool(&pool, 2).await);
     let k = key("acme", "bot", "zombie");
+    // Race with long leases, so a loaded machine cannot let the winner's lapse before the
+    // "exactly one wins" and "busy" checks; the winner shortens its lease afterwards.
     let (first, second) = tokio::join!(
-        a.try_acquire(&k, Duration::from_millis(300)),
-        b.try_acquire(&k, Duration::from_millis(300))
+        a.try_acquire(&k, support::LONG),
+        b.try_acquire(&k, support::LONG)
     );
     let (first, second) = (first.expect("a"), second.expect("b"));
     assert!(
@@ -130,6 +132,10 @@ async fn the_losers_late_write_with_its_old_fence_is_refused(pool: PgPool) {
     );
 
     // The winner stalls past its lease; the other replica takes over and writes.
+    let zombie = zombie_store
+        .renew(&zombie, Duration::from_millis(300))
+        .await
+        .expect("the winner shortens its lease");
     let mut w = writer();
     exchange(&mut w, 1);
     let stale_bytes = w.bytes();
