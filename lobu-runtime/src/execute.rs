@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use crate::events::RunEvent;
-use crate::heartbeat::{Heartbeat, Lost};
+use crate::heartbeat::{Heartbeat, Held, Lost};
 use crate::hub::RunLog;
 use crate::hydrate::hydrate;
 use crate::metrics::bump;
@@ -92,7 +92,7 @@ pub(crate) async fn execute(shared: &Arc<Shared>, claim: Claim) {
         RunKind::Turn => turn::run_turn(shared, &claim, &lease, &log, &cancel).await,
         RunKind::Reset => run_reset(shared, &claim.key).await,
     };
-    let lost = heartbeat.stop().await;
+    let held = heartbeat.stop().await;
     cancel.cancel(); // anything the agent left running must stop now
     // Release the lease before reporting, so the conversation's next run (claimable once
     // this one is reported) never finds it busy. A crash right here is safe: the run is
@@ -104,7 +104,7 @@ pub(crate) async fn execute(shared: &Arc<Shared>, claim: Claim) {
         Outcome::PersistUnknown(error) => settle(shared, &claim, error).await,
         outcome => outcome,
     };
-    report(shared, &claim, &log, outcome, lost).await;
+    report(shared, &claim, &log, outcome, held).await;
 }
 
 /// Decide a turn whose persist may or may not have landed. Reporting it failed could leave
@@ -168,32 +168,10 @@ async fn run_reset(shared: &Shared, key: &ConversationKey) -> Outcome {
     }
 }
 
-async fn report(
-    shared: &Shared,
-    claim: &Claim,
-    log: &RunLog,
-    outcome: Outcome,
-    lost: Option<Lost>,
-) {
+async fn report(shared: &Shared, claim: &Claim, log: &RunLog, outcome: Outcome, held: Held) {
     let queue = &shared.backend.queue;
     match outcome {
-        Outcome::Completed(output) => match bounded(
-            shared,
-            "completing the run",
-            queue.complete(claim, output.clone()),
-        )
-        .await
-        {
-            Ok(()) => {
-                bump(&shared.counters.runs_completed);
-                tracing::info!("run completed");
-                log.push(RunEvent::Completed { output });
-            }
-            Err(error) => {
-                // The run will be re-delivered; its next attempt finds the work done.
-                tracing::warn!(%error, "completing the run failed");
-            }
-        },
+        Outcome::Completed(output) => complete(shared, claim, log, output, held).await,
         Outcome::Failed(status, error) => {
             bump(&shared.counters.attempts_failed);
             tracing::warn!(status = status.as_str(), %error, "attempt failed");
@@ -223,7 +201,7 @@ async fn report(
         Outcome::Release(reason) | Outcome::PersistUnknown(reason) => {
             release(shared, claim, log, Some(reason)).await;
         }
-        Outcome::Interrupted => match lost {
+        Outcome::Interrupted => match held.lost {
             Some(Lost::Claim) => log.push(RunEvent::Requeued {
                 attempt: claim.attempt,
                 reason: "the run was re-delivered to another worker".to_owned(),
@@ -239,6 +217,50 @@ async fn report(
         },
     }
 }
+
+/// Complete the run, retrying a failed call with backoff while the claim is still held:
+/// giving up at once would let the claim lapse and cost an attempt (on the last one, a
+/// turn that is persisted would be recorded as failed).
+async fn complete(
+    shared: &Shared,
+    claim: &Claim,
+    log: &RunLog,
+    output: Option<serde_json::Value>,
+    held: Held,
+) {
+    let queue = &shared.backend.queue;
+    let mut backoff = COMPLETE_BACKOFF;
+    loop {
+        let call = queue.complete(claim, output.clone());
+        match bounded(shared, "completing the run", call).await {
+            Ok(()) => {
+                bump(&shared.counters.runs_completed);
+                tracing::info!("run completed");
+                log.push(RunEvent::Completed { output });
+                return;
+            }
+            Err(error) if error.is(ErrorKind::Fenced) => {
+                tracing::info!("the run was taken over before it was completed");
+                return;
+            }
+            Err(error) => {
+                let retry_at = SystemTime::now() + backoff;
+                if retry_at >= held.claim_until {
+                    // The claim lapses: the run is re-delivered, and its next attempt finds
+                    // the turn as the head and completes it without running it again.
+                    tracing::warn!(%error, "completing the run failed; it will be re-delivered");
+                    return;
+                }
+                tracing::warn!(%error, ?backoff, "completing the run failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(shared.settings.heartbeat_interval);
+            }
+        }
+    }
+}
+
+/// The first pause before completing a run again.
+const COMPLETE_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Hand the run back without counting the attempt; `reason` is told to subscribers when
 /// the attempt had started.

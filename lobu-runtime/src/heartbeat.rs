@@ -1,6 +1,7 @@
 //! Renewing a run's conversation lease and queue claim while it executes.
 
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use lobu_core::{Claim, ErrorKind, Lease};
 use tokio::task::JoinHandle;
@@ -18,11 +19,20 @@ pub(crate) enum Lost {
     Claim,
 }
 
+/// What the heartbeat knows when it stops.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Held {
+    /// What another worker took over, if anything.
+    pub(crate) lost: Option<Lost>,
+    /// Until when the queue claim is held for sure: the expiry of its last renewal.
+    pub(crate) claim_until: SystemTime,
+}
+
 /// A running heartbeat; [`Heartbeat::stop`] ends it.
 #[derive(Debug)]
 pub(crate) struct Heartbeat {
     task: JoinHandle<()>,
-    lost: Arc<Mutex<Option<Lost>>>,
+    held: Arc<Mutex<Held>>,
 }
 
 impl Heartbeat {
@@ -36,8 +46,11 @@ impl Heartbeat {
         claim: Claim,
         turn: CancellationToken,
     ) -> Self {
-        let lost = Arc::new(Mutex::new(None));
-        let record = lost.clone();
+        let held = Arc::new(Mutex::new(Held {
+            lost: None,
+            claim_until: claim.expires_at,
+        }));
+        let record = held.clone();
         let span = tracing::Span::current();
         let task = tokio::spawn(
             async move {
@@ -60,34 +73,35 @@ impl Heartbeat {
                     };
                     if let Some(found) = found {
                         tracing::warn!(?found, "another worker took over; cancelling the run");
-                        *record.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
+                        lock(&record).lost = Some(found);
                         turn.cancel();
                         return;
                     }
                     if let Err(error) = lease_result {
                         tracing::warn!(%error, "renewing the conversation lease failed");
                     }
-                    if let Err(error) = claim_result {
-                        tracing::warn!(%error, "heartbeating the run claim failed");
+                    match claim_result {
+                        Ok(renewed) => lock(&record).claim_until = renewed.expires_at,
+                        Err(error) => tracing::warn!(%error, "heartbeating the run claim failed"),
                     }
                 }
             }
             .instrument(span),
         );
-        Heartbeat { task, lost }
+        Heartbeat { task, held }
     }
 
-    /// What was lost so far, without stopping.
-    pub(crate) fn lost(&self) -> Option<Lost> {
-        *self.lost.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Stop renewing; returns what was lost, if anything.
-    pub(crate) async fn stop(mut self) -> Option<Lost> {
+    /// Stop renewing; returns what was lost, if anything, and how long the claim is held.
+    pub(crate) async fn stop(mut self) -> Held {
         self.task.abort();
         let _ = (&mut self.task).await;
-        self.lost()
+        *lock(&self.held)
     }
+}
+
+fn lock(held: &Mutex<Held>) -> std::sync::MutexGuard<'_, Held> {
+    // Every update is one field assignment, so a poisoned lock holds consistent data.
+    held.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Drop for Heartbeat {

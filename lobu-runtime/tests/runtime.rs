@@ -18,6 +18,7 @@ macro_rules! all_scenarios {
             a_store_that_stops_answering_fails_the_attempt_not_the_worker,
             a_persist_whose_answer_is_lost_completes_the_run_once,
             a_persist_that_lands_after_the_run_failed_is_refused,
+            a_completion_that_fails_for_a_while_is_retried_in_the_same_attempt,
             reset_between_turns_forgets_the_conversation,
             reset_waits_for_the_in_flight_turn_then_clears_it,
             no_replica_serves_a_reset_conversation_from_its_cache,

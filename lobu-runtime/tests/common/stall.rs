@@ -1,6 +1,7 @@
 //! Fault injection for one replica: its lease renewals and claim heartbeats hang while
 //! stalled (a GC pause, a network partition), and the next few persists can be made to hang
-//! (a backend that stops answering), to land only when the test says so (a write the caller
+//! (a backend that stops answering), run completions can fail once in a while, persists can
+//! be made to land only when the test says so (a write the caller
 //! gave up on that is still in flight), or to lose their answer after landing (a connection
 //! dropped after COMMIT); everything else goes to the real store.
 
@@ -26,6 +27,7 @@ pub struct Stall {
     land: Arc<watch::Sender<bool>>,
     landed: Arc<Mutex<Vec<std::result::Result<Version, ErrorKind>>>>,
     lost_answers: Arc<AtomicUsize>,
+    failing_completes: Arc<AtomicUsize>,
 }
 
 impl Stall {
@@ -38,6 +40,7 @@ impl Stall {
             land: Arc::new(watch::channel(false).0),
             landed: Arc::new(Mutex::new(Vec::new())),
             lost_answers: Arc::new(AtomicUsize::new(0)),
+            failing_completes: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -80,6 +83,11 @@ impl Stall {
         self.lost_answers.store(n, Ordering::SeqCst);
     }
 
+    /// The next `n` run completions answer `Unavailable` without reaching the queue.
+    pub fn fail_completes(&self, n: usize) {
+        self.failing_completes.store(n, Ordering::SeqCst);
+    }
+
     async fn pass(&self) {
         let mut rx = self.stalled.subscribe();
         let _ = rx.wait_for(|stalled| !*stalled).await;
@@ -113,6 +121,9 @@ impl RunQueue for Stall {
         self.inner.queue.heartbeat(claim, lease).await
     }
     async fn complete(&self, claim: &Claim, output: Option<serde_json::Value>) -> Result<()> {
+        if take(&self.failing_completes) {
+            return Err(Error::unavailable("the queue did not answer"));
+        }
         self.inner.queue.complete(claim, output).await
     }
     async fn fail(

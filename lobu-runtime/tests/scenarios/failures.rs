@@ -290,3 +290,27 @@ pub async fn a_persist_that_lands_after_the_run_failed_is_refused(store: Store) 
     assert_eq!(agent.turns().pop().unwrap().seen, ["first"]);
     stop(&rt, worker).await;
 }
+
+pub async fn a_completion_that_fails_for_a_while_is_retried_in_the_same_attempt(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let stall = Stall::new(fx.replica().await);
+    // One attempt only: losing it to a transient queue error would fail a persisted turn.
+    let rt = fx
+        .builder_on(stall.backend(), &agent)
+        .claim_ttl(Duration::from_secs(5))
+        .heartbeat_interval(Duration::from_secs(1))
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    let worker = start(&rt);
+    let k = key("c1");
+    stall.fail_completes(2);
+    let run = send(&rt, &k, "hello").await;
+    let record = finished(&rt, &k, &run).await;
+    assert_eq!(record.status, RunStatus::Completed, "{record:?}");
+    assert_eq!(record.attempts, 1);
+    assert_eq!(user_texts(&head(&fx.backend, &k).await), ["hello"]);
+    assert_eq!(agent.turns().len(), 1, "the turn ran once");
+    stop(&rt, worker).await;
+}
