@@ -51,6 +51,9 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// Set when shutdown begins: the worker loop claims nothing more.
     pub(crate) stop_claiming: CancellationToken,
+    /// Held while shutdown stops claiming and while the worker loop decides to start a run,
+    /// so a run is either started before shutdown waits for runs, or handed back.
+    pub(crate) start_gate: Mutex<()>,
     /// Set when the grace period is over: in-flight turns are cancelled.
     pub(crate) abort_turns: CancellationToken,
     /// Every run this worker executes.
@@ -192,6 +195,7 @@ impl RuntimeBuilder {
                 cache: TranscriptCache::new(settings.cache_bytes),
                 counters: Counters::new(),
                 stop_claiming: CancellationToken::new(),
+                start_gate: Mutex::new(()),
                 abort_turns: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 loop_running: AtomicBool::new(false),

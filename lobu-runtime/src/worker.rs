@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use lobu_core::{Error, ErrorKind, Result};
-use tokio::sync::Semaphore;
+use lobu_core::{Claim, Error, ErrorKind, Result};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::execute;
+use crate::execute::{self, bounded};
 use crate::metrics::bump;
 use crate::runtime::{Runtime, Shared};
 
@@ -52,9 +52,12 @@ impl Runtime {
     /// a worker.
     pub async fn shutdown_within(&self, grace: Duration) {
         let shared = &self.shared;
-        shared.stop_claiming.cancel();
+        {
+            let _gate = shared.start_gate.lock().unwrap_or_else(|p| p.into_inner());
+            shared.stop_claiming.cancel();
+            shared.tracker.close();
+        }
         shared.wake.notify_waiters();
-        shared.tracker.close();
         if tokio::time::timeout(grace, shared.tracker.wait())
             .await
             .is_err()
@@ -106,24 +109,12 @@ async fn claim_loop(shared: &Arc<Shared>) {
         {
             Ok(Some(claim)) => {
                 bump(&shared.counters.runs_claimed);
-                let span = tracing::info_span!(
-                    "lobu.run",
-                    key = %claim.key,
-                    run = %claim.run,
-                    kind = claim.kind.as_str(),
-                    attempt = claim.attempt,
-                    fence = tracing::field::Empty,
-                );
-                let task_shared = shared.clone();
-                shared.tracker.spawn(
-                    async move {
-                        execute::execute(&task_shared, claim).await;
-                        drop(permit);
-                        // The conversation's next run may be claimable now.
-                        task_shared.wake.notify_one();
-                    }
-                    .instrument(span),
-                );
+                if let Err(claim) = start(shared, claim, permit) {
+                    // Shutdown began while the claim was on its way: nothing would let a
+                    // turn started now finish or cancel it, so the run goes back, uncounted.
+                    hand_back(shared, &claim).await;
+                    return;
+                }
             }
             Ok(None) => {
                 drop(permit);
@@ -143,6 +134,52 @@ async fn claim_loop(shared: &Arc<Shared>) {
                     () = shared.stop_claiming.cancelled() => return,
                 }
             }
+        }
+    }
+}
+
+/// Execute `claim` on the tracker, unless shutdown has begun (then the claim comes back).
+fn start(shared: &Arc<Shared>, claim: Claim, permit: OwnedSemaphorePermit) -> Result<(), Claim> {
+    let _gate = shared.start_gate.lock().unwrap_or_else(|p| p.into_inner());
+    if shared.stop_claiming.is_cancelled() {
+        return Err(claim);
+    }
+    let span = tracing::info_span!(
+        "lobu.run",
+        key = %claim.key,
+        run = %claim.run,
+        kind = claim.kind.as_str(),
+        attempt = claim.attempt,
+        fence = tracing::field::Empty,
+    );
+    let task_shared = shared.clone();
+    shared.tracker.spawn(
+        async move {
+            execute::execute(&task_shared, claim).await;
+            drop(permit);
+            // The conversation's next run may be claimable now.
+            task_shared.wake.notify_one();
+        }
+        .instrument(span),
+    );
+    Ok(())
+}
+
+/// Give back a run claimed but never started, without counting an attempt.
+async fn hand_back(shared: &Shared, claim: &Claim) {
+    match bounded(
+        shared,
+        "handing the run back",
+        shared.backend.queue.release(claim),
+    )
+    .await
+    {
+        Ok(()) => {
+            bump(&shared.counters.runs_released);
+            tracing::info!(run = %claim.run, "claimed during shutdown; run handed back");
+        }
+        Err(error) => {
+            tracing::warn!(%error, run = %claim.run, "handing the run back failed; its claim will expire");
         }
     }
 }

@@ -25,6 +25,7 @@ macro_rules! all_scenarios {
             shutdown_within_the_grace_period_finishes_the_turn,
             shutdown_past_the_grace_period_hands_the_turn_back_uncounted,
             the_worker_loop_runs_once_and_not_after_shutdown,
+            a_claim_that_returns_after_shutdown_hands_its_run_back,
             two_runtimes_never_overlap_a_conversation_and_run_each_turn_once,
             a_stalled_replicas_late_write_is_refused,
             a_replica_that_lost_its_claim_cancels_its_turn,

@@ -1,6 +1,6 @@
 //! Fault injection for one replica: its lease renewals and claim heartbeats hang while
 //! stalled (a GC pause, a network partition), and the next few persists can be made to hang
-//! (a backend that stops answering), run completions can fail once in a while, persists can
+//! (a backend that stops answering), claims can be held back (a slow claim query), run completions can fail once in a while, persists can
 //! be made to land only when the test says so (a write the caller
 //! gave up on that is still in flight), or to lose their answer after landing (a connection
 //! dropped after COMMIT); everything else goes to the real store.
@@ -28,6 +28,8 @@ pub struct Stall {
     landed: Arc<Mutex<Vec<std::result::Result<Version, ErrorKind>>>>,
     lost_answers: Arc<AtomicUsize>,
     failing_completes: Arc<AtomicUsize>,
+    claims_held: Arc<watch::Sender<bool>>,
+    claims_waiting: Arc<AtomicUsize>,
 }
 
 impl Stall {
@@ -41,6 +43,8 @@ impl Stall {
             landed: Arc::new(Mutex::new(Vec::new())),
             lost_answers: Arc::new(AtomicUsize::new(0)),
             failing_completes: Arc::new(AtomicUsize::new(0)),
+            claims_held: Arc::new(watch::channel(false).0),
+            claims_waiting: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -88,6 +92,16 @@ impl Stall {
         self.failing_completes.store(n, Ordering::SeqCst);
     }
 
+    /// While held, claims wait before reaching the queue (a slow claim query).
+    pub fn hold_claims(&self, held: bool) {
+        self.claims_held.send_replace(held);
+    }
+
+    /// How many claims are waiting because claims are held.
+    pub fn claims_waiting(&self) -> usize {
+        self.claims_waiting.load(Ordering::SeqCst)
+    }
+
     async fn pass(&self) {
         let mut rx = self.stalled.subscribe();
         let _ = rx.wait_for(|stalled| !*stalled).await;
@@ -114,6 +128,12 @@ impl RunQueue for Stall {
         self.inner.queue.submit(run).await
     }
     async fn claim(&self, worker: &WorkerId, lease: Duration) -> Result<Option<Claim>> {
+        let mut held = self.claims_held.subscribe();
+        if *held.borrow_and_update() {
+            self.claims_waiting.fetch_add(1, Ordering::SeqCst);
+            let _ = held.wait_for(|held| !*held).await;
+            self.claims_waiting.fetch_sub(1, Ordering::SeqCst);
+        }
         self.inner.queue.claim(worker, lease).await
     }
     async fn heartbeat(&self, claim: &Claim, lease: Duration) -> Result<Claim> {

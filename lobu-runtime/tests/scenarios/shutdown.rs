@@ -103,3 +103,31 @@ pub async fn the_worker_loop_runs_once_and_not_after_shutdown(store: Store) {
     );
     assert!(agent.turns().is_empty());
 }
+
+pub async fn a_claim_that_returns_after_shutdown_hands_its_run_back(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let stall = crate::common::stall::Stall::new(fx.replica().await);
+    let rt = fx.builder_on(stall.backend(), &agent).build().unwrap();
+    let k = key("c1");
+    let run = send(&rt, &k, "hello").await;
+    // The worker's claim is on its way when shutdown begins, and answers only after it.
+    stall.hold_claims(true);
+    let worker = start(&rt);
+    eventually("a claim to be in flight", || async {
+        (stall.claims_waiting() > 0).then_some(())
+    })
+    .await;
+    within("shutdown", rt.shutdown_within(Duration::from_secs(30))).await;
+    stall.hold_claims(false);
+    within("the worker loop", worker).await.unwrap().unwrap();
+
+    assert!(agent.turns().is_empty(), "no turn started after shutdown");
+    let record = rt.status(&k.org, &run).await.unwrap();
+    assert_eq!(record.status, RunStatus::Pending, "{record:?}");
+    assert_eq!(
+        record.attempts, 0,
+        "handed back without counting an attempt"
+    );
+    assert_eq!(rt.metrics().in_flight, 0);
+}
