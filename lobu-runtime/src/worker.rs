@@ -109,7 +109,7 @@ async fn claim_loop(shared: &Arc<Shared>) {
         {
             Ok(Some(claim)) => {
                 bump(&shared.counters.runs_claimed);
-                if let Err(claim) = start(shared, claim, permit) {
+                if let Some(claim) = start(shared, claim, permit) {
                     // Shutdown began while the claim was on its way: nothing would let a
                     // turn started now finish or cancel it, so the run goes back, uncounted.
                     hand_back(shared, &claim).await;
@@ -138,11 +138,11 @@ async fn claim_loop(shared: &Arc<Shared>) {
     }
 }
 
-/// Execute `claim` on the tracker, unless shutdown has begun (then the claim comes back).
-fn start(shared: &Arc<Shared>, claim: Claim, permit: OwnedSemaphorePermit) -> Result<(), Claim> {
+/// Execute `claim` on the tracker, unless shutdown has begun: then the claim comes back.
+fn start(shared: &Arc<Shared>, claim: Claim, permit: OwnedSemaphorePermit) -> Option<Claim> {
     let _gate = shared.start_gate.lock().unwrap_or_else(|p| p.into_inner());
     if shared.stop_claiming.is_cancelled() {
-        return Err(claim);
+        return Some(claim);
     }
     let span = tracing::info_span!(
         "lobu.run",
@@ -162,7 +162,7 @@ fn start(shared: &Arc<Shared>, claim: Claim, permit: OwnedSemaphorePermit) -> Re
         }
         .instrument(span),
     );
-    Ok(())
+    None
 }
 
 /// Give back a run claimed but never started, without counting an attempt.
