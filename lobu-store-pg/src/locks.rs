@@ -27,24 +27,39 @@ impl LockSql {
         LockSql {
             // One statement: insert the row, or take it over only if the lease is free. A
             // concurrent acquirer waits on the row lock and re-checks the expiry on the new
-            // version (ON CONFLICT DO UPDATE always sees the latest row), so one wins.
+            // version (ON CONFLICT DO UPDATE always sees the latest row), so one wins. A
+            // takeover draws its fence in DO UPDATE, while it holds the row lock, so fences
+            // grow in commit order even when it waited; the fence drawn in VALUES is then
+            // never stored (a gap in the sequence). Expiries use clock_timestamp(), not the
+            // statement's start: a wait behind a prune or a large persist must not shorten
+            // the lease, nor make a lapsed one look live.
             acquire: sql(
                 "INSERT INTO {s}.conversations AS c \
                      (org, agent, conversation, fence, lease_expires_at) \
                  VALUES ($1, $2, $3, nextval('{s}.fences'), \
-                         now() + $4 * interval '1 microsecond') \
+                         clock_timestamp() + $4 * interval '1 microsecond') \
                  ON CONFLICT (org, agent, conversation) DO UPDATE \
-                    SET fence = EXCLUDED.fence, lease_expires_at = EXCLUDED.lease_expires_at \
-                  WHERE c.lease_expires_at <= now() \
+                    SET fence = nextval('{s}.fences'), \
+                        lease_expires_at = clock_timestamp() + $4 * interval '1 microsecond' \
+                  WHERE c.lease_expires_at <= clock_timestamp() \
                  RETURNING c.fence, c.lease_expires_at",
                 schema,
             ),
-            // Still the newest fence: extend, even if it had lapsed or been released.
+            // Still the newest fence: extend, even if it had lapsed or been released. The
+            // CTE takes the row lock first: a plain UPDATE computes its new values before it
+            // waits for a row another transaction holds, so a renew stuck behind a prune or a
+            // large persist would get less than its duration from when the row was ours.
             renew: sql(
-                "UPDATE {s}.conversations \
-                    SET lease_expires_at = now() + $5 * interval '1 microsecond' \
-                  WHERE org = $1 AND agent = $2 AND conversation = $3 AND fence = $4 \
-                 RETURNING lease_expires_at",
+                "WITH held AS MATERIALIZED ( \
+                     SELECT org, agent, conversation FROM {s}.conversations \
+                      WHERE org = $1 AND agent = $2 AND conversation = $3 AND fence = $4 \
+                        FOR UPDATE) \
+                 UPDATE {s}.conversations c \
+                    SET lease_expires_at = clock_timestamp() + $5 * interval '1 microsecond' \
+                   FROM held \
+                  WHERE c.org = held.org AND c.agent = held.agent \
+                    AND c.conversation = held.conversation AND c.fence = $4 \
+                 RETURNING c.lease_expires_at",
                 schema,
             ),
             // Released is expired now: prune can tell how long a conversation sat unleased.

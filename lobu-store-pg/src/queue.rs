@@ -54,12 +54,17 @@ impl QueueSql {
             submit: sql(include_str!("sql/submit.sql"), schema),
             reap: sql(include_str!("sql/reap.sql"), schema),
             claim: sql(include_str!("sql/claim.sql"), schema),
+            // The CTE takes the run's row lock before the new expiry is computed (a plain
+            // UPDATE computes it before waiting), so a heartbeat that waited for the row
+            // still gets its full lease from when it got the row.
             heartbeat: sql(
                 &format!(
-                    "UPDATE {{s}}.runs \
-                        SET claim_expires_at = now() + $5 * interval '1 microsecond', \
+                    "WITH held AS MATERIALIZED ( \
+                         SELECT id FROM {{s}}.runs WHERE {CLAIMED} FOR UPDATE) \
+                     UPDATE {{s}}.runs r \
+                        SET claim_expires_at = clock_timestamp() + $5 * interval '1 microsecond', \
                             updated_at = now() \
-                      WHERE {CLAIMED} RETURNING claim_expires_at"
+                       FROM held WHERE r.id = held.id RETURNING r.claim_expires_at"
                 ),
                 schema,
             ),

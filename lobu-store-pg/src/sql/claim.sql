@@ -7,6 +7,8 @@
 -- its newest version (status, due time, lease), so it is claimed only if still claimable. The
 -- NOT EXISTS reads our snapshot, which is enough: unfinished runs only become finished, and
 -- submits of one conversation commit in `seq` order, so "no earlier unfinished run" stays true.
+-- The claim's lease runs from clock_timestamp(), not the statement's start, so time spent
+-- finding and locking the run never shortens it.
 WITH next AS (
     SELECT r.id
       FROM {s}.runs r
@@ -30,7 +32,7 @@ UPDATE {s}.runs r
                     THEN format('the claim of attempt %s expired (its worker stopped '
                                 'heartbeating); re-delivered', r.attempts)
                     ELSE r.error END,
-       claim_expires_at = now() + $2 * interval '1 microsecond', updated_at = now()
+       claim_expires_at = clock_timestamp() + $2 * interval '1 microsecond', updated_at = now()
   FROM next
  WHERE r.id = next.id
 RETURNING r.id, r.org, r.agent, r.conversation, r.kind, r.payload, r.attempts,
