@@ -210,6 +210,10 @@ async fn report(shared: &Shared, claim: &Claim, log: &RunLog, outcome: Outcome, 
                 let reason = "another worker took over the conversation".to_owned();
                 release(shared, claim, log, Some(reason)).await;
             }
+            Some(Lost::Expiring) => {
+                let reason = "the store did not renew the lease or claim in time".to_owned();
+                release(shared, claim, log, Some(reason)).await;
+            }
             None => {
                 let reason = "the worker is shutting down".to_owned();
                 release(shared, claim, log, Some(reason)).await;

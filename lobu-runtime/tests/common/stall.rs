@@ -1,4 +1,4 @@
-//! Fault injection for one replica: its lease renewals and claim heartbeats hang while
+//! Fault injection for one replica: its lease renewals, claims and claim heartbeats hang while
 //! stalled (a GC pause, a network partition), and the next few persists can be made to hang
 //! (a backend that stops answering), claims can be held back (a slow claim query), run completions can fail once in a while, persists can
 //! be made to land only when the test says so (a write the caller
@@ -128,6 +128,8 @@ impl RunQueue for Stall {
         self.inner.queue.submit(run).await
     }
     async fn claim(&self, worker: &WorkerId, lease: Duration) -> Result<Option<Claim>> {
+        // A stalled replica claims nothing either, so another replica takes over its work.
+        self.pass().await;
         let mut held = self.claims_held.subscribe();
         if *held.borrow_and_update() {
             self.claims_waiting.fetch_add(1, Ordering::SeqCst);
