@@ -11,6 +11,10 @@ use lobu_core::{
 /// The most turns one runtime runs at once.
 pub const MAX_CONCURRENCY: usize = 1024;
 
+/// The longest any duration setting may be (30 days): longer is a mistake, and the
+/// runtime adds these durations to clock readings, which must not overflow.
+pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// The runtime's settings. Build them with [`RuntimeBuilder`](crate::RuntimeBuilder); every
 /// field has a default and [`Settings::validate`] checks them all.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +81,15 @@ fn positive(name: &str, value: Duration) -> Result<()> {
     if value.is_zero() {
         return Err(Error::invalid(format!("{name} must be more than zero")));
     }
+    at_most_max(name, value)
+}
+
+fn at_most_max(name: &str, value: Duration) -> Result<()> {
+    if value > MAX_SETTING_DURATION {
+        return Err(Error::invalid(format!(
+            "{name} must be at most {MAX_SETTING_DURATION:?}, got {value:?}"
+        )));
+    }
     Ok(())
 }
 
@@ -97,7 +110,11 @@ impl Settings {
         positive("heartbeat_interval", self.heartbeat_interval)?;
         // Two renewals must fit in a lease, so one slow or lost renewal does not lose it.
         let shortest = self.lease_ttl.min(self.claim_ttl);
-        if self.heartbeat_interval * 2 > shortest {
+        if self
+            .heartbeat_interval
+            .checked_mul(2)
+            .is_none_or(|twice| twice > shortest)
+        {
             return Err(Error::invalid(format!(
                 "heartbeat_interval ({:?}) must be at most half of lease_ttl and claim_ttl ({shortest:?})",
                 self.heartbeat_interval
@@ -123,6 +140,8 @@ impl Settings {
         positive("poll_interval", self.poll_interval)?;
         positive("busy_backoff", self.busy_backoff)?;
         positive("status_poll_interval", self.status_poll_interval)?;
+        at_most_max("shutdown_grace", self.shutdown_grace)?;
+        at_most_max("event_retention", self.event_retention)?;
         Ok(())
     }
 }
@@ -138,6 +157,33 @@ mod tests {
         let e = s.validate().expect_err(name);
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{name}");
         assert!(e.message().contains(name), "{name}: {}", e.message());
+    }
+
+    #[test]
+    fn absurd_durations_are_invalid_input_not_a_panic() {
+        refused(
+            |s| s.heartbeat_interval = Duration::MAX,
+            "heartbeat_interval",
+        );
+        refused(|s| s.lease_ttl = Duration::MAX, "lease_ttl");
+        refused(|s| s.claim_ttl = Duration::MAX, "claim_ttl");
+        refused(|s| s.turn_timeout = Duration::MAX, "turn_timeout");
+        refused(|s| s.retry_delay = Duration::MAX, "retry_delay");
+        refused(|s| s.shutdown_grace = Duration::MAX, "shutdown_grace");
+        refused(|s| s.poll_interval = Duration::MAX, "poll_interval");
+        refused(|s| s.busy_backoff = Duration::MAX, "busy_backoff");
+        refused(
+            |s| s.status_poll_interval = Duration::MAX,
+            "status_poll_interval",
+        );
+        refused(|s| s.event_retention = Duration::MAX, "event_retention");
+        let longest = Settings {
+            turn_timeout: MAX_SETTING_DURATION,
+            shutdown_grace: MAX_SETTING_DURATION,
+            event_retention: MAX_SETTING_DURATION,
+            ..Settings::default()
+        };
+        longest.validate().unwrap();
     }
 
     #[test]

@@ -82,7 +82,7 @@ mod turn;
 mod worker;
 
 pub use agent::{Agent, EntryWriter, OutputSink, Turn};
-pub use config::{MAX_CONCURRENCY, Settings};
+pub use config::{MAX_CONCURRENCY, MAX_SETTING_DURATION, Settings};
 pub use events::RunEvent;
 pub use metrics::Metrics;
 pub use runtime::{Runtime, RuntimeBuilder};
