@@ -95,6 +95,7 @@ mod error;
 mod locks;
 mod migrate;
 mod persist;
+mod prune;
 mod queue;
 mod sessions;
 mod store;

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use crate::error::PgStoreError;
 use crate::persist::{Head, Plan, RunSnapshot, check_fence, plan};
-use crate::store::{PgStore, db, offset_date_time, sql, system_time};
+use crate::store::{PgStore, db, sql, system_time};
 
 /// The session statements, for one schema.
 #[derive(Debug)]
@@ -28,9 +28,6 @@ pub(crate) struct SessionSql {
     clear_lock: SqlStr,
     clear: SqlStr,
     list: SqlStr,
-    prune_idle: SqlStr,
-    prune_forensic: SqlStr,
-    prune_leases: SqlStr,
 }
 
 impl SessionSql {
@@ -76,22 +73,6 @@ impl SessionSql {
                  WHERE org = $1 AND agent = $2 AND head_seq IS NOT NULL \
                    AND ($3::text IS NULL OR conversation > $3) \
                  ORDER BY conversation LIMIT $4",
-                schema,
-            ),
-            prune_idle: sql(include_str!("sql/prune_idle.sql"), schema),
-            prune_forensic: sql(
-                "DELETE FROM {s}.snapshots WHERE status <> 'completed' AND created_at < $1",
-                schema,
-            ),
-            // Rows left with no head, no snapshot and a lease that lapsed before the cutoff
-            // are only a spent lease: drop them so idle keys do not pile up. Fences come from
-            // a sequence, so a later acquisition still gets a larger one.
-            prune_leases: sql(
-                "DELETE FROM {s}.conversations c \
-                  WHERE c.head_seq IS NULL AND c.lease_expires_at < $1 \
-                    AND NOT EXISTS (SELECT 1 FROM {s}.snapshots s \
-                                     WHERE s.org = c.org AND s.agent = c.agent \
-                                       AND s.conversation = c.conversation)",
                 schema,
             ),
         }
@@ -332,30 +313,7 @@ impl SessionStore for PgStore {
     }
 
     async fn prune(&self, idle_before: SystemTime) -> Result<PruneReport> {
-        let cutoff = offset_date_time(idle_before);
-        let mut tx = self.inner.pool.begin().await.map_err(db("prune: begin"))?;
-        let (conversations, idle_snapshots): (i64, i64) =
-            sqlx::query_as(self.inner.sessions.prune_idle.clone())
-                .bind(cutoff)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db("prune: idle conversations"))?;
-        let forensic = sqlx::query(self.inner.sessions.prune_forensic.clone())
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("prune: forensic copies"))?
-            .rows_affected();
-        sqlx::query(self.inner.sessions.prune_leases.clone())
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("prune: spent leases"))?;
-        tx.commit().await.map_err(db("prune: commit"))?;
-        Ok(PruneReport {
-            conversations: u64::try_from(conversations).unwrap_or(0),
-            snapshots: u64::try_from(idle_snapshots).unwrap_or(0) + forensic,
-        })
+        self.prune_in_batches(idle_before).await
     }
 
     fn max_transcript_bytes(&self) -> usize {

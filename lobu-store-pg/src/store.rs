@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use crate::config::PgStoreConfig;
 use crate::error::PgStoreError;
 use crate::locks::LockSql;
+use crate::prune::PruneSql;
 use crate::queue::QueueSql;
 use crate::sessions::SessionSql;
 use crate::wakeup::Wakeup;
@@ -32,6 +33,7 @@ pub(crate) struct Inner {
     pub(crate) config: PgStoreConfig,
     pub(crate) sessions: SessionSql,
     pub(crate) locks: LockSql,
+    pub(crate) prune: PruneSql,
     pub(crate) queue: QueueSql,
     pub(crate) wakeup: Wakeup,
 }
@@ -55,6 +57,7 @@ impl PgStore {
             inner: Arc::new(Inner {
                 sessions: SessionSql::new(schema),
                 locks: LockSql::new(schema),
+                prune: PruneSql::new(schema),
                 queue: QueueSql::new(schema),
                 wakeup: Wakeup::new(format!("{schema}_runs")),
                 pool,

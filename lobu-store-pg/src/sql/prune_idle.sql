@@ -1,12 +1,17 @@
--- Retention by conversation, never by run history: a conversation whose head was last written
--- before $1 loses its head and every snapshot (each matched on its own org, agent and
--- conversation). Its row stays for the lease: a live holder keeps its fence and may write
--- again; spent leases are dropped separately.
+-- Retention by conversation, never by run history: up to $2 conversations whose head was last
+-- written before $1 lose their head and every snapshot (each matched on its own org, agent and
+-- conversation). The caller repeats this until it finds none, each batch its own short
+-- transaction, so leases and writes of other conversations never wait for a whole prune.
+-- SKIP LOCKED leaves a conversation whose row is locked right now (a write or a lease call in
+-- flight) to the next prune instead of waiting for it; a write in flight makes it not idle
+-- anyway. The row stays for the lease: a live holder keeps its fence and may write again;
+-- spent leases are dropped separately.
 WITH idle AS (
     SELECT org, agent, conversation
       FROM {s}.conversations
      WHERE head_seq IS NOT NULL AND updated_at < $1
-       FOR UPDATE
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
 ), gone AS (
     DELETE FROM {s}.snapshots s
      USING idle i
