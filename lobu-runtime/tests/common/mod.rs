@@ -57,12 +57,14 @@ pub fn quick(builder: RuntimeBuilder) -> RuntimeBuilder {
         .turn_timeout(Duration::from_secs(60))
 }
 
-/// Settings for tests where leases and claims must expire: short ttls, quick heartbeats.
+/// Settings for tests where leases and claims must expire (a killed or stalled replica's):
+/// a few seconds, so a loaded machine does not expire a live replica's by accident, and a
+/// stop margin (one heartbeat, 750 ms) that a stalled replica's turn ends within.
 pub fn expiring(builder: RuntimeBuilder) -> RuntimeBuilder {
     quick(builder)
-        .lease_ttl(Duration::from_millis(1500))
-        .claim_ttl(Duration::from_millis(1500))
-        .heartbeat_interval(Duration::from_millis(300))
+        .lease_ttl(Duration::from_secs(3))
+        .claim_ttl(Duration::from_secs(3))
+        .heartbeat_interval(Duration::from_millis(750))
 }
 
 /// Start the worker loop of `runtime` in a task.

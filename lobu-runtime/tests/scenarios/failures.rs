@@ -58,32 +58,40 @@ pub async fn a_failed_turn_leaves_the_transcript_as_before(store: Store) {
 pub async fn a_timed_out_turn_leaves_no_trace(store: Store) {
     let fx = Fixture::new(store).await;
     let agent = ScriptAgent::new();
-    let rt = fx
+    // Turns that must succeed run on runtimes with the usual time limit; only the turn that
+    // hangs until cancelled runs where the limit is short.
+    let rt = fx.builder(&agent).build().unwrap();
+    let worker = start(&rt);
+    let k = key("c1");
+    let first = send(&rt, &k, "first").await;
+    finished(&rt, &k, &first).await;
+    stop(&rt, worker).await;
+    let before = head(&fx.backend, &k).await;
+
+    let short = fx
         .builder(&agent)
         .max_attempts(1)
         .turn_timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    let worker = start(&rt);
-    let k = key("c1");
-    let first = send(&rt, &k, "first").await;
-    finished(&rt, &k, &first).await;
-    let before = head(&fx.backend, &k).await;
-
-    let hung = send(&rt, &k, "/hang").await;
-    let events = events_of(&rt, &k.org, &hung).await;
+    let worker = start(&short);
+    let hung = send(&short, &k, "/hang").await;
+    let events = events_of(&short, &k.org, &hung).await;
     assert!(
         matches!(events.last(), Some(RunEvent::Timeout { .. })),
         "{events:?}"
     );
-    let record = rt.status(&k.org, &hung).await.unwrap();
+    let record = short.status(&k.org, &hung).await.unwrap();
     assert_eq!(record.status, RunStatus::Timeout);
     assert_eq!(head(&fx.backend, &k).await, before);
     let turn = agent.turns().pop().unwrap();
     assert!(turn.cancelled, "the agent's cancellation token fired");
     assert!(turn.end.is_some());
     assert!(!turn.scratch.exists());
+    stop(&short, worker).await;
 
+    let rt = fx.builder(&agent).build().unwrap();
+    let worker = start(&rt);
     let next = send(&rt, &k, "next").await;
     finished(&rt, &k, &next).await;
     assert_eq!(agent.turns().pop().unwrap().seen, ["first"]);

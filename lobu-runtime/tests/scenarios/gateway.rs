@@ -199,7 +199,7 @@ pub async fn a_busy_conversation_lease_hands_the_run_back_uncounted(store: Store
 pub async fn a_turn_persisted_before_a_crash_is_completed_not_run_again(store: Store) {
     let fx = Fixture::new(store).await;
     let agent = ScriptAgent::new();
-    let rt = expiring(fx.builder(&agent)).build().unwrap();
+    let rt = fx.builder(&agent).build().unwrap();
     let k = key("c1");
     let run = send(&rt, &k, "done already").await;
     // A worker claims the run, persists its turn, and dies before completing the run.
