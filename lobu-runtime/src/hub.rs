@@ -2,7 +2,9 @@
 //!
 //! Subscribers read the log by index, so a slow subscriber never lags or loses events (a
 //! broadcast channel would drop them). Logs of runs that saw no activity for the retention
-//! period are evicted; a subscriber of an evicted or foreign run falls back to the queue.
+//! period are evicted, unless the run is unfinished and its log still in use (the run
+//! executes here, or someone follows it): a quiet turn keeps its log however long it runs.
+//! A subscriber of an evicted or foreign run falls back to the queue.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,7 +97,12 @@ impl EventHub {
     }
 
     fn sweep(&self, runs: &mut HashMap<RunId, Arc<RunLog>>, now: Instant) {
-        runs.retain(|_, log| now.duration_since(log.last_activity()) < self.retention);
+        runs.retain(|_, log| {
+            // Held elsewhere: by the executing worker or a subscriber. An unfinished run's
+            // log held by no one (submitted here, executed by another replica) may go.
+            let in_use = Arc::strong_count(log) > 1;
+            (in_use && !log.is_done()) || now.duration_since(log.last_activity()) < self.retention
+        });
         let mut finished: Vec<(u64, RunId)> = runs
             .iter()
             .filter(|(_, log)| log.is_done())
@@ -228,6 +235,37 @@ mod tests {
         hub.open(&key("acme"), &RunId::generate(), RunKind::Reset);
         assert!(hub.find(&OrgId::new("acme").unwrap(), &old).is_none());
         assert_eq!(hub.len(), 1);
+    }
+
+    #[test]
+    fn an_unfinished_run_in_use_keeps_its_log_past_the_retention() {
+        let hub = EventHub::new(Duration::ZERO);
+        let org = OrgId::new("acme").unwrap();
+        let (running, finished) = (RunId::generate(), RunId::generate());
+        // The executing worker holds its run's log for as long as the turn runs.
+        let executing = hub.open(&key("acme"), &running, RunKind::Turn);
+        let done = hub.open(&key("acme"), &finished, RunKind::Turn);
+        done.push(RunEvent::Completed { output: None });
+        lock(&hub.state).last_sweep = Instant::now() - SWEEP_EVERY;
+        hub.open(&key("acme"), &RunId::generate(), RunKind::Turn);
+        assert!(
+            hub.find(&org, &running).is_some(),
+            "a quiet turn's log stays"
+        );
+        assert!(
+            hub.find(&org, &finished).is_none(),
+            "a finished run's log goes"
+        );
+
+        executing.push(RunEvent::Completed { output: None });
+        drop(executing);
+        lock(&hub.state).last_sweep = Instant::now() - SWEEP_EVERY;
+        hub.open(&key("acme"), &RunId::generate(), RunKind::Turn);
+        assert!(
+            hub.find(&org, &running).is_none(),
+            "once finished it ages out"
+        );
+        drop(done);
     }
 
     #[test]
