@@ -33,6 +33,16 @@ pub enum PgStoreError {
     /// Rows read back contradict each other (a broken delta chain, an impossible value).
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// A value read back no longer parses as what was written (an id, a run kind or
+    /// status): it was validated on the way in, so storage changed behind the store's back.
+    #[error("stored {what} no longer parses: {source}")]
+    Unparsable {
+        /// What the value is, e.g. `"run id"`.
+        what: &'static str,
+        /// Why it does not parse.
+        #[source]
+        source: lobu_core::Error,
+    },
 }
 
 impl PgStoreError {
@@ -45,7 +55,7 @@ impl PgStoreError {
                 _ => ErrorKind::Other,
             },
             PgStoreError::InvalidConfig(_) => ErrorKind::InvalidInput,
-            PgStoreError::Corrupt(_) => ErrorKind::Corrupt,
+            PgStoreError::Corrupt(_) | PgStoreError::Unparsable { .. } => ErrorKind::Corrupt,
         }
     }
 
@@ -74,6 +84,12 @@ impl From<PgStoreError> for lobu_core::Error {
         }
         lobu_core::Error::new(e.kind(), message).with_source(e)
     }
+}
+
+/// A value read back from a row, parsed again: if it no longer parses, storage is broken
+/// (`Corrupt`), not the caller's input; the parse error is kept as the source.
+pub(crate) fn stored<T>(what: &'static str, parsed: lobu_core::Result<T>) -> lobu_core::Result<T> {
+    parsed.map_err(|source| PgStoreError::Unparsable { what, source }.into())
 }
 
 /// The kind of a driver error: lost connections and exhausted pools are `Unavailable` (retry
@@ -127,8 +143,12 @@ fn sqlstate_kind(code: &str) -> ErrorKind {
         _ => match &code[..2.min(code.len())] {
             // connection_exception, insufficient_resources (too many connections, disk full)
             "08" | "53" => ErrorKind::Unavailable,
-            // data_exception (e.g. `\u0000` in JSON), other integrity violations (CHECK)
-            "22" | "23" => ErrorKind::InvalidInput,
+            // data_exception (e.g. `\u0000` in JSON): a value the caller passed
+            "22" => ErrorKind::InvalidInput,
+            // the other integrity violations (check_violation, not_null_violation) come from
+            // our own schema's invariants: callers' input is checked before any write, so
+            // one of these is a bug in this store, not a mistake of the caller
+            "23" => ErrorKind::Other,
             _ => ErrorKind::Other,
         },
     }
@@ -150,7 +170,9 @@ mod tests {
         assert_eq!(sqlstate_kind("08006"), ErrorKind::Unavailable);
         assert_eq!(sqlstate_kind("53300"), ErrorKind::Unavailable);
         assert_eq!(sqlstate_kind("22P05"), ErrorKind::InvalidInput);
-        assert_eq!(sqlstate_kind("23514"), ErrorKind::InvalidInput);
+        assert_eq!(sqlstate_kind("22023"), ErrorKind::InvalidInput);
+        assert_eq!(sqlstate_kind("23514"), ErrorKind::Other);
+        assert_eq!(sqlstate_kind("23502"), ErrorKind::Other);
         assert_eq!(sqlstate_kind("54000"), ErrorKind::TooLarge);
         assert_eq!(sqlstate_kind("42601"), ErrorKind::Other);
         assert_eq!(sqlstate_kind(""), ErrorKind::Other);

@@ -78,8 +78,10 @@
 //!
 //! Failures are [`lobu_core::Error`]s whose kind comes from the database: a lost connection,
 //! a closed or exhausted pool is `Unavailable`, a unique violation or serialisation failure
-//! `Conflict`, a lock timeout `Busy`, rows that contradict each other `Corrupt`. The source is
-//! a [`PgStoreError`] (which keeps the [`sqlx::Error`]).
+//! `Conflict`, a lock timeout `Busy`, rows that contradict each other or values that no longer
+//! parse `Corrupt`, a broken CHECK of the store's own schema `Other` (a bug, never the
+//! caller's input). The source is a [`PgStoreError`] (which keeps the [`sqlx::Error`], or the
+//! parse error).
 //!
 //! ## Testing
 //!

@@ -11,6 +11,7 @@ use lobu_core::{
 use sqlx::SqlStr;
 use time::OffsetDateTime;
 
+use crate::error::PgStoreError;
 use crate::store::{PgStore, db, micros, sql, system_time};
 
 /// The lease statements, for one schema. Expiry is judged by the database clock, the one
@@ -84,9 +85,14 @@ impl ConversationLocks for PgStore {
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(db("try_acquire"))?;
-        Ok(row.map(|(fence, expires_at)| Lease {
+        let Some((fence, expires_at)) = row else {
+            return Ok(None);
+        };
+        let fence = u64::try_from(fence)
+            .map_err(|_| PgStoreError::Corrupt(format!("{key}: negative fence {fence}")))?;
+        Ok(Some(Lease {
             key: key.clone(),
-            fence: Fence(u64::try_from(fence).unwrap_or(0)),
+            fence: Fence(fence),
             expires_at: system_time(expires_at),
         }))
     }

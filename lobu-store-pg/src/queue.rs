@@ -12,7 +12,7 @@ use sqlx::types::Json;
 use sqlx::{FromRow, SqlStr};
 use time::OffsetDateTime;
 
-use crate::error::PgStoreError;
+use crate::error::{PgStoreError, stored};
 use crate::store::{PgStore, db, micros, offset_date_time, sql, system_time};
 
 /// The longest failure message kept; longer ones are cut at a character boundary.
@@ -139,11 +139,6 @@ struct RunRow {
     updated_at: OffsetDateTime,
 }
 
-/// Values read back were validated on the way in; if they no longer parse, storage is broken.
-fn stored<T>(what: &str, r: Result<T>) -> Result<T> {
-    r.map_err(|e| PgStoreError::Corrupt(format!("stored {what}: {e}")).into())
-}
-
 fn stored_key(org: &str, agent: &str, conversation: &str) -> Result<ConversationKey> {
     stored(
         "conversation key",
@@ -262,7 +257,9 @@ impl RunQueue for PgStore {
             attempt: count(row.attempts),
             max_attempts: count(row.max_attempts),
             worker: worker.clone(),
-            token: u64::try_from(row.claim_token).unwrap_or(0),
+            token: u64::try_from(row.claim_token).map_err(|_| {
+                PgStoreError::Corrupt(format!("negative claim token {}", row.claim_token))
+            })?,
             expires_at: system_time(row.claim_expires_at),
         }))
     }

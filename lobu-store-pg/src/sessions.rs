@@ -11,7 +11,7 @@ use lobu_core::{
 use sqlx::SqlStr;
 use time::OffsetDateTime;
 
-use crate::error::PgStoreError;
+use crate::error::{PgStoreError, stored};
 use crate::persist::{Head, Plan, RunSnapshot, check_fence, plan};
 use crate::store::{PgStore, db, sql, system_time};
 
@@ -140,7 +140,7 @@ impl SessionStore for PgStore {
         }
         Ok(Some(Snapshot {
             version: version(row.head_seq)?,
-            run: lobu_core::RunId::new(&row.head_run)?,
+            run: stored("head run id", lobu_core::RunId::new(&row.head_run))?,
             transcript: Bytes::from(transcript),
         }))
     }
@@ -298,7 +298,7 @@ impl SessionStore for PgStore {
         let mut items = Vec::with_capacity(limit.min(rows.len()));
         for row in rows.into_iter().take(limit) {
             items.push(ConversationSummary {
-                conversation: ConversationId::new(&row.conversation)?,
+                conversation: stored("conversation id", ConversationId::new(&row.conversation))?,
                 version: version(row.head_seq)?,
                 turns: u64::try_from(row.turns).unwrap_or(0),
                 bytes: u64::try_from(row.head_bytes).unwrap_or(0),

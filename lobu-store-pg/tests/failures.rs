@@ -287,3 +287,57 @@ async fn a_pool_without_prepared_statements_works_as_behind_a_pooler(pool: PgPoo
         .await
         .expect("release");
 }
+
+/// The parse error behind a `Corrupt` read: our error, then lobu's `InvalidInput` from the
+/// parser, kept rather than flattened into the message.
+fn parse_error(e: &lobu_core::Error, what: &str) -> ErrorKind {
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{what}: {e}");
+    let ours = std::error::Error::source(e).and_then(|s| s.downcast_ref::<PgStoreError>());
+    let Some(PgStoreError::Unparsable { source, .. }) = ours else {
+        panic!("{what}: the parse error was not kept: {ours:?}");
+    };
+    source.kind()
+}
+
+#[sqlx::test(migrator = "lobu_store_pg::MIGRATOR")]
+async fn stored_values_that_no_longer_parse_are_corrupt_and_keep_the_parse_error(pool: PgPool) {
+    let store = PgStore::new(pool.clone());
+    let bytes = Bytes::from_static(b"{\"n\":1}\n");
+    let k = key("acme", "bot", "damaged");
+    let held = lease(&store, &k).await;
+    turn(&store, &held, None, &bytes).await;
+    let run = store
+        .submit(NewRun::turn(k.clone(), json!({})))
+        .await
+        .expect("submit");
+    // Damage behind the store's back: values it validated on the way in no longer parse.
+    for damage in [
+        "UPDATE lobu.conversations SET head_run = '' WHERE conversation = 'damaged'",
+        "UPDATE lobu.runs SET conversation = '' WHERE conversation = 'damaged'",
+    ] {
+        sqlx::query(damage).execute(&pool).await.expect(damage);
+    }
+
+    let e = store.hydrate(&k).await.expect_err("an empty head run id");
+    assert_eq!(parse_error(&e, "hydrate"), ErrorKind::InvalidInput);
+    let e = store
+        .status(&k.org, &run.run)
+        .await
+        .expect_err("an empty conversation id");
+    assert_eq!(parse_error(&e, "status"), ErrorKind::InvalidInput);
+    let e = store
+        .claim(&WorkerId::generate(), LONG)
+        .await
+        .expect_err("an empty conversation id");
+    assert_eq!(parse_error(&e, "claim"), ErrorKind::InvalidInput);
+
+    sqlx::query("UPDATE lobu.conversations SET conversation = '' WHERE conversation = 'damaged'")
+        .execute(&pool)
+        .await
+        .expect("an empty conversation id");
+    let e = store
+        .list(&k.org, &k.agent, None, 10)
+        .await
+        .expect_err("an empty conversation id");
+    assert_eq!(parse_error(&e, "list"), ErrorKind::InvalidInput);
+}
