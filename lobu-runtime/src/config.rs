@@ -44,8 +44,9 @@ pub struct Settings {
     /// The longest the worker sleeps between claim attempts when the queue is idle (a backend
     /// with a wake-up channel answers sooner). Default 500 ms.
     pub poll_interval: Duration,
-    /// How long the worker pauses claiming after a run found its conversation lease busy.
-    /// Default 250 ms.
+    /// The first wait before a run tries its busy conversation lease again (the waits double
+    /// up to the heartbeat interval, for at most one lease period; then the run is handed
+    /// back), and how long the worker pauses claiming after such a hand-back. Default 250 ms.
     pub busy_backoff: Duration,
     /// How often a subscriber polls the queue for runs executed by another replica. Default 1 s.
     pub status_poll_interval: Duration,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use crate::acquire::{Acquired, acquire};
 use crate::events::RunEvent;
 use crate::heartbeat::{Heartbeat, Held, Lost};
 use crate::hub::RunLog;
@@ -65,22 +66,24 @@ pub(crate) async fn execute(shared: &Arc<Shared>, claim: Claim) {
     let _in_flight = InFlight(shared);
     let log = shared.hub.open(&claim.key, &claim.run, claim.kind);
     let locks = &shared.backend.locks;
-    let acquire = locks.try_acquire(&claim.key, shared.settings.lease_ttl);
-    let lease = match bounded(shared, "acquiring the lease", acquire).await {
-        Ok(Some(lease)) => lease,
-        Ok(None) => {
-            // Another worker holds the conversation (e.g. a crashed one whose lease has not
-            // expired yet): hand the run back, uncounted, and pause before claiming again.
+    let (lease, claim) = match acquire(shared, claim.clone()).await {
+        Acquired::Lease(lease, claim) => (lease, claim),
+        Acquired::Busy => {
+            // Its holder keeps it (or shutdown began): hand the run back, uncounted, and
+            // pause before claiming again, as the run is the oldest and would come back.
             tracing::info!("conversation lease busy; handing the run back");
-            bump(&shared.counters.lease_waits);
             pause_claims(shared, shared.settings.busy_backoff);
             release(shared, &claim, &log, None).await;
             return;
         }
-        Err(error) => {
+        Acquired::Failed(error) => {
             tracing::warn!(%error, "acquiring the conversation lease failed; handing the run back");
             pause_claims(shared, shared.settings.busy_backoff);
             release(shared, &claim, &log, None).await;
+            return;
+        }
+        Acquired::LostClaim => {
+            tracing::info!("the run was re-delivered while its conversation lease was busy");
             return;
         }
     };

@@ -7,7 +7,8 @@
 //!
 //! For each claimed run the worker:
 //!
-//! 1. takes the conversation lease (busy: hands the run back uncounted and backs off);
+//! 1. takes the conversation lease (busy: retries with backoff for up to one lease period,
+//!    then hands the run back uncounted);
 //! 2. hydrates the last completed transcript, skipping the read when its cache holds the
 //!    head version;
 //! 3. creates a fresh scratch directory and calls your [`Agent`] under the turn timeout,
@@ -65,6 +66,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod acquire;
 mod agent;
 mod cache;
 mod config;

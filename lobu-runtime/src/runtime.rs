@@ -173,7 +173,7 @@ impl RuntimeBuilder {
         scratch_root: PathBuf);
     setter!(/// The longest idle wait between claim attempts.
         poll_interval: Duration);
-    setter!(/// How long claiming pauses after a busy conversation lease.
+    setter!(/// The first wait before retrying a busy conversation lease.
         busy_backoff: Duration);
     setter!(/// How often subscribers poll runs executed elsewhere.
         status_poll_interval: Duration);

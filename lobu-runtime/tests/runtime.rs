@@ -34,7 +34,8 @@ macro_rules! all_scenarios {
             another_orgs_run_is_not_found,
             bad_input_is_a_typed_error_and_queues_nothing,
             a_repeated_idempotency_key_runs_the_turn_once,
-            a_busy_conversation_lease_hands_the_run_back_uncounted,
+            a_busy_conversation_lease_is_waited_for_then_handed_back_uncounted,
+            a_lease_left_by_a_dead_worker_is_waited_out_without_handing_the_run_back,
             a_turn_persisted_before_a_crash_is_completed_not_run_again,
         );
     };

@@ -162,12 +162,18 @@ pub async fn a_repeated_idempotency_key_runs_the_turn_once(store: Store) {
     stop(&rt, worker).await;
 }
 
-pub async fn a_busy_conversation_lease_hands_the_run_back_uncounted(store: Store) {
+pub async fn a_busy_conversation_lease_is_waited_for_then_handed_back_uncounted(store: Store) {
     let fx = Fixture::new(store).await;
     let agent = ScriptAgent::new();
-    let rt = fx.builder(&agent).build().unwrap();
+    // The worker waits one lease period (3 s here) for a busy lease before handing back.
+    let rt = fx
+        .builder(&agent)
+        .lease_ttl(Duration::from_secs(3))
+        .heartbeat_interval(Duration::from_millis(750))
+        .build()
+        .unwrap();
     let k = key("c1");
-    // Someone else (a crashed worker whose lease has not expired) holds the conversation.
+    // Someone else holds the conversation and keeps holding it.
     let held = fx
         .backend
         .locks
@@ -177,10 +183,11 @@ pub async fn a_busy_conversation_lease_hands_the_run_back_uncounted(store: Store
         .unwrap();
     let worker = start(&rt);
     let run = send(&rt, &k, "waiting").await;
-    eventually("the worker to find the lease busy", || async {
-        (rt.metrics().lease_waits >= 2).then_some(())
+    eventually("the worker to give the run back", || async {
+        (rt.metrics().runs_released >= 1).then_some(())
     })
     .await;
+    assert!(rt.metrics().lease_waits >= 2, "it retried before giving up");
     let record = rt.status(&k.org, &run).await.unwrap();
     assert!(record.status == RunStatus::Pending || record.status == RunStatus::Running);
     assert!(
@@ -193,6 +200,46 @@ pub async fn a_busy_conversation_lease_hands_the_run_back_uncounted(store: Store
     let record = finished(&rt, &k, &run).await;
     assert_eq!(record.status, RunStatus::Completed);
     assert_eq!(record.attempts, 1);
+    stop(&rt, worker).await;
+}
+
+pub async fn a_lease_left_by_a_dead_worker_is_waited_out_without_handing_the_run_back(
+    store: Store,
+) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let rt = fx.builder(&agent).build().unwrap();
+    let k = key("c1");
+    // A crashed worker's lease: nobody renews it, it runs out in 2 s.
+    fx.backend
+        .locks
+        .try_acquire(&k, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .unwrap();
+    let worker = start(&rt);
+    let run = send(&rt, &k, "waiting").await;
+    eventually("the worker to find the lease busy", || async {
+        (rt.metrics().lease_waits >= 1).then_some(())
+    })
+    .await;
+    // Other conversations go on meanwhile.
+    let other = key("c2");
+    let quick = send(&rt, &other, "meanwhile").await;
+    assert_eq!(
+        finished(&rt, &other, &quick).await.status,
+        RunStatus::Completed
+    );
+
+    let record = finished(&rt, &k, &run).await;
+    assert_eq!(record.status, RunStatus::Completed);
+    assert_eq!(record.attempts, 1);
+    assert_eq!(
+        rt.metrics().runs_released,
+        0,
+        "the run was never handed back"
+    );
+    assert_eq!(user_texts(&head(&fx.backend, &k).await), ["waiting"]);
     stop(&rt, worker).await;
 }
 
