@@ -52,7 +52,7 @@ pub use id::{
 pub use lock::{ConversationLocks, Fence, Lease, MAX_LEASE, check_lease_duration};
 pub use queue::{
     AfterFailure, Claim, MAX_ATTEMPTS, MAX_PAYLOAD_BYTES, MAX_RETRY_DELAY, NewRun, RunKind,
-    RunQueue, RunRecord, RunStatus, Submitted,
+    RunQueue, RunRecord, RunStatus, Submitted, check_failure_status,
 };
 pub use session::{
     ConversationSummary, DEFAULT_MAX_TRANSCRIPT_BYTES, MAX_PAGE_LIMIT, Page, Persist, PruneReport,

@@ -178,6 +178,18 @@ impl NewRun {
     }
 }
 
+/// Check the status passed to [`RunQueue::fail`]: failed, timeout or cancelled. `Completed`
+/// is `InvalidInput` (a success goes through [`RunQueue::complete`]). Every backend calls this
+/// first in `fail`.
+pub fn check_failure_status(status: TerminalStatus) -> Result<()> {
+    if status == TerminalStatus::Completed {
+        return Err(Error::invalid(
+            "fail takes failed, timeout or cancelled; use complete for a completed run",
+        ));
+    }
+    Ok(())
+}
+
 /// Whether any string (or key) in `value` contains a NUL character.
 fn has_nul(value: &serde_json::Value) -> bool {
     use serde_json::Value;

@@ -308,11 +308,7 @@ impl RunQueue for PgStore {
         status: TerminalStatus,
         error: &str,
     ) -> Result<AfterFailure> {
-        if status == TerminalStatus::Completed {
-            return Err(Error::invalid(
-                "fail needs failed, timeout or cancelled; use complete for a success",
-            ));
-        }
+        lobu_core::check_failure_status(status)?;
         let row: Option<(String, OffsetDateTime, i64)> =
             sqlx::query_as(self.inner.queue.fail.clone())
                 .bind(claim.key.org.as_str())

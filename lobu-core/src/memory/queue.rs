@@ -183,11 +183,7 @@ impl QueueTable {
         error: &str,
         now: SystemTime,
     ) -> Result<AfterFailure> {
-        if status == TerminalStatus::Completed {
-            return Err(Error::invalid(
-                "fail takes failed, timeout or cancelled; use complete for a completed run",
-            ));
-        }
+        crate::check_failure_status(status)?;
         let run = self.held(claim)?;
         run.record.error = Some(error.to_owned());
         run.record.updated_at = now;

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use lobu_core::{
-    AfterFailure, Claim, Error, NewRun, OrgId, Result, RunId, RunQueue, RunRecord, Submitted,
+    AfterFailure, Claim, NewRun, OrgId, Result, RunId, RunQueue, RunRecord, Submitted,
     TerminalStatus, WorkerId, check_lease_duration,
 };
 
@@ -59,11 +59,7 @@ impl RunQueue for FileStore {
         status: TerminalStatus,
         error: &str,
     ) -> Result<AfterFailure> {
-        if status == TerminalStatus::Completed {
-            return Err(Error::invalid(
-                "fail takes failed, timeout or cancelled; use complete for a completed run",
-            ));
-        }
+        lobu_core::check_failure_status(status)?;
         let (claim, error) = (claim.clone(), error.to_owned());
         let after = self
             .blocking(move |inner| claim::fail(inner, &claim, status, &error))
