@@ -8,32 +8,18 @@
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use lobu_benches::{fresh_bench_database, seed, transcript_with_turns};
-use lobu_store_file::FileStore;
-use lobu_store_pg::PgStore;
+use lobu_benches::{BenchStores, bench_stores, seed, transcript_with_turns};
 
 const TURNS: [usize; 3] = [10, 100, 1000];
 
 fn hydrate(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = rt
-        .block_on(FileStore::open(dir.path().join("store")))
-        .expect("open file store")
-        .into_backend();
-    let pool = rt.block_on(fresh_bench_database());
-    let pg_store = PgStore::new(pool.clone());
-    rt.block_on(pg_store.migrate()).expect("migrate");
-    let pg = pg_store.into_backend();
-    rt.block_on(async {
-        sqlx::query("CREATE TABLE bench_raw (id int PRIMARY KEY, bytes bytea NOT NULL)")
-            .execute(&pool)
-            .await?;
-        sqlx::query("ALTER TABLE bench_raw ALTER COLUMN bytes SET COMPRESSION lz4")
-            .execute(&pool)
-            .await
-    })
-    .expect("raw table");
+    let BenchStores {
+        dir,
+        file,
+        pg,
+        pool,
+    } = rt.block_on(bench_stores());
 
     let mut group = c.benchmark_group("hydrate");
     for turns in TURNS {

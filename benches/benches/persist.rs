@@ -13,12 +13,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use lobu_benches::{
-    SeededConversation, extend_by_one_turn, fresh_bench_database, persist_next, seed,
+    BenchStores, SeededConversation, bench_stores, extend_by_one_turn, persist_next, seed,
     transcript_with_turns,
 };
 use lobu_core::Backend;
-use lobu_store_file::FileStore;
-use lobu_store_pg::PgStore;
 
 const TURNS: [usize; 2] = [100, 1000];
 const APPENDS_PER_SEED: usize = 64;
@@ -54,22 +52,12 @@ async fn timed_persists(backend: &Backend, chain: &[Bytes], iters: u64) -> Durat
 
 fn persist(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = rt
-        .block_on(FileStore::open(dir.path().join("store")))
-        .expect("open file store")
-        .into_backend();
-    let pool = rt.block_on(fresh_bench_database());
-    let pg_store = PgStore::new(pool.clone());
-    rt.block_on(pg_store.migrate()).expect("migrate");
-    let pg = pg_store.into_backend();
-    rt.block_on(
-        sqlx::query(
-            "CREATE TABLE bench_raw_append (id bigserial PRIMARY KEY, bytes bytea NOT NULL)",
-        )
-        .execute(&pool),
-    )
-    .expect("raw table");
+    let BenchStores {
+        dir,
+        file,
+        pg,
+        pool,
+    } = rt.block_on(bench_stores());
 
     let mut group = c.benchmark_group("persist");
     group.measurement_time(Duration::from_secs(8));

@@ -12,11 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use lobu_benches::{append_turn, fresh_bench_database, fresh_key, transcript_with_turns};
+use lobu_benches::{BenchStores, append_turn, bench_stores, fresh_key, transcript_with_turns};
 use lobu_core::{Backend, BoxError, ConversationKey, RunStatus};
 use lobu_runtime::{Agent, Runtime, Turn};
-use lobu_store_file::FileStore;
-use lobu_store_pg::PgStore;
 
 const TURNS_PER_CONVERSATION: u64 = 32;
 
@@ -69,26 +67,12 @@ async fn timed_turns(runtime: &Runtime, iters: u64) -> Duration {
 
 fn turn(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = rt
-        .block_on(FileStore::open(dir.path().join("store")))
-        .expect("open file store")
-        .into_backend();
-    let pool = rt.block_on(fresh_bench_database());
-    let pg_store = PgStore::new(pool.clone());
-    rt.block_on(pg_store.migrate()).expect("migrate");
-    let pg = pg_store.into_backend();
-    rt.block_on(async {
-        sqlx::query("CREATE TABLE bench_raw (id int PRIMARY KEY, bytes bytea NOT NULL)")
-            .execute(&pool)
-            .await?;
-        sqlx::query(
-            "CREATE TABLE bench_raw_append (id bigserial PRIMARY KEY, bytes bytea NOT NULL)",
-        )
-        .execute(&pool)
-        .await
-    })
-    .expect("raw tables");
+    let BenchStores {
+        dir,
+        file,
+        pg,
+        pool,
+    } = rt.block_on(bench_stores());
 
     let file_runtime = start_runtime(&rt, file, &dir.path().join("scratch-file"));
     let pg_runtime = start_runtime(&rt, pg, &dir.path().join("scratch-pg"));

@@ -44,6 +44,50 @@ pub async fn fresh_bench_database() -> PgPool {
         .expect("connect to lobu_bench")
 }
 
+/// Both stores, ready for a bench: a file store in a temporary directory and a migrated
+/// PostgreSQL store in a fresh `lobu_bench` database, with raw tables for the baselines
+/// (`bench_raw(id int, bytes bytea)` with the store's lz4 column compression, and
+/// `bench_raw_append(id bigserial, bytes bytea)`).
+#[derive(Debug)]
+pub struct BenchStores {
+    /// Holds the file store's root (and room for raw files) for the bench's lifetime.
+    pub dir: tempfile::TempDir,
+    /// The file store.
+    pub file: Backend,
+    /// The PostgreSQL store.
+    pub pg: Backend,
+    /// A pool on `lobu_bench`, for the raw baselines.
+    pub pool: PgPool,
+}
+
+/// Open both stores (see [`BenchStores`]).
+pub async fn bench_stores() -> BenchStores {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = lobu_store_file::FileStore::open(dir.path().join("store"))
+        .await
+        .expect("open file store")
+        .into_backend();
+    let pool = fresh_bench_database().await;
+    let pg_store = lobu_store_pg::PgStore::new(pool.clone());
+    pg_store.migrate().await.expect("migrate");
+    for statement in [
+        "CREATE TABLE bench_raw (id int PRIMARY KEY, bytes bytea NOT NULL)",
+        "ALTER TABLE bench_raw ALTER COLUMN bytes SET COMPRESSION lz4",
+        "CREATE TABLE bench_raw_append (id bigserial PRIMARY KEY, bytes bytea NOT NULL)",
+    ] {
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect("raw table");
+    }
+    BenchStores {
+        dir,
+        file,
+        pg: pg_store.into_backend(),
+        pool,
+    }
+}
+
 /// One realistic turn: a user message and an assistant answer with usage.
 pub fn append_turn(writer: &mut TranscriptWriter, turn: usize) {
     writer
