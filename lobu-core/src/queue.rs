@@ -233,6 +233,24 @@ pub struct Claim {
     pub expires_at: SystemTime,
 }
 
+impl Claim {
+    /// `Fenced` unless this claim is the newest claim of its run: the run is `Running` and
+    /// held by this claim's worker under this claim's token. Backends that keep the holder
+    /// beside the run record call this before every claim-fenced change.
+    pub fn check_newest(&self, status: RunStatus, holder: Option<(&WorkerId, u64)>) -> Result<()> {
+        let newest = status == RunStatus::Running
+            && holder.is_some_and(|(worker, token)| *worker == self.worker && token == self.token);
+        if newest {
+            Ok(())
+        } else {
+            Err(Error::fenced(format!(
+                "claim {} of run {} by {} is no longer the newest",
+                self.token, self.run, self.worker
+            )))
+        }
+    }
+}
+
 /// A run as [`RunQueue::status`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::id::WorkerId;
 use crate::queue::{Claim, RunRecord, RunStatus};
 
@@ -52,19 +52,8 @@ impl Run {
 
     /// The run as `claim` holds it: `Fenced` unless it is the newest claim of a running run.
     pub(super) fn check_claim(&self, claim: &Claim) -> Result<()> {
-        let newest = self.record.status == RunStatus::Running
-            && self
-                .holder
-                .as_ref()
-                .is_some_and(|h| h.worker == claim.worker && h.token == claim.token);
-        if newest {
-            Ok(())
-        } else {
-            Err(Error::fenced(format!(
-                "claim {} of run {} by {} is no longer the newest",
-                claim.token, claim.run, claim.worker
-            )))
-        }
+        let holder = self.holder.as_ref().map(|h| (&h.worker, h.token));
+        claim.check_newest(self.record.status, holder)
     }
 
     pub(super) fn claim_of(&self) -> Option<Claim> {

@@ -120,19 +120,8 @@ impl RunFile {
 
     /// `Fenced` unless `claim` is the newest claim of this running run.
     pub(crate) fn check_claim(&self, claim: &Claim) -> Result<()> {
-        let newest = self.record.status == RunStatus::Running
-            && self
-                .holder
-                .as_ref()
-                .is_some_and(|h| h.worker == claim.worker && h.token == claim.token);
-        if newest {
-            Ok(())
-        } else {
-            Err(Error::fenced(format!(
-                "claim {} of run {} by {} is no longer the newest",
-                claim.token, claim.run, claim.worker
-            )))
-        }
+        let holder = self.holder.as_ref().map(|h| (&h.worker, h.token));
+        claim.check_newest(self.record.status, holder)
     }
 
     /// The claim this run's holder has.
