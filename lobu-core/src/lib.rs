@@ -34,6 +34,7 @@ mod error;
 mod id;
 mod lock;
 mod queue;
+pub mod run_state;
 mod session;
 #[doc(hidden)]
 pub mod time_serde;
@@ -51,7 +52,7 @@ pub use id::{
 };
 pub use lock::{ConversationLocks, Fence, Lease, MAX_LEASE, check_lease_duration};
 pub use queue::{
-    AfterFailure, Claim, MAX_ATTEMPTS, MAX_PAYLOAD_BYTES, MAX_RETRY_DELAY, NewRun, RunKind,
+    AfterFailure, Claim, Commit, MAX_ATTEMPTS, MAX_PAYLOAD_BYTES, MAX_RETRY_DELAY, NewRun, RunKind,
     RunQueue, RunRecord, RunStatus, Submitted, check_failure_status,
 };
 pub use session::{

@@ -50,10 +50,14 @@ pub fn check_lease_duration(ttl: Duration) -> Result<()> {
 /// # Contract
 ///
 /// * [`try_acquire`](Self::try_acquire) never waits: it returns `Some(lease)` when the
-///   conversation had no live lease (none, released, or expired) and `None` when another
-///   holder's lease is live. Busy is an answer, not an error.
+///   conversation had no live owner (no live lease and no live run claim: leases and claims
+///   are one ownership, see [`RunQueue`](crate::RunQueue)) and `None` when it has one. Busy
+///   is an answer, not an error. A host uses leases to write with
+///   [`SessionStore`](crate::SessionStore) on its own; the runtime's turns need none, their
+///   claim is their ownership.
 /// * Each successful acquisition's [`Fence`] is greater than every fence issued before for
-///   that conversation, including after expiry, release and [`SessionStore::clear`](crate::SessionStore::clear).
+///   that conversation (by leases and claims), including after expiry, release and
+///   [`SessionStore::clear`](crate::SessionStore::clear).
 /// * [`renew`](Self::renew) extends a lease whose fence is still the newest (even if it had
 ///   expired, as long as nobody acquired since); otherwise `Fenced`.
 /// * [`release`](Self::release) ends a lease; releasing a lease that was already released,

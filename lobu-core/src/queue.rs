@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::id::{ConversationKey, IdempotencyKey, OrgId, RunId, WorkerId};
-use crate::session::TerminalStatus;
+use crate::lock::Fence;
+use crate::session::{TerminalStatus, Version};
 
 /// The most attempts a run may be given.
 pub const MAX_ATTEMPTS: u32 = 100;
@@ -210,7 +211,14 @@ pub struct Submitted {
     pub created: bool,
 }
 
-/// A claim on a run: proof that this worker may execute it now.
+/// A claim on a run: proof that this worker owns the run's conversation for this attempt.
+///
+/// Claiming a run makes the claimer the conversation's owner (contract v2): the claim carries
+/// the conversation's [`Fence`], drawn from the same per-conversation sequence as
+/// [`ConversationLocks`](crate::ConversationLocks) leases, so it only grows and is never
+/// reused (not after a reset or a prune either). Every write the run makes — `persist`,
+/// `clear`, `complete`, `fail`, `release` — carries this fence and is refused with `Fenced`
+/// once a newer claim (or lease) of the conversation exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     /// The run.
@@ -227,26 +235,72 @@ pub struct Claim {
     pub max_attempts: u32,
     /// Who holds the claim.
     pub worker: WorkerId,
-    /// Grows on every claim of this run; every later call must carry the newest.
-    pub token: u64,
-    /// When the claim lapses unless heartbeated.
+    /// The conversation's fence for this claim: pass it to
+    /// [`SessionStore::persist`](crate::SessionStore::persist) and
+    /// [`SessionStore::clear`](crate::SessionStore::clear).
+    pub fence: Fence,
+    /// The conversation's head version when the run was claimed (`None`: no head). A worker
+    /// whose cached copy has this version need not read the transcript again: nobody else
+    /// can move the head while the claim is held.
+    pub head: Option<Version>,
+    /// When the claim lapses unless heartbeated, by the store's clock (informational: a
+    /// worker measures its own deadlines on its local monotonic clock).
     pub expires_at: SystemTime,
 }
 
 impl Claim {
-    /// `Fenced` unless this claim is the newest claim of its run: the run is `Running` and
-    /// held by this claim's worker under this claim's token. Backends that keep the holder
-    /// beside the run record call this before every claim-fenced change.
-    pub fn check_newest(&self, status: RunStatus, holder: Option<(&WorkerId, u64)>) -> Result<()> {
-        let newest = status == RunStatus::Running
-            && holder.is_some_and(|(worker, token)| *worker == self.worker && token == self.token);
-        if newest {
+    /// `Fenced` unless this claim is the newest claim of its run and of its conversation: the
+    /// run is `Running`, held by this claim's worker under this claim's fence, and no newer
+    /// fence was issued for the conversation (`newest`). Backends call this before every
+    /// claim-fenced change.
+    pub fn check_newest(
+        &self,
+        status: RunStatus,
+        holder: Option<(&WorkerId, Fence)>,
+        newest: Option<Fence>,
+    ) -> Result<()> {
+        let held = status == RunStatus::Running
+            && holder.is_some_and(|(worker, fence)| *worker == self.worker && fence == self.fence)
+            && newest == Some(self.fence);
+        if held {
             Ok(())
         } else {
             Err(Error::fenced(format!(
-                "claim {} of run {} by {} is no longer the newest",
-                self.token, self.run, self.worker
+                "claim of run {} by {} with {} is no longer the newest",
+                self.run, self.worker, self.fence
             )))
+        }
+    }
+}
+
+/// What the end of a successful run writes, as one commit with the run's completion.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// The run's whole transcript after the turn (never a delta), to become the head; `None`
+    /// for a run that writes none (a reset, or a turn that appended nothing).
+    pub transcript: Option<bytes::Bytes>,
+    /// The head version the turn started from (`None`: no head); checked like
+    /// [`Persist::expected`](crate::Persist::expected). Ignored without a transcript.
+    pub expected: Option<Version>,
+    /// What the worker reports (e.g. `{"deleted": 3}` for a reset).
+    pub output: Option<serde_json::Value>,
+}
+
+impl Commit {
+    /// A commit that writes `transcript` over the head `expected`.
+    pub fn transcript(transcript: bytes::Bytes, expected: Option<Version>) -> Self {
+        Commit {
+            transcript: Some(transcript),
+            expected,
+            output: None,
+        }
+    }
+
+    /// A commit that only reports `output` (no transcript).
+    pub fn output(output: Option<serde_json::Value>) -> Self {
+        Commit {
+            output,
+            ..Commit::default()
         }
     }
 }
@@ -292,7 +346,7 @@ pub enum AfterFailure {
     Final(RunStatus),
 }
 
-/// The durable run queue.
+/// The durable run queue, whose claims are the conversations' owners (contract v2).
 ///
 /// # Contract
 ///
@@ -304,14 +358,29 @@ pub enum AfterFailure {
 ///   claimed first in, first out, and a conversation never has two claimed runs at once: a
 ///   conversation whose oldest unfinished run is claimed, or waiting out its retry delay, has
 ///   nothing claimable. Claiming starts an attempt (`attempt` counts from 1).
+/// * **A claim is the conversation's ownership.** Claiming draws the conversation's next
+///   fence (shared with [`ConversationLocks`](crate::ConversationLocks): strictly increasing,
+///   never reused, also across clear and prune) and reports the head version in
+///   [`Claim::head`]. A conversation whose lease is live has nothing claimable, and
+///   `try_acquire` finds a conversation with a live claim busy. The claim's expiry is the
+///   ownership's expiry; one [`heartbeat`](Self::heartbeat) renews both.
 /// * A claim whose lease expired (its worker died or stalled) is re-delivered by a later
-///   `claim`; if that would exceed `max_attempts`, the run fails instead, with status `failed`.
+///   `claim`; if that would exceed `max_attempts`, the run fails instead, with status `failed`
+///   (the reaper). A run whose transcript became the head is never failed or re-delivered:
+///   a claim or reap that finds it there completes it instead.
 /// * [`heartbeat`](Self::heartbeat), [`complete`](Self::complete), [`fail`](Self::fail) and
-///   [`release`](Self::release) require the newest claim (`worker` and `token`); an older
-///   claim gets `Fenced` and changes nothing.
-/// * `fail` retries the run after its `retry_delay` while attempts remain, else makes it
-///   terminal with the given status. `release` hands it back at once without counting the
-///   attempt (graceful shutdown, or a busy conversation lease).
+///   [`release`](Self::release) require the newest claim (`worker` and `fence`, and no newer
+///   fence of the conversation); anything else gets `Fenced` and changes nothing.
+/// * `complete` is the end of a turn, **one commit**: the [`Commit`]'s transcript becomes the
+///   head (checked as [`SessionStore::persist`](crate::SessionStore::persist) checks a
+///   completed write, with the claim's fence) and the run becomes `completed`, both or
+///   neither. A failed check changes nothing. Completing again with the same claim and the
+///   same commit after it succeeded (a lost answer) is `Ok` with the same version. The
+///   conversation's next run is claimable at once.
+/// * `fail` records a failed attempt and schedules the retry after `retry_delay` while
+///   attempts remain, else makes the run terminal with the given status, in one step.
+///   `release` hands it back at once without counting the attempt (graceful shutdown). Both
+///   end the ownership.
 /// * [`status`](Self::status) only finds runs of the given org: another org's run is `None`.
 #[async_trait]
 pub trait RunQueue: Debug + Send + Sync + 'static {
@@ -321,11 +390,13 @@ pub trait RunQueue: Debug + Send + Sync + 'static {
     /// Claim the next runnable run for `worker`, with a claim lease of `lease`.
     async fn claim(&self, worker: &WorkerId, lease: Duration) -> Result<Option<Claim>>;
 
-    /// Extend a claim's lease; `Fenced` if the claim is no longer this worker's.
+    /// Extend a claim's lease (and so the conversation's ownership) by `lease` from now;
+    /// `Fenced` if the claim is no longer the newest.
     async fn heartbeat(&self, claim: &Claim, lease: Duration) -> Result<Claim>;
 
-    /// Mark the run completed, with an optional output (e.g. a reset's deleted count).
-    async fn complete(&self, claim: &Claim, output: Option<serde_json::Value>) -> Result<()>;
+    /// Commit the run: its transcript (if any) becomes the head and the run is completed, in
+    /// one step. Returns the head version the commit wrote (`None` without a transcript).
+    async fn complete(&self, claim: &Claim, commit: Commit) -> Result<Option<Version>>;
 
     /// Record a failed attempt (`status` says how it failed: failed, timeout or cancelled).
     async fn fail(

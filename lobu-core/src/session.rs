@@ -93,7 +93,7 @@ pub struct Persist {
     pub transcript: Bytes,
     /// The head version this run started from (`None`: the conversation had no head).
     pub expected: Option<Version>,
-    /// The fencing token of the conversation lease the writer holds.
+    /// The fence of the writer's claim (or lease) of the conversation.
     pub fence: Fence,
 }
 
@@ -153,10 +153,11 @@ pub fn check_page_limit(limit: usize) -> Result<()> {
 /// * [`persist`](Self::persist) checks, in this order, and changes nothing when a check fails:
 ///   1. the transcript is at most [`max_transcript_bytes`](Self::max_transcript_bytes), else
 ///      `TooLarge`;
-///   2. `fence` is the newest fence issued for this conversation by the backend's
-///      [`ConversationLocks`](crate::ConversationLocks), else `Fenced` (a zombie writer whose
-///      lease was taken over cannot write, and neither can a writer whose fence was never
-///      issued: one larger than the newest, or any fence while no lease was ever acquired);
+///   2. `fence` is the newest fence issued for this conversation (by a
+///      [`RunQueue::claim`](crate::RunQueue::claim) or a
+///      [`ConversationLocks`](crate::ConversationLocks) lease), else `Fenced` (a zombie writer
+///      whose claim was taken over cannot write, and neither can a writer whose fence was
+///      never issued: one larger than the newest, or any fence while none was ever issued);
 ///   3. a snapshot for the same run already exists: same status and same bytes → success,
 ///      returning its version (a retry); bytes that strictly extend the stored ones while that
 ///      snapshot is still the head → a new head version; anything else → `Conflict`.
@@ -171,8 +172,11 @@ pub fn check_page_limit(limit: usize) -> Result<()> {
 ///   exactly: no re-serialisation, no truncation. A write that extends the head costs in
 ///   proportion to the new bytes, not the whole transcript.
 /// * [`clear`](Self::clear) removes every snapshot of one conversation (all statuses) and
-///   returns how many; it is idempotent (a second call returns 0) and leaves every other
-///   conversation untouched. Versions are not reused after a clear.
+///   returns how many; it is fenced like a write (a stale fence is `Fenced` and removes
+///   nothing), idempotent (a second call returns 0) and leaves every other conversation
+///   untouched. Versions and fences are not reused after a clear.
+/// * [`prune`](Self::prune) never touches a conversation with a live owner (a claimed run or
+///   a live lease).
 /// * Every method is scoped by the full [`ConversationKey`] or by an [`OrgId`]: nothing reads,
 ///   writes or deletes across orgs.
 /// * Implementations are safe to call concurrently, from many tasks and (for durable
@@ -191,8 +195,9 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     /// the stored snapshot.
     async fn persist(&self, key: &ConversationKey, write: Persist) -> Result<Version>;
 
-    /// Remove every snapshot of the conversation; returns how many were removed.
-    async fn clear(&self, key: &ConversationKey) -> Result<u64>;
+    /// Remove every snapshot of the conversation under `fence` (the newest claim's or
+    /// lease's); returns how many were removed.
+    async fn clear(&self, key: &ConversationKey, fence: Fence) -> Result<u64>;
 
     /// The org's conversations of one agent that have a head, ordered by conversation id.
     /// `cursor` is a `next_cursor` from an earlier page (an unknown cursor starts after its
@@ -206,7 +211,8 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     ) -> Result<Page<ConversationSummary>>;
 
     /// Retention that does not depend on run history: remove whole conversations whose head
-    /// was last written before `idle_before`, and non-completed snapshots older than it.
+    /// was last written before `idle_before` and that have no live owner, and non-completed
+    /// snapshots older than it.
     async fn prune(&self, idle_before: SystemTime) -> Result<PruneReport>;
 
     /// The size limit `persist` enforces.

@@ -10,8 +10,9 @@ use crate::error::{Error, Result};
 use crate::id::ConversationKey;
 use crate::lock::{ConversationLocks, Fence, Lease, check_lease_duration};
 
-/// The newest lease of every conversation ever acquired. Entries are kept after release and
-/// expiry because `persist` checks fences against them.
+/// The owner of every conversation ever owned: the newest lease or run claim (they share one
+/// fence sequence and one slot). Entries are kept after release and expiry because writes
+/// check fences against them.
 #[derive(Default)]
 pub(super) struct LeaseTable {
     leases: HashMap<ConversationKey, Held>,
@@ -36,7 +37,33 @@ impl LeaseTable {
         self.leases.len()
     }
 
-    fn try_acquire(
+    /// Whether `key` has a live owner at `now`.
+    pub(super) fn is_owned(&self, key: &ConversationKey, now: SystemTime) -> bool {
+        self.leases
+            .get(key)
+            .is_some_and(|held| held.expires_at.is_some_and(|at| at > now))
+    }
+
+    /// Extend the owner `fence` (a claim's) to `until`, if it is still the newest.
+    pub(super) fn extend(&mut self, key: &ConversationKey, fence: Fence, until: SystemTime) {
+        if let Some(held) = self.leases.get_mut(key)
+            && held.fence == fence
+        {
+            held.expires_at = Some(until);
+        }
+    }
+
+    /// End the ownership of `fence`, if it is still the newest.
+    pub(super) fn end(&mut self, key: &ConversationKey, fence: Fence) {
+        if let Some(held) = self.leases.get_mut(key)
+            && held.fence == fence
+        {
+            held.expires_at = None;
+        }
+    }
+
+    /// Take the conversation (for a lease or a run claim) when it has no live owner.
+    pub(super) fn try_acquire(
         &mut self,
         key: &ConversationKey,
         ttl: Duration,
@@ -88,11 +115,7 @@ impl LeaseTable {
     }
 
     fn release(&mut self, lease: &Lease) {
-        if let Some(held) = self.leases.get_mut(&lease.key)
-            && held.fence == lease.fence
-        {
-            held.expires_at = None;
-        }
+        self.end(&lease.key, lease.fence);
     }
 }
 

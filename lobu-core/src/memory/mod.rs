@@ -8,7 +8,7 @@
 //!
 //! Notes on how it keeps the contract:
 //!
-//! * Versions, fences and claim tokens come from counters that only grow, so they are never
+//! * Versions and fences (one sequence for leases and run claims) come from counters that only grow, so they are never
 //!   reused for a conversation, not even after a clear or a prune.
 //! * A completed transcript that extends the head shares the head's buffer: older snapshots
 //!   of the chain become slices of the newest one, so a long conversation costs memory in
@@ -80,6 +80,17 @@ impl MemoryBackend {
     /// Bundle this backend as the three trait objects a runtime takes.
     pub fn into_backend(self) -> Backend {
         Backend::from_shared(Arc::new(self))
+    }
+
+    /// `TooLarge` if a transcript of `size` bytes is over the limit.
+    fn check_size(&self, key: &crate::ConversationKey, size: usize) -> Result<()> {
+        if size > self.max_transcript_bytes {
+            return Err(Error::too_large(format!(
+                "transcript of {key} is {size} bytes; the limit is {}",
+                self.max_transcript_bytes
+            )));
+        }
+        Ok(())
     }
 
     fn state(&self) -> Result<MutexGuard<'_, State>> {

@@ -5,13 +5,18 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use super::MemoryBackend;
-use super::run::{Front, Holder, Run};
+use super::locks::LeaseTable;
+use super::run::{Holder, Run};
+use super::sessions::SessionTable;
+use super::{MemoryBackend, State};
 use crate::error::{Error, Result};
 use crate::id::{ConversationKey, IdempotencyKey, OrgId, RunId, WorkerId};
 use crate::lock::check_lease_duration;
-use crate::queue::{AfterFailure, Claim, NewRun, RunQueue, RunRecord, RunStatus, Submitted};
-use crate::session::TerminalStatus;
+use crate::queue::{
+    AfterFailure, Claim, Commit, NewRun, RunQueue, RunRecord, RunStatus, Submitted,
+};
+use crate::run_state::{Due, error_text, exhausted_error, redelivered_error};
+use crate::session::{Persist, TerminalStatus, Version};
 
 #[derive(Default)]
 pub(super) struct QueueTable {
@@ -22,8 +27,6 @@ pub(super) struct QueueTable {
     /// Kept after `prune_runs`, so a retried submit keeps getting its first run back.
     idempotency: HashMap<(ConversationKey, IdempotencyKey), RunId>,
     last_seq: u64,
-    /// One counter for all runs: claim tokens only grow.
-    last_token: u64,
 }
 
 impl QueueTable {
@@ -71,6 +74,8 @@ impl QueueTable {
             retry_delay: new.retry_delay,
             not_before: now,
             holder: None,
+            head: None,
+            committed: None,
         };
         self.runs.insert(id.clone(), run);
         Submitted {
@@ -83,13 +88,22 @@ impl QueueTable {
         lane.front().and_then(|id| self.runs.get(id))
     }
 
-    fn claim(&mut self, worker: &WorkerId, lease: Duration, now: SystemTime) -> Option<Claim> {
+    /// Claim the oldest claimable run whose conversation has no live owner, taking the
+    /// conversation's ownership (its next fence) in the same step.
+    fn claim(
+        &mut self,
+        owners: &mut LeaseTable,
+        sessions: &SessionTable,
+        worker: &WorkerId,
+        lease: Duration,
+        now: SystemTime,
+    ) -> Option<Claim> {
         // First fail the runs whose last attempt's claim expired: their lanes move on.
         let exhausted: Vec<RunId> = self
             .lanes
             .values()
             .filter_map(|lane| self.front(lane))
-            .filter(|run| matches!(run.front(now), Front::Exhausted))
+            .filter(|run| run.state().due(now) == Due::Exhausted)
             .map(|run| run.record.run.clone())
             .collect();
         for id in exhausted {
@@ -98,10 +112,7 @@ impl QueueTable {
             };
             let record = &mut run.record;
             record.status = RunStatus::Failed;
-            record.error = Some(format!(
-                "the claim of attempt {} of {} expired (its worker stopped heartbeating)",
-                record.attempts, record.max_attempts
-            ));
+            record.error = Some(exhausted_error(record.attempts, record.max_attempts));
             record.updated_at = now;
             let key = record.key.clone();
             self.finish(&key, &id);
@@ -110,35 +121,34 @@ impl QueueTable {
             .lanes
             .values()
             .filter_map(|lane| self.front(lane))
-            .filter(|run| matches!(run.front(now), Front::Ready))
+            .filter(|run| run.state().due(now) == Due::Ready)
+            .filter(|run| !owners.is_owned(&run.record.key, now))
             .min_by_key(|run| run.seq)
             .map(|run| run.record.run.clone())?;
-        self.last_token += 1;
         let run = self.runs.get_mut(&next)?;
+        let owner = owners.try_acquire(&run.record.key, lease, now)?;
         if run.record.status == RunStatus::Running {
-            run.record.error = Some(format!(
-                "the claim of attempt {} expired (its worker stopped heartbeating); re-delivered",
-                run.record.attempts
-            ));
+            run.record.error = Some(redelivered_error(run.record.attempts));
         }
         run.record.status = RunStatus::Running;
         // Counted when the attempt starts, so a worker that dies mid-run still used it.
         run.record.attempts += 1;
         run.record.updated_at = now;
+        run.head = sessions.head_version(&run.record.key);
         run.holder = Some(Holder {
             worker: worker.clone(),
-            token: self.last_token,
-            expires_at: now + lease,
+            fence: owner.fence,
+            expires_at: owner.expires_at,
         });
         run.claim_of()
     }
 
-    /// The claimed run, if `claim` is its newest claim.
-    fn held(&mut self, claim: &Claim) -> Result<&mut Run> {
+    /// The claimed run, if `claim` is its newest claim and its conversation's newest owner.
+    fn held(&mut self, owners: &LeaseTable, claim: &Claim) -> Result<&mut Run> {
         let run = self.runs.get_mut(&claim.run).ok_or_else(|| {
             Error::not_found(format!("run {} does not exist (or was pruned)", claim.run))
         })?;
-        run.check_claim(claim)?;
+        run.check_claim(claim, owners.newest_fence(&claim.key))?;
         Ok(run)
     }
 
@@ -152,61 +162,104 @@ impl QueueTable {
         }
     }
 
-    fn heartbeat(&mut self, claim: &Claim, lease: Duration, now: SystemTime) -> Result<Claim> {
-        let run = self.held(claim)?;
+    fn heartbeat(
+        &mut self,
+        owners: &mut LeaseTable,
+        claim: &Claim,
+        lease: Duration,
+        now: SystemTime,
+    ) -> Result<Claim> {
+        let run = self.held(owners, claim)?;
+        let expires_at = now + lease;
         if let Some(holder) = run.holder.as_mut() {
-            holder.expires_at = now + lease;
+            holder.expires_at = expires_at;
         }
+        owners.extend(&claim.key, claim.fence, expires_at);
         run.claim_of()
             .ok_or_else(|| Error::fenced("the claim vanished"))
     }
 
+    /// The end of a turn, one step under the backend's lock: the transcript (checked like a
+    /// completed persist) and the run's completion, or neither.
     fn complete(
         &mut self,
+        owners: &mut LeaseTable,
+        sessions: &mut SessionTable,
         claim: &Claim,
-        output: Option<serde_json::Value>,
+        commit: Commit,
         now: SystemTime,
-    ) -> Result<()> {
-        let run = self.held(claim)?;
+    ) -> Result<Option<Version>> {
+        if let Some(run) = self.runs.get(&claim.run)
+            && run.record.status == RunStatus::Completed
+            && run
+                .holder
+                .as_ref()
+                .is_some_and(|h| h.worker == claim.worker && h.fence == claim.fence)
+        {
+            return Ok(run.committed); // this claim's commit already landed: a retry
+        }
+        self.held(owners, claim)?;
+        let version = match commit.transcript {
+            Some(transcript) => {
+                let write = Persist {
+                    run: claim.run.clone(),
+                    status: TerminalStatus::Completed,
+                    transcript,
+                    expected: commit.expected,
+                    fence: claim.fence,
+                };
+                let newest = owners.newest_fence(&claim.key);
+                Some(sessions.persist(&claim.key, write, newest, now)?)
+            }
+            None => None,
+        };
+        let run = self.held(owners, claim)?;
         run.record.status = RunStatus::Completed;
-        run.record.output = output;
+        run.record.output = commit.output;
         run.record.updated_at = now;
+        run.committed = version;
         let key = run.record.key.clone();
+        owners.end(&key, claim.fence);
         self.finish(&key, &claim.run);
-        Ok(())
+        Ok(version)
     }
 
     fn fail(
         &mut self,
+        owners: &mut LeaseTable,
         claim: &Claim,
         status: TerminalStatus,
         error: &str,
         now: SystemTime,
     ) -> Result<AfterFailure> {
         crate::check_failure_status(status)?;
-        let run = self.held(claim)?;
-        run.record.error = Some(error.to_owned());
+        let run = self.held(owners, claim)?;
+        run.record.error = Some(error_text(error));
         run.record.updated_at = now;
-        if run.record.attempts < run.record.max_attempts {
-            let at = now + run.retry_delay;
-            run.record.status = RunStatus::Pending;
-            run.not_before = at;
-            return Ok(AfterFailure::Retry { at });
+        let after = run.state().after_failure(status, run.retry_delay, now);
+        owners.end(&claim.key, claim.fence);
+        match after {
+            AfterFailure::Retry { at } => {
+                run.record.status = RunStatus::Pending;
+                run.not_before = at;
+            }
+            AfterFailure::Final(status) => {
+                run.record.status = status;
+                let key = run.record.key.clone();
+                self.finish(&key, &claim.run);
+            }
         }
-        let status = RunStatus::from(status);
-        run.record.status = status;
-        let key = run.record.key.clone();
-        self.finish(&key, &claim.run);
-        Ok(AfterFailure::Final(status))
+        Ok(after)
     }
 
-    fn release(&mut self, claim: &Claim, now: SystemTime) -> Result<()> {
-        let run = self.held(claim)?;
+    fn release(&mut self, owners: &mut LeaseTable, claim: &Claim, now: SystemTime) -> Result<()> {
+        let run = self.held(owners, claim)?;
         run.record.status = RunStatus::Pending;
         // The attempt did not happen as far as the limit is concerned.
         run.record.attempts = run.record.attempts.saturating_sub(1);
         run.record.updated_at = now;
         run.not_before = now;
+        owners.end(&claim.key, claim.fence);
         Ok(())
     }
 
@@ -239,9 +292,9 @@ impl QueueTable {
         self.lanes
             .values()
             .filter_map(|lane| self.front(lane))
-            .map(|run| match run.front(now) {
-                Front::Ready | Front::Exhausted => Duration::ZERO,
-                Front::Later(at) => at.duration_since(now).unwrap_or_default(),
+            .map(|run| match run.state().due(now) {
+                Due::Ready | Due::Exhausted => Duration::ZERO,
+                Due::Later(at) => at.duration_since(now).unwrap_or_default(),
             })
             .min()
     }
@@ -259,21 +312,40 @@ impl RunQueue for MemoryBackend {
     async fn claim(&self, worker: &WorkerId, lease: Duration) -> Result<Option<Claim>> {
         check_lease_duration(lease)?;
         let now = SystemTime::now();
-        Ok(self.state()?.queue.claim(worker, lease, now))
+        let mut state = self.state()?;
+        let State {
+            sessions,
+            leases,
+            queue,
+        } = &mut *state;
+        Ok(queue.claim(leases, sessions, worker, lease, now))
     }
 
     async fn heartbeat(&self, claim: &Claim, lease: Duration) -> Result<Claim> {
         check_lease_duration(lease)?;
         let now = SystemTime::now();
-        self.state()?.queue.heartbeat(claim, lease, now)
+        let mut state = self.state()?;
+        let State { leases, queue, .. } = &mut *state;
+        queue.heartbeat(leases, claim, lease, now)
     }
 
-    async fn complete(&self, claim: &Claim, output: Option<serde_json::Value>) -> Result<()> {
+    async fn complete(&self, claim: &Claim, commit: Commit) -> Result<Option<Version>> {
+        if let Some(transcript) = &commit.transcript {
+            self.check_size(&claim.key, transcript.len())?;
+        }
         let now = SystemTime::now();
-        self.state()?.queue.complete(claim, output, now)?;
-        // The conversation's next run may be claimable now.
+        let version = {
+            let mut state = self.state()?;
+            let State {
+                sessions,
+                leases,
+                queue,
+            } = &mut *state;
+            queue.complete(leases, sessions, claim, commit, now)?
+        };
+        // The conversation's next run is claimable now.
         self.work.notify_waiters();
-        Ok(())
+        Ok(version)
     }
 
     async fn fail(
@@ -283,7 +355,11 @@ impl RunQueue for MemoryBackend {
         error: &str,
     ) -> Result<AfterFailure> {
         let now = SystemTime::now();
-        let after = self.state()?.queue.fail(claim, status, error, now)?;
+        let after = {
+            let mut state = self.state()?;
+            let State { leases, queue, .. } = &mut *state;
+            queue.fail(leases, claim, status, error, now)?
+        };
         // Waiters recompute when the retry is due, or claim the conversation's next run.
         self.work.notify_waiters();
         Ok(after)
@@ -291,7 +367,11 @@ impl RunQueue for MemoryBackend {
 
     async fn release(&self, claim: &Claim) -> Result<()> {
         let now = SystemTime::now();
-        self.state()?.queue.release(claim, now)?;
+        {
+            let mut state = self.state()?;
+            let State { leases, queue, .. } = &mut *state;
+            queue.release(leases, claim, now)?;
+        }
         self.work.notify_waiters();
         Ok(())
     }

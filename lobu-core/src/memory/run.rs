@@ -4,7 +4,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::Result;
 use crate::id::WorkerId;
-use crate::queue::{Claim, RunRecord, RunStatus};
+use crate::lock::Fence;
+use crate::queue::{Claim, RunRecord};
+use crate::run_state::RunState;
+use crate::session::Version;
 
 pub(super) struct Run {
     pub(super) record: RunRecord,
@@ -15,45 +18,35 @@ pub(super) struct Run {
     pub(super) not_before: SystemTime,
     /// The newest claim; kept after it ends so older claims stay fenced.
     pub(super) holder: Option<Holder>,
+    /// The head version at the newest claim.
+    pub(super) head: Option<Version>,
+    /// The version the run's commit wrote, once completed (for a retried commit).
+    pub(super) committed: Option<Version>,
 }
 
 pub(super) struct Holder {
     pub(super) worker: WorkerId,
-    pub(super) token: u64,
+    pub(super) fence: Fence,
     pub(super) expires_at: SystemTime,
 }
 
-/// What the front run of a lane offers to a claim at some instant.
-pub(super) enum Front {
-    /// Claimable now (pending and due, or its claim expired with attempts left).
-    Ready,
-    /// Its claim expired on the last attempt: it fails instead of being re-delivered.
-    Exhausted,
-    /// Claimable at that time at the earliest (a retry delay, or a live claim's expiry).
-    Later(SystemTime),
-}
-
 impl Run {
-    pub(super) fn front(&self, now: SystemTime) -> Front {
-        let due = match (&self.record.status, &self.holder) {
-            (RunStatus::Running, Some(holder)) => holder.expires_at,
-            _ => self.not_before,
-        };
-        if due > now {
-            Front::Later(due)
-        } else if self.record.status == RunStatus::Running
-            && self.record.attempts >= self.record.max_attempts
-        {
-            Front::Exhausted
-        } else {
-            Front::Ready
+    /// The run as the shared state machine sees it.
+    pub(super) fn state(&self) -> RunState {
+        RunState {
+            status: self.record.status,
+            attempts: self.record.attempts,
+            max_attempts: self.record.max_attempts,
+            claim_expires_at: self.holder.as_ref().map(|h| h.expires_at),
+            not_before: self.not_before,
         }
     }
 
-    /// The run as `claim` holds it: `Fenced` unless it is the newest claim of a running run.
-    pub(super) fn check_claim(&self, claim: &Claim) -> Result<()> {
-        let holder = self.holder.as_ref().map(|h| (&h.worker, h.token));
-        claim.check_newest(self.record.status, holder)
+    /// `Fenced` unless `claim` is the newest claim of this running run and `newest` (the
+    /// conversation's newest fence) is the claim's.
+    pub(super) fn check_claim(&self, claim: &Claim, newest: Option<Fence>) -> Result<()> {
+        let holder = self.holder.as_ref().map(|h| (&h.worker, h.fence));
+        claim.check_newest(self.record.status, holder, newest)
     }
 
     pub(super) fn claim_of(&self) -> Option<Claim> {
@@ -67,7 +60,8 @@ impl Run {
             attempt: record.attempts,
             max_attempts: record.max_attempts,
             worker: holder.worker.clone(),
-            token: holder.token,
+            fence: holder.fence,
+            head: self.head,
             expires_at: holder.expires_at,
         })
     }

@@ -146,27 +146,24 @@ impl SessionTable {
         self.agents.values().map(BTreeMap::len).sum()
     }
 
+    /// The head version of `key`, if it has a head.
+    pub(super) fn head_version(&self, key: &ConversationKey) -> Option<Version> {
+        self.get(key).and_then(Conversation::head).map(|h| h.version)
+    }
+
     fn get(&self, key: &ConversationKey) -> Option<&Conversation> {
         let agent = self.agents.get(&(key.org.clone(), key.agent.clone()))?;
         agent.get(key.conversation.as_str())
     }
 
-    fn persist(
+    pub(super) fn persist(
         &mut self,
         key: &ConversationKey,
         write: Persist,
         newest_fence: Option<Fence>,
         now: SystemTime,
     ) -> Result<Version> {
-        if newest_fence != Some(write.fence) {
-            return Err(Error::fenced(match newest_fence {
-                Some(newest) => format!(
-                    "write to {key} carries {}, but {newest} is the newest",
-                    write.fence
-                ),
-                None => format!("no lease of {key} was ever issued; acquire one first"),
-            }));
-        }
+        check_fence(key, write.fence, newest_fence)?;
         let existing = self.get(key);
         let decision = match existing {
             Some(conversation) => conversation.same_run(&write)?,
@@ -203,7 +200,12 @@ impl SessionTable {
         Ok(version)
     }
 
-    fn clear(&mut self, key: &ConversationKey) -> u64 {
+    fn clear(&mut self, key: &ConversationKey, fence: Fence, newest: Option<Fence>) -> Result<u64> {
+        check_fence(key, fence, newest)?;
+        Ok(self.clear_unfenced(key))
+    }
+
+    fn clear_unfenced(&mut self, key: &ConversationKey) -> u64 {
         let agent_key = (key.org.clone(), key.agent.clone());
         let Some(agent) = self.agents.get_mut(&agent_key) else {
             return 0;
@@ -245,12 +247,22 @@ impl SessionTable {
         Page { items, next_cursor }
     }
 
-    fn prune(&mut self, idle_before: SystemTime) -> PruneReport {
+    /// `owned` says whether a conversation has a live owner: those are never pruned whole.
+    fn prune(
+        &mut self,
+        idle_before: SystemTime,
+        owned: impl Fn(&ConversationKey) -> bool,
+    ) -> PruneReport {
         let mut report = PruneReport::default();
-        for conversations in self.agents.values_mut() {
+        for ((org, agent), conversations) in &mut self.agents {
             conversations.retain(|_, conversation| {
                 let head_written = conversation.head().map(|h| h.written_at);
-                if head_written.is_some_and(|at| at < idle_before) {
+                let key = || ConversationKey {
+                    org: org.clone(),
+                    agent: agent.clone(),
+                    conversation: conversation.id.clone(),
+                };
+                if head_written.is_some_and(|at| at < idle_before) && !owned(&key()) {
                     report.conversations += 1;
                     report.snapshots += conversation.snapshots.len() as u64;
                     return false;
@@ -267,6 +279,17 @@ impl SessionTable {
             .retain(|_, conversations| !conversations.is_empty());
         report
     }
+}
+
+/// `Fenced` unless `fence` is the newest fence issued for `key`.
+fn check_fence(key: &ConversationKey, fence: Fence, newest: Option<Fence>) -> Result<()> {
+    if newest == Some(fence) {
+        return Ok(());
+    }
+    Err(Error::fenced(match newest {
+        Some(newest) => format!("write to {key} carries {fence}, but {newest} is the newest"),
+        None => format!("no claim or lease of {key} was ever issued; take one first"),
+    }))
 }
 
 fn show(version: Option<Version>) -> String {
@@ -296,13 +319,7 @@ impl SessionStore for MemoryBackend {
     }
 
     async fn persist(&self, key: &ConversationKey, write: Persist) -> Result<Version> {
-        let size = write.transcript.len();
-        if size > self.max_transcript_bytes {
-            return Err(Error::too_large(format!(
-                "transcript of {key} is {size} bytes; the limit is {}",
-                self.max_transcript_bytes
-            )));
-        }
+        self.check_size(key, write.transcript.len())?;
         let now = SystemTime::now();
         let mut state = self.state()?;
         let State {
@@ -311,8 +328,12 @@ impl SessionStore for MemoryBackend {
         sessions.persist(key, write, leases.newest_fence(key), now)
     }
 
-    async fn clear(&self, key: &ConversationKey) -> Result<u64> {
-        Ok(self.state()?.sessions.clear(key))
+    async fn clear(&self, key: &ConversationKey, fence: Fence) -> Result<u64> {
+        let mut state = self.state()?;
+        let State {
+            sessions, leases, ..
+        } = &mut *state;
+        sessions.clear(key, fence, leases.newest_fence(key))
     }
 
     async fn list(
@@ -327,7 +348,12 @@ impl SessionStore for MemoryBackend {
     }
 
     async fn prune(&self, idle_before: SystemTime) -> Result<PruneReport> {
-        Ok(self.state()?.sessions.prune(idle_before))
+        let now = SystemTime::now();
+        let mut state = self.state()?;
+        let State {
+            sessions, leases, ..
+        } = &mut *state;
+        Ok(sessions.prune(idle_before, |key| leases.is_owned(key, now)))
     }
 
     fn max_transcript_bytes(&self) -> usize {
