@@ -94,7 +94,9 @@ impl RunState {
 
 /// The error a run records when its claim lapsed and it is re-delivered.
 pub fn redelivered_error(attempts: u32) -> String {
-    format!("the claim of attempt {attempts} expired (its worker stopped heartbeating); re-delivered")
+    format!(
+        "the claim of attempt {attempts} expired (its worker stopped heartbeating); re-delivered"
+    )
 }
 
 /// The error a run records when the claim of its last attempt lapsed (the reaper fails it).
@@ -135,10 +137,7 @@ mod tests {
     #[test]
     fn a_lapsed_claim_with_attempts_left_is_redelivered_and_on_the_last_is_exhausted() {
         let now = SystemTime::now();
-        assert_eq!(
-            state(RunStatus::Running, 2, Some(now)).due(now),
-            Due::Ready
-        );
+        assert_eq!(state(RunStatus::Running, 2, Some(now)).due(now), Due::Ready);
         assert_eq!(
             state(RunStatus::Running, 3, Some(now)).due(now),
             Due::Exhausted

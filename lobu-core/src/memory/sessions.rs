@@ -148,7 +148,9 @@ impl SessionTable {
 
     /// The head version of `key`, if it has a head.
     pub(super) fn head_version(&self, key: &ConversationKey) -> Option<Version> {
-        self.get(key).and_then(Conversation::head).map(|h| h.version)
+        self.get(key)
+            .and_then(Conversation::head)
+            .map(|h| h.version)
     }
 
     fn get(&self, key: &ConversationKey) -> Option<&Conversation> {

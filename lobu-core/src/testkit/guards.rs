@@ -108,7 +108,14 @@ pub async fn a_stale_fence_is_fenced_and_changes_nothing(backend: &Backend) {
     let v2 = turn(backend, &new, Some(v1), &c).await;
     assert_head(backend, &key, v2, &c).await;
     // Exactly the first write and the new holder's: the zombie stored nothing.
-    assert_eq!(backend.sessions.clear(&key).await.expect("clear"), 2);
+    assert_eq!(
+        backend
+            .sessions
+            .clear(&key, new.fence)
+            .await
+            .expect("clear"),
+        2
+    );
 }
 
 /// A fence that was never issued for the conversation is `Fenced`: any fence before the
@@ -258,7 +265,11 @@ pub async fn a_transcript_over_the_size_limit_is_too_large_and_stores_nothing(ba
         assert_kind(result, ErrorKind::TooLarge, "growing past the limit");
         assert_head(backend, &key, version, &exact).await;
     }
-    let stored = backend.sessions.clear(&key).await.expect("clear");
+    let stored = backend
+        .sessions
+        .clear(&key, lease.fence)
+        .await
+        .expect("clear");
     assert!(
         stored <= 1,
         "an oversized write was stored ({stored} snapshots)"

@@ -4,8 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use super::Capabilities;
 use super::support::{
-    acquire, assert_head, assert_kind, assert_no_head, extended, forensic, fresh_key, header,
-    hydrate, sibling, transcript, turn, unique,
+    acquire, assert_head, assert_kind, assert_no_head, clear, extended, forensic, fresh_key,
+    header, hydrate, sibling, transcript, turn, unique,
 };
 use crate::backend::Backend;
 use crate::error::ErrorKind;
@@ -66,9 +66,9 @@ pub async fn clear_removes_one_conversation_and_leaves_its_sibling(backend: &Bac
     let kept = transcript("the sibling stays", 1);
     let kept_version = turn(backend, &other_lease, None, &kept).await;
 
-    assert_eq!(backend.sessions.clear(&key).await.expect("clear"), 3);
+    assert_eq!(clear(backend, &key, lease.fence).await, 3);
     assert_no_head(backend, &key).await;
-    assert_eq!(backend.sessions.clear(&key).await.expect("clear again"), 0);
+    assert_eq!(clear(backend, &key, lease.fence).await, 0);
     assert_head(backend, &other, kept_version, &kept).await;
     let page = backend.sessions.list(&key.org, &key.agent, None, 10).await;
     let listed: Vec<_> = page.expect("list").items;
@@ -84,7 +84,8 @@ pub async fn clear_removes_one_conversation_and_leaves_its_sibling(backend: &Bac
     );
     assert_head(backend, &key, version, &fresh).await;
     let never = sibling(&key, "never-written");
-    assert_eq!(backend.sessions.clear(&never).await.expect("clear"), 0);
+    let never_lease = acquire(backend, &never).await;
+    assert_eq!(clear(backend, &never, never_lease.fence).await, 0);
 }
 
 /// `clear` counts snapshots of every status, not only completed ones.
@@ -98,8 +99,8 @@ pub async fn clear_counts_non_completed_snapshots_too(backend: &Backend) {
     let broken = extended(&b, 2, "this one failed");
     forensic(backend, &lease, TerminalStatus::Failed, &broken).await;
     forensic(backend, &lease, TerminalStatus::Timeout, &broken).await;
-    assert_eq!(backend.sessions.clear(&key).await.expect("clear"), 4);
-    assert_eq!(backend.sessions.clear(&key).await.expect("clear again"), 0);
+    assert_eq!(clear(backend, &key, lease.fence).await, 4);
+    assert_eq!(clear(backend, &key, lease.fence).await, 0);
 }
 
 /// `list` pages through one org's and agent's conversations that have a head, ordered by
@@ -221,6 +222,8 @@ pub async fn prune_removes_idle_conversations_and_keeps_fresh_ones(
     forensic(backend, &idle_lease, TerminalStatus::Failed, &older).await;
     forensic(backend, &mixed_lease, TerminalStatus::Failed, &old).await;
 
+    // A conversation with a live owner is never pruned: give the idle one up first.
+    backend.locks.release(&idle_lease).await.expect("release");
     tokio::time::sleep(capabilities.settle).await;
     let cutoff = SystemTime::now();
     tokio::time::sleep(capabilities.settle).await;
@@ -254,18 +257,16 @@ pub async fn prune_removes_idle_conversations_and_keeps_fresh_ones(
         .collect();
     assert_eq!(listed.len(), 2, "the idle conversation is gone: {listed:?}");
 
+    let idle_lease = acquire(backend, &idle).await;
     let again = transcript("back again", 1);
     let v3 = turn(backend, &idle_lease, None, &again).await;
     assert!(v3 > v2, "{v3} after prune reuses or precedes {v2}");
     assert_eq!(hydrate(backend, &idle).await.version, v3);
-    assert_eq!(backend.sessions.clear(&idle).await.expect("clear"), 1);
+    assert_eq!(clear(backend, &idle, idle_lease.fence).await, 1);
+    let mixed_cleared = clear(backend, &mixed, mixed_lease.fence).await;
+    assert_eq!(mixed_cleared, 1, "old failed pruned");
     assert_eq!(
-        backend.sessions.clear(&mixed).await.expect("clear"),
-        1,
-        "old failed pruned"
-    );
-    assert_eq!(
-        backend.sessions.clear(&fresh).await.expect("clear"),
+        clear(backend, &fresh, fresh_lease.fence).await,
         2,
         "fresh kept"
     );

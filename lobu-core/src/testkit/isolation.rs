@@ -11,6 +11,7 @@ use super::support::{
 use crate::backend::Backend;
 use crate::error::ErrorKind;
 use crate::id::{AgentId, ConversationId, ConversationKey, OrgId, RunId, WorkerId};
+use crate::queue::Commit;
 
 /// Keys that differ only in org (or only in agent) never see each other: hydrate, head,
 /// list and clear of one never reach the other, one's lease does not block the other, one's
@@ -38,7 +39,13 @@ pub async fn conversations_in_different_orgs_never_see_each_other(backend: &Back
             .list(&other.org, &other.agent, None, 10)
             .await;
         assert!(page.expect("list").items.is_empty(), "{other} lists ours");
-        assert_eq!(backend.sessions.clear(other).await.expect("clear"), 0);
+        // Our fence means nothing there either: the clear is refused and removes nothing.
+        let cleared = backend.sessions.clear(other, lease.fence).await;
+        assert_kind(
+            cleared,
+            ErrorKind::Fenced,
+            "clearing another org's conversation",
+        );
         assert_head(backend, &ours, version, &secret).await;
         // Our fence means nothing there: nobody ever acquired that conversation.
         let write = completed(&RunId::generate(), &secret, None, &lease);
@@ -59,7 +66,14 @@ pub async fn conversations_in_different_orgs_never_see_each_other(backend: &Back
     let their_version = turn(backend, &their_lease, None, &theirs_bytes).await;
     assert_head(backend, &theirs, their_version, &theirs_bytes).await;
     assert_head(backend, &ours, version, &secret).await;
-    assert_eq!(backend.sessions.clear(&ours).await.expect("clear"), 1);
+    assert_eq!(
+        backend
+            .sessions
+            .clear(&ours, lease.fence)
+            .await
+            .expect("clear"),
+        1
+    );
     assert_head(backend, &theirs, their_version, &theirs_bytes).await;
 
     let run = submit(backend, new_turn(&ours, 1, 1)).await;
@@ -100,9 +114,9 @@ pub async fn ids_a_naive_sanitiser_would_merge_stay_distinct(backend: &Backend) 
         let lease = lease.unwrap_or_else(|| panic!("{key}: lease busy, it collides"));
         let bytes = Bytes::from(format!("{{\"type\":\"session\",\"id\":{id:?}}}\n"));
         let version = turn(backend, &lease, None, &bytes).await;
-        leases.push((key, version, bytes));
+        leases.push((key, version, bytes, lease));
     }
-    for (key, version, bytes) in &leases {
+    for (key, version, bytes, _) in &leases {
         assert_head(backend, key, *version, bytes).await;
     }
     let page = backend
@@ -117,9 +131,10 @@ pub async fn ids_a_naive_sanitiser_would_merge_stay_distinct(backend: &Backend) 
         .collect();
     let expected: BTreeSet<String> = conversations.iter().map(|s| (*s).to_owned()).collect();
     assert_eq!(listed, expected, "the listing round-trips every id");
-    let (cleared, _, _) = &leases[0];
-    assert_eq!(backend.sessions.clear(cleared).await.expect("clear"), 1);
-    for (key, version, bytes) in &leases[1..] {
+    let (cleared, _, _, lease) = &leases[0];
+    let removed = backend.sessions.clear(cleared, lease.fence).await;
+    assert_eq!(removed.expect("clear"), 1);
+    for (key, version, bytes, _) in &leases[1..] {
         assert_head(backend, key, *version, bytes).await;
     }
 
@@ -139,7 +154,11 @@ pub async fn ids_a_naive_sanitiser_would_merge_stay_distinct(backend: &Backend) 
         assert_head(backend, key, *version, bytes).await;
     }
 
-    // Two lanes, so both first runs are claimable at once.
+    // Two lanes, so both first runs are claimable at once (once their leases are given up:
+    // a live lease owns its conversation).
+    for (_, _, _, lease) in &leases[..2] {
+        backend.locks.release(lease).await.expect("release");
+    }
     let (colon, underscore) = (&leases[0].0, &leases[1].0);
     let runs = [
         submit(backend, new_turn(colon, 1, 1)).await,
@@ -155,6 +174,10 @@ pub async fn ids_a_naive_sanitiser_would_merge_stay_distinct(backend: &Backend) 
         "both lanes claimable at once"
     );
     for claim in &claims {
-        backend.queue.complete(claim, None).await.expect("complete");
+        backend
+            .queue
+            .complete(claim, Commit::default())
+            .await
+            .expect("complete");
     }
 }

@@ -11,6 +11,7 @@ use crate::backend::Backend;
 use crate::error::ErrorKind;
 use crate::id::{ConversationKey, WorkerId};
 use crate::lock::{Lease, MAX_LEASE};
+use crate::queue::Commit;
 
 async fn try_acquire(backend: &Backend, key: &ConversationKey, ttl: Duration) -> Option<Lease> {
     backend
@@ -140,7 +141,8 @@ pub async fn fences_grow_across_release_expiry_and_clear(
         fences.push(lease.fence);
         let bytes = super::support::transcript(&format!("round {round}"), 1);
         super::support::turn(backend, &lease, None, &bytes).await;
-        backend.sessions.clear(&key).await.expect("clear");
+        let cleared = backend.sessions.clear(&key, lease.fence).await;
+        cleared.expect("clear");
         backend.locks.release(&lease).await.expect("release");
     }
     let short = try_acquire(backend, &key, capabilities.short_lease).await;
@@ -180,8 +182,10 @@ pub async fn durations_out_of_range_are_invalid_input(backend: &Backend) {
         let result = backend.queue.claim(&worker, ttl).await;
         assert_kind(result, ErrorKind::InvalidInput, "claim with a bad duration");
     }
-    let run = submit(backend, new_turn(&key, 1, 1)).await;
-    let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
+    // Another conversation: `key`'s live lease owns it, so its runs are not claimable.
+    let queued = sibling(&key, "queued");
+    let run = submit(backend, new_turn(&queued, 1, 1)).await;
+    let claim = claim_mine(backend, &worker, LONG, &[&queued]).await;
     assert_eq!(claim.run, run);
     for ttl in [Duration::ZERO, too_long] {
         let result = backend.queue.heartbeat(&claim, ttl).await;
@@ -193,7 +197,7 @@ pub async fn durations_out_of_range_are_invalid_input(backend: &Backend) {
     }
     backend
         .queue
-        .complete(&claim, None)
+        .complete(&claim, Commit::default())
         .await
         .expect("the claim is intact");
 }

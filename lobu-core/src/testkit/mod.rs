@@ -51,14 +51,16 @@
 //! Every clause makes its own random org, agent and conversation ids and never assumes an
 //! empty store, so clauses may run concurrently on one backend. Queue clauses claim whatever
 //! the backend hands out and give other clauses' runs straight back (with `release`, which
-//! counts no attempt). Two clauses are exceptions: [`prune_removes_idle_conversations_and_keeps_fresh_ones`]
-//! and [`prune_runs_removes_old_terminal_runs_and_never_snapshots`] delete every org's old
+//! counts no attempt). Three clauses are exceptions: [`prune_removes_idle_conversations_and_keeps_fresh_ones`],
+//! [`prune_never_removes_a_conversation_whose_run_is_claimed`] and
+//! [`prune_runs_removes_old_terminal_runs_and_never_snapshots`] delete every org's old
 //! data, so run them on a backend of their own (the macro gives every clause its own).
 
 mod guards;
 mod history;
 mod isolation;
 mod leases;
+mod ownership;
 mod queue;
 mod retries;
 mod sessions;
@@ -93,6 +95,13 @@ pub use leases::{
     a_held_lease_is_busy_for_everyone_else, an_expired_lease_is_taken_over_with_a_larger_fence,
     an_expired_lease_nobody_took_can_be_renewed, durations_out_of_range_are_invalid_input,
     fences_grow_across_release_expiry_and_clear, renewing_keeps_a_lease_alive,
+};
+pub use ownership::{
+    a_claim_and_a_lease_of_one_conversation_exclude_each_other,
+    a_clear_landing_after_a_newer_turn_is_fenced_and_the_turn_survives,
+    a_commit_that_fails_a_check_changes_nothing_and_a_retry_is_harmless,
+    a_commit_writes_the_head_and_completes_the_run_together,
+    prune_never_removes_a_conversation_whose_run_is_claimed,
 };
 pub use queue::{
     a_submitted_run_is_pending_with_its_payload,
@@ -291,6 +300,9 @@ macro_rules! conformance_tests {
             bad_submissions_are_typed_errors_and_store_nothing
             queue_depth_counts_waiting_runs
             wait_for_work_returns_by_its_deadline
+            a_claim_and_a_lease_of_one_conversation_exclude_each_other
+            a_commit_writes_the_head_and_completes_the_run_together
+            a_commit_that_fails_a_check_changes_nothing_and_a_retry_is_harmless
         );
         $crate::conformance_tests!(@each with_capabilities $attrs $args $setup
             non_utf8_transcripts_round_trip_or_are_refused
@@ -304,6 +316,8 @@ macro_rules! conformance_tests {
             failed_attempts_are_retried_after_the_delay_then_fail_for_good
             a_heartbeat_keeps_a_claim_from_being_redelivered
             prune_runs_removes_old_terminal_runs_and_never_snapshots
+            a_clear_landing_after_a_newer_turn_is_fenced_and_the_turn_survives
+            prune_never_removes_a_conversation_whose_run_is_claimed
         );
     };
     (@each $how:ident $attrs:tt $args:tt $setup:tt $($clause:ident)*) => {

@@ -13,7 +13,7 @@ use crate::backend::Backend;
 use crate::error::ErrorKind;
 use crate::id::{IdempotencyKey, RunId, WorkerId};
 use crate::queue::{
-    Claim, MAX_ATTEMPTS, MAX_PAYLOAD_BYTES, MAX_RETRY_DELAY, NewRun, RunKind, RunStatus,
+    Claim, Commit, MAX_ATTEMPTS, MAX_PAYLOAD_BYTES, MAX_RETRY_DELAY, NewRun, RunKind, RunStatus,
 };
 
 /// A submitted run is `pending` with no attempts, its payload exactly as submitted
@@ -85,7 +85,7 @@ pub async fn runs_of_one_conversation_are_claimed_first_in_first_out(backend: &B
         assert_nothing_claimable(backend, &worker, &[&key], "while a run is claimed").await;
         backend
             .queue
-            .complete(&claim, Some(json!({"done": n})))
+            .complete(&claim, Commit::output(Some(json!({"done": n}))))
             .await
             .expect("complete");
         let done = record(backend, &key, run).await;
@@ -134,7 +134,7 @@ pub async fn one_conversation_never_has_two_claimed_runs_while_others_proceed(ba
     );
     backend
         .queue
-        .complete(a_claim, None)
+        .complete(a_claim, Commit::default())
         .await
         .expect("complete");
     let next = claim_mine(backend, &worker, LONG, &[&a]).await;
@@ -205,7 +205,7 @@ pub async fn submitting_with_a_used_idempotency_key_returns_the_first_run(backen
     assert_eq!(claim.run, first.run);
     backend
         .queue
-        .complete(&claim, None)
+        .complete(&claim, Commit::default())
         .await
         .expect("complete");
     let late = backend
@@ -319,7 +319,7 @@ pub async fn bad_submissions_are_typed_errors_and_store_nothing(backend: &Backen
     assert_eq!(claim.run, good.run);
     backend
         .queue
-        .complete(&claim, None)
+        .complete(&claim, Commit::default())
         .await
         .expect("complete");
 }

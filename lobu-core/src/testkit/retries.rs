@@ -13,14 +13,18 @@ use super::support::{
 use crate::backend::Backend;
 use crate::error::ErrorKind;
 use crate::id::WorkerId;
-use crate::queue::{AfterFailure, Claim, RunStatus};
+use crate::queue::{AfterFailure, Claim, Commit, RunStatus};
 use crate::session::TerminalStatus;
 
 /// Every call a claim holder can make must be `Fenced` for `stale`.
 async fn assert_claim_fenced(backend: &Backend, stale: &Claim, why: &str) {
     let queue = &backend.queue;
     assert_kind(queue.heartbeat(stale, LONG).await, ErrorKind::Fenced, why);
-    assert_kind(queue.complete(stale, None).await, ErrorKind::Fenced, why);
+    assert_kind(
+        queue.complete(stale, Commit::default()).await,
+        ErrorKind::Fenced,
+        why,
+    );
     let failed = queue.fail(stale, TerminalStatus::Failed, "stale").await;
     assert_kind(failed, ErrorKind::Fenced, why);
     assert_kind(queue.release(stale).await, ErrorKind::Fenced, why);
@@ -44,14 +48,14 @@ pub async fn an_expired_claim_is_redelivered_as_the_next_attempt(
         (&run, 2),
         "re-delivered as attempt 2"
     );
-    assert!(second.token > first.token, "tokens grow");
+    assert!(second.fence > first.fence, "fences grow");
     assert_eq!(second.worker, alive);
     assert_claim_fenced(backend, &first, "the expired claim").await;
     let state = record(backend, &key, &run).await;
     assert_eq!((state.status, state.attempts), (RunStatus::Running, 2));
     backend
         .queue
-        .complete(&second, None)
+        .complete(&second, Commit::default())
         .await
         .expect("complete");
     let done = record(backend, &key, &run).await;
@@ -71,7 +75,7 @@ pub async fn releasing_a_claim_does_not_count_an_attempt(backend: &Backend) {
         let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
         assert_eq!((&claim.run, claim.attempt), (&run, 1), "round {round}");
         if let Some(previous) = &previous {
-            assert!(claim.token > previous.token, "tokens grow");
+            assert!(claim.fence > previous.fence, "fences grow");
         }
         backend.queue.release(&claim).await.expect("release");
         let state = record(backend, &key, &run).await;
@@ -87,12 +91,16 @@ pub async fn releasing_a_claim_does_not_count_an_attempt(backend: &Backend) {
     assert_eq!((&claim.run, claim.attempt), (&run, 1));
     backend
         .queue
-        .complete(&claim, None)
+        .complete(&claim, Commit::default())
         .await
         .expect("complete");
     let next = claim_mine(backend, &worker, LONG, &[&key]).await;
     assert_eq!(next.run, behind);
-    backend.queue.complete(&next, None).await.expect("complete");
+    backend
+        .queue
+        .complete(&next, Commit::default())
+        .await
+        .expect("complete");
 }
 
 /// `fail` with attempts left makes the run pending again, claimable no earlier than its
@@ -207,7 +215,7 @@ pub async fn an_expired_claim_on_the_last_attempt_fails_the_run(
     assert_claim_fenced(backend, &dead, "the expired last attempt").await;
     backend
         .queue
-        .complete(&claim, None)
+        .complete(&claim, Commit::default())
         .await
         .expect("complete");
 }
@@ -230,7 +238,7 @@ pub async fn a_stale_claim_is_fenced_and_changes_nothing(backend: &Backend) {
             ..current.clone()
         },
         Claim {
-            token: current.token + 1,
+            fence: crate::Fence(current.fence.0 + 1),
             ..current.clone()
         },
     ];
@@ -241,10 +249,26 @@ pub async fn a_stale_claim_is_fenced_and_changes_nothing(backend: &Backend) {
     assert_eq!((state.status, state.attempts), (RunStatus::Running, 1));
     backend
         .queue
-        .complete(&current, Some(json!({"ok": true})))
+        .complete(&current, Commit::output(Some(json!({"ok": true}))))
         .await
         .expect("complete");
-    assert_claim_fenced(backend, &current, "a claim of a completed run").await;
+    // Completing again with the same claim is a retry of a commit whose answer was lost:
+    // `Ok`, and nothing changes. Every other call of the finished claim is `Fenced`.
+    let again = backend
+        .queue
+        .complete(&current, Commit::output(Some(json!({"other": 1}))))
+        .await;
+    assert_eq!(again.expect("a retried commit"), None);
+    let queue = &backend.queue;
+    let why = "a claim of a completed run";
+    assert_kind(
+        queue.heartbeat(&current, LONG).await,
+        ErrorKind::Fenced,
+        why,
+    );
+    let failed = queue.fail(&current, TerminalStatus::Failed, "late").await;
+    assert_kind(failed, ErrorKind::Fenced, why);
+    assert_kind(queue.release(&current).await, ErrorKind::Fenced, why);
     let state = record(backend, &key, &run).await;
     assert_eq!(
         (state.status, state.output),
@@ -268,8 +292,8 @@ pub async fn a_heartbeat_keeps_a_claim_from_being_redelivered(
         .await
         .expect("heartbeat");
     assert_eq!(
-        (&beat.run, beat.token, beat.attempt),
-        (&run, claim.token, 1)
+        (&beat.run, beat.fence, beat.attempt),
+        (&run, claim.fence, 1)
     );
     assert!(
         beat.expires_at > claim.expires_at,
@@ -281,7 +305,7 @@ pub async fn a_heartbeat_keeps_a_claim_from_being_redelivered(
     assert_eq!((state.status, state.attempts), (RunStatus::Running, 1));
     backend
         .queue
-        .complete(&beat, None)
+        .complete(&beat, Commit::default())
         .await
         .expect("complete after heartbeats");
 }
@@ -300,14 +324,13 @@ pub async fn prune_runs_removes_old_terminal_runs_and_never_snapshots(
     let done = submit(backend, new_turn(&key, 0, 1)).await;
     let failed = submit(backend, new_turn(&key, 1, 1)).await;
     let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
-    let lease = acquire(backend, &key).await;
     let bytes = transcript("kept past run retention", 1);
-    let version = turn(backend, &lease, None, &bytes).await;
-    backend
+    let version = backend
         .queue
-        .complete(&claim, None)
+        .complete(&claim, Commit::transcript(bytes, None))
         .await
-        .expect("complete");
+        .expect("complete")
+        .expect("the commit wrote a transcript");
     let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
     assert_eq!(claim.run, failed);
     backend
@@ -324,7 +347,7 @@ pub async fn prune_runs_removes_old_terminal_runs_and_never_snapshots(
     let claim = claim_mine(backend, &worker, LONG, &[&later]).await;
     backend
         .queue
-        .complete(&claim, None)
+        .complete(&claim, Commit::default())
         .await
         .expect("complete");
 

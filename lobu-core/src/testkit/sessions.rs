@@ -98,7 +98,8 @@ pub async fn non_utf8_transcripts_round_trip_or_are_refused(
     if capabilities.utf8_transcripts_only {
         assert_kind(result, ErrorKind::InvalidInput, "non-UTF-8 transcript");
         assert_no_head(backend, &key).await;
-        assert_eq!(backend.sessions.clear(&key).await.expect("clear"), 0);
+        let cleared = backend.sessions.clear(&key, lease.fence).await;
+        assert_eq!(cleared.expect("clear"), 0);
     } else {
         let version = result.expect("persisting non-UTF-8 bytes");
         assert_head(backend, &key, version, &bytes).await;
@@ -184,7 +185,8 @@ pub async fn persisting_the_same_run_and_bytes_again_returns_the_same_version(ba
     assert_eq!(vf_again.expect("failed retry"), vf);
     assert_head(backend, &key, v2, &second).await;
     // Three snapshots, not five: the retries stored nothing.
-    assert_eq!(backend.sessions.clear(&key).await.expect("clear"), 3);
+    let cleared = backend.sessions.clear(&key, lease.fence).await;
+    assert_eq!(cleared.expect("clear"), 3);
 }
 
 /// A run whose completed snapshot is still the head may persist bytes that strictly

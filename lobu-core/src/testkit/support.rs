@@ -59,6 +59,12 @@ pub(crate) async fn acquire(backend: &Backend, key: &ConversationKey) -> Lease {
         .unwrap_or_else(|| panic!("the lease of fresh conversation {key} is busy"))
 }
 
+/// Clear `key` under `fence`; the count removed.
+pub(crate) async fn clear(backend: &Backend, key: &ConversationKey, fence: Fence) -> u64 {
+    let cleared = backend.sessions.clear(key, fence).await;
+    cleared.unwrap_or_else(|e| panic!("clearing {key} under {fence}: {e}"))
+}
+
 /// A write of `transcript` by `run` with `status`.
 pub(crate) fn write(
     run: &RunId,

@@ -1,0 +1,258 @@
+//! Clauses of contract v2: a claim is its conversation's ownership (one fence shared with
+//! leases), the end of a turn is one commit, clear is fenced, prune spares owned
+//! conversations.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::Capabilities;
+use super::support::{
+    LONG, acquire, assert_head, assert_kind, assert_nothing_claimable, claim_mine, extended,
+    fresh_key, hydrate, new_turn, record, sibling, submit, transcript, turn,
+};
+use crate::backend::Backend;
+use crate::error::ErrorKind;
+use crate::id::WorkerId;
+use crate::queue::{Commit, RunStatus};
+
+/// While a run is claimed its conversation's lease is busy, and while a lease is live the
+/// conversation's runs are not claimable; the claim's fence is newer than every lease's.
+pub async fn a_claim_and_a_lease_of_one_conversation_exclude_each_other(backend: &Backend) {
+    let key = fresh_key();
+    let worker = WorkerId::generate();
+    let lease = acquire(backend, &key).await;
+    submit(backend, new_turn(&key, 1, 3)).await;
+    assert_nothing_claimable(
+        backend,
+        &worker,
+        &[&key],
+        "a conversation with a live lease",
+    )
+    .await;
+    backend.locks.release(&lease).await.expect("release");
+
+    let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
+    assert!(
+        claim.fence > lease.fence,
+        "the claim's {} is not newer than the lease's {}",
+        claim.fence,
+        lease.fence
+    );
+    let busy = backend
+        .locks
+        .try_acquire(&key, LONG)
+        .await
+        .expect("try_acquire");
+    assert!(busy.is_none(), "a lease was granted while a run is claimed");
+    // The claim's fence is what writes carry now; the old lease's is stale.
+    let stale = super::support::completed(
+        &claim.run,
+        &transcript("a zombie lease holder", 1),
+        None,
+        &lease,
+    );
+    let refused = backend.sessions.persist(&key, stale).await;
+    assert_kind(refused, ErrorKind::Fenced, "a write under the older lease");
+    backend
+        .queue
+        .complete(&claim, Commit::default())
+        .await
+        .expect("complete");
+    let free = backend
+        .locks
+        .try_acquire(&key, LONG)
+        .await
+        .expect("try_acquire");
+    assert!(free.is_some(), "the commit did not end the ownership");
+}
+
+/// `complete` writes the transcript as the head and completes the run in one commit; the
+/// conversation's next run is claimable at once and its claim reports the new head.
+pub async fn a_commit_writes_the_head_and_completes_the_run_together(backend: &Backend) {
+    let key = fresh_key();
+    let worker = WorkerId::generate();
+    let first = submit(backend, new_turn(&key, 1, 3)).await;
+    let second = submit(backend, new_turn(&key, 2, 3)).await;
+    let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
+    assert_eq!(
+        (&claim.run, claim.head),
+        (&first, None),
+        "a fresh conversation"
+    );
+    let bytes = transcript("one commit", 1);
+    let version = backend
+        .queue
+        .complete(&claim, Commit::transcript(bytes.clone(), None))
+        .await
+        .expect("commit")
+        .expect("a version for the transcript");
+    let head = hydrate(backend, &key).await;
+    assert_eq!((head.version, &head.run), (version, &first));
+    assert_eq!(head.transcript, bytes);
+    assert_eq!(
+        record(backend, &key, &first).await.status,
+        RunStatus::Completed
+    );
+
+    let next = claim_mine(backend, &worker, LONG, &[&key]).await;
+    assert_eq!(
+        next.run, second,
+        "the next run is claimable right after the commit"
+    );
+    assert_eq!(next.head, Some(version), "its claim reports the head");
+    assert!(next.fence > claim.fence, "fences grow claim after claim");
+    backend
+        .queue
+        .complete(&next, Commit::default())
+        .await
+        .expect("a commit without a transcript");
+    assert_head(backend, &key, version, &bytes).await;
+}
+
+/// A commit that fails a check (stale expected version, over the size limit) changes
+/// nothing: the run stays claimed and the head stays. Retrying a commit that succeeded
+/// returns the same version and stores nothing twice.
+pub async fn a_commit_that_fails_a_check_changes_nothing_and_a_retry_is_harmless(
+    backend: &Backend,
+) {
+    let key = fresh_key();
+    let worker = WorkerId::generate();
+    submit(backend, new_turn(&key, 1, 3)).await;
+    let run = submit(backend, new_turn(&key, 2, 3)).await;
+    let first = claim_mine(backend, &worker, LONG, &[&key]).await;
+    let a = transcript("first", 1);
+    let v1 = backend
+        .queue
+        .complete(&first, Commit::transcript(a.clone(), None))
+        .await
+        .expect("commit")
+        .expect("version");
+
+    let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
+    assert_eq!(claim.run, run);
+    let b = extended(&a, 1, "second");
+    let stale = backend
+        .queue
+        .complete(&claim, Commit::transcript(b.clone(), None))
+        .await;
+    assert_kind(stale, ErrorKind::Conflict, "a commit over a stale head");
+    let limit = backend.sessions.max_transcript_bytes();
+    let huge = Bytes::from(vec![b'x'; limit + 1]);
+    let too_large = backend
+        .queue
+        .complete(&claim, Commit::transcript(huge, Some(v1)))
+        .await;
+    assert_kind(
+        too_large,
+        ErrorKind::TooLarge,
+        "a commit over the size limit",
+    );
+    assert_head(backend, &key, v1, &a).await;
+    let state = record(backend, &key, &run).await;
+    assert_eq!(
+        state.status,
+        RunStatus::Running,
+        "a refused commit left the run"
+    );
+
+    let commit = Commit::transcript(b.clone(), Some(v1));
+    let v2 = backend
+        .queue
+        .complete(&claim, commit.clone())
+        .await
+        .expect("commit");
+    let again = backend
+        .queue
+        .complete(&claim, commit)
+        .await
+        .expect("retried commit");
+    assert_eq!(again, v2, "a retried commit answers the same version");
+    let v2 = v2.expect("version");
+    assert_head(backend, &key, v2, &b).await;
+    assert_eq!(
+        record(backend, &key, &run).await.status,
+        RunStatus::Completed
+    );
+}
+
+/// A reset's clear that lands after a newer turn committed (its claim lapsed and the
+/// conversation moved on) is `Fenced` and removes nothing: the newer turn survives.
+pub async fn a_clear_landing_after_a_newer_turn_is_fenced_and_the_turn_survives(
+    backend: &Backend,
+    capabilities: &Capabilities,
+) {
+    let key = fresh_key();
+    let worker = WorkerId::generate();
+    let lease = acquire(backend, &key).await;
+    let old = transcript("before the reset", 1);
+    let v1 = turn(backend, &lease, None, &old).await;
+    backend.locks.release(&lease).await.expect("release");
+    let mut reset = crate::queue::NewRun::reset(key.clone());
+    reset.retry_delay = std::time::Duration::ZERO;
+    let reset = submit(backend, reset).await;
+    let slow = claim_mine(backend, &worker, capabilities.short_lease, &[&key]).await;
+    assert_eq!(slow.run, reset);
+    tokio::time::sleep(capabilities.past_short_lease()).await;
+    // The reset was re-delivered and done elsewhere; then a newer turn committed.
+    let retried = claim_mine(backend, &worker, LONG, &[&key]).await;
+    assert_eq!(retried.run, reset);
+    let cleared = backend.sessions.clear(&key, retried.fence).await;
+    assert_eq!(cleared.expect("clear"), 1);
+    backend
+        .queue
+        .complete(&retried, Commit::default())
+        .await
+        .expect("complete the reset");
+    submit(backend, new_turn(&key, 1, 3)).await;
+    let newer = claim_mine(backend, &worker, LONG, &[&key]).await;
+    let fresh = transcript("after the reset", 1);
+    let v2 = backend
+        .queue
+        .complete(&newer, Commit::transcript(fresh.clone(), None))
+        .await
+        .expect("commit")
+        .expect("version");
+    assert!(v2 > v1);
+
+    let late = backend.sessions.clear(&key, slow.fence).await;
+    assert_kind(late, ErrorKind::Fenced, "the first attempt's late clear");
+    assert_head(backend, &key, v2, &fresh).await;
+}
+
+/// `prune` never removes a conversation whose run is claimed, however idle its head is; once
+/// the ownership ends it does. It removes every org's old data: run it on its own backend.
+pub async fn prune_never_removes_a_conversation_whose_run_is_claimed(
+    backend: &Backend,
+    capabilities: &Capabilities,
+) {
+    let key = fresh_key();
+    let idle = sibling(&key, "idle");
+    let worker = WorkerId::generate();
+    for conversation in [&key, &idle] {
+        submit(backend, new_turn(conversation, 1, 3)).await;
+        let claim = claim_mine(backend, &worker, LONG, &[conversation]).await;
+        let bytes = transcript("long ago", 1);
+        backend
+            .queue
+            .complete(&claim, Commit::transcript(bytes, None))
+            .await
+            .expect("commit");
+    }
+    submit(backend, new_turn(&key, 2, 3)).await;
+    let in_flight = claim_mine(backend, &worker, LONG, &[&key]).await;
+    tokio::time::sleep(capabilities.settle).await;
+    let cutoff = SystemTime::now();
+
+    let report = backend.sessions.prune(cutoff).await.expect("prune");
+    assert!(report.conversations >= 1, "the idle one: {report:?}");
+    let head = backend.sessions.head(&idle).await.expect("head");
+    assert_eq!(head, None, "the unowned idle conversation is pruned");
+    let kept = hydrate(backend, &key).await;
+    assert_eq!(kept.version, in_flight.head.expect("a head when claimed"));
+
+    backend.queue.release(&in_flight).await.expect("release");
+    backend.sessions.prune(cutoff).await.expect("prune");
+    let head = backend.sessions.head(&key).await.expect("head");
+    assert_eq!(head, None, "pruned once nobody owns it");
+}
