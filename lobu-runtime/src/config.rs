@@ -24,11 +24,10 @@ pub struct Settings {
     pub concurrency: usize,
     /// How long one attempt of a turn may run before it is recorded as `timeout`. Default 5 min.
     pub turn_timeout: Duration,
-    /// How long a conversation lease lasts without renewal. Default 30 s.
-    pub lease_ttl: Duration,
-    /// How long a run claim lasts without a heartbeat. Default 30 s.
+    /// How long a run claim (the conversation's ownership for the turn) lasts without a
+    /// heartbeat. Default 30 s.
     pub claim_ttl: Duration,
-    /// How often a running turn renews its lease and claim; less than half of both. Default 10 s.
+    /// How often a running turn renews its claim; at most half of `claim_ttl`. Default 10 s.
     pub heartbeat_interval: Duration,
     /// How many times a submitted run may be attempted (`1..=100`). Default 3.
     pub max_attempts: u32,
@@ -44,10 +43,6 @@ pub struct Settings {
     /// The longest the worker sleeps between claim attempts when the queue is idle (a backend
     /// with a wake-up channel answers sooner). Default 500 ms.
     pub poll_interval: Duration,
-    /// The first wait before a run tries its busy conversation lease again (the waits double
-    /// up to the heartbeat interval, for at most one lease period; then the run is handed
-    /// back), and how long the worker pauses claiming after such a hand-back. Default 250 ms.
-    pub busy_backoff: Duration,
     /// How often a subscriber polls the queue for runs executed by another replica. Default 1 s.
     pub status_poll_interval: Duration,
     /// How long the events of a finished run stay available for replay. Default 10 min.
@@ -61,7 +56,6 @@ impl Default for Settings {
         Settings {
             concurrency: 4,
             turn_timeout: Duration::from_secs(5 * 60),
-            lease_ttl: Duration::from_secs(30),
             claim_ttl: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(10),
             max_attempts: 3,
@@ -70,7 +64,6 @@ impl Default for Settings {
             max_transcript_bytes: DEFAULT_MAX_TRANSCRIPT_BYTES,
             scratch_root: std::env::temp_dir().join("lobu-scratch"),
             poll_interval: Duration::from_millis(500),
-            busy_backoff: Duration::from_millis(250),
             status_poll_interval: Duration::from_secs(1),
             event_retention: Duration::from_secs(10 * 60),
             cache_bytes: 64 * 1024 * 1024,
@@ -104,21 +97,18 @@ impl Settings {
             )));
         }
         positive("turn_timeout", self.turn_timeout)?;
-        check_lease_duration(self.lease_ttl)
-            .map_err(|e| Error::invalid(format!("lease_ttl: {}", e.message())))?;
         check_lease_duration(self.claim_ttl)
             .map_err(|e| Error::invalid(format!("claim_ttl: {}", e.message())))?;
         positive("heartbeat_interval", self.heartbeat_interval)?;
-        // Two renewals must fit in a lease, so one slow or lost renewal does not lose it.
-        let shortest = self.lease_ttl.min(self.claim_ttl);
+        // Two renewals must fit in a claim, so one slow or lost renewal does not lose it.
         if self
             .heartbeat_interval
             .checked_mul(2)
-            .is_none_or(|twice| twice > shortest)
+            .is_none_or(|twice| twice > self.claim_ttl)
         {
             return Err(Error::invalid(format!(
-                "heartbeat_interval ({:?}) must be at most half of lease_ttl and claim_ttl ({shortest:?})",
-                self.heartbeat_interval
+                "heartbeat_interval ({:?}) must be at most half of claim_ttl ({:?})",
+                self.heartbeat_interval, self.claim_ttl
             )));
         }
         if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS {
@@ -139,7 +129,6 @@ impl Settings {
             return Err(Error::invalid("scratch_root must not be empty"));
         }
         positive("poll_interval", self.poll_interval)?;
-        positive("busy_backoff", self.busy_backoff)?;
         positive("status_poll_interval", self.status_poll_interval)?;
         at_most_max("shutdown_grace", self.shutdown_grace)?;
         at_most_max("event_retention", self.event_retention)?;
@@ -166,13 +155,11 @@ mod tests {
             |s| s.heartbeat_interval = Duration::MAX,
             "heartbeat_interval",
         );
-        refused(|s| s.lease_ttl = Duration::MAX, "lease_ttl");
         refused(|s| s.claim_ttl = Duration::MAX, "claim_ttl");
         refused(|s| s.turn_timeout = Duration::MAX, "turn_timeout");
         refused(|s| s.retry_delay = Duration::MAX, "retry_delay");
         refused(|s| s.shutdown_grace = Duration::MAX, "shutdown_grace");
         refused(|s| s.poll_interval = Duration::MAX, "poll_interval");
-        refused(|s| s.busy_backoff = Duration::MAX, "busy_backoff");
         refused(
             |s| s.status_poll_interval = Duration::MAX,
             "status_poll_interval",
@@ -197,7 +184,6 @@ mod tests {
         refused(|s| s.concurrency = 0, "concurrency");
         refused(|s| s.concurrency = MAX_CONCURRENCY + 1, "concurrency");
         refused(|s| s.turn_timeout = Duration::ZERO, "turn_timeout");
-        refused(|s| s.lease_ttl = Duration::ZERO, "lease_ttl");
         refused(
             |s| s.claim_ttl = Duration::from_secs(25 * 3600),
             "claim_ttl",
@@ -216,7 +202,6 @@ mod tests {
         refused(|s| s.max_transcript_bytes = 0, "max_transcript_bytes");
         refused(|s| s.scratch_root = PathBuf::new(), "scratch_root");
         refused(|s| s.poll_interval = Duration::ZERO, "poll_interval");
-        refused(|s| s.busy_backoff = Duration::ZERO, "busy_backoff");
         refused(
             |s| s.status_poll_interval = Duration::ZERO,
             "status_poll_interval",

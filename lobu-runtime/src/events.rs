@@ -23,7 +23,7 @@ pub enum RunEvent {
         /// Turn or reset.
         kind: RunKind,
     },
-    /// An attempt began: the lease is held and the transcript hydrated.
+    /// An attempt began: the run is claimed and the transcript hydrated.
     Started {
         /// The attempt, from 1.
         attempt: u32,

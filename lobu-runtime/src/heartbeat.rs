@@ -1,9 +1,14 @@
-//! Renewing a run's conversation lease and queue claim while it executes.
+//! Renewing a run's claim (its conversation's ownership) while it executes.
+//!
+//! Deadlines are measured on the local monotonic clock from when each renewal was *sent*:
+//! the store's expiry timestamps come from its own clock (PostgreSQL's, say), and comparing
+//! them with this machine's clock would let a replica whose clock runs behind keep its agent
+//! running after another replica took over.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use lobu_core::{Claim, ErrorKind, Lease};
+use lobu_core::{Claim, ErrorKind};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -11,39 +16,32 @@ use tracing::Instrument;
 
 use crate::runtime::Shared;
 
-/// What the heartbeat found another worker took over.
+/// What the heartbeat found when it stopped the turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lost {
-    /// The conversation lease: another worker acquired it (its fence is newer).
-    Lease,
-    /// The queue claim: the run was re-delivered to another worker.
+    /// The claim was taken over: the run was re-delivered, or the conversation has a newer
+    /// owner.
     Claim,
-    /// Neither was taken over yet, but the lease or the claim was about to run out without a
-    /// renewal (the store did not answer): another worker may take over at its expiry, and
-    /// two turns of one conversation must never run at once.
+    /// Not taken over yet, but the claim was about to run out without a renewal (the store
+    /// did not answer): another worker may take over at its expiry, and two turns of one
+    /// conversation must never run at once.
     Expiring,
 }
 
 /// What the heartbeat knows when it stops.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Held {
-    /// What another worker took over, if anything.
+    /// What happened to the claim, if anything.
     pub(crate) lost: Option<Lost>,
-    /// Until when the queue claim is held for sure: the expiry of its last renewal.
-    pub(crate) claim_until: SystemTime,
-    /// Until when the conversation lease is held for sure.
-    lease_until: SystemTime,
+    /// Until when the claim is held for sure, on the local monotonic clock: the send time
+    /// of its last successful renewal plus the claim's duration.
+    pub(crate) claim_until: Instant,
 }
 
 impl Held {
-    /// When the turn must stop: `margin` before the lease or the claim runs out.
+    /// When the turn must stop: `margin` before the claim can run out.
     fn deadline(&self, margin: Duration) -> Instant {
-        let until = self.lease_until.min(self.claim_until);
-        let left = until
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO)
-            .saturating_sub(margin);
-        Instant::now() + left
+        self.claim_until.checked_sub(margin).unwrap_or(self.claim_until)
     }
 }
 
@@ -55,21 +53,22 @@ pub(crate) struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Renew `lease` and `claim` every heartbeat interval. When either was taken over,
-    /// record it and cancel `turn`: someone else owns the work now. Other errors are logged
-    /// and retried at the next beat, but only until shortly before the last renewal runs
-    /// out: then the turn is cancelled too, as another worker may take over at the expiry
-    /// (fencing would refuse this worker's late writes, but the two agents would overlap).
+    /// Renew `claim` every heartbeat interval (one store call a beat). When it was taken
+    /// over, record it and cancel `turn`: someone else owns the conversation now. Other
+    /// errors are logged and retried at the next beat, but only until shortly before the
+    /// last renewal runs out: then the turn is cancelled too, as another worker may take
+    /// over at the expiry (fencing would refuse this worker's late writes, but the two
+    /// agents would overlap). `claimed_at` is when the claim call was sent.
     pub(crate) fn start(
         shared: Arc<Shared>,
-        lease: Lease,
         claim: Claim,
+        claimed_at: Instant,
         turn: CancellationToken,
     ) -> Self {
+        let ttl = shared.settings.claim_ttl;
         let held = Arc::new(Mutex::new(Held {
             lost: None,
-            claim_until: claim.expires_at,
-            lease_until: lease.expires_at,
+            claim_until: claimed_at + ttl,
         }));
         let record = held.clone();
         let span = tracing::Span::current();
@@ -84,45 +83,31 @@ impl Heartbeat {
                     let deadline = lock(&record).deadline(margin);
                     let beat = async {
                         tick.tick().await;
-                        let lease = shared.backend.locks.renew(&lease, settings.lease_ttl).await;
-                        let claim = shared
-                            .backend
-                            .queue
-                            .heartbeat(&claim, settings.claim_ttl)
-                            .await;
-                        (lease, claim)
+                        let sent = Instant::now();
+                        (sent, shared.backend.queue.heartbeat(&claim, ttl).await)
                     };
-                    let (lease_result, claim_result) = tokio::select! {
+                    let (sent, result) = tokio::select! {
                         // A renewal that answered wins over a deadline reached meanwhile.
                         biased;
                         results = beat => results,
                         () = tokio::time::sleep_until(deadline) => {
                             tracing::warn!(
                                 ?margin,
-                                "the lease or claim is about to run out unrenewed; cancelling the run"
+                                "the claim is about to run out unrenewed; cancelling the run"
                             );
                             lock(&record).lost = Some(Lost::Expiring);
                             turn.cancel();
                             return;
                         }
                     };
-                    let found = match (&lease_result, &claim_result) {
-                        (_, Err(e)) if e.is(ErrorKind::Fenced) => Some(Lost::Claim),
-                        (Err(e), _) if e.is(ErrorKind::Fenced) => Some(Lost::Lease),
-                        _ => None,
-                    };
-                    if let Some(found) = found {
-                        tracing::warn!(?found, "another worker took over; cancelling the run");
-                        lock(&record).lost = Some(found);
-                        turn.cancel();
-                        return;
-                    }
-                    match lease_result {
-                        Ok(renewed) => lock(&record).lease_until = renewed.expires_at,
-                        Err(error) => tracing::warn!(%error, "renewing the conversation lease failed"),
-                    }
-                    match claim_result {
-                        Ok(renewed) => lock(&record).claim_until = renewed.expires_at,
+                    match result {
+                        Ok(_) => lock(&record).claim_until = sent + ttl,
+                        Err(e) if e.is(ErrorKind::Fenced) => {
+                            tracing::warn!("another worker took over; cancelling the run");
+                            lock(&record).lost = Some(Lost::Claim);
+                            turn.cancel();
+                            return;
+                        }
                         Err(error) => tracing::warn!(%error, "heartbeating the run claim failed"),
                     }
                 }
@@ -140,12 +125,11 @@ impl Heartbeat {
     }
 }
 
-/// How long before its lease or claim runs out an unrenewed turn is stopped: one heartbeat
-/// interval, so the stop takes effect before another worker can take over, but at most a
-/// quarter of the shorter lease, so the deadline never comes before the first renewal.
+/// How long before its claim runs out an unrenewed turn is stopped: one heartbeat interval,
+/// so the stop takes effect before another worker can take over, but at most a quarter of
+/// the claim, so the deadline never comes before the first renewal.
 fn stop_margin(settings: &crate::Settings) -> Duration {
-    let shortest = settings.lease_ttl.min(settings.claim_ttl);
-    settings.heartbeat_interval.min(shortest / 4)
+    settings.heartbeat_interval.min(settings.claim_ttl / 4)
 }
 
 fn lock(held: &Mutex<Held>) -> std::sync::MutexGuard<'_, Held> {

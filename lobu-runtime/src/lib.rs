@@ -5,25 +5,26 @@
 //! completed transcript is durable in the store the host chose. The runtime only speaks to
 //! the [`lobu_core`] traits, so the same code runs on files or PostgreSQL.
 //!
-//! For each claimed run the worker:
+//! Claiming a run makes the worker the conversation's owner for that run (its claim carries
+//! the conversation's fence). For each claimed run the worker:
 //!
-//! 1. takes the conversation lease (busy: retries with backoff for up to one lease period,
-//!    then hands the run back uncounted);
-//! 2. hydrates the last completed transcript, skipping the read when its cache holds the
-//!    head version;
-//! 3. creates a fresh scratch directory and calls your [`Agent`] under the turn timeout,
-//!    renewing lease and claim every heartbeat (if either was taken over, the turn is
-//!    cancelled);
-//! 4. on success persists the transcript with the lease's fence and the hydrated version,
-//!    then completes the run; on failure, timeout or cancellation nothing reaches the head
-//!    and the run is retried until its attempts are used up, then fails visibly;
-//! 5. removes the scratch directory and releases the lease.
+//! 1. hydrates the last completed transcript, skipping the read when its cache holds the
+//!    head version the claim reported;
+//! 2. creates a fresh scratch directory and calls your [`Agent`] under the turn timeout,
+//!    renewing the claim every heartbeat (if it was taken over, or is about to lapse
+//!    unrenewed by this machine's monotonic clock, the turn is cancelled);
+//! 3. on success commits the transcript and the run's completion as one step, fenced by the
+//!    claim; on failure, timeout or cancellation nothing reaches the head and the run is
+//!    retried until its attempts are used up, then fails visibly (an error retrying cannot
+//!    fix, such as a damaged record, counts an attempt too);
+//! 4. removes the scratch directory.
 //!
 //! A reset is a run on the same queue, so it waits for the conversation's earlier runs; it
-//! clears the store and the cache and writes nothing. Graceful shutdown stops claiming, lets
-//! in-flight turns finish within a grace period, then cancels them and hands their runs back.
-//! A crashed replica's claims and leases expire and another replica re-runs the turn from the
-//! last completed transcript; a turn already persisted is completed, never run twice.
+//! clears the store under its claim's fence (a late clear is refused) and the cache, and
+//! writes nothing. Graceful shutdown stops claiming, lets in-flight turns finish within a
+//! grace period, then cancels them and hands their runs back. A crashed replica's claims
+//! expire and another replica re-runs the turn from the last completed transcript; a turn
+//! already committed is completed, never run twice.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -66,7 +67,6 @@
 //! ```
 #![deny(missing_docs)]
 
-mod acquire;
 mod agent;
 mod cache;
 mod config;

@@ -17,7 +17,7 @@ pub struct Metrics {
     pub runs_completed: u64,
     /// Attempts that failed, timed out or were cancelled (retried or final).
     pub attempts_failed: u64,
-    /// Runs handed back without counting an attempt (busy lease, shutdown, lost lease).
+    /// Runs handed back without counting an attempt (shutdown, a claim about to lapse).
     pub runs_released: u64,
     /// Runs executing right now.
     pub in_flight: u64,
@@ -35,8 +35,6 @@ pub struct Metrics {
     pub persist_bytes: u64,
     /// Time spent persisting, in microseconds.
     pub persist_micros: u64,
-    /// Times a claimed run found its conversation lease held by another worker.
-    pub lease_waits: u64,
     /// Runs pending on the queue, as last sampled by the worker loop (`None` before the
     /// first sample).
     pub queue_depth: Option<u64>,
@@ -57,7 +55,6 @@ pub(crate) struct Counters {
     pub(crate) persist_writes: AtomicU64,
     pub(crate) persist_bytes: AtomicU64,
     pub(crate) persist_micros: AtomicU64,
-    pub(crate) lease_waits: AtomicU64,
     /// `u64::MAX` until the first sample.
     pub(crate) queue_depth: AtomicU64,
 }
@@ -103,7 +100,6 @@ impl Counters {
             persist_writes: get(&self.persist_writes),
             persist_bytes: get(&self.persist_bytes),
             persist_micros: get(&self.persist_micros),
-            lease_waits: get(&self.lease_waits),
             queue_depth: (depth != u64::MAX).then_some(depth),
         }
     }
@@ -118,11 +114,11 @@ mod tests {
         let counters = Counters::new();
         assert_eq!(counters.snapshot().queue_depth, None);
         counters.queue_depth.store(7, Ordering::Relaxed);
-        bump(&counters.lease_waits);
+        bump(&counters.runs_released);
         add_time(&counters.persist_micros, Duration::from_millis(2));
         let m = counters.snapshot();
         assert_eq!(m.queue_depth, Some(7));
-        assert_eq!(m.lease_waits, 1);
+        assert_eq!(m.runs_released, 1);
         assert_eq!(m.persist_micros, 2000);
     }
 }

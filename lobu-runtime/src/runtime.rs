@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use lobu_core::{Backend, Result, WorkerId};
 use tokio::sync::Notify;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -61,8 +60,6 @@ pub(crate) struct Shared {
     pub(crate) loop_running: AtomicBool,
     /// Wakes the worker loop (a local submit, a run finished).
     pub(crate) wake: Notify,
-    /// The worker loop claims nothing before this (after a busy conversation lease).
-    pub(crate) claim_pause: Mutex<Option<Instant>>,
 }
 
 impl Runtime {
@@ -91,7 +88,7 @@ impl Runtime {
         &self.shared.backend
     }
 
-    /// A snapshot of the counters (hydrate and persist bytes and times, lease waits, queue
+    /// A snapshot of the counters (hydrate and persist bytes and times, queue
     /// depth, runs).
     pub fn metrics(&self) -> Metrics {
         self.shared.counters.snapshot()
@@ -155,11 +152,9 @@ impl RuntimeBuilder {
         concurrency: usize);
     setter!(/// The time limit of one attempt of a turn.
         turn_timeout: Duration);
-    setter!(/// How long a conversation lease lasts without renewal.
-        lease_ttl: Duration);
     setter!(/// How long a run claim lasts without a heartbeat.
         claim_ttl: Duration);
-    setter!(/// How often leases and claims of running turns are renewed.
+    setter!(/// How often the claims of running turns are renewed.
         heartbeat_interval: Duration);
     setter!(/// How many attempts a submitted run gets.
         max_attempts: u32);
@@ -173,8 +168,6 @@ impl RuntimeBuilder {
         scratch_root: PathBuf);
     setter!(/// The longest idle wait between claim attempts.
         poll_interval: Duration);
-    setter!(/// The first wait before retrying a busy conversation lease.
-        busy_backoff: Duration);
     setter!(/// How often subscribers poll runs executed elsewhere.
         status_poll_interval: Duration);
     setter!(/// How long events of idle runs stay available for replay.
@@ -200,7 +193,6 @@ impl RuntimeBuilder {
                 tracker: TaskTracker::new(),
                 loop_running: AtomicBool::new(false),
                 wake: Notify::new(),
-                claim_pause: Mutex::new(None),
                 settings,
             }),
         })

@@ -1,5 +1,5 @@
-//! One attempt of a turn, under the conversation lease: hydrate → scratch directory → the
-//! agent under the turn timeout → persist.
+//! One attempt of a turn, under its claim (the conversation's ownership): hydrate → scratch
+//! directory → the agent under the turn timeout → the commit to make.
 
 use std::any::Any;
 use std::error::Error as StdError;
@@ -7,30 +7,28 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use futures::FutureExt;
 use lobu_core::transcript::{self, TranscriptWriter};
-use lobu_core::{BoxError, Claim, Error, ErrorKind, Lease, Persist, TerminalStatus};
+use lobu_core::{BoxError, Claim, Commit, Error, TerminalStatus};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{OutputSink, Turn};
 use crate::events::RunEvent;
 use crate::execute::{Outcome, bounded};
 use crate::hub::RunLog;
-use crate::hydrate::{Hydrated, hydrate};
-use crate::metrics::{add, add_time, bump};
+use crate::hydrate::{Hydrated, hydrate_claimed};
 use crate::runtime::Shared;
 use crate::scratch::ScratchDir;
 
 pub(crate) async fn run_turn(
     shared: &Arc<Shared>,
     claim: &Claim,
-    lease: &Lease,
     log: &Arc<RunLog>,
     cancel: &CancellationToken,
 ) -> Outcome {
-    let hydrated = match bounded(shared, "hydrating", hydrate(shared, &claim.key)).await {
+    let hydrate = hydrate_claimed(shared, &claim.key, claim.head);
+    let hydrated = match bounded(shared, "hydrating", hydrate).await {
         Ok(hydrated) => hydrated,
         Err(e) => {
             return Outcome::Failed(
@@ -42,7 +40,7 @@ pub(crate) async fn run_turn(
     if hydrated.run.as_ref() == Some(&claim.run) {
         // An earlier attempt persisted this turn and died before completing the run.
         tracing::info!("the turn is already the head; completing the run without re-running it");
-        return Outcome::Completed(None);
+        return Outcome::Commit(Commit::default(), 0);
     }
     if cancel.is_cancelled() {
         return Outcome::Interrupted;
@@ -51,7 +49,7 @@ pub(crate) async fn run_turn(
         Ok(scratch) => scratch,
         Err(e) => return Outcome::Failed(TerminalStatus::Failed, describe(&e)),
     };
-    let outcome = attempt(shared, claim, lease, log, hydrated, scratch.path(), cancel).await;
+    let outcome = attempt(shared, claim, log, hydrated, scratch.path(), cancel).await;
     scratch.remove().await;
     outcome
 }
@@ -65,7 +63,6 @@ enum End {
 async fn attempt(
     shared: &Shared,
     claim: &Claim,
-    lease: &Lease,
     log: &Arc<RunLog>,
     hydrated: Hydrated,
     scratch: &Path,
@@ -114,7 +111,7 @@ async fn attempt(
     };
     sink.close();
     match end {
-        End::Returned(Ok(())) => persist(shared, claim, lease, turn).await,
+        End::Returned(Ok(())) => finish(shared, turn),
         End::Panicked(message) => Outcome::Failed(
             TerminalStatus::Failed,
             format!("the agent panicked: {message}"),
@@ -129,18 +126,19 @@ async fn attempt(
     }
 }
 
-async fn persist(shared: &Shared, claim: &Claim, lease: &Lease, turn: Turn) -> Outcome {
+/// The commit a finished turn makes: its whole transcript over the head it started from, or
+/// nothing when it appended nothing. Checked against the size limit first.
+fn finish(shared: &Shared, turn: Turn) -> Outcome {
     if turn.writer.appended().is_empty() {
-        return Outcome::Completed(None); // nothing to write: the head stays as it is
+        return Outcome::Commit(Commit::default(), 0); // nothing to write: the head stays
     }
     let expected = turn.version;
     let base = turn.hydrated.len();
     let transcript = turn.writer.into_bytes();
-    let sessions = &shared.backend.sessions;
     let limit = shared
         .settings
         .max_transcript_bytes
-        .min(sessions.max_transcript_bytes());
+        .min(shared.backend.sessions.max_transcript_bytes());
     if transcript.len() > limit {
         // lobu logged an oversized snapshot and lost every later turn; we fail visibly and
         // keep the head as it was. Nothing is truncated.
@@ -150,48 +148,8 @@ async fn persist(shared: &Shared, claim: &Claim, lease: &Lease, turn: Turn) -> O
         ));
         return Outcome::Failed(TerminalStatus::Failed, describe(&e));
     }
-    let started = Instant::now();
-    let write = Persist {
-        run: claim.run.clone(),
-        status: TerminalStatus::Completed,
-        transcript: transcript.clone(),
-        expected,
-        fence: lease.fence,
-    };
-    let result = bounded(shared, "persisting", sessions.persist(&claim.key, write)).await;
-    add_time(&shared.counters.persist_micros, started.elapsed());
-    match result {
-        Ok(version) => {
-            bump(&shared.counters.persist_writes);
-            add(
-                &shared.counters.persist_bytes,
-                transcript.len().saturating_sub(base) as u64,
-            );
-            tracing::debug!(%version, bytes = transcript.len(), "turn persisted");
-            shared
-                .cache
-                .put(&claim.key, version, claim.run.clone(), transcript);
-            Outcome::Completed(None)
-        }
-        Err(e) => {
-            shared.cache.remove(&claim.key);
-            if e.is(ErrorKind::Fenced) {
-                Outcome::Release("another worker took over the conversation".to_owned())
-            } else if e.is(ErrorKind::Unavailable) {
-                // Timed out or the connection dropped: the write may have landed, or may
-                // still land. The executor settles it under a fresh fence.
-                Outcome::PersistUnknown(format!(
-                    "persisting the transcript failed: {}",
-                    describe(&e)
-                ))
-            } else {
-                Outcome::Failed(
-                    TerminalStatus::Failed,
-                    format!("persisting the transcript failed: {}", describe(&e)),
-                )
-            }
-        }
-    }
+    let appended = transcript.len().saturating_sub(base) as u64;
+    Outcome::Commit(Commit::transcript(transcript, expected), appended)
 }
 
 /// An error with its sources, `outer: inner: …`.

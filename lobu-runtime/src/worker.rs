@@ -78,20 +78,13 @@ async fn claim_loop(shared: &Arc<Shared>) {
     let permits = Arc::new(Semaphore::new(settings.concurrency));
     let mut last_sample: Option<Instant> = None;
     loop {
-        // Sampled when idle below, and at least every second while busy.
+        // Sampled on a timer (at most once a second), never before every claim.
         if last_sample.is_none_or(|at| at.elapsed() >= DEPTH_SAMPLE_EVERY) {
             sample_depth(shared).await;
             last_sample = Some(Instant::now());
         }
         if shared.stop_claiming.is_cancelled() {
             return;
-        }
-        let pause = *shared.claim_pause.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(until) = pause.filter(|until| *until > Instant::now()) {
-            tokio::select! {
-                () = tokio::time::sleep_until(until) => {}
-                () = shared.stop_claiming.cancelled() => return,
-            }
         }
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {
@@ -101,6 +94,8 @@ async fn claim_loop(shared: &Arc<Shared>) {
             () = shared.stop_claiming.cancelled() => return,
         };
         // Not raced against shutdown: a claim that succeeded must be executed or handed back.
+        // The claim's deadlines count from when it was sent, on this machine's clock.
+        let claimed_at = Instant::now();
         match shared
             .backend
             .queue
@@ -109,7 +104,7 @@ async fn claim_loop(shared: &Arc<Shared>) {
         {
             Ok(Some(claim)) => {
                 bump(&shared.counters.runs_claimed);
-                if let Some(claim) = start(shared, claim, permit) {
+                if let Some(claim) = start(shared, claim, claimed_at, permit) {
                     // Shutdown began while the claim was on its way: nothing would let a
                     // turn started now finish or cancel it, so the run goes back, uncounted.
                     hand_back(shared, &claim).await;
@@ -118,8 +113,6 @@ async fn claim_loop(shared: &Arc<Shared>) {
             }
             Ok(None) => {
                 drop(permit);
-                sample_depth(shared).await;
-                last_sample = Some(Instant::now());
                 tokio::select! {
                     () = shared.backend.queue.wait_for_work(settings.poll_interval) => {}
                     () = shared.wake.notified() => {}
@@ -139,7 +132,12 @@ async fn claim_loop(shared: &Arc<Shared>) {
 }
 
 /// Execute `claim` on the tracker, unless shutdown has begun: then the claim comes back.
-fn start(shared: &Arc<Shared>, claim: Claim, permit: OwnedSemaphorePermit) -> Option<Claim> {
+fn start(
+    shared: &Arc<Shared>,
+    claim: Claim,
+    claimed_at: Instant,
+    permit: OwnedSemaphorePermit,
+) -> Option<Claim> {
     let _gate = shared.start_gate.lock().unwrap_or_else(|p| p.into_inner());
     if shared.stop_claiming.is_cancelled() {
         return Some(claim);
@@ -150,12 +148,12 @@ fn start(shared: &Arc<Shared>, claim: Claim, permit: OwnedSemaphorePermit) -> Op
         run = %claim.run,
         kind = claim.kind.as_str(),
         attempt = claim.attempt,
-        fence = tracing::field::Empty,
+        fence = claim.fence.0,
     );
     let task_shared = shared.clone();
     shared.tracker.spawn(
         async move {
-            execute::execute(&task_shared, claim).await;
+            execute::execute(&task_shared, claim, claimed_at).await;
             drop(permit);
             // The conversation's next run may be claimable now.
             task_shared.wake.notify_one();
@@ -194,12 +192,3 @@ async fn sample_depth(shared: &Shared) {
     }
 }
 
-/// Pause claiming for `backoff` (a conversation lease was busy): the run just handed back is
-/// the oldest, and claiming it again at once would spin.
-pub(crate) fn pause_claims(shared: &Shared, backoff: Duration) {
-    let until = Instant::now() + backoff;
-    let mut pause = shared.claim_pause.lock().unwrap_or_else(|p| p.into_inner());
-    if pause.is_none_or(|p| p < until) {
-        *pause = Some(until);
-    }
-}
