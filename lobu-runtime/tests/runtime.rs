@@ -17,7 +17,7 @@ macro_rules! all_scenarios {
             an_oversized_transcript_fails_visibly_and_keeps_the_head,
             a_store_that_stops_answering_fails_the_attempt_not_the_worker,
             a_persist_whose_answer_is_lost_completes_the_run_once,
-            a_persist_that_lands_after_the_run_failed_is_refused,
+            a_commit_that_lands_after_the_run_failed_is_refused,
             a_completion_that_fails_for_a_while_is_retried_in_the_same_attempt,
             reset_between_turns_forgets_the_conversation,
             reset_waits_for_the_in_flight_turn_then_clears_it,
@@ -34,8 +34,8 @@ macro_rules! all_scenarios {
             another_orgs_run_is_not_found,
             bad_input_is_a_typed_error_and_queues_nothing,
             a_repeated_idempotency_key_runs_the_turn_once,
-            a_busy_conversation_lease_is_waited_for_then_handed_back_uncounted,
-            a_lease_left_by_a_dead_worker_is_waited_out_without_handing_the_run_back,
+            a_conversation_held_by_a_lease_is_not_claimed_until_the_lease_ends,
+            a_lease_left_by_a_dead_holder_keeps_the_run_waiting_until_it_lapses,
             a_turn_persisted_before_a_crash_is_completed_not_run_again,
         );
     };

@@ -52,17 +52,15 @@ pub fn quick(builder: RuntimeBuilder) -> RuntimeBuilder {
         .concurrency(4)
         .poll_interval(Duration::from_millis(50))
         .retry_delay(Duration::from_millis(50))
-        .busy_backoff(Duration::from_millis(50))
         .status_poll_interval(Duration::from_millis(100))
         .turn_timeout(Duration::from_secs(60))
 }
 
-/// Settings for tests where leases and claims must expire (a killed or stalled replica's):
+/// Settings for tests where claims must expire (a killed or stalled replica's):
 /// a few seconds, so a loaded machine does not expire a live replica's by accident, and a
 /// stop margin (one heartbeat, 750 ms) that a stalled replica's turn ends within.
 pub fn expiring(builder: RuntimeBuilder) -> RuntimeBuilder {
     quick(builder)
-        .lease_ttl(Duration::from_secs(3))
         .claim_ttl(Duration::from_secs(3))
         .heartbeat_interval(Duration::from_millis(750))
 }

@@ -1,9 +1,10 @@
-//! Fault injection for one replica: its lease renewals, claims and claim heartbeats hang while
-//! stalled (a GC pause, a network partition), and the next few persists can be made to hang
-//! (a backend that stops answering), claims can be held back (a slow claim query), run completions can fail once in a while, persists can
-//! be made to land only when the test says so (a write the caller
-//! gave up on that is still in flight), or to lose their answer after landing (a connection
-//! dropped after COMMIT); everything else goes to the real store.
+//! Fault injection for one replica: its claims and claim heartbeats hang while stalled (a GC
+//! pause, a network partition); the next few commits of a transcript can be made to hang (a
+//! backend that stops answering), to land only when the test says so (a write the caller gave
+//! up on that is still in flight), or to lose their answer after landing (a connection
+//! dropped after COMMIT); claims can be held back (a slow claim query); run completions can
+//! fail without reaching the store; the store's clock can run ahead of the replica's (the
+//! expiries it reports are skewed); everything else goes to the real store.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,9 +12,10 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use lobu_core::{
-    AfterFailure, AgentId, Backend, Claim, ConversationKey, ConversationLocks, ConversationSummary,
-    Error, ErrorKind, Lease, NewRun, OrgId, Page, Persist, PruneReport, Result, RunId, RunQueue,
-    RunRecord, SessionStore, Snapshot, Submitted, TerminalStatus, Version, WorkerId,
+    AfterFailure, AgentId, Backend, Claim, Commit, ConversationKey, ConversationLocks,
+    ConversationSummary, Error, ErrorKind, Fence, Lease, NewRun, OrgId, Page, Persist,
+    PruneReport, Result, RunId, RunQueue, RunRecord, SessionStore, Snapshot, Submitted,
+    TerminalStatus, Version, WorkerId,
 };
 use tokio::sync::watch;
 
@@ -25,11 +27,12 @@ pub struct Stall {
     hanging_persists: Arc<AtomicUsize>,
     detached_persists: Arc<AtomicUsize>,
     land: Arc<watch::Sender<bool>>,
-    landed: Arc<Mutex<Vec<std::result::Result<Version, ErrorKind>>>>,
+    landed: Arc<Mutex<Vec<std::result::Result<Option<Version>, ErrorKind>>>>,
     lost_answers: Arc<AtomicUsize>,
     failing_completes: Arc<AtomicUsize>,
     claims_held: Arc<watch::Sender<bool>>,
     claims_waiting: Arc<AtomicUsize>,
+    skew: Arc<Mutex<Duration>>,
 }
 
 impl Stall {
@@ -45,6 +48,7 @@ impl Stall {
             failing_completes: Arc::new(AtomicUsize::new(0)),
             claims_held: Arc::new(watch::channel(false).0),
             claims_waiting: Arc::new(AtomicUsize::new(0)),
+            skew: Arc::new(Mutex::new(Duration::ZERO)),
         }
     }
 
@@ -60,30 +64,41 @@ impl Stall {
         self.stalled.send_replace(stalled);
     }
 
-    /// The next `n` persists never reach the store and never return.
-    pub fn hang_persists(&self, n: usize) {
+    /// The store's clock runs `ahead` of this replica's: every expiry it reports is that much
+    /// later than the replica's clock would say.
+    pub fn skew_clock(&self, ahead: Duration) {
+        *self.skew.lock().unwrap() = ahead;
+    }
+
+    fn skewed(&self, mut claim: Claim) -> Claim {
+        claim.expires_at += *self.skew.lock().unwrap();
+        claim
+    }
+
+    /// The next `n` commits of a transcript never reach the store and never return.
+    pub fn hang_commits(&self, n: usize) {
         self.hanging_persists.store(n, Ordering::SeqCst);
     }
 
-    /// The next `n` persists run in a task of their own that reaches the store only after
+    /// The next `n` commits of a transcript run in a task of their own that reaches the store only after
     /// [`land_detached`](Self::land_detached); a caller that gives up waiting does not stop
     /// them (as the file store's blocking write, or a query already sent, goes on).
-    pub fn detach_persists(&self, n: usize) {
+    pub fn detach_commits(&self, n: usize) {
         self.detached_persists.store(n, Ordering::SeqCst);
     }
 
-    /// Let the detached persists reach the store.
+    /// Let the detached commits reach the store.
     pub fn land_detached(&self) {
         self.land.send_replace(true);
     }
 
-    /// What the store answered to the detached persists that reached it so far.
-    pub fn landed(&self) -> Vec<std::result::Result<Version, ErrorKind>> {
+    /// What the store answered to the detached commits that reached it so far.
+    pub fn landed(&self) -> Vec<std::result::Result<Option<Version>, ErrorKind>> {
         self.landed.lock().unwrap().clone()
     }
 
-    /// The next `n` persists reach the store, then answer `Unavailable`.
-    pub fn lose_persist_answers(&self, n: usize) {
+    /// The next `n` commits of a transcript reach the store, then answer `Unavailable`.
+    pub fn lose_commit_answers(&self, n: usize) {
         self.lost_answers.store(n, Ordering::SeqCst);
     }
 
@@ -136,17 +151,43 @@ impl RunQueue for Stall {
             let _ = held.wait_for(|held| !*held).await;
             self.claims_waiting.fetch_sub(1, Ordering::SeqCst);
         }
-        self.inner.queue.claim(worker, lease).await
+        let claim = self.inner.queue.claim(worker, lease).await?;
+        Ok(claim.map(|claim| self.skewed(claim)))
     }
     async fn heartbeat(&self, claim: &Claim, lease: Duration) -> Result<Claim> {
         self.pass().await;
-        self.inner.queue.heartbeat(claim, lease).await
+        let claim = self.inner.queue.heartbeat(claim, lease).await?;
+        Ok(self.skewed(claim))
     }
-    async fn complete(&self, claim: &Claim, output: Option<serde_json::Value>) -> Result<()> {
+    async fn complete(&self, claim: &Claim, commit: Commit) -> Result<Option<Version>> {
         if take(&self.failing_completes) {
             return Err(Error::unavailable("the queue did not answer"));
         }
-        self.inner.queue.complete(claim, output).await
+        if commit.transcript.is_none() {
+            return self.inner.queue.complete(claim, commit).await;
+        }
+        if take(&self.hanging_persists) {
+            std::future::pending::<()>().await;
+        }
+        if take(&self.detached_persists) {
+            let (queue, claim) = (self.inner.queue.clone(), claim.clone());
+            let (mut land, landed) = (self.land.subscribe(), self.landed.clone());
+            let write = tokio::spawn(async move {
+                let _ = land.wait_for(|land| *land).await;
+                let result = queue.complete(&claim, commit).await;
+                landed
+                    .lock()
+                    .unwrap()
+                    .push(result.as_ref().copied().map_err(Error::kind));
+                result
+            });
+            return write.await.expect("the detached commit");
+        }
+        let result = self.inner.queue.complete(claim, commit).await;
+        if result.is_ok() && take(&self.lost_answers) {
+            return Err(Error::unavailable("the connection dropped after the commit"));
+        }
+        result
     }
     async fn fail(
         &self,
@@ -182,31 +223,10 @@ impl SessionStore for Stall {
         self.inner.sessions.head(key).await
     }
     async fn persist(&self, key: &ConversationKey, write: Persist) -> Result<Version> {
-        if take(&self.hanging_persists) {
-            std::future::pending::<()>().await;
-        }
-        if take(&self.detached_persists) {
-            let (sessions, key) = (self.inner.sessions.clone(), key.clone());
-            let (mut land, landed) = (self.land.subscribe(), self.landed.clone());
-            let write = tokio::spawn(async move {
-                let _ = land.wait_for(|land| *land).await;
-                let result = sessions.persist(&key, write).await;
-                landed
-                    .lock()
-                    .unwrap()
-                    .push(result.as_ref().copied().map_err(Error::kind));
-                result
-            });
-            return write.await.expect("the detached persist");
-        }
-        let result = self.inner.sessions.persist(key, write).await;
-        if result.is_ok() && take(&self.lost_answers) {
-            return Err(Error::unavailable("the connection dropped after the write"));
-        }
-        result
+        self.inner.sessions.persist(key, write).await
     }
-    async fn clear(&self, key: &ConversationKey) -> Result<u64> {
-        self.inner.sessions.clear(key).await
+    async fn clear(&self, key: &ConversationKey, fence: Fence) -> Result<u64> {
+        self.inner.sessions.clear(key, fence).await
     }
     async fn list(
         &self,

@@ -204,12 +204,15 @@ pub async fn a_store_that_stops_answering_fails_the_attempt_not_the_worker(store
         .unwrap();
     let worker = start(&rt);
     let k = key("c1");
-    stall.hang_persists(1);
+    stall.hang_commits(1);
     let run = send(&rt, &k, "hello").await;
     let events = events_of(&rt, &k.org, &run).await;
+    // The hung commit is given up after one claim period; the claim lapses and the run is
+    // re-delivered as attempt 2 (the worker itself went on).
     assert!(
-        events.iter().any(|e| matches!(e,
-            RunEvent::Retrying { attempt: 1, error, .. } if error.contains("took longer"))),
+        events
+            .iter()
+            .any(|e| matches!(e, RunEvent::Started { attempt: 2 })),
         "{events:?}"
     );
     assert_eq!(events.last(), Some(&RunEvent::Completed { output: None }));
@@ -231,7 +234,7 @@ pub async fn a_persist_whose_answer_is_lost_completes_the_run_once(store: Store)
         .unwrap();
     let worker = start(&rt);
     let k = key("c1");
-    stall.lose_persist_answers(1);
+    stall.lose_commit_answers(1);
     let run = send(&rt, &k, "hello").await;
     let events = events_of(&rt, &k.org, &run).await;
     assert_eq!(events.last(), Some(&RunEvent::Completed { output: None }));
@@ -249,15 +252,15 @@ pub async fn a_persist_whose_answer_is_lost_completes_the_run_once(store: Store)
     stop(&rt, worker).await;
 }
 
-pub async fn a_persist_that_lands_after_the_run_failed_is_refused(store: Store) {
+pub async fn a_commit_that_lands_after_the_run_failed_is_refused(store: Store) {
     let fx = Fixture::new(store).await;
     let agent = ScriptAgent::new();
     let stall = Stall::new(fx.replica().await);
-    // The runtime gives up on a persist after one lease period; the lease itself is renewed
-    // and never needs to expire here.
+    // The runtime gives up on a commit after one claim period; the claim then lapses and,
+    // on the run's last attempt, the run fails.
     let rt = fx
         .builder_on(stall.backend(), &agent)
-        .lease_ttl(Duration::from_secs(2))
+        .claim_ttl(Duration::from_secs(2))
         .heartbeat_interval(Duration::from_millis(500))
         .max_attempts(1)
         .build()
@@ -268,15 +271,15 @@ pub async fn a_persist_that_lands_after_the_run_failed_is_refused(store: Store) 
     finished(&rt, &k, &first).await;
     let before = head(&fx.backend, &k).await;
 
-    stall.detach_persists(1);
+    stall.detach_commits(1);
     let run = send(&rt, &k, "late").await;
     let record = finished(&rt, &k, &run).await;
     assert_eq!(record.status, RunStatus::Failed);
     assert!(
-        record.error.as_deref().unwrap().contains("took longer"),
+        record.error.as_deref().unwrap().contains("expired"),
         "{record:?}"
     );
-    // The write the runtime gave up on reaches the store only now, after the run failed.
+    // The commit the runtime gave up on reaches the store only now, after the run failed.
     stall.land_detached();
     let landed = eventually("the late write to reach the store", || async {
         stall.landed().pop()
