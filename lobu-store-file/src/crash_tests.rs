@@ -151,7 +151,11 @@ async fn crash_then_recover(next: &str, step: Step) {
     fx.assert_head(newest, &last).await;
     fx.assert_clean(&last);
     // base, the crashed-or-retried turn, the last one: three completed snapshots.
-    assert_eq!(store.clear(&fx.key).await.unwrap(), 3, "{step:?}");
+    assert_eq!(
+        store.clear(&fx.key, fx.lease.fence).await.unwrap(),
+        3,
+        "{step:?}"
+    );
 }
 
 #[tokio::test]
@@ -256,7 +260,7 @@ async fn a_crash_after_reserving_a_forensic_version_never_reuses_it() {
     );
     fx.assert_head(fx.base, BASE).await;
     assert_eq!(
-        store.clear(&fx.key).await.unwrap(),
+        store.clear(&fx.key, fx.lease.fence).await.unwrap(),
         2,
         "the head and one failed snapshot"
     );
@@ -272,7 +276,7 @@ async fn a_clear_that_crashed_before_removing_files_still_forgets_everything() {
     };
     store.persist(&fx.key, failed).await.unwrap();
     let crashing = fx.reopen().await.crashing_at(Step::Cleared);
-    let crashed = crashing.clear(&fx.key).await;
+    let crashed = crashing.clear(&fx.key, fx.lease.fence).await;
     assert!(matches!(crashed, Err(e) if e.message().starts_with("simulated crash")));
     assert!(
         fx.file("session.jsonl").exists(),
@@ -280,7 +284,7 @@ async fn a_clear_that_crashed_before_removing_files_still_forgets_everything() {
     );
     assert_eq!(store.hydrate(&fx.key).await.unwrap(), None);
     assert_eq!(
-        store.clear(&fx.key).await.unwrap(),
+        store.clear(&fx.key, fx.lease.fence).await.unwrap(),
         0,
         "nothing left to count"
     );
@@ -289,7 +293,7 @@ async fn a_clear_that_crashed_before_removing_files_still_forgets_everything() {
     assert!(version > Version(fx.base.0 + 1), "versions are not reused");
     fx.assert_head(version, COMPACTED).await;
     fx.assert_clean(COMPACTED);
-    assert_eq!(store.clear(&fx.key).await.unwrap(), 1);
+    assert_eq!(store.clear(&fx.key, fx.lease.fence).await.unwrap(), 1);
 }
 
 #[tokio::test]

@@ -91,6 +91,8 @@ mod store;
 
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod upgrade_tests;
 
 pub use error::FileStoreError;
 pub use store::{DEFAULT_POLL_INTERVAL, FORMAT, FileStore, MAX_TRANSCRIPT_BYTES_LIMIT};

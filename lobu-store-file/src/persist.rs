@@ -33,13 +33,7 @@ enum SameRun {
 }
 
 pub(crate) fn persist(inner: &Inner, key: &ConversationKey, write: Persist) -> Result<Version> {
-    let size = write.transcript.len();
-    if size > inner.max_transcript_bytes {
-        return Err(Error::too_large(format!(
-            "transcript of {key} is {size} bytes; the limit is {}",
-            inner.max_transcript_bytes
-        )));
-    }
+    check_size(inner, key, write.transcript.len())?;
     let conversation = Conversation::new(inner, key);
     if !conversation.exists() {
         return Err(never_leased(key));
@@ -48,10 +42,37 @@ pub(crate) fn persist(inner: &Inner, key: &ConversationKey, write: Persist) -> R
     let Some(mut state) = conversation.load()? else {
         return Err(never_leased(key));
     };
-    check_fence(&state, write.fence, key)?;
+    persist_locked(&conversation, &mut state, write).map(|(version, _)| version)
+}
+
+/// `TooLarge` if a transcript of `size` bytes is over the store's limit (step 1).
+pub(crate) fn check_size(inner: &Inner, key: &ConversationKey, size: usize) -> Result<()> {
+    if size > inner.max_transcript_bytes {
+        return Err(Error::too_large(format!(
+            "transcript of {key} is {size} bytes; the limit is {}",
+            inner.max_transcript_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Steps 2 to 4 of the contract and the write, on a conversation whose exclusive lock the
+/// caller holds and whose state record it loaded (`state`, updated in place). Returns the
+/// version and whether `state` was saved (a retry of a stored write saves nothing). A
+/// completed write commits everything else in `state` too (`complete` ends its ownership in
+/// the same commit).
+pub(crate) fn persist_locked(
+    conversation: &Conversation<'_>,
+    state: &mut State,
+    write: Persist,
+) -> Result<(Version, bool)> {
+    let inner = conversation.inner;
+    let key = conversation.key;
+    let size = write.transcript.len();
+    check_fence(state, write.fence, key)?;
     // Invisible to readers (it only finishes a committed rename and drops uncommitted
     // bytes), and done even for a retry, so `session.jsonl` is whole again after any write.
-    conversation.recover(&state)?;
+    conversation.recover(state)?;
     let head_bytes = state.head.as_ref().map(|h| h.bytes);
     let digests = Digests::of(&write.transcript, head_bytes);
     // The head's bytes are a prefix of the write (the digest covers exactly its length).
@@ -60,8 +81,8 @@ pub(crate) fn persist(inner: &Inner, key: &ConversationKey, write: Persist) -> R
         .as_ref()
         .is_some_and(|head| digests.prefix.as_ref() == Some(&head.sha256));
     let extends_head = keeps_head && head_bytes.is_some_and(|b| b < write.transcript.len() as u64);
-    match same_run(&conversation, &state, &write, &digests, extends_head)? {
-        SameRun::Retry(version) => return Ok(Version(version)),
+    match same_run(conversation, state, &write, &digests, extends_head)? {
+        SameRun::Retry(version) => return Ok((Version(version), false)),
         SameRun::Extends => {}
         SameRun::New if write.status == TerminalStatus::Completed => {
             let head = state.head.as_ref().map(|h| Version(h.version));
@@ -86,23 +107,24 @@ pub(crate) fn persist(inner: &Inner, key: &ConversationKey, write: Persist) -> R
     if record.status == TerminalStatus::Completed {
         // Appending nothing is right too: a new run that left the transcript as it was.
         let append = state.head.is_none() || keeps_head;
-        commit_completed(&conversation, &mut state, record, &write.transcript, append)
+        commit_completed(conversation, state, record, &write.transcript, append)
+            .map(|version| (version, true))
     } else {
         state.last_version = record.version;
-        conversation.save(&state)?;
+        conversation.save(state)?;
         inner.reached(Step::VersionReserved)?;
-        records::write_forensic(&conversation, &record, &write.transcript)?;
-        Ok(Version(record.version))
+        records::write_forensic(conversation, &record, &write.transcript)?;
+        Ok((Version(record.version), true))
     }
 }
 
-fn never_leased(key: &ConversationKey) -> Error {
+pub(crate) fn never_leased(key: &ConversationKey) -> Error {
     Error::fenced(format!(
         "no lease of {key} was ever issued; acquire one first"
     ))
 }
 
-fn check_fence(state: &State, fence: Fence, key: &ConversationKey) -> Result<()> {
+pub(crate) fn check_fence(state: &State, fence: Fence, key: &ConversationKey) -> Result<()> {
     if state.last_fence == 0 {
         return Err(never_leased(key));
     }

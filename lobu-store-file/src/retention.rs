@@ -11,24 +11,28 @@ use std::fs;
 use std::io;
 use std::time::SystemTime;
 
-use lobu_core::{AgentId, ConversationKey, OrgId, PruneReport, Result};
+use lobu_core::{AgentId, ConversationKey, Fence, OrgId, PruneReport, Result};
 
 use crate::atomic::{is_staging, list_names, remove_file};
 use crate::error::io_at;
 use crate::layout;
+use crate::persist;
 use crate::records;
 use crate::state::{Conversation, FORENSIC, HISTORY, SESSION, State, is_staged_session};
 use crate::store::{Inner, Step};
 
-pub(crate) fn clear(inner: &Inner, key: &ConversationKey) -> Result<u64> {
+/// Fenced like a write: `fence` must be the conversation's newest (a claim's or a lease's),
+/// checked under the conversation's lock, else `Fenced` and nothing is removed.
+pub(crate) fn clear(inner: &Inner, key: &ConversationKey, fence: Fence) -> Result<u64> {
     let conversation = Conversation::new(inner, key);
     if !conversation.exists() {
-        return Ok(0);
+        return Err(persist::never_leased(key));
     }
     let _lock = conversation.lock()?;
     let Some(mut state) = conversation.load()? else {
-        return Ok(0);
+        return Err(persist::never_leased(key));
     };
+    persist::check_fence(&state, fence, key)?;
     wipe(&conversation, &mut state)
 }
 
@@ -100,11 +104,17 @@ fn prune_one(
     let Some(mut state) = conversation.load()? else {
         return Ok(());
     };
-    if state
+    // A conversation with a live owner (a claimed run or a lease) is never removed whole:
+    // its owner is working on it.
+    let owned = state
+        .lease
+        .as_ref()
+        .is_some_and(|l| l.expires_at > SystemTime::now());
+    let idle = state
         .head
         .as_ref()
-        .is_some_and(|h| h.written_at < idle_before)
-    {
+        .is_some_and(|h| h.written_at < idle_before);
+    if idle && !owned {
         report.snapshots += wipe(conversation, &mut state)?;
         report.conversations += 1;
         return Ok(());

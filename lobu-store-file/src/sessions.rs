@@ -6,8 +6,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use lobu_core::{
-    AgentId, ConversationKey, ConversationSummary, OrgId, Page, Persist, PruneReport, Result,
-    SessionStore, Snapshot, Version, check_page_limit,
+    AgentId, ConversationKey, ConversationSummary, Fence, OrgId, Page, Persist, PruneReport,
+    Result, SessionStore, Snapshot, Version, check_page_limit,
 };
 
 use crate::atomic::read_prefix;
@@ -109,9 +109,9 @@ impl SessionStore for FileStore {
             .await
     }
 
-    async fn clear(&self, key: &ConversationKey) -> Result<u64> {
+    async fn clear(&self, key: &ConversationKey, fence: Fence) -> Result<u64> {
         let key = key.clone();
-        self.blocking(move |inner| retention::clear(inner, &key))
+        self.blocking(move |inner| retention::clear(inner, &key, fence))
             .await
     }
 

@@ -6,9 +6,10 @@ mod common;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use lobu_core::{
-    Claim, ErrorKind, IdempotencyKey, MAX_ATTEMPTS, MAX_LEASE, MAX_PAYLOAD_BYTES, MAX_RETRY_DELAY,
-    NewRun, RunId, RunQueue, TerminalStatus, WorkerId,
+    Claim, Commit, ConversationLocks, ErrorKind, Fence, IdempotencyKey, MAX_ATTEMPTS, MAX_LEASE,
+    MAX_PAYLOAD_BYTES, MAX_RETRY_DELAY, NewRun, RunId, RunQueue, TerminalStatus, WorkerId,
 };
 use serde_json::json;
 
@@ -17,6 +18,10 @@ use common::{Fixture, tree};
 #[tokio::test]
 async fn refused_queue_calls_change_no_file() {
     let fx = Fixture::new().await;
+    // The fixture's lease owns the conversation; a claim needs it free.
+    ConversationLocks::release(&fx.store, &fx.lease)
+        .await
+        .unwrap();
     let worker = WorkerId::generate();
     let queued = fx
         .store
@@ -107,7 +112,7 @@ async fn refused_queue_calls_change_no_file() {
     .await;
     let stale = [
         Claim {
-            token: claim.token + 1,
+            fence: Fence(claim.fence.0 + 1),
             ..claim.clone()
         },
         Claim {
@@ -124,7 +129,7 @@ async fn refused_queue_calls_change_no_file() {
             result,
         )
         .await;
-        let result = fx.store.complete(stale, None).await;
+        let result = fx.store.complete(stale, Commit::output(None)).await;
         fx.refused(
             &before,
             ErrorKind::Fenced,
@@ -139,11 +144,29 @@ async fn refused_queue_calls_change_no_file() {
         fx.refused(&before, ErrorKind::Fenced, "release a forged claim", result)
             .await;
     }
+    let stale_head = Commit::transcript(Bytes::from_static(b"{}\n"), None);
+    let result = fx.store.complete(&claim, stale_head).await;
+    fx.refused(
+        &before,
+        ErrorKind::Conflict,
+        "complete over a head that moved",
+        result,
+    )
+    .await;
+    let oversized = Commit::transcript(Bytes::from(vec![b'x'; 1025]), Some(fx.head));
+    let result = fx.store.complete(&claim, oversized).await;
+    fx.refused(
+        &before,
+        ErrorKind::TooLarge,
+        "complete with an oversized transcript",
+        result,
+    )
+    .await;
     let unknown = Claim {
         run: RunId::generate(),
         ..claim.clone()
     };
-    let result = fx.store.complete(&unknown, None).await;
+    let result = fx.store.complete(&unknown, Commit::output(None)).await;
     fx.refused(
         &before,
         ErrorKind::NotFound,
@@ -152,7 +175,7 @@ async fn refused_queue_calls_change_no_file() {
     )
     .await;
     fx.store
-        .complete(&claim, None)
+        .complete(&claim, Commit::output(None))
         .await
         .expect("the real claim still works");
 }
@@ -161,6 +184,10 @@ async fn refused_queue_calls_change_no_file() {
 async fn a_failure_message_over_16_kib_is_stored_cut_at_a_char_boundary_with_a_marker() {
     const MAX_ERROR_BYTES: usize = 16 * 1024;
     let fx = Fixture::new().await;
+    // The fixture's lease owns the conversation; a claim needs it free.
+    ConversationLocks::release(&fx.store, &fx.lease)
+        .await
+        .unwrap();
     let worker = WorkerId::generate();
     let run = NewRun {
         max_attempts: 1,

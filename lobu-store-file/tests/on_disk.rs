@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lobu_core::{
-    ConversationKey, ConversationLocks, ErrorKind, Lease, NewRun, Persist, RunId, RunQueue,
+    Commit, ConversationKey, ConversationLocks, ErrorKind, Lease, NewRun, Persist, RunId, RunQueue,
     SessionStore, TerminalStatus, Version, WorkerId,
 };
 use lobu_store_file::FileStore;
@@ -155,6 +155,8 @@ async fn a_damaged_conversation_does_not_hide_the_others() {
         let key = ConversationKey::parse("acme", "bot", id).unwrap();
         let lease = store.try_acquire(&key, LONG).await.unwrap().unwrap();
         turn(&store, &lease, &format!("{HEADER}{}", exchange(0)), None).await;
+        // Owned conversations are never pruned.
+        ConversationLocks::release(&store, &lease).await.unwrap();
     }
     let broken = ConversationKey::parse("acme", "bot", "b").unwrap();
     std::fs::write(
@@ -239,7 +241,7 @@ async fn hundreds_of_queued_runs_are_claimed_in_submission_order() {
     let mut claimed = Vec::new();
     while let Some(claim) = store.claim(&worker, LONG).await.unwrap() {
         // Each conversation's next run becomes its lane's front once this one completes.
-        store.complete(&claim, None).await.unwrap();
+        store.complete(&claim, Commit::output(None)).await.unwrap();
         claimed.push(claim.run);
     }
     assert_eq!(claimed, submitted);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lobu_core::{
-    ConversationKey, ConversationLocks, Fence, NewRun, Persist, RunId, RunQueue, RunStatus,
+    Commit, ConversationKey, ConversationLocks, Fence, NewRun, Persist, RunId, RunQueue, RunStatus,
     SessionStore, TerminalStatus, Version, WorkerId,
 };
 use lobu_store_file::FileStore;
@@ -60,7 +60,7 @@ async fn two_stores_on_one_root_share_leases_fences_and_transcripts() {
         .await
         .unwrap();
     assert_eq!(b.head(&k).await.unwrap(), Some(v2));
-    assert_eq!(b.clear(&k).await.unwrap(), 2);
+    assert_eq!(b.clear(&k, second.fence).await.unwrap(), 2);
     assert_eq!(a.hydrate(&k).await.unwrap(), None);
 }
 
@@ -98,7 +98,7 @@ async fn two_stores_on_one_root_share_one_queue() {
         a.claim(&wa, LONG).await.unwrap().is_none(),
         "x is busy in b"
     );
-    b.complete(&first, None).await.unwrap();
+    b.complete(&first, Commit::output(None)).await.unwrap();
     let third = a.claim(&wa, LONG).await.unwrap().expect("x's second run");
     assert_eq!(third.run, runs[1]);
     let seen = a.status(&x.org, &runs[0]).await.unwrap().unwrap();
@@ -256,6 +256,19 @@ async fn processes_sharing_a_queue_claim_every_run_exactly_once() {
         let record = store.status(&key("c0").org, run).await.unwrap().unwrap();
         assert_eq!((record.status, record.attempts), (RunStatus::Completed, 1));
     }
+    // Each claim owned its conversation: every commit extended the head its claim reported,
+    // so each conversation holds its three runs' lines, first in, first out.
+    for c in 0..8 {
+        let head = store
+            .hydrate(&key(&format!("c{c}")))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8(head.transcript.to_vec()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let wanted: Vec<String> = (0..3).map(|i| format!("n={}", c + 8 * i)).collect();
+        assert_eq!(lines, wanted, "conversation c{c}");
+    }
 }
 
 /// The child process: does one task on the store its parent names, prints `RESULT` lines.
@@ -306,7 +319,17 @@ async fn work(store: &FileStore) {
         match store.claim(&worker, LONG).await.unwrap() {
             Some(claim) => {
                 println!("RESULT {}", json!({"run": claim.run.as_str()}));
-                store.complete(&claim, None).await.unwrap();
+                // The claim owns the conversation: its head is the one the claim reported.
+                let mut text = match store.hydrate(&claim.key).await.unwrap() {
+                    Some(head) => {
+                        assert_eq!(Some(head.version), claim.head);
+                        String::from_utf8(head.transcript.to_vec()).unwrap()
+                    }
+                    None => String::new(),
+                };
+                text.push_str(&format!("n={}\n", claim.payload["n"]));
+                let commit = Commit::transcript(Bytes::from(text), claim.head);
+                store.complete(&claim, commit).await.unwrap();
             }
             None if store.depth().await.unwrap() == 0 => return,
             // Another process holds the front of the lanes that still wait.

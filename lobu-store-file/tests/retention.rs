@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use lobu_core::{ConversationKey, IdempotencyKey, NewRun, RunQueue, WorkerId};
+use lobu_core::{Commit, ConversationKey, IdempotencyKey, NewRun, RunQueue, WorkerId};
 use lobu_store_file::FileStore;
 use serde_json::json;
 
@@ -32,7 +32,7 @@ async fn pruning_a_run_removes_its_idempotency_key_and_a_retry_then_creates_a_ne
     let first = store.submit(keyed("k")).await.unwrap();
     let worker = WorkerId::generate();
     let claim = store.claim(&worker, LONG).await.unwrap().expect("the run");
-    store.complete(&claim, None).await.unwrap();
+    store.complete(&claim, Commit::output(None)).await.unwrap();
     // A run still queued keeps its key through the prune.
     let waiting = store.submit(keyed("waiting")).await.unwrap();
     let index = dir.path().join("queue/idempotency");

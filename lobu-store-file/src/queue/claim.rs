@@ -1,33 +1,53 @@
 //! `claim` and the changes a claim holder makes: heartbeat, complete, fail, release.
+//!
+//! A claim is its conversation's ownership (contract v2): claiming draws the conversation's
+//! next fence from `state.json` (the counter leases use) and writes the claim there as the
+//! conversation's lease, so `try_acquire` finds the conversation busy and `persist` and
+//! `clear` accept the claim's fence. Every function here takes the queue lock and then the
+//! conversation's lock, always in that order; nothing that holds a conversation lock
+//! (`persist`, `clear`, `prune`, leases) ever takes the queue lock, so the two cannot
+//! deadlock.
+//!
+//! Syncs per call on the hot path, with syncing on (each atomic replace is two: the staging
+//! file and its directory; each marker rename or removal one):
+//!
+//! * `claim`: 5 (`state.json` 2, run record 2, marker 1); a conversation's first claim also
+//!   syncs the directories it creates.
+//! * `heartbeat`: 4 (`state.json` 2, run record 2; the marker stays a lower bound).
+//! * `complete` with a transcript: 7 when it extends the head (`session.jsonl` and
+//!   `history.jsonl` 1 each, `state.json` 2 committing the head and ending the ownership
+//!   together, run record 2, marker 1); a rewrite adds the staged file's 2 and its rename's 1.
+//!   Without a transcript: 5 (run record 2, marker 1, `state.json` 2).
+//! * `fail` and `release`: 5 (run record 2, marker 1, `state.json` 2).
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use lobu_core::{AfterFailure, Claim, Error, Result, RunStatus, TerminalStatus, WorkerId};
+use lobu_core::run_state::{Due, error_text, exhausted_error, redelivered_error};
+use lobu_core::{
+    AfterFailure, Claim, Commit, Error, ErrorKind, Fence, Persist, Result, RunId, RunStatus,
+    TerminalStatus, Version, WorkerId,
+};
 
 use super::files::Queue;
 use super::markers::{self, Marker};
-use super::runs::{Front, Holder, RunFile};
+use super::runs::{Holder, RunFile};
+use crate::atomic::FileLock;
 use crate::clock;
+use crate::persist;
+use crate::records;
+use crate::state::{Conversation, LeaseRecord, State};
 use crate::store::Inner;
 
-/// The most bytes of a failure message kept in a run record (as in lobu-store-pg): one
-/// runaway message must not bloat every later read of the record.
-pub(crate) const MAX_ERROR_BYTES: usize = 16 * 1024;
-
-/// `error` as stored: cut to [`MAX_ERROR_BYTES`] at a char boundary, with `…` marking the cut
-/// (the rule lobu-store-pg applies, so both stores report the same text).
-fn error_text(error: &str) -> String {
-    let mut text = error.to_owned();
-    if text.len() > MAX_ERROR_BYTES {
-        let mut cut = MAX_ERROR_BYTES;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
+/// What one claim candidate came to.
+enum Outcome {
+    /// Claimed: the answer.
+    Claimed(Claim),
+    /// Its lane has nothing to offer this call (the conversation is owned, or the run waits
+    /// out a retry).
+    LaneWaits,
+    /// The run finished (completed or failed for good): the lane's next run may be claimable.
+    LaneMovesOn,
 }
 
 /// Claim the oldest claimable front of any lane. Only markers are listed; a record is opened
@@ -38,7 +58,7 @@ pub(crate) fn claim(inner: &Inner, worker: &WorkerId, lease: Duration) -> Result
     let now = SystemTime::now();
     let now_ms = clock::millis(now);
     let mut lanes = markers::lanes(queue.markers()?);
-    // Lanes whose front turned out not to be due: they have nothing to offer this call.
+    // Lanes that turned out to have nothing to offer this call.
     let mut waiting: HashSet<String> = HashSet::new();
     loop {
         let next = markers::fronts(&lanes)
@@ -57,18 +77,22 @@ pub(crate) fn claim(inner: &Inner, worker: &WorkerId, lease: Duration) -> Result
                 continue;
             }
         };
-        match file.front(now) {
-            Front::Ready => return start_attempt(&queue, file, marker, worker, lease, now),
-            Front::Exhausted => {
-                expire(&queue, file, marker.clone(), now)?;
-                forget(&mut lanes, &marker);
-            }
-            Front::Later => {
+        let outcome = match file.state().due(now) {
+            Due::Ready => start_attempt(&queue, file, marker.clone(), worker, lease, now)?,
+            Due::Exhausted => expire(&queue, file, marker.clone(), now)?,
+            Due::Later(_) => {
                 if let Some(wanted) = file.wanted_marker() {
                     queue.move_marker(&marker, &wanted)?;
                 }
+                Outcome::LaneWaits
+            }
+        };
+        match outcome {
+            Outcome::Claimed(claim) => return Ok(Some(claim)),
+            Outcome::LaneWaits => {
                 waiting.insert(marker.lane);
             }
+            Outcome::LaneMovesOn => forget(&mut lanes, &marker),
         }
     }
 }
@@ -82,6 +106,9 @@ fn forget(lanes: &mut markers::Lanes, marker: &Marker) {
     }
 }
 
+/// Take the conversation for `file`'s run and start its next attempt, unless the
+/// conversation is owned (the lane waits), its state cannot be opened (the attempt fails),
+/// or the run's transcript is already committed (the run completes).
 fn start_attempt(
     queue: &Queue<'_>,
     mut file: RunFile,
@@ -89,89 +116,332 @@ fn start_attempt(
     worker: &WorkerId,
     lease: Duration,
     now: SystemTime,
-) -> Result<Option<Claim>> {
+) -> Result<Outcome> {
+    let key = file.key().clone();
+    let conversation = Conversation::new(queue.inner, &key);
+    let redelivery = file.record.status == RunStatus::Running;
+    let opened = open_for_claim(&conversation, redelivery.then_some(&file.record.run));
+    let (_lock, mut state, committed) = match opened {
+        Ok(opened) => opened,
+        Err(e) if is_transient(&e) => return Err(e),
+        Err(e) => return damaged(queue, file, marker, &e, now),
+    };
+    if state.lease.as_ref().is_some_and(|l| l.expires_at > now) {
+        // A lease (or a claim whose run record a crash left behind) owns the conversation.
+        return Ok(Outcome::LaneWaits);
+    }
+    if let Some(version) = committed {
+        // A commit that stopped between the transcript and the run record: finish it.
+        complete_recovered(queue, file, marker, version, now)?;
+        return Ok(Outcome::LaneMovesOn);
+    }
+    state.last_fence += 1;
+    let fence = state.last_fence;
+    let expires_at = now + lease;
+    state.lease = Some(LeaseRecord { fence, expires_at });
+    // The ownership first: a crash before the run record leaves a lease that lapses on its
+    // own, never a claim the conversation does not know about.
+    conversation.save(&state)?;
     let record = &mut file.record;
-    if record.status == RunStatus::Running {
-        record.error = Some(format!(
-            "the claim of attempt {} expired (its worker stopped heartbeating); re-delivered",
-            record.attempts
-        ));
+    if redelivery {
+        record.error = Some(redelivered_error(record.attempts));
     }
     record.status = RunStatus::Running;
     // Counted when the attempt starts, so a worker that dies mid-run still used it.
     record.attempts += 1;
     record.updated_at = now;
-    file.last_token += 1;
     file.holder = Some(Holder {
         worker: worker.clone(),
-        token: file.last_token,
-        expires_at: now + lease,
+        fence,
+        expires_at,
     });
+    file.head = state.head.as_ref().map(|h| h.version);
     queue.commit(&mut file, Some(marker))?;
-    file.claim_of().map(Some)
+    file.claim_of().map(Outcome::Claimed)
 }
 
-/// The claim of the run's last attempt expired: the run fails and its lane moves on.
-fn expire(queue: &Queue<'_>, mut file: RunFile, marker: Marker, now: SystemTime) -> Result<()> {
+/// Lock and load a conversation for a claim (a fresh state if it has none), and for a
+/// re-delivery, the version its run's transcript was committed at, if it was.
+fn open_for_claim(
+    conversation: &Conversation<'_>,
+    redelivered: Option<&RunId>,
+) -> Result<(FileLock, State, Option<u64>)> {
+    conversation.create()?;
+    let lock = conversation.lock()?;
+    let state = conversation
+        .load()?
+        .unwrap_or_else(|| State::fresh(conversation.key));
+    let committed = match redelivered {
+        Some(run) => committed_version(conversation, &state, run)?,
+        None => None,
+    };
+    Ok((lock, state, committed))
+}
+
+/// The version at which `run`'s transcript became the head, if it ever did: the head itself,
+/// or a completed snapshot of the run in the history (a later lease may have moved the head
+/// on since).
+fn committed_version(
+    conversation: &Conversation<'_>,
+    state: &State,
+    run: &RunId,
+) -> Result<Option<u64>> {
+    if let Some(head) = state.head.as_ref().filter(|h| h.run == *run) {
+        return Ok(Some(head.version));
+    }
+    let completed = records::completed_of_run(conversation, state, run)?;
+    Ok(completed.last().map(|r| r.version))
+}
+
+/// Errors worth retrying as they are (a full disk, a busy file), rather than charging them
+/// to the run whose conversation could not be opened.
+fn is_transient(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Busy)
+}
+
+/// The run's conversation could not be opened (its state does not decode, or the store may
+/// not read it): count the attempt as failed, so the run retries later or fails for good,
+/// and let the other lanes be claimed meanwhile.
+fn damaged(
+    queue: &Queue<'_>,
+    mut file: RunFile,
+    marker: Marker,
+    e: &Error,
+    now: SystemTime,
+) -> Result<Outcome> {
+    tracing::warn!(run = %file.record.run, conversation = %file.key(), error = %e,
+        "could not open the run's conversation; the attempt fails");
+    let retry_delay = file.retry_delay();
     let record = &mut file.record;
-    record.status = RunStatus::Failed;
-    record.error = Some(format!(
-        "the claim of attempt {} of {} expired (its worker stopped heartbeating)",
-        record.attempts, record.max_attempts
-    ));
+    record.attempts += 1;
     record.updated_at = now;
+    record.error = Some(error_text(&format!(
+        "the conversation's state could not be opened: {e}"
+    )));
+    let outcome = match file
+        .state()
+        .after_failure(TerminalStatus::Failed, retry_delay, now)
+    {
+        AfterFailure::Retry { at } => {
+            file.record.status = RunStatus::Pending;
+            file.not_before = at;
+            Outcome::LaneWaits
+        }
+        AfterFailure::Final(status) => {
+            file.record.status = status;
+            Outcome::LaneMovesOn
+        }
+    };
+    queue.commit(&mut file, Some(marker))?;
+    Ok(outcome)
+}
+
+/// Complete a run whose transcript was committed (at `version`) but whose record was not.
+fn complete_recovered(
+    queue: &Queue<'_>,
+    mut file: RunFile,
+    marker: Marker,
+    version: u64,
+    now: SystemTime,
+) -> Result<()> {
+    tracing::info!(run = %file.record.run, version,
+        "the run's transcript is committed; completing it instead of re-delivering it");
+    file.record.status = RunStatus::Completed;
+    file.record.updated_at = now;
+    file.committed = Some(version);
     queue.commit(&mut file, Some(marker))
 }
 
-/// The claimed run, if `claim` is its newest claim.
-fn held(queue: &Queue<'_>, claim: &Claim) -> Result<RunFile> {
-    let file = queue.load_run(&claim.run)?.ok_or_else(|| {
-        Error::not_found(format!("run {} does not exist (or was pruned)", claim.run))
-    })?;
-    file.check_claim(claim)?;
-    Ok(file)
+/// The claim of the run's last attempt expired: the run fails and its lane moves on, unless
+/// its transcript was committed, in which case it completes.
+fn expire(
+    queue: &Queue<'_>,
+    mut file: RunFile,
+    marker: Marker,
+    now: SystemTime,
+) -> Result<Outcome> {
+    let key = file.key().clone();
+    let conversation = Conversation::new(queue.inner, &key);
+    let committed = (|| {
+        if !conversation.exists() {
+            return Ok(None);
+        }
+        let _shared = conversation.lock_shared()?;
+        match conversation.load()? {
+            Some(state) => committed_version(&conversation, &state, &file.record.run),
+            None => Ok(None),
+        }
+    })();
+    let committed = committed.unwrap_or_else(|e| {
+        // Nothing says the run committed: it fails as its claim lapsed.
+        tracing::warn!(conversation = %key, error = %e, "could not read the conversation");
+        None
+    });
+    if let Some(version) = committed {
+        complete_recovered(queue, file, marker, version, now)?;
+        return Ok(Outcome::LaneMovesOn);
+    }
+    let record = &mut file.record;
+    record.status = RunStatus::Failed;
+    record.error = Some(exhausted_error(record.attempts, record.max_attempts));
+    record.updated_at = now;
+    queue.commit(&mut file, Some(marker))?;
+    Ok(Outcome::LaneMovesOn)
 }
 
-/// Apply `change` to the run `claim` holds and commit it; `change` runs before anything is
-/// written, so an error from it changes nothing.
-fn change<T>(
-    inner: &Inner,
-    claim: &Claim,
-    change: impl FnOnce(&mut RunFile, SystemTime) -> Result<T>,
-) -> Result<T> {
-    let queue = Queue::new(inner);
-    let _lock = queue.lock()?;
-    let mut file = held(&queue, claim)?;
-    let now = SystemTime::now();
-    let out = change(&mut file, now)?;
-    let marker = queue.find_marker(&file)?;
-    queue.commit(&mut file, marker)?;
-    Ok(out)
+/// A claimed run with its conversation, both locked (queue first) for one change.
+struct Held<'a> {
+    queue: Queue<'a>,
+    conversation: Conversation<'a>,
+    /// `None`: the conversation has no state (nothing was ever claimed or leased).
+    state: Option<State>,
+    file: RunFile,
+    // Released in this order when dropped: the conversation's lock, then the queue's.
+    _conversation_lock: Option<FileLock>,
+    _queue_lock: FileLock,
+}
+
+impl<'a> Held<'a> {
+    /// Lock and load `claim`'s run and conversation (nothing checked yet).
+    fn open(inner: &'a Inner, claim: &'a Claim) -> Result<Self> {
+        let queue = Queue::new(inner);
+        let queue_lock = queue.lock()?;
+        let file = queue.load_run(&claim.run)?.ok_or_else(|| {
+            Error::not_found(format!("run {} does not exist (or was pruned)", claim.run))
+        })?;
+        let conversation = Conversation::new(inner, &claim.key);
+        let (lock, state) = if conversation.exists() {
+            let lock = conversation.lock()?;
+            (Some(lock), conversation.load()?)
+        } else {
+            (None, None)
+        };
+        Ok(Held {
+            queue,
+            conversation,
+            state,
+            file,
+            _conversation_lock: lock,
+            _queue_lock: queue_lock,
+        })
+    }
+
+    /// `Fenced` unless `claim` is the run's newest claim and its conversation's newest owner.
+    fn check(&self, claim: &Claim) -> Result<()> {
+        if *self.file.key() != claim.key {
+            return Err(Error::fenced(format!(
+                "run {} belongs to {}, not {}",
+                claim.run,
+                self.file.key(),
+                claim.key
+            )));
+        }
+        let newest = self
+            .state
+            .as_ref()
+            .filter(|s| s.last_fence > 0)
+            .map(|s| Fence(s.last_fence));
+        self.file.check_claim(claim, newest)
+    }
+
+    /// Write the run record (and its marker).
+    fn commit_run(&mut self) -> Result<()> {
+        let marker = self.queue.find_marker(&self.file)?;
+        self.queue.commit(&mut self.file, marker)
+    }
+
+    /// End the conversation's ownership by `claim` (its lease), if it still holds it.
+    fn end_ownership(&mut self, claim: &Claim) -> Result<()> {
+        if let Some(state) = self.state.as_mut()
+            && state
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.fence == claim.fence.0)
+        {
+            state.lease = None;
+            self.conversation.save(state)?;
+        }
+        Ok(())
+    }
+}
+
+/// Held, checked, and the conversation's state: a checked claim always has one.
+fn checked<'a>(inner: &'a Inner, claim: &'a Claim) -> Result<Held<'a>> {
+    let held = Held::open(inner, claim)?;
+    held.check(claim)?;
+    Ok(held)
 }
 
 pub(crate) fn heartbeat(inner: &Inner, claim: &Claim, lease: Duration) -> Result<Claim> {
-    let queue = Queue::new(inner);
-    let _lock = queue.lock()?;
-    let mut file = held(&queue, claim)?;
-    if let Some(holder) = file.holder.as_mut() {
-        holder.expires_at = SystemTime::now() + lease;
+    let mut held = checked(inner, claim)?;
+    let expires_at = SystemTime::now() + lease;
+    if let Some(state) = held.state.as_mut() {
+        state.lease = Some(LeaseRecord {
+            fence: claim.fence.0,
+            expires_at,
+        });
+        held.conversation.save(state)?;
+    }
+    if let Some(holder) = held.file.holder.as_mut() {
+        holder.expires_at = expires_at;
     }
     // Only the record: the marker's older instant stays a valid lower bound.
-    queue.save_run(&file)?;
-    file.claim_of()
+    held.queue.save_run(&held.file)?;
+    held.file.claim_of()
 }
 
-pub(crate) fn complete(
-    inner: &Inner,
-    claim: &Claim,
-    output: Option<serde_json::Value>,
-) -> Result<()> {
-    change(inner, claim, |file, now| {
-        file.record.status = RunStatus::Completed;
-        file.record.output = output;
-        file.record.updated_at = now;
-        Ok(())
-    })
+pub(crate) fn complete(inner: &Inner, claim: &Claim, commit: Commit) -> Result<Option<Version>> {
+    if let Some(transcript) = &commit.transcript {
+        persist::check_size(inner, &claim.key, transcript.len())?;
+    }
+    let mut held = Held::open(inner, claim)?;
+    if held.file.record.status == RunStatus::Completed
+        && *held.file.key() == claim.key
+        && held.file.held_by(claim)
+    {
+        // This claim's commit already landed (its answer was lost): the same answer again.
+        return Ok(held.file.committed.map(Version));
+    }
+    held.check(claim)?;
+    let now = SystemTime::now();
+    let version = match commit.transcript {
+        Some(transcript) => {
+            let state = held
+                .state
+                .as_mut()
+                .ok_or_else(|| persist::never_leased(&claim.key))?;
+            let owned = state
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.fence == claim.fence.0);
+            // Ends the ownership in the same commit as the head. A crash before the run
+            // record below is recovered by the next claim, which finds the run's transcript
+            // committed and completes the run.
+            state.lease = None;
+            let write = Persist {
+                run: claim.run.clone(),
+                status: TerminalStatus::Completed,
+                transcript,
+                expected: commit.expected,
+                fence: claim.fence,
+            };
+            let (version, saved) = persist::persist_locked(&held.conversation, state, write)?;
+            if owned && !saved {
+                // A retry of a stored write commits nothing itself.
+                held.conversation.save(state)?;
+            }
+            Some(version)
+        }
+        None => None,
+    };
+    let record = &mut held.file.record;
+    record.status = RunStatus::Completed;
+    record.output = commit.output;
+    record.updated_at = now;
+    held.file.committed = version.map(|v| v.0);
+    held.commit_run()?;
+    held.end_ownership(claim)?;
+    Ok(version)
 }
 
 pub(crate) fn fail(
@@ -180,30 +450,34 @@ pub(crate) fn fail(
     status: TerminalStatus,
     error: &str,
 ) -> Result<AfterFailure> {
-    change(inner, claim, |file, now| {
-        let retry_delay = file.retry_delay();
-        let record = &mut file.record;
-        record.error = Some(error_text(error));
-        record.updated_at = now;
-        if record.attempts < record.max_attempts {
-            let at = now + retry_delay;
-            record.status = RunStatus::Pending;
+    let mut held = checked(inner, claim)?;
+    let now = SystemTime::now();
+    let retry_delay = held.file.retry_delay();
+    let after = held.file.state().after_failure(status, retry_delay, now);
+    let file = &mut held.file;
+    file.record.error = Some(error_text(error));
+    file.record.updated_at = now;
+    match after {
+        AfterFailure::Retry { at } => {
+            file.record.status = RunStatus::Pending;
             file.not_before = at;
-            return Ok(AfterFailure::Retry { at });
         }
-        record.status = RunStatus::from(status);
-        Ok(AfterFailure::Final(record.status))
-    })
+        AfterFailure::Final(status) => file.record.status = status,
+    }
+    held.commit_run()?;
+    held.end_ownership(claim)?;
+    Ok(after)
 }
 
 pub(crate) fn release(inner: &Inner, claim: &Claim) -> Result<()> {
-    change(inner, claim, |file, now| {
-        let record = &mut file.record;
-        record.status = RunStatus::Pending;
-        // The attempt did not happen as far as the limit is concerned.
-        record.attempts = record.attempts.saturating_sub(1);
-        record.updated_at = now;
-        file.not_before = now;
-        Ok(())
-    })
+    let mut held = checked(inner, claim)?;
+    let now = SystemTime::now();
+    let file = &mut held.file;
+    file.record.status = RunStatus::Pending;
+    // The attempt did not happen as far as the limit is concerned.
+    file.record.attempts = file.record.attempts.saturating_sub(1);
+    file.record.updated_at = now;
+    file.not_before = now;
+    held.commit_run()?;
+    held.end_ownership(claim)
 }

@@ -4,7 +4,7 @@
 mod claim;
 mod files;
 mod intake;
-mod markers;
+pub(crate) mod markers;
 #[cfg(test)]
 mod recovery_tests;
 mod runs;
@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use lobu_core::{
-    AfterFailure, Claim, NewRun, OrgId, Result, RunId, RunQueue, RunRecord, Submitted,
-    TerminalStatus, WorkerId, check_lease_duration,
+    AfterFailure, Claim, Commit, NewRun, OrgId, Result, RunId, RunQueue, RunRecord, Submitted,
+    TerminalStatus, Version, WorkerId, check_lease_duration,
 };
 
 use crate::store::FileStore;
@@ -44,13 +44,14 @@ impl RunQueue for FileStore {
             .await
     }
 
-    async fn complete(&self, claim: &Claim, output: Option<serde_json::Value>) -> Result<()> {
+    async fn complete(&self, claim: &Claim, commit: Commit) -> Result<Option<Version>> {
         let claim = claim.clone();
-        self.blocking(move |inner| claim::complete(inner, &claim, output))
+        let version = self
+            .blocking(move |inner| claim::complete(inner, &claim, commit))
             .await?;
         // The conversation's next run may be claimable now.
         self.inner.work.notify_waiters();
-        Ok(())
+        Ok(version)
     }
 
     async fn fail(

@@ -5,8 +5,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use bytes::Bytes;
 use lobu_core::{
-    ConversationKey, IdempotencyKey, NewRun, RunQueue, RunStatus, TerminalStatus, WorkerId,
+    Claim, Commit, ConversationKey, ConversationLocks, IdempotencyKey, NewRun, RunQueue, RunStatus,
+    SessionStore, TerminalStatus, WorkerId,
 };
 use serde_json::json;
 
@@ -62,7 +64,7 @@ async fn a_submit_that_crashed_after_reserving_its_key_is_finished_by_the_retry(
     let worker = WorkerId::generate();
     let claim = store.claim(&worker, LONG).await.unwrap().expect("the run");
     assert_eq!(claim.run, retried.run);
-    store.complete(&claim, None).await.unwrap();
+    store.complete(&claim, Commit::output(None)).await.unwrap();
     assert!(
         store.claim(&worker, LONG).await.unwrap().is_none(),
         "exactly one run"
@@ -153,7 +155,7 @@ async fn a_release_that_crashed_halfway_can_be_retried() {
         .unwrap()
         .expect("handed back");
     assert_eq!((again.run, again.attempt), (run, 1));
-    assert!(again.token > claim.token);
+    assert!(again.fence > claim.fence);
 }
 
 #[tokio::test]
@@ -177,7 +179,7 @@ async fn a_complete_that_crashed_halfway_holds_its_lane_no_longer_than_the_claim
     simulated(
         crashing(dir.path(), Step::QueueHalfway)
             .await
-            .complete(&claim, None)
+            .complete(&claim, Commit::output(None))
             .await,
     );
     let record = store.status(&c.org, &first).await.unwrap().unwrap();
@@ -230,4 +232,94 @@ async fn a_failure_that_crashed_halfway_did_not_happen_and_can_be_retried() {
         .unwrap()
         .expect("the retry");
     assert_eq!((retry.run, retry.attempt), (run, 2));
+}
+
+/// A turn's commit stopped right after `state.json` committed its transcript, before the
+/// run record: the transcript is the head, the record still says running.
+async fn crashed_after_the_transcript(dir: &Path, max_attempts: u32) -> (FileStore, Claim) {
+    let store = open(dir).await;
+    store
+        .submit(NewRun {
+            max_attempts,
+            ..NewRun::turn(key("c1"), json!({}))
+        })
+        .await
+        .unwrap();
+    let claim = store
+        .claim(&WorkerId::generate(), SHORT)
+        .await
+        .unwrap()
+        .unwrap();
+    let commit = Commit::transcript(Bytes::from_static(b"turn\n"), None);
+    simulated(
+        crashing(dir, Step::Committed)
+            .await
+            .complete(&claim, commit)
+            .await,
+    );
+    let record = store.status(&claim.key.org, &claim.run).await.unwrap();
+    assert_eq!(record.unwrap().status, RunStatus::Running);
+    let head = store.hydrate(&claim.key).await.unwrap().unwrap();
+    assert_eq!(head.run, claim.run, "the transcript is the head");
+    (store, claim)
+}
+
+#[tokio::test]
+async fn a_run_whose_transcript_is_the_head_is_completed_not_failed_by_the_reaper() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, claim) = crashed_after_the_transcript(dir.path(), 1).await;
+    let next = store.submit(NewRun::turn(key("c1"), json!({}))).await;
+    tokio::time::sleep(PAST_SHORT).await;
+    let worker = WorkerId::generate();
+    let claimed = store
+        .claim(&worker, LONG)
+        .await
+        .unwrap()
+        .expect("the next run");
+    assert_eq!(claimed.run, next.unwrap().run, "the lane moved on");
+    let record = store.status(&claim.key.org, &claim.run).await.unwrap();
+    let record = record.unwrap();
+    assert_eq!((record.status, record.error), (RunStatus::Completed, None));
+    assert_eq!(claimed.head.map(|v| v.0), Some(1), "the recovered head");
+    // The lost answer, asked again: the same version.
+    let again = store
+        .complete(
+            &claim,
+            Commit::transcript(Bytes::from_static(b"turn\n"), None),
+        )
+        .await;
+    assert_eq!(again.unwrap(), claimed.head);
+}
+
+#[tokio::test]
+async fn a_run_whose_transcript_is_the_head_is_completed_not_redelivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, claim) = crashed_after_the_transcript(dir.path(), 3).await;
+    tokio::time::sleep(PAST_SHORT).await;
+    let worker = WorkerId::generate();
+    assert!(
+        store.claim(&worker, LONG).await.unwrap().is_none(),
+        "nothing to re-deliver"
+    );
+    let record = store.status(&claim.key.org, &claim.run).await.unwrap();
+    assert_eq!(record.unwrap().status, RunStatus::Completed);
+    let lease = store.try_acquire(&claim.key, LONG).await.unwrap();
+    assert!(lease.is_some(), "the conversation is free");
+}
+
+#[tokio::test]
+async fn a_complete_retried_after_a_crash_between_transcript_and_record_lands_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, claim) = crashed_after_the_transcript(dir.path(), 3).await;
+    let commit = Commit::transcript(Bytes::from_static(b"turn\n"), None);
+    let version = store.complete(&claim, commit).await.unwrap();
+    assert_eq!(
+        version.map(|v| v.0),
+        Some(1),
+        "the stored write, not a new one"
+    );
+    let record = store.status(&claim.key.org, &claim.run).await.unwrap();
+    assert_eq!(record.unwrap().status, RunStatus::Completed);
+    let head = store.hydrate(&claim.key).await.unwrap().unwrap();
+    assert_eq!(&head.transcript[..], b"turn\n");
 }

@@ -3,15 +3,20 @@
 
 use std::time::{Duration, SystemTime};
 
+use lobu_core::run_state::RunState;
 use lobu_core::{
-    Claim, ConversationKey, Error, IdempotencyKey, NewRun, Result, RunId, RunRecord, RunStatus,
-    WorkerId,
+    Claim, ConversationKey, Error, Fence, IdempotencyKey, NewRun, Result, RunId, RunRecord,
+    RunStatus, Version, WorkerId,
 };
 use serde::{Deserialize, Serialize};
 
 use super::markers::{Marker, lane_of};
 use crate::clock;
 
+/// A run record. Records written by the previous version (contract v1) still decode: they
+/// carry a per-run `last_token` (ignored now) and a holder `token` (read as its fence: that
+/// claim can only have lapsed, and the conversation's next claim draws a newer fence), and
+/// lack `head` and `committed` (defaulted).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RunFile {
     pub(crate) format: u32,
@@ -24,10 +29,15 @@ pub(crate) struct RunFile {
     /// A pending run is not claimable before this (its retry delay).
     #[serde(with = "crate::clock")]
     pub(crate) not_before: SystemTime,
-    /// The newest claim token handed out for this run.
-    pub(crate) last_token: u64,
     /// The newest claim; kept after it ends so older claims stay fenced.
     pub(crate) holder: Option<Holder>,
+    /// The conversation's head version when the newest claim was made.
+    #[serde(default)]
+    pub(crate) head: Option<u64>,
+    /// The head version the run's commit wrote, once completed (a retried `complete` gets it
+    /// back).
+    #[serde(default)]
+    pub(crate) committed: Option<u64>,
     pub(crate) idempotency_key: Option<IdempotencyKey>,
     pub(crate) record: RunRecord,
 }
@@ -35,20 +45,11 @@ pub(crate) struct RunFile {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Holder {
     pub(crate) worker: WorkerId,
-    pub(crate) token: u64,
+    /// The conversation's fence this claim drew (`token` in the previous version's records).
+    #[serde(alias = "token")]
+    pub(crate) fence: u64,
     #[serde(with = "crate::clock")]
     pub(crate) expires_at: SystemTime,
-}
-
-/// What a lane's front run offers a claim at some instant.
-#[derive(Debug)]
-pub(crate) enum Front {
-    /// Claimable now (pending and due, or its claim expired with attempts left).
-    Ready,
-    /// Its claim expired on the last attempt: it fails instead of being re-delivered.
-    Exhausted,
-    /// Not claimable before then (a retry delay, or a live claim).
-    Later,
 }
 
 impl RunFile {
@@ -61,8 +62,9 @@ impl RunFile {
             marker: None,
             retry_delay_ns,
             not_before: now,
-            last_token: 0,
             holder: None,
+            head: None,
+            committed: None,
             idempotency_key: new.idempotency_key,
             record: RunRecord {
                 run: id,
@@ -88,40 +90,39 @@ impl RunFile {
         Duration::from_nanos(self.retry_delay_ns)
     }
 
-    /// When the run may next be claimable.
-    fn due(&self) -> SystemTime {
-        match (&self.record.status, &self.holder) {
-            (RunStatus::Running, Some(holder)) => holder.expires_at,
-            _ => self.not_before,
+    /// The run as lobu-core's run state machine sees it.
+    pub(crate) fn state(&self) -> RunState {
+        RunState {
+            status: self.record.status,
+            attempts: self.record.attempts,
+            max_attempts: self.record.max_attempts,
+            claim_expires_at: self.holder.as_ref().map(|h| h.expires_at),
+            not_before: self.not_before,
         }
     }
 
-    pub(crate) fn front(&self, now: SystemTime) -> Front {
-        if self.due() > now {
-            Front::Later
-        } else if self.record.status == RunStatus::Running
-            && self.record.attempts >= self.record.max_attempts
-        {
-            Front::Exhausted
-        } else {
-            Front::Ready
-        }
+    /// Whether `claim`'s worker and fence are this run's holder (whatever its status).
+    pub(crate) fn held_by(&self, claim: &Claim) -> bool {
+        self.holder
+            .as_ref()
+            .is_some_and(|h| h.worker == claim.worker && h.fence == claim.fence.0)
     }
 
     /// The marker this run should have; `None` once it is terminal.
     pub(crate) fn wanted_marker(&self) -> Option<Marker> {
         let status = self.record.status;
         (!status.is_terminal()).then(|| {
-            let due = clock::millis(self.due());
+            let due = clock::millis(self.state().due_at());
             let pending = status == RunStatus::Pending;
             Marker::new(self.seq, &self.lane, due, pending, &self.record.run)
         })
     }
 
-    /// `Fenced` unless `claim` is the newest claim of this running run.
-    pub(crate) fn check_claim(&self, claim: &Claim) -> Result<()> {
-        let holder = self.holder.as_ref().map(|h| (&h.worker, h.token));
-        claim.check_newest(self.record.status, holder)
+    /// `Fenced` unless `claim` is the newest claim of this running run and `newest` (the
+    /// conversation's newest fence) is the claim's.
+    pub(crate) fn check_claim(&self, claim: &Claim, newest: Option<Fence>) -> Result<()> {
+        let holder = self.holder.as_ref().map(|h| (&h.worker, Fence(h.fence)));
+        claim.check_newest(self.record.status, holder, newest)
     }
 
     /// The claim this run's holder has.
@@ -139,7 +140,8 @@ impl RunFile {
             attempt: record.attempts,
             max_attempts: record.max_attempts,
             worker: holder.worker.clone(),
-            token: holder.token,
+            fence: Fence(holder.fence),
+            head: self.head.map(Version),
             expires_at: holder.expires_at,
         })
     }

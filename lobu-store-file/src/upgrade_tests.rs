@@ -1,0 +1,183 @@
+//! A root written by the previous version (contract v1: per-run claim tokens, claims that
+//! never touched `state.json`) opens without a migration step: its transcripts hydrate, its
+//! queued runs are claimed with conversation fences, and they complete.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use lobu_core::{
+    Commit, ConversationKey, ConversationLocks, Fence, RunId, RunQueue, RunStatus, SessionStore,
+    Version, WorkerId,
+};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::clock;
+use crate::queue::markers::{Marker, lane_of};
+use crate::store::FileStore;
+
+const LONG: Duration = Duration::from_secs(600);
+const TRANSCRIPT: &str = "{\"type\":\"session\",\"id\":\"s1\"}\n";
+const WRITTEN: &str = "2026-01-01T00:00:00Z";
+const CLAIM_EXPIRED: &str = "2026-01-01T00:10:00Z";
+const OLD_RUN: &str = "0190f0a0-0000-7000-8000-000000000001";
+const RUNNING: &str = "0190f0a0-0000-7000-8000-000000000002";
+const PENDING: &str = "0190f0a0-0000-7000-8000-000000000003";
+
+fn key(id: &str) -> ConversationKey {
+    ConversationKey::parse("acme", "bot", id).unwrap()
+}
+
+fn put(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn millis(text: &str) -> u64 {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339);
+    clock::millis(t.unwrap().into())
+}
+
+/// A run record exactly as the previous version wrote it (`last_token`, `holder.token`).
+fn old_run(seq: u64, run: &str, conversation: &str, running: bool) -> serde_json::Value {
+    let key = key(conversation);
+    let lane = lane_of(&key);
+    let id = RunId::new(run).unwrap();
+    let (due, holder, status, attempts) = if running {
+        let holder = json!({"worker": "worker-old", "token": 1, "expires_at": CLAIM_EXPIRED});
+        (millis(CLAIM_EXPIRED), holder, "running", 1)
+    } else {
+        (millis(WRITTEN), serde_json::Value::Null, "pending", 0)
+    };
+    let marker = Marker::new(seq, &lane, due, !running, &id);
+    json!({
+        "format": 1,
+        "seq": seq,
+        "lane": lane,
+        "marker": marker.name,
+        "retry_delay_ns": 2_000_000_000u64,
+        "not_before": WRITTEN,
+        "last_token": attempts,
+        "holder": holder,
+        "idempotency_key": null,
+        "record": {
+            "run": run,
+            "key": {"org": "acme", "agent": "bot", "conversation": conversation},
+            "kind": "turn",
+            "status": status,
+            "attempts": attempts,
+            "max_attempts": 3,
+            "error": null,
+            "output": null,
+            "payload": {"text": "hi"},
+            "created_at": WRITTEN,
+            "updated_at": WRITTEN,
+        },
+    })
+}
+
+/// The previous version's files: `c1` with a head (and a lapsed lease of fence 3) and a
+/// running run whose claim expired; `c2` with nothing but a pending run.
+fn write_previous_version(root: &Path) {
+    put(
+        &root.join("lobu-store.json"),
+        br#"{"format":1,"store":"lobu-store-file"}"#,
+    );
+    let dir = root.join("orgs/acme/bot/c1");
+    let sha256: String = Sha256::digest(TRANSCRIPT.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let history = format!(
+        "{{\"version\":1,\"run\":\"{OLD_RUN}\",\"status\":\"completed\",\"bytes\":{},\
+         \"sha256\":\"{sha256}\",\"written_at\":\"{WRITTEN}\"}}\n",
+        TRANSCRIPT.len()
+    );
+    let state = json!({
+        "format": 1,
+        "key": {"org": "acme", "agent": "bot", "conversation": "c1"},
+        "last_version": 1,
+        "last_fence": 3,
+        "lease": {"fence": 3, "expires_at": WRITTEN},
+        "cleared_through": 0,
+        "head": {
+            "version": 1,
+            "run": OLD_RUN,
+            "bytes": TRANSCRIPT.len(),
+            "sha256": sha256,
+            "turns": 1,
+            "title": null,
+            "written_at": WRITTEN,
+            "history_bytes": history.len(),
+            "staged": false,
+        },
+    });
+    put(&dir.join("session.jsonl"), TRANSCRIPT.as_bytes());
+    put(&dir.join("history.jsonl"), history.as_bytes());
+    put(&dir.join("state.json"), state.to_string().as_bytes());
+    put(&dir.join("lock"), b"");
+    let queue = root.join("queue");
+    put(&queue.join("lock"), b"");
+    for (seq, run, conversation, running) in [(1, RUNNING, "c1", true), (2, PENDING, "c2", false)] {
+        let record = old_run(seq, run, conversation, running);
+        let marker = record["marker"].as_str().unwrap();
+        put(&queue.join("active").join(marker), b"");
+        put(&queue.join("runs").join(run), record.to_string().as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn a_directory_written_by_the_previous_version_still_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    write_previous_version(dir.path());
+    let store = FileStore::open(dir.path()).await.unwrap();
+    let (c1, c2) = (key("c1"), key("c2"));
+    let head = store.hydrate(&c1).await.unwrap().expect("the old head");
+    assert_eq!(
+        (head.version, &head.transcript[..]),
+        (Version(1), TRANSCRIPT.as_bytes())
+    );
+    let running = RunId::new(RUNNING).unwrap();
+    let record = store.status(&c1.org, &running).await.unwrap().unwrap();
+    assert_eq!((record.status, record.attempts), (RunStatus::Running, 1));
+    assert_eq!(store.depth().await.unwrap(), 1);
+
+    let worker = WorkerId::generate();
+    let claim = store.claim(&worker, LONG);
+    let claim = claim.await.unwrap().expect("the expired claim's run");
+    assert_eq!((claim.run.as_str(), claim.attempt), (RUNNING, 2));
+    assert_eq!(claim.fence, Fence(4), "after the old leases' fences");
+    assert_eq!(claim.head, Some(Version(1)));
+    let next = format!("{TRANSCRIPT}{{\"type\":\"message\"}}\n");
+    let commit = Commit::transcript(Bytes::from(next.clone()), claim.head);
+    assert_eq!(
+        store.complete(&claim, commit).await.unwrap(),
+        Some(Version(2))
+    );
+
+    let claim = store.claim(&worker, LONG);
+    let claim = claim.await.unwrap().expect("the pending run");
+    assert_eq!((claim.run.as_str(), claim.attempt), (PENDING, 1));
+    assert_eq!((claim.fence, claim.head), (Fence(1), None));
+    let output = Commit::output(Some(json!({"ok": true})));
+    assert_eq!(store.complete(&claim, output).await.unwrap(), None);
+    assert!(store.claim(&worker, LONG).await.unwrap().is_none());
+
+    for (conversation, run) in [(&c1, RUNNING), (&c2, PENDING)] {
+        let run = RunId::new(run).unwrap();
+        let record = store
+            .status(&conversation.org, &run)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.status, RunStatus::Completed, "{run}");
+    }
+    let head = store.hydrate(&c1).await.unwrap().unwrap();
+    assert_eq!(
+        (head.version, &head.transcript[..]),
+        (Version(2), next.as_bytes())
+    );
+    let lease = store.try_acquire(&c1, LONG).await;
+    assert_eq!(lease.unwrap().expect("free").fence, Fence(5));
+}
