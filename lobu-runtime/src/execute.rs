@@ -114,7 +114,9 @@ async fn report(shared: &Shared, claim: &Claim, log: &RunLog, outcome: Outcome, 
         }
         Outcome::Failed(status, error) => record_failure(shared, claim, log, status, error).await,
         Outcome::TakenOver => {
-            tracing::info!("a newer claim owns the conversation; this attempt's writes were refused");
+            tracing::info!(
+                "a newer claim owns the conversation; this attempt's writes were refused"
+            );
         }
         Outcome::Interrupted => match held.lost {
             Some(Lost::Claim) => log.push(RunEvent::Requeued {

@@ -41,7 +41,9 @@ pub(crate) struct Held {
 impl Held {
     /// When the turn must stop: `margin` before the claim can run out.
     fn deadline(&self, margin: Duration) -> Instant {
-        self.claim_until.checked_sub(margin).unwrap_or(self.claim_until)
+        self.claim_until
+            .checked_sub(margin)
+            .unwrap_or(self.claim_until)
     }
 }
 

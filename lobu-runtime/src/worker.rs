@@ -191,4 +191,3 @@ async fn sample_depth(shared: &Shared) {
         Err(error) => tracing::debug!(%error, "sampling queue depth failed"),
     }
 }
-

@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use lobu_core::{
     AfterFailure, AgentId, Backend, Claim, Commit, ConversationKey, ConversationLocks,
-    ConversationSummary, Error, ErrorKind, Fence, Lease, NewRun, OrgId, Page, Persist,
-    PruneReport, Result, RunId, RunQueue, RunRecord, SessionStore, Snapshot, Submitted,
-    TerminalStatus, Version, WorkerId,
+    ConversationSummary, Error, ErrorKind, Fence, Lease, NewRun, OrgId, Page, Persist, PruneReport,
+    Result, RunId, RunQueue, RunRecord, SessionStore, Snapshot, Submitted, TerminalStatus, Version,
+    WorkerId,
 };
 use tokio::sync::watch;
 
@@ -33,6 +33,7 @@ pub struct Stall {
     claims_held: Arc<watch::Sender<bool>>,
     claims_waiting: Arc<AtomicUsize>,
     skew: Arc<Mutex<Duration>>,
+    corrupt_commits: Arc<AtomicUsize>,
 }
 
 impl Stall {
@@ -49,6 +50,7 @@ impl Stall {
             claims_held: Arc::new(watch::channel(false).0),
             claims_waiting: Arc::new(AtomicUsize::new(0)),
             skew: Arc::new(Mutex::new(Duration::ZERO)),
+            corrupt_commits: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -100,6 +102,12 @@ impl Stall {
     /// The next `n` commits of a transcript reach the store, then answer `Unavailable`.
     pub fn lose_commit_answers(&self, n: usize) {
         self.lost_answers.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` commits of a transcript answer `Corrupt` without reaching the store (a
+    /// damaged conversation record: retrying cannot help).
+    pub fn corrupt_commits(&self, n: usize) {
+        self.corrupt_commits.store(n, Ordering::SeqCst);
     }
 
     /// The next `n` run completions answer `Unavailable` without reaching the queue.
@@ -160,8 +168,17 @@ impl RunQueue for Stall {
         Ok(self.skewed(claim))
     }
     async fn complete(&self, claim: &Claim, commit: Commit) -> Result<Option<Version>> {
+        if commit.transcript.is_some() && take(&self.lost_answers) {
+            self.inner.queue.complete(claim, commit).await?;
+            return Err(Error::unavailable(
+                "the connection dropped after the commit",
+            ));
+        }
         if take(&self.failing_completes) {
             return Err(Error::unavailable("the queue did not answer"));
+        }
+        if commit.transcript.is_some() && take(&self.corrupt_commits) {
+            return Err(Error::corrupt("the conversation's stored state is damaged"));
         }
         if commit.transcript.is_none() {
             return self.inner.queue.complete(claim, commit).await;
@@ -183,11 +200,7 @@ impl RunQueue for Stall {
             });
             return write.await.expect("the detached commit");
         }
-        let result = self.inner.queue.complete(claim, commit).await;
-        if result.is_ok() && take(&self.lost_answers) {
-            return Err(Error::unavailable("the connection dropped after the commit"));
-        }
-        result
+        self.inner.queue.complete(claim, commit).await
     }
     async fn fail(
         &self,

@@ -325,3 +325,70 @@ pub async fn a_completion_that_fails_for_a_while_is_retried_in_the_same_attempt(
     assert_eq!(agent.turns().len(), 1, "the turn ran once");
     stop(&rt, worker).await;
 }
+
+pub async fn a_turn_committed_on_its_last_attempt_whose_answer_was_lost_ends_completed_once(
+    store: Store,
+) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let stall = Stall::new(fx.replica().await);
+    // One attempt, and after the commit lands every further call to complete fails until the
+    // claim lapses: the worker never learns that its turn was committed.
+    let rt = expiring(fx.builder_on(stall.backend(), &agent))
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    let worker = start(&rt);
+    let k = key("c1");
+    stall.lose_commit_answers(1);
+    stall.fail_completes(1_000);
+    let run = send(&rt, &k, "hello").await;
+    let record = finished(&rt, &k, &run).await;
+    assert_eq!(record.status, RunStatus::Completed, "{record:?}");
+    assert_eq!(user_texts(&head(&fx.backend, &k).await), ["hello"]);
+    // Even after the claim lapsed and the reaper looked, the run stays completed.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let later = rt.status(&k.org, &run).await.unwrap();
+    assert_eq!(later.status, RunStatus::Completed, "{later:?}");
+    assert_eq!(agent.turns().len(), 1, "the turn ran once");
+    stall.fail_completes(0);
+    stop(&rt, worker).await;
+}
+
+pub async fn a_damaged_conversation_fails_its_run_visibly_and_the_next_run_and_a_reset_proceed(
+    store: Store,
+) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let stall = Stall::new(fx.replica().await);
+    let rt = fx
+        .builder_on(stall.backend(), &agent)
+        .max_attempts(2)
+        .build()
+        .unwrap();
+    let worker = start(&rt);
+    let k = key("c1");
+    stall.corrupt_commits(2);
+    let run = send(&rt, &k, "doomed").await;
+    let record = finished(&rt, &k, &run).await;
+    assert_eq!(
+        (record.status, record.attempts),
+        (RunStatus::Failed, 2),
+        "{record:?}"
+    );
+    assert!(
+        record
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("damaged"),
+        "{record:?}"
+    );
+    let next = send(&rt, &k, "next").await;
+    assert_eq!(finished(&rt, &k, &next).await.status, RunStatus::Completed);
+    assert_eq!(user_texts(&head(&fx.backend, &k).await), ["next"]);
+    let reset = rt.reset(k.clone()).await.unwrap();
+    assert_eq!(finished(&rt, &k, &reset).await.status, RunStatus::Completed);
+    assert_eq!(fx.backend.sessions.head(&k).await.unwrap(), None);
+    stop(&rt, worker).await;
+}

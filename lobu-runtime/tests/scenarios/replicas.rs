@@ -2,6 +2,7 @@
 //! a stalled replica stops its turn before its lease runs out and another takes over.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use lobu_core::RunStatus;
 
@@ -57,9 +58,22 @@ pub async fn two_runtimes_never_overlap_a_conversation_and_run_each_turn_once(st
 }
 
 pub async fn a_stalled_replica_stops_its_turn_before_another_takes_over(store: Store) {
+    stalled_replica_stops_before_takeover(store, Duration::ZERO).await;
+}
+
+/// The stop deadline is measured on the replica's own monotonic clock: a store whose clock
+/// runs 15 s ahead (so every expiry it reports looks 15 s later) changes nothing.
+pub async fn a_stalled_replica_whose_store_clock_runs_ahead_still_stops_before_another_takes_over(
+    store: Store,
+) {
+    stalled_replica_stops_before_takeover(store, Duration::from_secs(15)).await;
+}
+
+async fn stalled_replica_stops_before_takeover(store: Store, store_clock_ahead: Duration) {
     let fx = Fixture::new(store).await;
     let agent = ScriptAgent::new();
     let stall = Stall::new(fx.replica().await);
+    stall.skew_clock(store_clock_ahead);
     // Concurrency 1: while its only attempt hangs, A claims nothing else.
     let a = expiring(fx.builder_on(stall.backend(), &agent))
         .concurrency(1)
