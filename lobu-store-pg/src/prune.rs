@@ -35,13 +35,20 @@ impl PruneSql {
                 schema,
             ),
             // Rows left with no head, no snapshot and a lease that lapsed before the cutoff
-            // are only a spent lease: drop them so idle keys do not pile up. Fences come from
-            // a sequence, so a later acquisition still gets a larger one.
+            // (and is not live now, whatever the cutoff) are only a spent lease: drop them so
+            // idle keys do not pile up. A conversation with a running run keeps its row, whose
+            // fence that run's claim is checked against. Fences come from a sequence, so a
+            // later acquisition or claim still gets a larger one.
             leases: sql(
                 "DELETE FROM {s}.conversations \
                   WHERE (org, agent, conversation) IN ( \
                         SELECT c.org, c.agent, c.conversation FROM {s}.conversations c \
                          WHERE c.head_seq IS NULL AND c.lease_expires_at < $1 \
+                           AND c.lease_expires_at <= now() \
+                           AND NOT EXISTS (SELECT 1 FROM {s}.runs r \
+                                            WHERE r.org = c.org AND r.agent = c.agent \
+                                              AND r.conversation = c.conversation \
+                                              AND r.status = 'running') \
                            AND NOT EXISTS (SELECT 1 FROM {s}.snapshots s \
                                             WHERE s.org = c.org AND s.agent = c.agent \
                                               AND s.conversation = c.conversation) \

@@ -1,22 +1,43 @@
-//! [`RunQueue`] on PostgreSQL: `FOR UPDATE SKIP LOCKED` claims with leases and tokens,
-//! per-conversation FIFO, bounded attempts, idempotent submits, `NOTIFY` wake-ups.
+//! [`RunQueue`] on PostgreSQL (lobu-core contract v2): a claim is its conversation's
+//! ownership. Claims take the conversation's fence (the `fences` sequence, shared with
+//! leases) and lease in the statement that picks the run (`FOR UPDATE SKIP LOCKED`, FIFO per
+//! conversation); every claim-holder call checks the run and the conversation's fence;
+//! `complete` commits the transcript and the run in one transaction. Bounded attempts,
+//! idempotent submits, `NOTIFY` wake-ups.
+//!
+//! Round trips per call (each statement or transaction control is one):
+//! * `claim`: 1 (the claim statement). At most once a second per store, +1 for the reaper
+//!   first; and when a claim finds nothing, +1 for the reaper (at most every 100 ms) and, if
+//!   it reaped something, +1 for a second claim.
+//! * `heartbeat`, `fail`, `release`: 1.
+//! * `complete` without a transcript: 1; with one: 4 (BEGIN, lock and read, write the head
+//!   and complete the run in one statement, COMMIT). A refused or retried call costs one more
+//!   lookup to say why (or to answer the first call's version).
 
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use lobu_core::run_state::error_text;
 use lobu_core::{
-    AfterFailure, Claim, ConversationKey, Error, NewRun, OrgId, Result, RunId, RunKind, RunQueue,
-    RunRecord, RunStatus, Submitted, TerminalStatus, WorkerId, check_lease_duration,
+    AfterFailure, Claim, Commit, ConversationKey, Error, Fence, NewRun, OrgId, Persist, Result,
+    RunId, RunKind, RunQueue, RunRecord, RunStatus, Submitted, TerminalStatus, Version, WorkerId,
+    check_lease_duration,
 };
 use sqlx::types::Json;
 use sqlx::{FromRow, SqlStr};
 use time::OffsetDateTime;
 
 use crate::error::{PgStoreError, stored};
+use crate::persist::{Head, RunSnapshot};
+use crate::sessions::{Finish, Written, version};
 use crate::store::{PgStore, db, micros, offset_date_time, sql, system_time};
 
-/// The longest failure message kept; longer ones are cut at a character boundary.
-const MAX_ERROR_BYTES: usize = 16 * 1024;
+/// The reaper runs before a claim at most this often per store.
+const REAP_EVERY: Duration = Duration::from_secs(1);
+/// A claim that found nothing runs the reaper (and claims again if it reaped something) at
+/// most this often per store: an exhausted run blocks its conversation until it is reaped.
+const REAP_WHEN_IDLE: Duration = Duration::from_millis(100);
 
 /// The queue statements, for one schema.
 #[derive(Debug)]
@@ -26,18 +47,15 @@ pub(crate) struct QueueSql {
     reap: SqlStr,
     claim: SqlStr,
     heartbeat: SqlStr,
+    commit_lock: SqlStr,
     complete: SqlStr,
     fail: SqlStr,
     release: SqlStr,
-    exists: SqlStr,
+    claim_state: SqlStr,
     status: SqlStr,
     depth: SqlStr,
     prune: SqlStr,
 }
-
-/// "After this claim's fence": every claim-holder statement matches the newest claim only.
-const CLAIMED: &str = "org = $1 AND id = $2 AND status = 'running' \
-                       AND claimed_by = $3 AND claim_token = $4";
 
 impl QueueSql {
     pub(crate) fn new(schema: &str) -> Self {
@@ -54,45 +72,16 @@ impl QueueSql {
             submit: sql(include_str!("sql/submit.sql"), schema),
             reap: sql(include_str!("sql/reap.sql"), schema),
             claim: sql(include_str!("sql/claim.sql"), schema),
-            // The CTE takes the run's row lock before the new expiry is computed (a plain
-            // UPDATE computes it before waiting), so a heartbeat that waited for the row
-            // still gets its full lease from when it got the row.
-            heartbeat: sql(
-                &format!(
-                    "WITH held AS MATERIALIZED ( \
-                         SELECT id FROM {{s}}.runs WHERE {CLAIMED} FOR UPDATE) \
-                     UPDATE {{s}}.runs r \
-                        SET claim_expires_at = clock_timestamp() + $5 * interval '1 microsecond', \
-                            updated_at = now() \
-                       FROM held WHERE r.id = held.id RETURNING r.claim_expires_at"
-                ),
-                schema,
-            ),
-            complete: sql(
-                &format!(
-                    "WITH done AS ( \
-                         UPDATE {{s}}.runs \
-                            SET status = 'completed', output = $5, claimed_by = NULL, \
-                                claim_expires_at = NULL, finished_at = now(), updated_at = now() \
-                          WHERE {CLAIMED} RETURNING id) \
-                     SELECT count(pg_notify($6, '')) FROM done"
-                ),
-                schema,
-            ),
+            heartbeat: sql(include_str!("sql/heartbeat.sql"), schema),
+            commit_lock: sql(include_str!("sql/commit_lock.sql"), schema),
+            complete: sql(include_str!("sql/complete.sql"), schema),
             fail: sql(include_str!("sql/fail.sql"), schema),
-            // Hand back without counting the attempt (graceful shutdown, a busy lease).
-            release: sql(
-                &format!(
-                    "WITH back AS ( \
-                         UPDATE {{s}}.runs \
-                            SET status = 'pending', attempts = attempts - 1, run_at = now(), \
-                                claimed_by = NULL, claim_expires_at = NULL, updated_at = now() \
-                          WHERE {CLAIMED} RETURNING id) \
-                     SELECT count(pg_notify($5, '')) FROM back"
-                ),
+            release: sql(include_str!("sql/release.sql"), schema),
+            claim_state: sql(
+                "SELECT status, claimed_by, claim_token, committed_seq \
+                   FROM {s}.runs WHERE org = $1 AND id = $2",
                 schema,
             ),
-            exists: sql("SELECT 1 FROM {s}.runs WHERE org = $1 AND id = $2", schema),
             status: sql(
                 "SELECT id, org, agent, conversation, kind, status, attempts, max_attempts, \
                         error, output, payload, created_at, updated_at \
@@ -108,6 +97,39 @@ impl QueueSql {
     }
 }
 
+/// When this store last ran the reaper: one timestamp per store (clones share it).
+#[derive(Debug)]
+pub(crate) struct Reaper {
+    since: Instant,
+    /// Milliseconds after `since` of the last run, plus one; 0: never ran.
+    last: AtomicU64,
+}
+
+impl Reaper {
+    pub(crate) fn new() -> Self {
+        Reaper {
+            since: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the reaper last ran at least `gap` ago (or never); if so, this caller takes
+    /// the turn (concurrent callers do not all run it).
+    fn due(&self, gap: Duration) -> bool {
+        let now = u64::try_from(self.since.elapsed().as_millis())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1);
+        let last = self.last.load(Ordering::Relaxed);
+        let gap = u64::try_from(gap.as_millis()).unwrap_or(u64::MAX);
+        if last != 0 && now.saturating_sub(last) < gap {
+            return false;
+        }
+        self.last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
 #[derive(FromRow)]
 struct ClaimedRow {
     id: String,
@@ -118,8 +140,85 @@ struct ClaimedRow {
     payload: Json<serde_json::Value>,
     attempts: i32,
     max_attempts: i32,
-    claim_token: i64,
+    fence: i64,
     claim_expires_at: OffsetDateTime,
+    head_seq: Option<i64>,
+}
+
+/// A run's claim as stored (to tell a retried commit from a stale claim).
+#[derive(FromRow)]
+struct ClaimState {
+    status: String,
+    claimed_by: Option<String>,
+    claim_token: i64,
+    committed_seq: Option<i64>,
+}
+
+impl ClaimState {
+    /// `Some(version)` when this claim's commit already completed the run: a retry.
+    fn committed_by(&self, claim: &Claim, fence: i64) -> Option<Option<i64>> {
+        (self.status == "completed"
+            && self.claimed_by.as_deref() == Some(claim.worker.as_str())
+            && self.claim_token == fence)
+            .then_some(self.committed_seq)
+    }
+
+    /// The holder as [`Claim::check_newest`] takes it: this claim's worker if it holds the run.
+    fn check(&self, claim: &Claim, newest: Option<i64>) -> Result<()> {
+        let status = stored("run status", RunStatus::parse(&self.status))?;
+        let holder = (self.claimed_by.as_deref() == Some(claim.worker.as_str()))
+            .then(|| u64::try_from(self.claim_token).ok())
+            .flatten()
+            .map(|token| (&claim.worker, Fence(token)));
+        let newest = newest.and_then(|f| u64::try_from(f).ok()).map(Fence);
+        claim.check_newest(status, holder, newest)
+    }
+}
+
+/// What sql/commit_lock.sql reads under the run's and the conversation's row locks.
+#[derive(FromRow)]
+struct CommitRow {
+    #[sqlx(flatten)]
+    claim: ClaimState,
+    fence: Option<i64>,
+    head_seq: Option<i64>,
+    head_bytes: i64,
+    head_digest: Option<Vec<u8>>,
+    base_bytes: i64,
+    chain_deltas: i32,
+    chain_bytes: i64,
+    has_title: bool,
+    earlier_seq: Vec<i64>,
+    earlier_status: Vec<String>,
+    earlier_size: Vec<i64>,
+    earlier_digest: Vec<Vec<u8>>,
+}
+
+impl CommitRow {
+    fn head(&self) -> Head {
+        Head {
+            fence: self.fence.unwrap_or(-1),
+            head_seq: self.head_seq,
+            head_bytes: self.head_bytes,
+            head_digest: self.head_digest.clone(),
+            base_bytes: self.base_bytes,
+            chain_deltas: self.chain_deltas,
+            chain_bytes: self.chain_bytes,
+            has_title: self.has_title,
+        }
+    }
+
+    fn earlier(self) -> Vec<RunSnapshot> {
+        let rows = self.earlier_seq.into_iter().zip(self.earlier_status);
+        let rows = rows.zip(self.earlier_size.into_iter().zip(self.earlier_digest));
+        rows.map(|((seq, status), (byte_size, digest))| RunSnapshot {
+            seq,
+            status,
+            byte_size,
+            digest,
+        })
+        .collect()
+    }
 }
 
 #[derive(FromRow)]
@@ -150,52 +249,169 @@ fn count(n: i32) -> u32 {
     u32::try_from(n).unwrap_or(0)
 }
 
-/// A failure message as stored: NUL (which PostgreSQL text cannot hold) replaced, and cut to
-/// [`MAX_ERROR_BYTES`] so one runaway message cannot bloat the queue.
-fn error_text(error: &str) -> String {
-    let mut text = error.replace('\0', "\u{FFFD}");
-    if text.len() > MAX_ERROR_BYTES {
-        let mut cut = MAX_ERROR_BYTES;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
+fn versions(seq: Option<i64>) -> Result<Option<Version>> {
+    seq.map(version).transpose()
+}
+
+/// A failure message as stored: NUL (which PostgreSQL text cannot hold) replaced, then cut
+/// as every backend cuts it ([`error_text`]).
+fn stored_error(error: &str) -> String {
+    if error.contains('\0') {
+        error_text(&error.replace('\0', "\u{FFFD}"))
+    } else {
+        error_text(error)
     }
-    text
 }
 
 impl PgStore {
-    /// Why a claim-holder statement matched nothing: the run is gone, or the claim is stale.
-    async fn claim_refused(&self, claim: &Claim) -> Error {
-        let found = sqlx::query(self.inner.queue.exists.clone())
+    /// The run's claim as stored, `None` if the run does not exist in the claim's org.
+    async fn claim_state(&self, claim: &Claim) -> Result<Option<ClaimState>> {
+        sqlx::query_as(self.inner.queue.claim_state.clone())
             .bind(claim.key.org.as_str())
             .bind(claim.run.as_str())
             .fetch_optional(&self.inner.pool)
-            .await;
-        match found {
-            Ok(Some(_)) => Error::fenced(format!(
-                "run {}: the claim of {} (token {}) is no longer the newest",
-                claim.run, claim.worker, claim.token
-            )),
+            .await
+            .map_err(db("look up refused claim"))
+    }
+
+    /// Why a claim-holder statement matched nothing: the run is gone, or the claim is stale.
+    async fn claim_refused(&self, claim: &Claim) -> Error {
+        match self.claim_state(claim).await {
+            Ok(Some(_)) => stale(claim),
             Ok(None) => Error::not_found(format!("run {} does not exist", claim.run)),
-            Err(e) => db("look up refused claim")(e),
+            Err(e) => e,
         }
     }
 
-    /// The claim's token as stored; a token that does not fit was never handed out.
-    fn token(claim: &Claim) -> Result<i64> {
-        i64::try_from(claim.token).map_err(|_| {
-            Error::fenced(format!(
-                "run {}: token {} was never issued",
-                claim.run, claim.token
-            ))
-        })
+    /// The claim's fence as stored; a fence that does not fit was never issued.
+    fn fence(claim: &Claim) -> Result<i64> {
+        i64::try_from(claim.fence.0).map_err(|_| stale(claim))
     }
 
     fn channel(&self) -> &str {
         self.inner.wakeup.channel()
     }
+
+    /// Run the reaper once; returns how many runs it finished.
+    async fn reap(&self) -> Result<i64> {
+        sqlx::query_scalar(self.inner.queue.reap.clone())
+            .bind(self.channel())
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(db("claim: reap lapsed claims"))
+    }
+
+    async fn claim_once(&self, worker: &WorkerId, lease: Duration) -> Result<Option<ClaimedRow>> {
+        sqlx::query_as(self.inner.queue.claim.clone())
+            .bind(worker.as_str())
+            .bind(micros(lease))
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(db("claim"))
+    }
+
+    /// Complete without a transcript (or after a retried head write, `committed` set):
+    /// one statement that checks the claim, completes the run and ends the ownership.
+    async fn finish(
+        &self,
+        conn: impl sqlx::PgExecutor<'_>,
+        claim: &Claim,
+        fence: i64,
+        output: Option<&serde_json::Value>,
+        committed: Option<i64>,
+    ) -> Result<bool> {
+        let key = &claim.key;
+        let done: i64 = sqlx::query_scalar(self.inner.queue.complete.clone())
+            .bind(key.org.as_str())
+            .bind(claim.run.as_str())
+            .bind(claim.worker.as_str())
+            .bind(fence)
+            .bind(output.map(Json))
+            .bind(committed)
+            .bind(self.channel())
+            .bind(key.agent.as_str())
+            .bind(key.conversation.as_str())
+            .fetch_one(conn)
+            .await
+            .map_err(db("complete"))?;
+        Ok(done > 0)
+    }
+
+    /// The commit of a turn with a transcript, in one transaction: lock and check, write the
+    /// head and complete the run (one statement), commit. 4 round trips.
+    async fn commit_transcript(
+        &self,
+        claim: &Claim,
+        fence: i64,
+        transcript: bytes::Bytes,
+        expected: Option<Version>,
+        output: Option<&serde_json::Value>,
+    ) -> Result<Option<Version>> {
+        let key = &claim.key;
+        self.check_size(key, transcript.len())?;
+        let mut tx = self
+            .inner
+            .pool
+            .begin()
+            .await
+            .map_err(db("complete: begin"))?;
+        let row: Option<CommitRow> = sqlx::query_as(self.inner.queue.commit_lock.clone())
+            .bind(key.org.as_str())
+            .bind(key.agent.as_str())
+            .bind(key.conversation.as_str())
+            .bind(claim.run.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("complete: lock run and conversation"))?;
+        let Some(row) = row else {
+            return Err(Error::not_found(format!(
+                "run {} does not exist",
+                claim.run
+            )));
+        };
+        if let Some(committed) = row.claim.committed_by(claim, fence) {
+            return versions(committed); // this claim's commit already landed: a retry
+        }
+        row.claim.check(claim, row.fence)?;
+        let head = row.head();
+        let write = Persist {
+            run: claim.run.clone(),
+            status: TerminalStatus::Completed,
+            transcript,
+            expected,
+            fence: claim.fence,
+        };
+        let finish = Finish::Commit {
+            output,
+            channel: self.channel(),
+        };
+        let written = self
+            .write_planned(&mut *tx, key, &write, &head, row.earlier(), finish)
+            .await?;
+        let seq = match written {
+            Written::Stored(seq) => seq,
+            // The run stored these bytes already (a persist before complete): complete it
+            // with that version.
+            Written::Retry(seq) => {
+                if !self
+                    .finish(&mut *tx, claim, fence, output, Some(seq))
+                    .await?
+                {
+                    return Err(stale(claim));
+                }
+                seq
+            }
+        };
+        tx.commit().await.map_err(db("complete: commit"))?;
+        Ok(Some(version(seq)?))
+    }
+}
+
+fn stale(claim: &Claim) -> Error {
+    Error::fenced(format!(
+        "run {}: the claim of {} with {} is no longer the newest",
+        claim.run, claim.worker, claim.fence
+    ))
 }
 
 #[async_trait]
@@ -236,19 +452,19 @@ impl RunQueue for PgStore {
 
     async fn claim(&self, worker: &WorkerId, lease: Duration) -> Result<Option<Claim>> {
         check_lease_duration(lease)?;
-        let queue = &self.inner.queue;
-        sqlx::query(queue.reap.clone())
-            .bind(self.channel())
-            .execute(&self.inner.pool)
-            .await
-            .map_err(db("claim: fail lapsed last attempts"))?;
-        let row: Option<ClaimedRow> = sqlx::query_as(queue.claim.clone())
-            .bind(worker.as_str())
-            .bind(micros(lease))
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(db("claim"))?;
+        let reaper = &self.inner.reaper;
+        if reaper.due(REAP_EVERY) {
+            self.reap().await?;
+        }
+        let mut row = self.claim_once(worker, lease).await?;
+        // A lapsed last attempt blocks its conversation until it is reaped: when nothing
+        // was claimable, reap (rate-limited) and look once more if that freed something.
+        if row.is_none() && reaper.due(REAP_WHEN_IDLE) && self.reap().await? > 0 {
+            row = self.claim_once(worker, lease).await?;
+        }
         let Some(row) = row else { return Ok(None) };
+        let fence = u64::try_from(row.fence)
+            .map_err(|_| PgStoreError::Corrupt(format!("negative fence {}", row.fence)))?;
         Ok(Some(Claim {
             run: stored("run id", RunId::new(&row.id))?,
             key: stored_key(&row.org, &row.agent, &row.conversation)?,
@@ -257,22 +473,24 @@ impl RunQueue for PgStore {
             attempt: count(row.attempts),
             max_attempts: count(row.max_attempts),
             worker: worker.clone(),
-            token: u64::try_from(row.claim_token).map_err(|_| {
-                PgStoreError::Corrupt(format!("negative claim token {}", row.claim_token))
-            })?,
+            fence: Fence(fence),
+            head: versions(row.head_seq)?,
             expires_at: system_time(row.claim_expires_at),
         }))
     }
 
     async fn heartbeat(&self, claim: &Claim, lease: Duration) -> Result<Claim> {
         check_lease_duration(lease)?;
+        let key = &claim.key;
         let expires_at: Option<OffsetDateTime> =
             sqlx::query_scalar(self.inner.queue.heartbeat.clone())
-                .bind(claim.key.org.as_str())
+                .bind(key.org.as_str())
                 .bind(claim.run.as_str())
                 .bind(claim.worker.as_str())
-                .bind(Self::token(claim)?)
+                .bind(Self::fence(claim)?)
                 .bind(micros(lease))
+                .bind(key.agent.as_str())
+                .bind(key.conversation.as_str())
                 .fetch_optional(&self.inner.pool)
                 .await
                 .map_err(db("heartbeat"))?;
@@ -285,21 +503,34 @@ impl RunQueue for PgStore {
         }
     }
 
-    async fn complete(&self, claim: &Claim, output: Option<serde_json::Value>) -> Result<()> {
-        let done: i64 = sqlx::query_scalar(self.inner.queue.complete.clone())
-            .bind(claim.key.org.as_str())
-            .bind(claim.run.as_str())
-            .bind(claim.worker.as_str())
-            .bind(Self::token(claim)?)
-            .bind(output.map(Json))
-            .bind(self.channel())
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(db("complete"))?;
-        if done == 0 {
-            return Err(self.claim_refused(claim).await);
+    async fn complete(&self, claim: &Claim, commit: Commit) -> Result<Option<Version>> {
+        let fence = Self::fence(claim)?;
+        let Commit {
+            transcript,
+            expected,
+            output,
+        } = commit;
+        if let Some(transcript) = transcript {
+            return self
+                .commit_transcript(claim, fence, transcript, expected, output.as_ref())
+                .await;
         }
-        Ok(())
+        if self
+            .finish(&self.inner.pool, claim, fence, output.as_ref(), None)
+            .await?
+        {
+            return Ok(None);
+        }
+        match self.claim_state(claim).await? {
+            Some(state) => match state.committed_by(claim, fence) {
+                Some(committed) => versions(committed), // a retry of a commit that landed
+                None => Err(stale(claim)),
+            },
+            None => Err(Error::not_found(format!(
+                "run {} does not exist",
+                claim.run
+            ))),
+        }
     }
 
     async fn fail(
@@ -309,15 +540,18 @@ impl RunQueue for PgStore {
         error: &str,
     ) -> Result<AfterFailure> {
         lobu_core::check_failure_status(status)?;
+        let key = &claim.key;
         let row: Option<(String, OffsetDateTime, i64)> =
             sqlx::query_as(self.inner.queue.fail.clone())
-                .bind(claim.key.org.as_str())
+                .bind(key.org.as_str())
                 .bind(claim.run.as_str())
                 .bind(claim.worker.as_str())
-                .bind(Self::token(claim)?)
+                .bind(Self::fence(claim)?)
                 .bind(status.as_str())
-                .bind(error_text(error))
+                .bind(stored_error(error))
                 .bind(self.channel())
+                .bind(key.agent.as_str())
+                .bind(key.conversation.as_str())
                 .fetch_optional(&self.inner.pool)
                 .await
                 .map_err(db("fail"))?;
@@ -335,12 +569,15 @@ impl RunQueue for PgStore {
     }
 
     async fn release(&self, claim: &Claim) -> Result<()> {
+        let key = &claim.key;
         let back: i64 = sqlx::query_scalar(self.inner.queue.release.clone())
-            .bind(claim.key.org.as_str())
+            .bind(key.org.as_str())
             .bind(claim.run.as_str())
             .bind(claim.worker.as_str())
-            .bind(Self::token(claim)?)
+            .bind(Self::fence(claim)?)
             .bind(self.channel())
+            .bind(key.agent.as_str())
+            .bind(key.conversation.as_str())
             .fetch_one(&self.inner.pool)
             .await
             .map_err(db("release run"))?;

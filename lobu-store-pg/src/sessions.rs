@@ -5,10 +5,11 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use lobu_core::{
-    AgentId, ConversationId, ConversationKey, ConversationSummary, Error, OrgId, Page, Persist,
-    PruneReport, Result, SessionStore, Snapshot, Version, check_page_limit,
+    AgentId, ConversationId, ConversationKey, ConversationSummary, Error, Fence, OrgId, Page,
+    Persist, PruneReport, Result, SessionStore, Snapshot, Version, check_page_limit,
 };
-use sqlx::SqlStr;
+use sqlx::types::Json;
+use sqlx::{PgConnection, SqlStr};
 use time::OffsetDateTime;
 
 use crate::error::{PgStoreError, stored};
@@ -24,6 +25,8 @@ pub(crate) struct SessionSql {
     run_snapshots: SqlStr,
     write_delta: SqlStr,
     write_base: SqlStr,
+    commit_delta: SqlStr,
+    commit_base: SqlStr,
     write_other: SqlStr,
     clear_lock: SqlStr,
     clear: SqlStr,
@@ -52,8 +55,10 @@ impl SessionSql {
                  ORDER BY seq DESC",
                 schema,
             ),
-            write_delta: sql(include_str!("sql/write_delta.sql"), schema),
-            write_base: sql(include_str!("sql/write_base.sql"), schema),
+            write_delta: write_sql(include_str!("sql/write_delta.sql"), schema, false),
+            write_base: write_sql(include_str!("sql/write_base.sql"), schema, false),
+            commit_delta: write_sql(include_str!("sql/write_delta.sql"), schema, true),
+            commit_base: write_sql(include_str!("sql/write_base.sql"), schema, true),
             write_other: sql(
                 "INSERT INTO {s}.snapshots (org, agent, conversation, seq, run, status, \
                                             base_seq, start_offset, bytes, byte_size, digest) \
@@ -62,7 +67,7 @@ impl SessionSql {
                 schema,
             ),
             clear_lock: sql(
-                "SELECT 1 FROM {s}.conversations \
+                "SELECT fence FROM {s}.conversations \
                  WHERE org = $1 AND agent = $2 AND conversation = $3 FOR UPDATE",
                 schema,
             ),
@@ -77,6 +82,57 @@ impl SessionSql {
             ),
         }
     }
+}
+
+/// The end of write_delta.sql / write_base.sql for `complete` (`$10` output, `$11` the NOTIFY
+/// channel; `$4` is the run): the run becomes completed with the new head as its committed
+/// version, in the statement that moved the head. The claim was checked under the run's and
+/// the conversation's row locks earlier in the same transaction (sql/commit_lock.sql).
+const COMMIT_TAIL: &str = ", done AS (
+    UPDATE {s}.runs r
+       SET status = 'completed', output = $10, committed_seq = head.seq,
+           claim_expires_at = NULL, finished_at = now(), updated_at = now()
+      FROM head
+     WHERE r.org = $1 AND r.id = $4
+    RETURNING head.seq
+)
+SELECT seq, count(pg_notify($11, '')) AS notified FROM done GROUP BY seq";
+
+/// A head write for persist (`commit = false`: returns the version) or for complete (also
+/// ends the ownership and completes the run, see [`COMMIT_TAIL`]).
+fn write_sql(template: &str, schema: &str, commit: bool) -> SqlStr {
+    let (end_lease, finish) = if commit {
+        (
+            ",\n           lease_expires_at = least(c.lease_expires_at, now())",
+            COMMIT_TAIL,
+        )
+    } else {
+        ("", "\nSELECT seq FROM head")
+    };
+    let text = template
+        .replace("{end_lease}", end_lease)
+        .replace("{finish}", finish);
+    sql(&text, schema)
+}
+
+/// How the planned write ends: a plain persist, or the commit of a run (`complete`).
+pub(crate) enum Finish<'a> {
+    /// `SessionStore::persist`: the version only.
+    Persist,
+    /// `RunQueue::complete`: the run becomes completed with `output`, the ownership ends and
+    /// waiters on `channel` are woken, in the same statement as the head write.
+    Commit {
+        output: Option<&'a serde_json::Value>,
+        channel: &'a str,
+    },
+}
+
+/// What [`PgStore::write_planned`] did.
+pub(crate) enum Written {
+    /// The write was stored already (a retry): nothing was written, `Finish` not applied.
+    Retry(i64),
+    /// Stored at this version, `Finish` applied.
+    Stored(i64),
 }
 
 #[derive(sqlx::FromRow)]
@@ -102,7 +158,7 @@ struct Listed {
 /// Transcripts larger than this are hashed on a blocking thread (a few ms of CPU and more).
 const OFF_THREAD_BYTES: usize = 512 * 1024;
 
-fn version(seq: i64) -> Result<Version> {
+pub(crate) fn version(seq: i64) -> Result<Version> {
     u64::try_from(seq)
         .map(Version)
         .map_err(|_| PgStoreError::Corrupt(format!("negative snapshot sequence {seq}")).into())
@@ -114,6 +170,122 @@ fn corrupt(message: String) -> Error {
 
 fn len_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl PgStore {
+    /// Check 1 of persist's contract: `TooLarge` over the configured limit.
+    pub(crate) fn check_size(&self, key: &ConversationKey, len: usize) -> Result<()> {
+        let limit = self.inner.config.max_transcript_bytes;
+        if len > limit {
+            return Err(Error::too_large(format!(
+                "transcript of {key} is {len} bytes; the limit is {limit}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks 3 and 4 of persist's contract and the write they decide, in `tx`, which holds
+    /// the conversation's row lock and has checked the fence. `earlier` is the run's stored
+    /// snapshots, newest first. One statement (none for a retry). Shared by persist and by
+    /// complete, whose commit is a completed persist plus the run's completion (`finish`).
+    pub(crate) async fn write_planned(
+        &self,
+        tx: &mut PgConnection,
+        key: &ConversationKey,
+        write: &Persist,
+        head: &Head,
+        earlier: Vec<RunSnapshot>,
+        finish: Finish<'_>,
+    ) -> Result<Written> {
+        let sessions = &self.inner.sessions;
+        let max_deltas = self.inner.config.max_chain_deltas;
+        // Hashing (and, for a rewrite, finding the title) is linear in the transcript: keep
+        // large ones off the async worker threads.
+        let plan = if write.transcript.len() > OFF_THREAD_BYTES {
+            let (key, write, head) = (key.clone(), write.clone(), head.clone());
+            tokio::task::spawn_blocking(move || plan(&key, &write, &head, &earlier, max_deltas))
+                .await
+                .map_err(|e| {
+                    Error::new(lobu_core::ErrorKind::Other, "persist: planning task failed")
+                        .with_source(e)
+                })??
+        } else {
+            plan(key, write, head, &earlier, max_deltas)?
+        };
+        let bytes = &write.transcript[..];
+        let size = len_i64(bytes.len());
+        let key_run = |q: SqlStr| {
+            sqlx::query_scalar::<_, i64>(q)
+                .bind(key.org.as_str())
+                .bind(key.agent.as_str())
+                .bind(key.conversation.as_str())
+                .bind(write.run.as_str())
+        };
+        let commit = match finish {
+            Finish::Persist => None,
+            Finish::Commit { output, channel } => Some((output, channel)),
+        };
+        let (delta_sql, base_sql) = match commit {
+            None => (&sessions.write_delta, &sessions.write_base),
+            Some(_) => (&sessions.commit_delta, &sessions.commit_base),
+        };
+        let seq = match plan {
+            Plan::Retry(seq) => return Ok(Written::Retry(seq)),
+            Plan::Forensic { .. } if commit.is_some() => {
+                return Err(Error::new(
+                    lobu_core::ErrorKind::Other,
+                    "complete planned a non-completed snapshot",
+                ));
+            }
+            Plan::Forensic { digest } => key_run(sessions.write_other.clone())
+                .bind(write.status.as_str())
+                .bind(bytes)
+                .bind(size)
+                .bind(digest)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("persist: write forensic copy"))?,
+            Plan::Delta {
+                from,
+                digest,
+                title,
+            } => {
+                let q = key_run(delta_sql.clone())
+                    .bind(&bytes[from..])
+                    .bind(len_i64(from))
+                    .bind(size)
+                    .bind(digest)
+                    .bind(title);
+                let q = match &commit {
+                    Some((output, channel)) => q.bind(output.map(Json)).bind(*channel),
+                    None => q,
+                };
+                q.fetch_one(&mut *tx)
+                    .await
+                    .map_err(db("persist: write delta"))?
+            }
+            Plan::Base {
+                digest,
+                title,
+                replace_title,
+            } => {
+                let q = key_run(base_sql.clone())
+                    .bind(bytes)
+                    .bind(size)
+                    .bind(digest)
+                    .bind(replace_title)
+                    .bind(title);
+                let q = match &commit {
+                    Some((output, channel)) => q.bind(output.map(Json)).bind(*channel),
+                    None => q,
+                };
+                q.fetch_one(&mut *tx)
+                    .await
+                    .map_err(db("persist: write whole copy"))?
+            }
+        };
+        Ok(Written::Stored(seq))
+    }
 }
 
 #[async_trait]
@@ -157,13 +329,7 @@ impl SessionStore for PgStore {
     }
 
     async fn persist(&self, key: &ConversationKey, write: Persist) -> Result<Version> {
-        let limit = self.inner.config.max_transcript_bytes;
-        if write.transcript.len() > limit {
-            return Err(Error::too_large(format!(
-                "transcript of {key} is {} bytes; the limit is {limit}",
-                write.transcript.len()
-            )));
-        }
+        self.check_size(key, write.transcript.len())?;
         let sessions = &self.inner.sessions;
         let mut tx = self
             .inner
@@ -189,81 +355,40 @@ impl SessionStore for PgStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db("persist: find run"))?;
-        let max_deltas = self.inner.config.max_chain_deltas;
-        // Hashing (and, for a rewrite, finding the title) is linear in the transcript: keep
-        // large ones off the async worker threads.
-        let plan = if write.transcript.len() > OFF_THREAD_BYTES {
-            let (key, write, head) = (key.clone(), write.clone(), head.clone());
-            tokio::task::spawn_blocking(move || plan(&key, &write, &head, &earlier, max_deltas))
-                .await
-                .map_err(|e| {
-                    Error::new(lobu_core::ErrorKind::Other, "persist: planning task failed")
-                        .with_source(e)
-                })??
-        } else {
-            plan(key, &write, head, &earlier, max_deltas)?
-        };
-        let bytes = &write.transcript[..];
-        let size = len_i64(bytes.len());
-        let key_run = |q: SqlStr| {
-            sqlx::query_scalar::<_, i64>(q)
-                .bind(key.org.as_str())
-                .bind(key.agent.as_str())
-                .bind(key.conversation.as_str())
-                .bind(write.run.as_str())
-        };
-        let seq = match plan {
-            // Nothing to write: dropping `tx` rolls back and releases the row lock.
-            Plan::Retry(seq) => return version(seq),
-            Plan::Forensic { digest } => key_run(sessions.write_other.clone())
-                .bind(write.status.as_str())
-                .bind(bytes)
-                .bind(size)
-                .bind(digest)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db("persist: write forensic copy"))?,
-            Plan::Delta {
-                from,
-                digest,
-                title,
-            } => key_run(sessions.write_delta.clone())
-                .bind(&bytes[from..])
-                .bind(len_i64(from))
-                .bind(size)
-                .bind(digest)
-                .bind(title)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db("persist: write delta"))?,
-            Plan::Base {
-                digest,
-                title,
-                replace_title,
-            } => key_run(sessions.write_base.clone())
-                .bind(bytes)
-                .bind(size)
-                .bind(digest)
-                .bind(replace_title)
-                .bind(title)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db("persist: write whole copy"))?,
+        let written = self
+            .write_planned(&mut *tx, key, &write, head, earlier, Finish::Persist)
+            .await?;
+        let seq = match written {
+            // Nothing was written: dropping `tx` rolls back and releases the row lock.
+            Written::Retry(seq) => return version(seq),
+            Written::Stored(seq) => seq,
         };
         tx.commit().await.map_err(db("persist: commit"))?;
         version(seq)
     }
 
-    async fn clear(&self, key: &ConversationKey) -> Result<u64> {
+    async fn clear(&self, key: &ConversationKey, fence: Fence) -> Result<u64> {
+        // Fenced exactly like persist: the row is locked and its fence checked in the
+        // transaction that deletes. Round trips: BEGIN, lock, delete, COMMIT (a stale fence:
+        // BEGIN, lock, rollback).
+        let fenced = || {
+            Error::fenced(format!(
+                "{key}: {fence} is not the newest fence of this conversation"
+            ))
+        };
+        let wanted = i64::try_from(fence.0).map_err(|_| fenced())?;
         let mut tx = self.inner.pool.begin().await.map_err(db("clear: begin"))?;
         // Lock first: a persist in flight commits before our DELETE takes its snapshot.
-        sqlx::query(self.inner.sessions.clear_lock.clone())
+        let newest: Option<i64> = sqlx::query_scalar(self.inner.sessions.clear_lock.clone())
             .bind(key.org.as_str())
             .bind(key.agent.as_str())
             .bind(key.conversation.as_str())
             .fetch_optional(&mut *tx)
             .await
             .map_err(db("clear: lock conversation"))?;
+        if newest != Some(wanted) {
+            return Err(fenced());
+        }
         let removed: i64 = sqlx::query_scalar(self.inner.sessions.clear.clone())
             .bind(key.org.as_str())
             .bind(key.agent.as_str())

@@ -11,7 +11,7 @@ use crate::config::PgStoreConfig;
 use crate::error::PgStoreError;
 use crate::locks::LockSql;
 use crate::prune::PruneSql;
-use crate::queue::QueueSql;
+use crate::queue::{QueueSql, Reaper};
 use crate::sessions::SessionSql;
 use crate::wakeup::Wakeup;
 
@@ -35,6 +35,7 @@ pub(crate) struct Inner {
     pub(crate) locks: LockSql,
     pub(crate) prune: PruneSql,
     pub(crate) queue: QueueSql,
+    pub(crate) reaper: Reaper,
     pub(crate) wakeup: Wakeup,
 }
 
@@ -59,6 +60,7 @@ impl PgStore {
                 locks: LockSql::new(schema),
                 prune: PruneSql::new(schema),
                 queue: QueueSql::new(schema),
+                reaper: Reaper::new(),
                 wakeup: Wakeup::new(format!("{schema}_runs")),
                 pool,
                 config,

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use lobu_core::{
-    ConversationLocks, ErrorKind, Fence, IdempotencyKey, Lease, NewRun, Persist, RunId, RunQueue,
-    SessionStore, TerminalStatus, Version, WorkerId,
+    Commit, ConversationLocks, ErrorKind, Fence, IdempotencyKey, Lease, NewRun, Persist, RunId,
+    RunQueue, SessionStore, TerminalStatus, Version, WorkerId,
 };
 use lobu_store_pg::{PgStore, PgStoreError};
 use serde_json::json;
@@ -20,8 +20,9 @@ async fn a_closed_pool_is_unavailable_for_every_call(pool: PgPool) {
     let store = PgStore::new(pool.clone());
     let k = key("acme", "bot", "closed");
     let held = lease(&store, &k).await;
+    // The run is another conversation's: a live lease makes its own conversation unclaimable.
     let run = store
-        .submit(NewRun::turn(k.clone(), json!({})))
+        .submit(NewRun::turn(key("acme", "bot", "closed-run"), json!({})))
         .await
         .expect("submit");
     let claim = store
@@ -43,7 +44,7 @@ async fn a_closed_pool_is_unavailable_for_every_call(pool: PgPool) {
     assert_kind(store.hydrate(&k).await, u, "hydrate");
     assert_kind(store.head(&k).await, u, "head");
     assert_kind(store.persist(&k, w).await, u, "persist");
-    assert_kind(store.clear(&k).await, u, "clear");
+    assert_kind(store.clear(&k, held.fence).await, u, "clear");
     assert_kind(store.list(&k.org, &k.agent, None, 10).await, u, "list");
     assert_kind(store.prune(SystemTime::now()).await, u, "prune");
     assert_kind(store.try_acquire(&k, LONG).await, u, "try_acquire");
@@ -60,7 +61,11 @@ async fn a_closed_pool_is_unavailable_for_every_call(pool: PgPool) {
     );
     assert_kind(store.claim(&WorkerId::generate(), LONG).await, u, "claim");
     assert_kind(store.heartbeat(&claim, LONG).await, u, "heartbeat");
-    assert_kind(store.complete(&claim, None).await, u, "complete");
+    assert_kind(
+        store.complete(&claim, Commit::output(None)).await,
+        u,
+        "complete",
+    );
     assert_kind(store.status(&k.org, &run.run).await, u, "status");
     assert_kind(store.depth().await, u, "depth");
     assert_kind(store.prune_runs(SystemTime::now()).await, u, "prune_runs");
@@ -191,6 +196,10 @@ async fn bad_input_is_a_typed_error_and_changes_nothing(pool: PgPool) {
         "a NUL in the payload",
     );
     assert_eq!(store.depth().await.expect("depth"), 0);
+    // A live lease makes its conversation unclaimable: give it up for the queue checks.
+    ConversationLocks::release(&store, &held)
+        .await
+        .expect("release");
     let fine = store
         .submit(NewRun::turn(k.clone(), json!({})))
         .await
@@ -202,7 +211,7 @@ async fn bad_input_is_a_typed_error_and_changes_nothing(pool: PgPool) {
         .expect("run");
     let output = Some(json!({"text": "\u{0}"}));
     assert_kind(
-        store.complete(&claim, output).await,
+        store.complete(&claim, Commit::output(output)).await,
         ErrorKind::InvalidInput,
         "NUL output",
     );
@@ -227,14 +236,14 @@ async fn bad_input_is_a_typed_error_and_changes_nothing(pool: PgPool) {
         .expect("status")
         .expect("run");
     assert_eq!(record.error.as_deref(), Some("boom\u{FFFD}"));
-    let token = lobu_core::Claim {
-        token: u64::MAX,
+    let never = lobu_core::Claim {
+        fence: Fence(u64::MAX),
         ..claim
     };
     assert_kind(
-        store.heartbeat(&token, LONG).await,
+        store.heartbeat(&never, LONG).await,
         ErrorKind::Fenced,
-        "a token never issued",
+        "a fence never issued",
     );
 }
 
@@ -268,6 +277,9 @@ async fn a_pool_without_prepared_statements_works_as_behind_a_pooler(pool: PgPoo
             .version,
         v2
     );
+    ConversationLocks::release(&store, &held)
+        .await
+        .expect("release");
     store
         .submit(NewRun::turn(k.clone(), json!({})))
         .await
@@ -277,15 +289,23 @@ async fn a_pool_without_prepared_statements_works_as_behind_a_pooler(pool: PgPoo
         .await
         .expect("claim")
         .expect("run");
+    assert_eq!(claim.head, Some(v2));
     store.heartbeat(&claim, LONG).await.expect("heartbeat");
-    store
-        .complete(&claim, Some(json!({"ok": true})))
+    let v3 = store
+        .complete(
+            &claim,
+            Commit {
+                output: Some(json!({"ok": true})),
+                ..Commit::transcript(
+                    Bytes::from_static(b"{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n"),
+                    Some(v2),
+                )
+            },
+        )
         .await
         .expect("complete");
-    assert_eq!(store.clear(&k).await.expect("clear"), 2);
-    ConversationLocks::release(&store, &held)
-        .await
-        .expect("release");
+    assert!(v3 > Some(v2));
+    assert_eq!(store.clear(&k, claim.fence).await.expect("clear"), 3);
 }
 
 /// The parse error behind a `Corrupt` read: our error, then lobu's `InvalidInput` from the
@@ -331,6 +351,12 @@ async fn stored_values_that_no_longer_parse_are_corrupt_and_keep_the_parse_error
         .expect_err("an empty conversation id");
     assert_eq!(parse_error(&e, "claim"), ErrorKind::InvalidInput);
 
+    // The claim took the damaged run's conversation (id '') before its id failed to parse:
+    // drop that row so the next damage does not collide with it.
+    sqlx::query("DELETE FROM lobu.conversations WHERE conversation = ''")
+        .execute(&pool)
+        .await
+        .expect("drop the claimed row");
     sqlx::query("UPDATE lobu.conversations SET conversation = '' WHERE conversation = 'damaged'")
         .execute(&pool)
         .await

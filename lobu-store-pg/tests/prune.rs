@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use lobu_core::{PruneReport, SessionStore};
+use lobu_core::{ConversationLocks, PruneReport, SessionStore};
 use lobu_store_pg::PgStore;
 use sqlx::PgPool;
 use support::{key, lease, turn};
@@ -91,6 +91,10 @@ async fn a_prune_passes_over_a_conversation_being_written_and_a_later_prune_take
         let k = key("acme", "bot", name);
         let held = lease(&store, &k).await;
         turn(&store, &held, None, &bytes).await;
+        // A live owner is never pruned: these conversations are only idle once given up.
+        ConversationLocks::release(&store, &held)
+            .await
+            .expect("release");
     }
     // A write in flight on "busy" holds its row, as persist does.
     let mut writer = pool.begin().await.expect("begin");

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lobu_core::{ConversationKey, IdempotencyKey, NewRun, RunId, RunQueue, WorkerId};
+use lobu_core::{Commit, ConversationKey, IdempotencyKey, NewRun, RunId, RunQueue, WorkerId};
 use lobu_store_pg::{PgStore, PgStoreConfig};
 use serde_json::json;
 use sqlx::PgPool;
@@ -66,7 +66,10 @@ fn replica(options: PgConnectOptions, ledger: Arc<Mutex<Ledger>>, claimers: usiz
                             .or_default()
                             .push(claim.run.clone());
                     }
-                    store.complete(&claim, None).await.expect("complete");
+                    store
+                        .complete(&claim, Commit::output(None))
+                        .await
+                        .expect("complete");
                 }
             }
         });

@@ -176,13 +176,23 @@ async fn reset_purges_three_rows_spares_a_sibling_and_then_returns_zero(pool: Pg
     let kept = turn(&store, &sibling_lease, None, &w.bytes()).await;
     assert_eq!(rows(&pool, &k).await.len(), 3);
 
-    assert_eq!(store.clear(&k).await.expect("clear"), 3);
+    assert_kind(
+        store.clear(&k, sibling_lease.fence).await,
+        ErrorKind::Fenced,
+        "another conversation's fence",
+    );
+    assert_eq!(
+        rows(&pool, &k).await.len(),
+        3,
+        "a fenced clear removes nothing"
+    );
+    assert_eq!(store.clear(&k, lease.fence).await.expect("clear"), 3);
     assert!(
         rows(&pool, &k).await.is_empty(),
         "every row of the conversation is gone"
     );
     assert_eq!(store.hydrate(&k).await.expect("hydrate"), None);
-    assert_eq!(store.clear(&k).await.expect("clear again"), 0);
+    assert_eq!(store.clear(&k, lease.fence).await.expect("clear again"), 0);
     assert_eq!(hydrated(&store, &sibling).await, (kept, w.bytes()));
     assert_eq!(rows(&pool, &sibling).await.len(), 1);
     // The lease survives a reset, and the next write is a fresh start with a newer version.

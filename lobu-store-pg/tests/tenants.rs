@@ -6,7 +6,8 @@ mod support;
 
 use bytes::Bytes;
 use lobu_core::{
-    ConversationLocks, ErrorKind, NewRun, RunId, RunQueue, SessionStore, TerminalStatus, WorkerId,
+    Commit, ConversationLocks, ErrorKind, NewRun, RunId, RunQueue, SessionStore, TerminalStatus,
+    WorkerId,
 };
 use lobu_store_pg::PgStore;
 use serde_json::json;
@@ -60,7 +61,14 @@ async fn two_orgs_with_the_same_agent_and_conversation_ids_share_nothing(pool: P
     assert_eq!(listed.items[0].version, va);
 
     // Queue: each org's lane is its own, so both first runs are claimable at once, and a run
-    // is only found by its own org.
+    // is only found by its own org. A live lease makes its conversation unclaimable: give
+    // both up first.
+    ConversationLocks::release(&store, &lease_a)
+        .await
+        .expect("release");
+    ConversationLocks::release(&store, &lease_b)
+        .await
+        .expect("release");
     let run_a = store
         .submit(NewRun::turn(a.clone(), json!({"org": "a"})))
         .await
@@ -106,16 +114,29 @@ async fn two_orgs_with_the_same_agent_and_conversation_ids_share_nothing(pool: P
     let mut forged = first.clone();
     forged.key = if first.key == a { b.clone() } else { a.clone() };
     assert_kind(
-        store.complete(&forged, None).await,
+        store.complete(&forged, Commit::output(None)).await,
         ErrorKind::NotFound,
         "a forged org",
     );
-    store.complete(&first, None).await.expect("complete");
-    store.complete(&second, None).await.expect("complete");
+    let (claim_a, claim_b) = if first.key == a {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_ne!(claim_a.fence, lease_a.fence, "a claim draws a new fence");
+    store
+        .complete(&claim_a, Commit::output(None))
+        .await
+        .expect("complete");
 
-    // Reset of org a leaves org b's rows alone (lobu G8).
+    // Reset of org a leaves org b's rows alone (lobu G8); org b's fence is no fence of a's.
+    assert_kind(
+        store.clear(&a, claim_b.fence).await,
+        ErrorKind::Fenced,
+        "org b's fence on org a",
+    );
     assert_eq!(rows_of(&pool, "org-a").await, (1, 1));
-    assert_eq!(store.clear(&a).await.expect("clear"), 1);
+    assert_eq!(store.clear(&a, claim_a.fence).await.expect("clear"), 1);
     assert_eq!(rows_of(&pool, "org-a").await, (0, 1));
     assert_eq!(rows_of(&pool, "org-b").await, (1, 1));
     let still = store
@@ -125,10 +146,7 @@ async fn two_orgs_with_the_same_agent_and_conversation_ids_share_nothing(pool: P
         .expect("org b keeps its head");
     assert_eq!(still.transcript, bytes_b);
 
-    // Releasing org a's lease leaves org b's held.
-    ConversationLocks::release(&store, &lease_a)
-        .await
-        .expect("release");
+    // Org a's claim ended with its commit; org b's claim still owns org b's conversation.
     assert!(
         store
             .try_acquire(&a, LONG)
@@ -143,4 +161,8 @@ async fn two_orgs_with_the_same_agent_and_conversation_ids_share_nothing(pool: P
             .expect("acquire")
             .is_none()
     );
+    store
+        .complete(&claim_b, Commit::output(None))
+        .await
+        .expect("complete");
 }

@@ -1,5 +1,6 @@
 -- Forget one conversation: every snapshot (all statuses) and the head. The row stays for its
--- lease; fences and versions come from sequences, so neither is ever reused.
+-- fence and lease; fences and versions come from sequences, so neither is ever reused. The
+-- caller locked the row and checked the fence in this transaction.
 WITH gone AS (
     DELETE FROM {s}.snapshots
      WHERE org = $1 AND agent = $2 AND conversation = $3

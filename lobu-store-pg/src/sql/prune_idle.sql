@@ -4,12 +4,16 @@
 -- transaction, so leases and writes of other conversations never wait for a whole prune.
 -- SKIP LOCKED leaves a conversation whose row is locked right now (a write or a lease call in
 -- flight) to the next prune instead of waiting for it; a write in flight makes it not idle
--- anyway. The row stays for the lease: a live holder keeps its fence and may write again;
--- spent leases are dropped separately.
+-- anyway. A conversation with a live owner (a lease or claim not yet expired) or a running
+-- run (even one whose claim lapsed, until it is re-delivered or reaped) is never pruned: its
+-- owner may still write. The row stays for its fence; spent leases are dropped separately.
 WITH idle AS (
-    SELECT org, agent, conversation
-      FROM {s}.conversations
-     WHERE head_seq IS NOT NULL AND updated_at < $1
+    SELECT c.org, c.agent, c.conversation
+      FROM {s}.conversations c
+     WHERE head_seq IS NOT NULL AND updated_at < $1 AND lease_expires_at <= now()
+       AND NOT EXISTS (SELECT 1 FROM {s}.runs r
+                        WHERE r.org = c.org AND r.agent = c.agent
+                          AND r.conversation = c.conversation AND r.status = 'running')
      LIMIT $2
        FOR UPDATE SKIP LOCKED
 ), gone AS (
