@@ -28,7 +28,8 @@
 //! <root>/orgs/<org>/<agent>/<conversation>/    one directory per conversation
 //!     session.jsonl    the transcript, byte for byte: `jq . session.jsonl` reads it
 //!     state.json       commit record: head version, run, committed length, SHA-256, turns,
-//!                      title; counters that survive a reset (versions, fences); the lease
+//!                      title; counters that survive a reset (versions, fences); the owner
+//!                      (a lease or a run's claim)
 //!     history.jsonl    one record per completed snapshot (run, version, length, SHA-256)
 //!     forensic/        failed, timed-out and cancelled transcripts with their records
 //!     lock             the OS lock file
@@ -59,7 +60,12 @@
 //! ## Leases and the queue
 //!
 //! A lease is data in `state.json` (the newest fence and an expiry), changed under the
-//! conversation's OS lock; `persist` checks the fence under that same lock. A run is one
+//! conversation's OS lock; `persist` and `clear` check the fence under that same lock. A
+//! claimed run owns its conversation the same way (contract v2): `claim` draws the
+//! conversation's next fence and writes the claim as its lease, so a conversation has one
+//! owner at a time, lease or claim, and `complete` commits the run's transcript and ends the
+//! ownership in one `state.json` commit. Changes take the queue's lock before a
+//! conversation's, never the other way round. A run is one
 //! JSON record; an empty marker file per unfinished run, named by sequence number,
 //! conversation lane and due time, lets `claim` choose without opening every record.
 //! [`wait_for_work`](lobu_core::RunQueue::wait_for_work) is woken by submits in this

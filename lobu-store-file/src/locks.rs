@@ -106,6 +106,9 @@ impl ConversationLocks for FileStore {
 
     async fn release(&self, lease: &Lease) -> Result<()> {
         let lease = lease.clone();
-        self.blocking(move |inner| release(inner, &lease)).await
+        self.blocking(move |inner| release(inner, &lease)).await?;
+        // The conversation's runs may be claimable now.
+        self.inner.work.notify_waiters();
+        Ok(())
     }
 }

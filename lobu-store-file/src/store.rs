@@ -1,7 +1,8 @@
 //! [`FileStore`]: one value implementing all three lobu-core traits under one root directory.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lobu_core::{Backend, ConversationKey, DEFAULT_MAX_TRANSCRIPT_BYTES, Result};
@@ -43,6 +44,9 @@ pub(crate) struct Inner {
     pub(crate) poll_interval: Duration,
     /// Wakes this process's `wait_for_work` callers on submit, release and fail.
     pub(crate) work: Arc<Notify>,
+    /// Lanes this process's last claims found owned by a lease, with when it lapses (ms):
+    /// a hint that keeps `wait_for_work` from reporting their due runs as claimable now.
+    pub(crate) owned_lanes: Arc<Mutex<HashMap<String, u64>>>,
     #[cfg(test)]
     pub(crate) crash_at: Option<Step>,
 }
@@ -90,6 +94,7 @@ impl FileStore {
                 max_transcript_bytes: DEFAULT_MAX_TRANSCRIPT_BYTES,
                 poll_interval: DEFAULT_POLL_INTERVAL,
                 work: Arc::new(Notify::new()),
+                owned_lanes: Arc::default(),
                 #[cfg(test)]
                 crash_at: None,
             }),

@@ -311,3 +311,36 @@ async fn heartbeat_extends_the_claim_and_the_conversations_lease_together() {
         "still owned after the first lease would have lapsed"
     );
 }
+
+#[tokio::test]
+async fn wait_for_work_does_not_report_a_leased_conversations_run_as_claimable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path())
+        .await
+        .unwrap()
+        .with_poll_interval(Duration::from_secs(3600));
+    let c = key("c1");
+    let lease = store.try_acquire(&c, LONG).await.unwrap().unwrap();
+    store
+        .submit(NewRun::turn(c.clone(), json!({})))
+        .await
+        .unwrap();
+    let worker = WorkerId::generate();
+    assert!(store.claim(&worker, LONG).await.unwrap().is_none());
+    let waited = tokio::time::timeout(
+        Duration::from_millis(300),
+        store.wait_for_work(Duration::from_secs(3600)),
+    );
+    assert!(waited.await.is_err(), "no spin while the lease is held");
+    let waiter = tokio::spawn({
+        let store = store.clone();
+        async move { store.wait_for_work(Duration::from_secs(3600)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    ConversationLocks::release(&store, &lease).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), waiter)
+        .await
+        .expect("the release wakes the waiter")
+        .unwrap();
+    assert!(store.claim(&worker, LONG).await.unwrap().is_some());
+}

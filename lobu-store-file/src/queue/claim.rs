@@ -43,9 +43,10 @@ use crate::store::Inner;
 enum Outcome {
     /// Claimed: the answer.
     Claimed(Claim),
-    /// Its lane has nothing to offer this call (the conversation is owned, or the run waits
-    /// out a retry).
+    /// Its lane has nothing to offer this call (the run waits out a retry).
     LaneWaits,
+    /// Its conversation is owned by a lease until then (ms): nothing to offer before.
+    LaneOwned(u64),
     /// The run finished (completed or failed for good): the lane's next run may be claimable.
     LaneMovesOn,
 }
@@ -57,6 +58,9 @@ pub(crate) fn claim(inner: &Inner, worker: &WorkerId, lease: Duration) -> Result
     let _lock = queue.lock()?;
     let now = SystemTime::now();
     let now_ms = clock::millis(now);
+    if let Ok(mut owned) = inner.owned_lanes.lock() {
+        owned.retain(|_, until| *until > now_ms);
+    }
     let mut lanes = markers::lanes(queue.markers()?);
     // Lanes that turned out to have nothing to offer this call.
     let mut waiting: HashSet<String> = HashSet::new();
@@ -87,12 +91,28 @@ pub(crate) fn claim(inner: &Inner, worker: &WorkerId, lease: Duration) -> Result
                 Outcome::LaneWaits
             }
         };
+        note_owned(inner, &marker.lane, &outcome);
         match outcome {
             Outcome::Claimed(claim) => return Ok(Some(claim)),
-            Outcome::LaneWaits => {
+            Outcome::LaneWaits | Outcome::LaneOwned(_) => {
                 waiting.insert(marker.lane);
             }
             Outcome::LaneMovesOn => forget(&mut lanes, &marker),
+        }
+    }
+}
+
+/// Keep the hint `wait_for_work` reads up to date: which lanes a lease owns, until when.
+fn note_owned(inner: &Inner, lane: &str, outcome: &Outcome) {
+    let Ok(mut owned) = inner.owned_lanes.lock() else {
+        return;
+    };
+    match outcome {
+        Outcome::LaneOwned(until) => {
+            owned.insert(lane.to_owned(), *until);
+        }
+        _ => {
+            owned.remove(lane);
         }
     }
 }
@@ -128,7 +148,11 @@ fn start_attempt(
     };
     if state.lease.as_ref().is_some_and(|l| l.expires_at > now) {
         // A lease (or a claim whose run record a crash left behind) owns the conversation.
-        return Ok(Outcome::LaneWaits);
+        let until = state
+            .lease
+            .as_ref()
+            .map_or(0, |l| clock::millis(l.expires_at));
+        return Ok(Outcome::LaneOwned(until));
     }
     if let Some(version) = committed {
         // A commit that stopped between the transcript and the run record: finish it.

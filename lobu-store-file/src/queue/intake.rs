@@ -113,6 +113,20 @@ pub(crate) fn prune_runs(inner: &Inner, before: SystemTime) -> Result<u64> {
 pub(crate) fn next_due(inner: &Inner) -> Result<Option<Duration>> {
     let lanes = markers::lanes(Queue::new(inner).markers()?);
     let now = clock::millis(SystemTime::now());
-    let due = markers::fronts(&lanes).map(|m| m.due_ms).min();
+    // A lane a claim found owned by a lease is due when the lease lapses (or when this
+    // process releases it, which wakes the waiters): without that, a leased lane's due run
+    // would make every worker poll without pause.
+    let owned = inner
+        .owned_lanes
+        .lock()
+        .map(|o| o.clone())
+        .unwrap_or_default();
+    let due = markers::fronts(&lanes)
+        .map(|m| {
+            owned
+                .get(&m.lane)
+                .map_or(m.due_ms, |until| m.due_ms.max(*until))
+        })
+        .min();
     Ok(due.map(|at| Duration::from_millis(at.saturating_sub(now))))
 }
