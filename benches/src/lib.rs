@@ -20,8 +20,13 @@ pub fn database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-/// A fresh, empty `lobu_bench` database and a pool on it.
+/// A fresh, empty `lobu_bench` database and a pool of 8 connections on it.
 pub async fn fresh_bench_database() -> PgPool {
+    fresh_bench_database_with(8).await
+}
+
+/// A fresh, empty `lobu_bench` database and a pool of `max_connections` on it.
+pub async fn fresh_bench_database_with(max_connections: u32) -> PgPool {
     let admin_url = database_url();
     let mut admin = sqlx::PgConnection::connect(&admin_url)
         .await
@@ -38,7 +43,7 @@ pub async fn fresh_bench_database() -> PgPool {
     let options: sqlx::postgres::PgConnectOptions = admin_url.parse().expect("DATABASE_URL");
     let options = options.database("lobu_bench").disable_statement_logging();
     PgPoolOptions::new()
-        .max_connections(8)
+        .max_connections(max_connections)
         .connect_with(options)
         .await
         .expect("connect to lobu_bench")
@@ -46,8 +51,8 @@ pub async fn fresh_bench_database() -> PgPool {
 
 /// Both stores, ready for a bench: a file store in a temporary directory and a migrated
 /// PostgreSQL store in a fresh `lobu_bench` database, with raw tables for the baselines
-/// (`bench_raw(id int, bytes bytea)` with the store's lz4 column compression, and
-/// `bench_raw_append(id bigserial, bytes bytea)`).
+/// (`bench_raw(id int, bytes bytea)` with the store's lz4 column compression,
+/// `bench_raw_append(id bigserial, bytes bytea)` and `bench_raw_runs(id bigserial, status text)`).
 #[derive(Debug)]
 pub struct BenchStores {
     /// Holds the file store's root (and room for raw files) for the bench's lifetime.
@@ -74,6 +79,7 @@ pub async fn bench_stores() -> BenchStores {
         "CREATE TABLE bench_raw (id int PRIMARY KEY, bytes bytea NOT NULL)",
         "ALTER TABLE bench_raw ALTER COLUMN bytes SET COMPRESSION lz4",
         "CREATE TABLE bench_raw_append (id bigserial PRIMARY KEY, bytes bytea NOT NULL)",
+        "CREATE TABLE bench_raw_runs (id bigserial PRIMARY KEY, status text NOT NULL)",
     ] {
         sqlx::query(statement)
             .execute(&pool)
@@ -179,6 +185,32 @@ pub async fn seed(backend: &Backend, label: &str, transcript: Bytes) -> SeededCo
         version,
         transcript,
     }
+}
+
+/// A fresh conversation whose head is `transcript` and that nobody owns (the lease taken to
+/// write it is released), ready for a runtime to run its next turn.
+pub async fn seed_idle(backend: &Backend, label: &str, transcript: Bytes) -> ConversationKey {
+    let key = fresh_key(label);
+    let lease = backend
+        .locks
+        .try_acquire(&key, Duration::from_secs(60))
+        .await
+        .expect("acquire")
+        .expect("fresh conversation is free");
+    let write = Persist {
+        run: RunId::generate(),
+        status: TerminalStatus::Completed,
+        transcript,
+        expected: None,
+        fence: lease.fence,
+    };
+    backend
+        .sessions
+        .persist(&key, write)
+        .await
+        .expect("seed persist");
+    backend.locks.release(&lease).await.expect("release");
+    key
 }
 
 /// Persist the next turn of `conversation` and advance it.

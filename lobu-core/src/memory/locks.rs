@@ -37,6 +37,14 @@ impl LeaseTable {
         self.leases.len()
     }
 
+    /// Until when `key`'s live owner holds it, if it has one at `now`.
+    pub(super) fn owned_until(&self, key: &ConversationKey, now: SystemTime) -> Option<SystemTime> {
+        self.leases
+            .get(key)
+            .and_then(|held| held.expires_at)
+            .filter(|at| *at > now)
+    }
+
     /// Whether `key` has a live owner at `now`.
     pub(super) fn is_owned(&self, key: &ConversationKey, now: SystemTime) -> bool {
         self.leases

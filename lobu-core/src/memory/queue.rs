@@ -288,13 +288,21 @@ impl QueueTable {
 
     /// How long until something may be claimable: zero when something is now, `None` when
     /// nothing is queued.
-    fn next_due(&self, now: SystemTime) -> Option<Duration> {
+    /// A run whose conversation has a live owner (a lease) is due when the ownership ends,
+    /// so a waiting worker does not spin on it.
+    fn next_due(&self, owners: &LeaseTable, now: SystemTime) -> Option<Duration> {
         self.lanes
             .values()
             .filter_map(|lane| self.front(lane))
-            .map(|run| match run.state().due(now) {
-                Due::Ready | Due::Exhausted => Duration::ZERO,
-                Due::Later(at) => at.duration_since(now).unwrap_or_default(),
+            .map(|run| {
+                let due = match run.state().due(now) {
+                    Due::Ready | Due::Exhausted => now,
+                    Due::Later(at) => at,
+                };
+                let owned = owners.owned_until(&run.record.key, now);
+                due.max(owned.unwrap_or(now))
+                    .duration_since(now)
+                    .unwrap_or_default()
             })
             .min()
     }
@@ -394,7 +402,7 @@ impl RunQueue for MemoryBackend {
         tokio::pin!(notified);
         notified.as_mut().enable();
         let due = match self.state() {
-            Ok(state) => state.queue.next_due(SystemTime::now()),
+            Ok(state) => state.queue.next_due(&state.leases, SystemTime::now()),
             Err(_) => None,
         };
         let wait = due.map_or(max, |due| due.min(max));

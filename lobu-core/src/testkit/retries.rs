@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::Capabilities;
 use super::support::{
-    LONG, acquire, assert_kind, assert_nothing_claimable, claim_mine, claim_own, fresh_key,
-    hydrate, new_turn, record, sibling, submit, transcript, turn,
+    LONG, assert_kind, assert_nothing_claimable, claim_mine, claim_own, fresh_key, hydrate,
+    new_turn, record, sibling, submit, transcript,
 };
 use crate::backend::Backend;
 use crate::error::ErrorKind;
