@@ -14,6 +14,9 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let pool = PgPoolOptions::new()
 //!     .max_connections(20)
+//!     // sqlx pings every connection it hands out by default: a round trip before each
+//!     // call. A dead connection fails the call as `Unavailable` instead; callers retry.
+//!     .test_before_acquire(false)
 //!     .connect("postgres://app@db.internal/app")
 //!     .await?;
 //! let config = PgStoreConfig::default()          // schema `lobu`, 8 MiB transcripts
@@ -49,18 +52,27 @@
 //!
 //! ## Leases, fences and the queue
 //!
-//! A lease is a row: an expiry and a fence drawn from a sequence. `persist` locks the
-//! conversation's row and checks the fence in the same transaction as the write, so a writer
-//! whose lease was taken over is refused (`Fenced`). Runs are claimed with
-//! `FOR UPDATE SKIP LOCKED`, first in first out per conversation and never two at once per
-//! conversation; claims carry a token and expire unless heartbeated. Writers send `NOTIFY`;
-//! [`wait_for_work`](lobu_core::RunQueue::wait_for_work) listens on one connection per store
-//! and otherwise sleeps at most [`poll_interval`](PgStoreConfig::poll_interval), so work is
-//! found even when notifications never arrive.
+//! A lease is a row: an expiry and a fence drawn from a sequence. `persist` and `clear` lock
+//! the conversation's row and check the fence in the same transaction as the write, so a
+//! writer whose lease was taken over is refused (`Fenced`). A run's claim is its
+//! conversation's ownership (lobu-core contract v2): the claim statement picks the run with
+//! `FOR UPDATE SKIP LOCKED` (first in first out per conversation, never two at once per
+//! conversation, never a conversation with a live lease) and takes the conversation as
+//! `try_acquire` does, in one statement, so the claim carries the conversation's fence and
+//! head version. Heartbeat, complete, fail and release check the run and the conversation's
+//! fence. `complete` is one transaction: the transcript becomes the head (checked as a
+//! completed persist) and the run completes, or neither. Claims that lapsed on their last
+//! attempt are failed by a reaper that runs at most once a second per store (and when a
+//! claim finds nothing); a lapsed run whose transcript is the head is completed instead.
+//! Writers send `NOTIFY`; [`wait_for_work`](lobu_core::RunQueue::wait_for_work) listens on
+//! one connection per store and otherwise sleeps at most
+//! [`poll_interval`](PgStoreConfig::poll_interval), so work is found even when notifications
+//! never arrive.
 //!
 //! Retention: [`prune`](lobu_core::SessionStore::prune) works on conversations (never on
-//! run history) and also drops the rows of leases that lapsed before its cutoff on
-//! conversations with nothing stored; [`prune_runs`](lobu_core::RunQueue::prune_runs) drops
+//! run history), never touches a conversation with a live owner or a running run, and also
+//! drops the rows of leases that lapsed before its cutoff on conversations with nothing
+//! stored; [`prune_runs`](lobu_core::RunQueue::prune_runs) drops
 //! finished runs, and with them their idempotency keys (client retries come within minutes;
 //! keeping every key forever would grow without bound).
 //!

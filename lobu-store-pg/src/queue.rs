@@ -386,7 +386,7 @@ impl PgStore {
             channel: self.channel(),
         };
         let written = self
-            .write_planned(&mut *tx, key, &write, &head, row.earlier(), finish)
+            .write_planned(&mut tx, key, &write, &head, row.earlier(), finish)
             .await?;
         let seq = match written {
             Written::Stored(seq) => seq,

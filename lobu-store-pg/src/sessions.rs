@@ -356,7 +356,7 @@ impl SessionStore for PgStore {
             .await
             .map_err(db("persist: find run"))?;
         let written = self
-            .write_planned(&mut *tx, key, &write, head, earlier, Finish::Persist)
+            .write_planned(&mut tx, key, &write, head, earlier, Finish::Persist)
             .await?;
         let seq = match written {
             // Nothing was written: dropping `tx` rolls back and releases the row lock.

@@ -6,7 +6,9 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use lobu_core::{ErrorKind, NewRun, RunId, RunQueue, SessionStore, TerminalStatus};
+use lobu_core::{
+    ConversationLocks, ErrorKind, NewRun, RunId, RunQueue, SessionStore, TerminalStatus,
+};
 use lobu_store_pg::{MIGRATOR, PgStore, PgStoreConfig};
 use serde_json::json;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -195,4 +197,127 @@ async fn an_invalid_schema_name_is_refused_before_touching_the_database(pool: Pg
         let result = PgStore::with_config(pool.clone(), PgStoreConfig::default().schema(bad));
         assert_kind(result.map(|_| ()), ErrorKind::InvalidInput, bad);
     }
+}
+
+/// The schema exactly as the previous release left it: every migration before contract v2's.
+fn previous_release() -> Migrator {
+    let old: Vec<Migration> = MIGRATOR
+        .iter()
+        .filter(|m| m.version < 20260601000000)
+        .cloned()
+        .collect();
+    assert_eq!(old.len(), 2, "versions 1 and 2 of the schema");
+    let mut migrator = Migrator::with_migrations(old);
+    migrator.dangerous_set_table_name("lobu._sqlx_migrations");
+    migrator.create_schema("lobu");
+    migrator
+}
+
+#[sqlx::test(migrations = false)]
+async fn data_left_by_the_previous_version_opens_and_its_runs_claim_and_complete(pool: PgPool) {
+    previous_release()
+        .run(&pool)
+        .await
+        .expect("the previous schema");
+    let store = PgStore::new(pool.clone());
+    // What the previous version wrote (its lease, persist and submit statements are the ones
+    // this version still uses): a conversation with a head and a live lease, and a pending
+    // run on it; and on another conversation, a run the previous claim statement claimed
+    // (token counter 1, no conversation row) whose worker then died.
+    let leased = key("acme", "bot", "old-head");
+    let held = lease(&store, &leased).await;
+    let head_bytes = Bytes::from_static(b"{\"type\":\"session\"}\n{\"n\":1}\n");
+    let v1 = turn(&store, &held, None, &head_bytes).await;
+    let pending = store
+        .submit(NewRun::turn(leased.clone(), json!({"text": "next"})))
+        .await
+        .expect("submit")
+        .run;
+    let orphan_key = key("acme", "bot", "old-claim");
+    let orphan = store
+        .submit(NewRun::turn(orphan_key.clone(), json!({"text": "lost"})))
+        .await
+        .expect("submit")
+        .run;
+    sqlx::query(
+        "UPDATE lobu.runs SET status = 'running', attempts = 1, claimed_by = 'old-worker', \
+                claim_token = 1, claim_expires_at = now() - interval '1 second' \
+          WHERE id = $1",
+    )
+    .bind(orphan.as_str())
+    .execute(&pool)
+    .await
+    .expect("the previous version's claim");
+
+    store.migrate().await.expect("upgrade");
+    assert_eq!(applied(&pool, "lobu._sqlx_migrations").await, ours());
+
+    let head = store
+        .hydrate(&leased)
+        .await
+        .expect("hydrate")
+        .expect("head");
+    assert_eq!((head.version, head.transcript), (v1, head_bytes.clone()));
+    // The lapsed old claim is re-delivered under a real fence; the leased conversation waits.
+    let worker = lobu_core::WorkerId::generate();
+    let redelivered = store
+        .claim(&worker, Duration::from_secs(60))
+        .await
+        .expect("claim")
+        .expect("the old claim, re-delivered");
+    assert_eq!((&redelivered.run, redelivered.attempt), (&orphan, 2));
+    assert_eq!(redelivered.head, None);
+    let orphan_bytes = Bytes::from_static(b"{\"type\":\"session\"}\n");
+    let v_orphan = store
+        .complete(
+            &redelivered,
+            lobu_core::Commit::transcript(orphan_bytes, None),
+        )
+        .await
+        .expect("complete")
+        .expect("a version");
+    assert!(v_orphan > v1);
+    assert!(
+        store
+            .claim(&worker, Duration::from_secs(60))
+            .await
+            .expect("claim")
+            .is_none(),
+        "the old lease still owns its conversation"
+    );
+    // The old lease still renews and releases; then its conversation's run is claimed.
+    store
+        .renew(&held, Duration::from_secs(60))
+        .await
+        .expect("renew");
+    ConversationLocks::release(&store, &held)
+        .await
+        .expect("release");
+    let next = store
+        .claim(&worker, Duration::from_secs(60))
+        .await
+        .expect("claim")
+        .expect("the pending run");
+    assert_eq!((&next.run, next.head), (&pending, Some(v1)));
+    let extended = Bytes::from_static(b"{\"type\":\"session\"}\n{\"n\":1}\n{\"n\":2}\n");
+    let v2 = store
+        .complete(
+            &next,
+            lobu_core::Commit::transcript(extended.clone(), Some(v1)),
+        )
+        .await
+        .expect("complete")
+        .expect("a version");
+    let head = store
+        .hydrate(&leased)
+        .await
+        .expect("hydrate")
+        .expect("head");
+    assert_eq!((head.version, head.transcript), (v2, extended));
+    let record = store
+        .status(&leased.org, &pending)
+        .await
+        .expect("status")
+        .expect("run");
+    assert_eq!(record.status, lobu_core::RunStatus::Completed);
 }
