@@ -64,9 +64,14 @@ impl LockSql {
                 schema,
             ),
             // Released is expired now: prune can tell how long a conversation sat unleased.
+            // The conversation's runs are claimable again: wake waiters (a hint, one NOTIFY).
             release: sql(
-                "UPDATE {s}.conversations SET lease_expires_at = least(lease_expires_at, now()) \
-                  WHERE org = $1 AND agent = $2 AND conversation = $3 AND fence = $4",
+                "WITH ended AS ( \
+                     UPDATE {s}.conversations \
+                        SET lease_expires_at = least(lease_expires_at, now()) \
+                      WHERE org = $1 AND agent = $2 AND conversation = $3 AND fence = $4 \
+                     RETURNING 1) \
+                 SELECT count(pg_notify($5, '')) FROM ended",
                 schema,
             ),
         }
@@ -135,6 +140,7 @@ impl ConversationLocks for PgStore {
             .bind(key.agent.as_str())
             .bind(key.conversation.as_str())
             .bind(fence)
+            .bind(self.inner.wakeup.channel())
             .execute(&self.inner.pool)
             .await
             .map_err(db("release"))?;
