@@ -19,6 +19,9 @@ use lobu_core::{
 };
 use tokio::sync::watch;
 
+/// What the store answered a detached commit.
+pub type Landed = std::result::Result<Option<Version>, ErrorKind>;
+
 /// Wraps a backend; [`Stall::backend`] is what the stalled replica uses.
 #[derive(Debug, Clone)]
 pub struct Stall {
@@ -27,7 +30,7 @@ pub struct Stall {
     hanging_persists: Arc<AtomicUsize>,
     detached_persists: Arc<AtomicUsize>,
     land: Arc<watch::Sender<bool>>,
-    landed: Arc<Mutex<Vec<std::result::Result<Option<Version>, ErrorKind>>>>,
+    landed: Arc<Mutex<Vec<Landed>>>,
     lost_answers: Arc<AtomicUsize>,
     failing_completes: Arc<AtomicUsize>,
     claims_held: Arc<watch::Sender<bool>>,
@@ -95,7 +98,7 @@ impl Stall {
     }
 
     /// What the store answered to the detached commits that reached it so far.
-    pub fn landed(&self) -> Vec<std::result::Result<Option<Version>, ErrorKind>> {
+    pub fn landed(&self) -> Vec<Landed> {
         self.landed.lock().unwrap().clone()
     }
 
