@@ -10,8 +10,11 @@
 //!   display messages with cursor paging, stats, a title, and a writer for agents.
 //! * **Three traits**, each with its contract in its docs:
 //!   [`SessionStore`] (hydrate / persist / clear with versions and fencing),
-//!   [`ConversationLocks`] (leases with fencing tokens), [`RunQueue`] (durable, per-conversation
-//!   FIFO run queue with claims, heartbeats, retries and idempotent submit).
+//!   [`ConversationLocks`] (leases with fencing tokens, for hosts writing on their own),
+//!   [`RunQueue`] (durable, per-conversation FIFO run queue with idempotent submit, retries
+//!   and claims; a claim is its conversation's ownership, with the conversation's fence, and
+//!   [`RunQueue::complete`] commits a turn's transcript and the run's completion together).
+//! * **[`run_state`]**: the run state machine every backend applies the same way.
 //! * **[`Error`]** with an [`ErrorKind`] callers branch on; sources are kept.
 //! * **[`memory`]**: an in-memory backend, the reference implementation and a fast test double.
 //! * **`testkit`** (feature `testkit`): the conformance suite every backend runs.
