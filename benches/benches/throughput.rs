@@ -5,44 +5,16 @@
 //! and returns the time until the last one completed, so 1e9 / the median in ns is turns per
 //! second.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::future::join_all;
-use lobu_benches::{append_turn, fresh_bench_database_with, fresh_key};
-use lobu_core::{Backend, BoxError, ConversationKey, RunStatus};
-use lobu_runtime::{Agent, Runtime, Turn};
+use lobu_benches::{fresh_bench_database_with, fresh_key, start_runtime};
+use lobu_core::{ConversationKey, RunStatus};
+use lobu_runtime::Runtime;
 
 const WORKERS: usize = 16;
 const CONVERSATIONS: usize = 64;
-
-/// Appends one realistic turn; the cheapest honest agent.
-struct AppendTurn;
-
-#[async_trait::async_trait]
-impl Agent for AppendTurn {
-    async fn run_turn(&self, turn: &mut Turn) -> Result<(), BoxError> {
-        let n = turn.entries().len();
-        append_turn(&mut turn.writer(), n);
-        Ok(())
-    }
-}
-
-fn start_runtime(
-    rt: &tokio::runtime::Runtime,
-    backend: Backend,
-    scratch: &std::path::Path,
-) -> Runtime {
-    let runtime = Runtime::builder(backend, Arc::new(AppendTurn))
-        .concurrency(WORKERS)
-        .scratch_root(scratch.to_path_buf())
-        .build()
-        .expect("runtime");
-    let worker = runtime.clone();
-    rt.spawn(async move { worker.run().await });
-    runtime
-}
 
 /// Submit `iters` turns over fresh conversations through `gateways` (round-robin) and wait
 /// for all of them; the elapsed time.
@@ -84,12 +56,12 @@ fn throughput(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(10));
     group.sample_size(10);
 
-    let pg_one = start_runtime(&rt, pg.clone(), &dir.path().join("scratch-pg"));
+    let pg_one = start_runtime(&rt, pg.clone(), &dir.path().join("scratch-pg"), WORKERS);
     group.bench_function("pg", |b| {
         b.to_async(&rt)
             .iter_custom(|iters| burst(std::slice::from_ref(&pg_one), iters))
     });
-    let pg_two = start_runtime(&rt, pg, &dir.path().join("scratch-pg-2"));
+    let pg_two = start_runtime(&rt, pg, &dir.path().join("scratch-pg-2"), WORKERS);
     let both = [pg_one.clone(), pg_two.clone()];
     group.bench_function("pg_two_runtimes", |b| {
         b.to_async(&rt).iter_custom(|iters| burst(&both, iters))
@@ -99,7 +71,7 @@ fn throughput(c: &mut Criterion) {
         pg_two.shutdown().await;
     });
 
-    let file_runtime = start_runtime(&rt, file, &dir.path().join("scratch-file"));
+    let file_runtime = start_runtime(&rt, file, &dir.path().join("scratch-file"), WORKERS);
     group.bench_function("file", |b| {
         b.to_async(&rt)
             .iter_custom(|iters| burst(std::slice::from_ref(&file_runtime), iters))

@@ -19,36 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use lobu_benches::{BenchStores, append_turn, bench_stores, seed_idle, transcript_with_turns};
-use lobu_core::{Backend, BoxError, ConversationKey, RunStatus};
-use lobu_runtime::{Agent, Runtime, Turn};
-
-/// Appends one realistic turn; the cheapest honest agent.
-struct AppendTurn;
-
-#[async_trait::async_trait]
-impl Agent for AppendTurn {
-    async fn run_turn(&self, turn: &mut Turn) -> Result<(), BoxError> {
-        let n = turn.entries().len();
-        append_turn(&mut turn.writer(), n);
-        Ok(())
-    }
-}
-
-fn start_runtime(
-    rt: &tokio::runtime::Runtime,
-    backend: Backend,
-    scratch: &std::path::Path,
-) -> Runtime {
-    let runtime = Runtime::builder(backend, Arc::new(AppendTurn))
-        .concurrency(4)
-        .scratch_root(scratch.to_path_buf())
-        .build()
-        .expect("runtime");
-    let worker = runtime.clone();
-    rt.spawn(async move { worker.run().await });
-    runtime
-}
+use lobu_benches::{BenchStores, bench_stores, seed_idle, start_runtime, transcript_with_turns};
+use lobu_core::{Backend, ConversationKey, RunStatus};
+use lobu_runtime::Runtime;
 
 async fn one_turn(runtime: &Runtime, key: &ConversationKey) {
     let submitted = runtime
@@ -99,8 +72,8 @@ fn turn(c: &mut Criterion) {
         pool,
     } = rt.block_on(bench_stores());
 
-    let file_runtime = start_runtime(&rt, file.clone(), &dir.path().join("scratch-file"));
-    let pg_runtime = start_runtime(&rt, pg.clone(), &dir.path().join("scratch-pg"));
+    let file_runtime = start_runtime(&rt, file.clone(), &dir.path().join("scratch-file"), 4);
+    let pg_runtime = start_runtime(&rt, pg.clone(), &dir.path().join("scratch-pg"), 4);
 
     let mut group = c.benchmark_group("turn");
     group.measurement_time(Duration::from_secs(10));

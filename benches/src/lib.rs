@@ -42,8 +42,11 @@ pub async fn fresh_bench_database_with(max_connections: u32) -> PgPool {
     admin.close().await.ok();
     let options: sqlx::postgres::PgConnectOptions = admin_url.parse().expect("DATABASE_URL");
     let options = options.database("lobu_bench").disable_statement_logging();
+    // No ping before every acquire (sqlx's default): a broken connection fails its query
+    // anyway, and the ping would add a round trip to every statement of a turn.
     PgPoolOptions::new()
         .max_connections(max_connections)
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .expect("connect to lobu_bench")
@@ -230,4 +233,34 @@ pub async fn persist_next(backend: &Backend, conversation: &mut SeededConversati
         .await
         .expect("persist next turn");
     conversation.transcript = next;
+}
+
+/// Appends one realistic turn; the cheapest honest agent.
+#[derive(Debug)]
+pub struct AppendTurn;
+
+#[async_trait::async_trait]
+impl lobu_runtime::Agent for AppendTurn {
+    async fn run_turn(&self, turn: &mut lobu_runtime::Turn) -> Result<(), lobu_core::BoxError> {
+        let n = turn.entries().len();
+        append_turn(&mut turn.writer(), n);
+        Ok(())
+    }
+}
+
+/// A runtime of `workers` running [`AppendTurn`] on `backend`, its worker loop spawned on `rt`.
+pub fn start_runtime(
+    rt: &tokio::runtime::Runtime,
+    backend: Backend,
+    scratch: &std::path::Path,
+    workers: usize,
+) -> lobu_runtime::Runtime {
+    let runtime = lobu_runtime::Runtime::builder(backend, std::sync::Arc::new(AppendTurn))
+        .concurrency(workers)
+        .scratch_root(scratch.to_path_buf())
+        .build()
+        .expect("runtime");
+    let worker = runtime.clone();
+    rt.spawn(async move { worker.run().await });
+    runtime
 }

@@ -201,8 +201,11 @@ async fn open_backend(config: &Config) -> Result<Backend, Error> {
         StoreChoice::Snapshot { database_url } => {
             let shown = redact_url(database_url);
             tracing::info!(database = %shown, "snapshot mode on PostgreSQL");
+            // No ping before every acquire: a broken connection fails its query (the turn
+            // retries), and a ping would add a round trip to every statement of a turn.
             let pool = PgPoolOptions::new()
                 .max_connections(config.pg_max_connections)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(database_url)
                 .await
