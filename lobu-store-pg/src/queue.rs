@@ -72,11 +72,11 @@ impl QueueSql {
             submit: sql(include_str!("sql/submit.sql"), schema),
             reap: sql(include_str!("sql/reap.sql"), schema),
             claim: sql(include_str!("sql/claim.sql"), schema),
-            heartbeat: sql(include_str!("sql/heartbeat.sql"), schema),
+            heartbeat: claim_sql(include_str!("sql/heartbeat.sql"), schema),
             commit_lock: sql(include_str!("sql/commit_lock.sql"), schema),
-            complete: sql(include_str!("sql/complete.sql"), schema),
-            fail: sql(include_str!("sql/fail.sql"), schema),
-            release: sql(include_str!("sql/release.sql"), schema),
+            complete: claim_sql(include_str!("sql/complete.sql"), schema),
+            fail: claim_sql(include_str!("sql/fail.sql"), schema),
+            release: claim_sql(include_str!("sql/release.sql"), schema),
             claim_state: sql(
                 "SELECT status, claimed_by, claim_token, committed_seq \
                    FROM {s}.runs WHERE org = $1 AND id = $2",
@@ -326,11 +326,11 @@ impl PgStore {
             .bind(claim.run.as_str())
             .bind(claim.worker.as_str())
             .bind(fence)
+            .bind(key.agent.as_str())
+            .bind(key.conversation.as_str())
             .bind(output.map(Json))
             .bind(committed)
             .bind(self.channel())
-            .bind(key.agent.as_str())
-            .bind(key.conversation.as_str())
             .fetch_one(conn)
             .await
             .map_err(db("complete"))?;
@@ -414,6 +414,23 @@ fn stale(claim: &Claim) -> Error {
     ))
 }
 
+/// A statement of a claim holder: `{held_claim}` becomes the check and row locks of the
+/// newest claim (parameters $1–$6, see sql/held_claim.sql) and `{end_ownership}` the update
+/// that ends the conversation's ownership, so the rule is written once for heartbeat,
+/// complete, fail and release.
+fn claim_sql(template: &str, schema: &str) -> SqlStr {
+    let text = template
+        .replace(
+            "{held_claim}",
+            include_str!("sql/held_claim.sql").trim_end(),
+        )
+        .replace(
+            "{end_ownership}",
+            include_str!("sql/end_ownership.sql").trim_end(),
+        );
+    sql(&text, schema)
+}
+
 #[async_trait]
 impl RunQueue for PgStore {
     async fn submit(&self, run: NewRun) -> Result<Submitted> {
@@ -488,9 +505,9 @@ impl RunQueue for PgStore {
                 .bind(claim.run.as_str())
                 .bind(claim.worker.as_str())
                 .bind(Self::fence(claim)?)
-                .bind(micros(lease))
                 .bind(key.agent.as_str())
                 .bind(key.conversation.as_str())
+                .bind(micros(lease))
                 .fetch_optional(&self.inner.pool)
                 .await
                 .map_err(db("heartbeat"))?;
@@ -547,11 +564,11 @@ impl RunQueue for PgStore {
                 .bind(claim.run.as_str())
                 .bind(claim.worker.as_str())
                 .bind(Self::fence(claim)?)
+                .bind(key.agent.as_str())
+                .bind(key.conversation.as_str())
                 .bind(status.as_str())
                 .bind(stored_error(error))
                 .bind(self.channel())
-                .bind(key.agent.as_str())
-                .bind(key.conversation.as_str())
                 .fetch_optional(&self.inner.pool)
                 .await
                 .map_err(db("fail"))?;
@@ -575,9 +592,9 @@ impl RunQueue for PgStore {
             .bind(claim.run.as_str())
             .bind(claim.worker.as_str())
             .bind(Self::fence(claim)?)
-            .bind(self.channel())
             .bind(key.agent.as_str())
             .bind(key.conversation.as_str())
+            .bind(self.channel())
             .fetch_one(&self.inner.pool)
             .await
             .map_err(db("release run"))?;

@@ -127,6 +127,21 @@ pub(crate) enum Finish<'a> {
     },
 }
 
+/// Run a head write (`q`, its own parameters bound); for a `complete`, bind the run's output
+/// and the wake-up channel first (the statement's last two parameters).
+async fn finish_write<'q>(
+    q: sqlx::query::QueryScalar<'q, sqlx::Postgres, i64, sqlx::postgres::PgArguments>,
+    commit: Option<(Option<&'q serde_json::Value>, &'q str)>,
+    tx: &mut PgConnection,
+    what: &'static str,
+) -> Result<i64> {
+    let q = match commit {
+        Some((output, channel)) => q.bind(output.map(Json)).bind(channel),
+        None => q,
+    };
+    q.fetch_one(tx).await.map_err(db(what))
+}
+
 /// What [`PgStore::write_planned`] did.
 pub(crate) enum Written {
     /// The write was stored already (a retry): nothing was written, `Finish` not applied.
@@ -256,13 +271,7 @@ impl PgStore {
                     .bind(size)
                     .bind(digest)
                     .bind(title);
-                let q = match &commit {
-                    Some((output, channel)) => q.bind(output.map(Json)).bind(*channel),
-                    None => q,
-                };
-                q.fetch_one(&mut *tx)
-                    .await
-                    .map_err(db("persist: write delta"))?
+                finish_write(q, commit, &mut *tx, "persist: write delta").await?
             }
             Plan::Base {
                 digest,
@@ -275,13 +284,7 @@ impl PgStore {
                     .bind(digest)
                     .bind(replace_title)
                     .bind(title);
-                let q = match &commit {
-                    Some((output, channel)) => q.bind(output.map(Json)).bind(*channel),
-                    None => q,
-                };
-                q.fetch_one(&mut *tx)
-                    .await
-                    .map_err(db("persist: write whole copy"))?
+                finish_write(q, commit, &mut *tx, "persist: write whole copy").await?
             }
         };
         Ok(Written::Stored(seq))
