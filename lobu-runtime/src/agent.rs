@@ -41,7 +41,7 @@ pub struct Turn {
     pub(crate) payload: serde_json::Value,
     pub(crate) version: Option<Version>,
     pub(crate) hydrated: Bytes,
-    pub(crate) parsed: Transcript,
+    pub(crate) parsed: Arc<Transcript>,
     pub(crate) writer: TranscriptWriter,
     pub(crate) published: usize,
     pub(crate) output: OutputSink,

@@ -4,11 +4,16 @@
 //! returned exactly its version. Versions are never reused, not even after a clear, so a
 //! cached copy can never bring back a transcript that a reset removed, here or on another
 //! replica (lobu's G6).
+//!
+//! Beside the bytes it keeps their parse, so a turn does not parse the whole history again:
+//! a turn takes the parse out, appends its own entries and puts it back with the new head
+//! (the cost of a turn follows the turn, not the conversation's length).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use lobu_core::transcript::Transcript;
 use lobu_core::{ConversationKey, RunId, Snapshot, Version};
 
 #[derive(Debug)]
@@ -27,7 +32,25 @@ struct CacheState {
 #[derive(Debug)]
 struct Cached {
     snapshot: Snapshot,
+    /// `parse(snapshot.transcript)`, unless a turn has taken it out.
+    parsed: Option<Arc<Transcript>>,
     last_used: u64,
+}
+
+/// A cached head: its snapshot and, when the cache had it, its parse.
+#[derive(Debug)]
+pub(crate) struct CachedHead {
+    pub(crate) snapshot: Snapshot,
+    pub(crate) parsed: Option<Arc<Transcript>>,
+}
+
+/// What [`TranscriptCache::get`] does with the cached parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Parse {
+    /// Share it (a reader).
+    Share,
+    /// Take it out (a turn, which extends it without a copy and puts it back on commit).
+    Take,
 }
 
 impl TranscriptCache {
@@ -39,8 +62,13 @@ impl TranscriptCache {
         }
     }
 
-    /// The cached snapshot of `key` if it is exactly at `version`.
-    pub(crate) fn get(&self, key: &ConversationKey, version: Version) -> Option<Snapshot> {
+    /// The cached head of `key` if it is exactly at `version`.
+    pub(crate) fn get(
+        &self,
+        key: &ConversationKey,
+        version: Version,
+        parse: Parse,
+    ) -> Option<CachedHead> {
         let mut state = self.lock();
         state.clock += 1;
         let now = state.clock;
@@ -49,11 +77,26 @@ impl TranscriptCache {
             return None;
         }
         cached.last_used = now;
-        Some(cached.snapshot.clone())
+        let parsed = match parse {
+            Parse::Share => cached.parsed.clone(),
+            Parse::Take => cached.parsed.take(),
+        };
+        Some(CachedHead {
+            snapshot: cached.snapshot.clone(),
+            parsed,
+        })
     }
 
-    /// Remember `key` at `version`; evicts the least recently used entries over the budget.
-    pub(crate) fn put(&self, key: &ConversationKey, version: Version, run: RunId, bytes: Bytes) {
+    /// Remember `key` at `version` (with its parse, if known); evicts the least recently
+    /// used entries over the budget.
+    pub(crate) fn put(
+        &self,
+        key: &ConversationKey,
+        version: Version,
+        run: RunId,
+        bytes: Bytes,
+        parsed: Option<Arc<Transcript>>,
+    ) {
         if bytes.len() > self.budget {
             self.remove(key);
             return;
@@ -71,6 +114,7 @@ impl TranscriptCache {
             key.clone(),
             Cached {
                 snapshot,
+                parsed,
                 last_used,
             },
         ) {
@@ -122,13 +166,19 @@ mod tests {
     #[test]
     fn a_copy_is_only_returned_at_its_exact_version() {
         let cache = TranscriptCache::new(1024);
-        cache.put(&key("a"), Version(3), RunId::generate(), Bytes::from("x\n"));
-        assert!(cache.get(&key("a"), Version(3)).is_some());
-        assert!(cache.get(&key("a"), Version(4)).is_none());
-        assert!(cache.get(&key("a"), Version(2)).is_none());
-        assert!(cache.get(&key("b"), Version(3)).is_none());
+        cache.put(
+            &key("a"),
+            Version(3),
+            RunId::generate(),
+            Bytes::from("x\n"),
+            None,
+        );
+        assert!(cache.get(&key("a"), Version(3), Parse::Share).is_some());
+        assert!(cache.get(&key("a"), Version(4), Parse::Share).is_none());
+        assert!(cache.get(&key("a"), Version(2), Parse::Share).is_none());
+        assert!(cache.get(&key("b"), Version(3), Parse::Share).is_none());
         cache.remove(&key("a"));
-        assert!(cache.get(&key("a"), Version(3)).is_none());
+        assert!(cache.get(&key("a"), Version(3), Parse::Share).is_none());
         assert_eq!(cache.bytes(), 0);
     }
 
@@ -140,33 +190,77 @@ mod tests {
             Version(1),
             RunId::generate(),
             Bytes::from("aaaa"),
+            None,
         );
         cache.put(
             &key("b"),
             Version(1),
             RunId::generate(),
             Bytes::from("bbbb"),
+            None,
         );
-        assert!(cache.get(&key("a"), Version(1)).is_some());
+        assert!(cache.get(&key("a"), Version(1), Parse::Share).is_some());
         cache.put(
             &key("c"),
             Version(1),
             RunId::generate(),
             Bytes::from("cccc"),
+            None,
         );
         assert!(
-            cache.get(&key("b"), Version(1)).is_none(),
+            cache.get(&key("b"), Version(1), Parse::Share).is_none(),
             "b was least recent"
         );
-        assert!(cache.get(&key("a"), Version(1)).is_some());
-        assert!(cache.get(&key("c"), Version(1)).is_some());
+        assert!(cache.get(&key("a"), Version(1), Parse::Share).is_some());
+        assert!(cache.get(&key("c"), Version(1), Parse::Share).is_some());
         assert_eq!(cache.bytes(), 8);
     }
 
     #[test]
     fn a_zero_budget_caches_nothing() {
         let cache = TranscriptCache::new(0);
-        cache.put(&key("a"), Version(1), RunId::generate(), Bytes::from("a"));
-        assert!(cache.get(&key("a"), Version(1)).is_none());
+        cache.put(
+            &key("a"),
+            Version(1),
+            RunId::generate(),
+            Bytes::from("a"),
+            None,
+        );
+        assert!(cache.get(&key("a"), Version(1), Parse::Share).is_none());
+    }
+
+    #[test]
+    fn a_parse_taken_by_a_turn_is_not_shared_until_a_commit_puts_one_back() {
+        let cache = TranscriptCache::new(1024);
+        let parsed = Arc::new(lobu_core::transcript::parse(b"{\"type\":\"x\"}\n"));
+        let bytes = Bytes::from("{\"type\":\"x\"}\n");
+        cache.put(
+            &key("a"),
+            Version(1),
+            RunId::generate(),
+            bytes.clone(),
+            Some(parsed),
+        );
+        let shared = cache.get(&key("a"), Version(1), Parse::Share).unwrap();
+        assert!(shared.parsed.is_some());
+        let taken = cache.get(&key("a"), Version(1), Parse::Take).unwrap();
+        assert!(taken.parsed.is_some());
+        let after = cache.get(&key("a"), Version(1), Parse::Share).unwrap();
+        assert!(after.parsed.is_none(), "the turn owns the parse now");
+        assert_eq!(after.snapshot.transcript, bytes, "the bytes stay cached");
+        cache.put(
+            &key("a"),
+            Version(2),
+            RunId::generate(),
+            bytes,
+            taken.parsed,
+        );
+        assert!(
+            cache
+                .get(&key("a"), Version(2), Parse::Share)
+                .unwrap()
+                .parsed
+                .is_some()
+        );
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use lobu_core::transcript::Transcript;
 use lobu_core::{AfterFailure, Claim, Commit, Error, ErrorKind, Result, RunKind, TerminalStatus};
 use tokio::time::Instant;
 
@@ -23,15 +24,23 @@ use crate::turn::{self, describe};
 /// How an attempt ended, as the turn or reset saw it.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// Done: commit this with the run's completion; `appended` is how many transcript bytes
-    /// the turn added (for metrics).
-    Commit(Commit, u64),
+    /// Done: commit this with the run's completion.
+    Commit(Commit, Appended),
     /// The attempt failed; record it (the queue retries while attempts remain).
     Failed(TerminalStatus, String),
     /// A newer claim owns the conversation: this run's writes are refused; report nothing.
     TakenOver,
     /// The attempt was cancelled before it finished; the cause decides what to report.
     Interrupted,
+}
+
+/// What a turn added, beside its commit.
+#[derive(Debug, Default)]
+pub(crate) struct Appended {
+    /// Transcript bytes the turn added (for metrics).
+    pub(crate) bytes: u64,
+    /// The parse of the transcript the commit makes the head, for the cache.
+    pub(crate) parsed: Option<Arc<Transcript>>,
 }
 
 /// Run a store call of a claimed run, abandoned after one claim period: a backend that does
@@ -95,7 +104,7 @@ async fn run_reset(shared: &Shared, claim: &Claim) -> Outcome {
             shared.cache.remove(key);
             tracing::info!(deleted, "conversation reset");
             let output = serde_json::json!({ "deleted": deleted });
-            Outcome::Commit(Commit::output(Some(output)), 0)
+            Outcome::Commit(Commit::output(Some(output)), Appended::default())
         }
         Err(e) if e.is(ErrorKind::Fenced) => Outcome::TakenOver,
         Err(e) => Outcome::Failed(
@@ -178,7 +187,7 @@ async fn complete(
     claim: &Claim,
     log: &RunLog,
     commit: Commit,
-    appended: u64,
+    appended: Appended,
     held: Held,
 ) -> std::result::Result<(), String> {
     let queue = &shared.backend.queue;
@@ -194,11 +203,12 @@ async fn complete(
             Ok(version) => {
                 if let (Some(version), Some(transcript)) = (version, commit.transcript) {
                     bump(&shared.counters.persist_writes);
-                    add(&shared.counters.persist_bytes, appended);
+                    add(&shared.counters.persist_bytes, appended.bytes);
                     tracing::debug!(%version, bytes = transcript.len(), "turn committed");
+                    let (key, run) = (&claim.key, claim.run.clone());
                     shared
                         .cache
-                        .put(&claim.key, version, claim.run.clone(), transcript);
+                        .put(key, version, run, transcript, appended.parsed);
                 }
                 bump(&shared.counters.runs_completed);
                 tracing::info!("run completed");

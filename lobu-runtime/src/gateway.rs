@@ -1,7 +1,7 @@
 //! The gateway side: accept runs, follow them, read conversations.
 
 use futures::StreamExt;
-use lobu_core::transcript::{self, MessagePage, Stats};
+use lobu_core::transcript::{MessagePage, Stats};
 use lobu_core::{
     AgentId, ConversationKey, ConversationSummary, Error, ErrorKind, IdempotencyKey, NewRun, OrgId,
     Page, Result, RunId, RunRecord, RunStatus, Submitted, check_page_limit,
@@ -165,13 +165,13 @@ impl Runtime {
             check_page_limit(limit)?;
         }
         let head = hydrate(&self.shared, key).await?;
-        transcript::parse(&head.transcript).page(cursor, limit)
+        head.parsed.page(cursor, limit)
     }
 
     /// Message and token counts and the current model of the conversation.
     pub async fn stats(&self, key: &ConversationKey) -> Result<Stats> {
         let head = hydrate(&self.shared, key).await?;
-        Ok(transcript::parse(&head.transcript).stats())
+        Ok(head.parsed.stats())
     }
 
     /// The org's conversations of one agent, ordered by conversation id, with title, turn

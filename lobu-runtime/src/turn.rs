@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::FutureExt;
-use lobu_core::transcript::{self, TranscriptWriter};
+use lobu_core::transcript::TranscriptWriter;
 use lobu_core::{BoxError, Claim, Commit, Error, TerminalStatus};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{OutputSink, Turn};
 use crate::events::RunEvent;
-use crate::execute::{Outcome, bounded};
+use crate::execute::{Appended, Outcome, bounded};
 use crate::hub::RunLog;
 use crate::hydrate::{Hydrated, hydrate_claimed};
 use crate::runtime::Shared;
@@ -40,7 +40,7 @@ pub(crate) async fn run_turn(
     if hydrated.run.as_ref() == Some(&claim.run) {
         // An earlier attempt persisted this turn and died before completing the run.
         tracing::info!("the turn is already the head; completing the run without re-running it");
-        return Outcome::Commit(Commit::default(), 0);
+        return Outcome::Commit(Commit::default(), Appended::default());
     }
     if cancel.is_cancelled() {
         return Outcome::Interrupted;
@@ -75,8 +75,12 @@ async fn attempt(
         attempt: claim.attempt,
         payload: claim.payload.clone(),
         version: hydrated.version,
-        parsed: transcript::parse(&hydrated.transcript),
-        writer: TranscriptWriter::open(hydrated.transcript.to_vec(), &scratch.to_string_lossy()),
+        writer: TranscriptWriter::continue_parsed(
+            hydrated.transcript.to_vec(),
+            &hydrated.parsed,
+            &scratch.to_string_lossy(),
+        ),
+        parsed: hydrated.parsed,
         hydrated: hydrated.transcript,
         published: 0,
         output: sink.clone(),
@@ -127,28 +131,40 @@ async fn attempt(
 }
 
 /// The commit a finished turn makes: its whole transcript over the head it started from, or
-/// nothing when it appended nothing. Checked against the size limit first.
+/// nothing when it appended nothing. Checked against the size limit first. The parse of the
+/// new transcript is the hydrated one plus this turn's entries (no parse of the history).
 fn finish(shared: &Shared, turn: Turn) -> Outcome {
     if turn.writer.appended().is_empty() {
-        return Outcome::Commit(Commit::default(), 0); // nothing to write: the head stays
+        // Nothing to write: the head stays, and so does its parse.
+        let appended = Appended {
+            bytes: 0,
+            parsed: Some(turn.parsed),
+        };
+        return Outcome::Commit(Commit::default(), appended);
     }
     let expected = turn.version;
     let base = turn.hydrated.len();
-    let transcript = turn.writer.into_bytes();
     let limit = shared
         .settings
         .max_transcript_bytes
         .min(shared.backend.sessions.max_transcript_bytes());
-    if transcript.len() > limit {
+    if turn.writer.len() > limit {
         // lobu logged an oversized snapshot and lost every later turn; we fail visibly and
         // keep the head as it was. Nothing is truncated.
         let e = Error::too_large(format!(
             "the transcript would be {} bytes; the limit is {limit}",
-            transcript.len()
+            turn.writer.len()
         ));
         return Outcome::Failed(TerminalStatus::Failed, describe(&e));
     }
-    let appended = transcript.len().saturating_sub(base) as u64;
+    let mut parsed = turn.parsed;
+    // The cache gave the parse to this turn alone, so this does not copy it.
+    turn.writer.apply_to(Arc::make_mut(&mut parsed));
+    let transcript = turn.writer.into_bytes();
+    let appended = Appended {
+        bytes: transcript.len().saturating_sub(base) as u64,
+        parsed: Some(parsed),
+    };
     Outcome::Commit(Commit::transcript(transcript, expected), appended)
 }
 

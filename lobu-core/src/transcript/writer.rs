@@ -10,7 +10,7 @@ use time::macros::format_description;
 use uuid::Uuid;
 
 use super::content::{AssistantMessage, ContentBlock, ToolResult};
-use super::entry::{Entry, parse, parse_entry};
+use super::entry::{Entry, Transcript, parse, parse_entry};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The session format version the writer's header declares.
@@ -49,6 +49,21 @@ impl TranscriptWriter {
     pub fn open(existing: impl Into<Vec<u8>>, cwd: &str) -> Self {
         let bytes = existing.into();
         let parsed = parse(&bytes);
+        Self::continue_parsed(bytes, &parsed, cwd)
+    }
+
+    /// [`open`](Self::open) with `existing` already parsed: `parsed` must be
+    /// [`parse`]`(existing)` (as [`apply_to`](Self::apply_to) keeps it). Saves parsing the
+    /// whole history again on every turn.
+    pub fn continue_parsed(existing: impl Into<Vec<u8>>, parsed: &Transcript, cwd: &str) -> Self {
+        let bytes = existing.into();
+        debug_assert!(
+            parsed
+                .entries()
+                .last()
+                .is_none_or(|e| e.byte_range().end <= bytes.len()),
+            "the parsed transcript is not of these bytes"
+        );
         let mut writer = TranscriptWriter {
             hydrated_len: bytes.len(),
             lines: line_count(&bytes),
@@ -158,6 +173,18 @@ impl TranscriptWriter {
     /// The entries appended by this writer, parsed from the bytes it wrote.
     pub fn appended(&self) -> &[Entry] {
         &self.appended
+    }
+
+    /// Bring `parsed`, the parse of the bytes this writer started from, up to date with what
+    /// it appended: afterwards it equals [`parse`]`(self.as_slice())`, at the cost of this
+    /// turn's entries only (they were parsed as they were written).
+    pub fn apply_to(&self, parsed: &mut Transcript) {
+        parsed.entries.extend(self.appended.iter().cloned());
+        if self.hydrated_len == 0 && !self.bytes.is_empty() {
+            // A new transcript: the writer wrote its header.
+            parsed.session_id.clone_from(&self.session_id);
+        }
+        parsed.has_content |= !self.bytes.is_empty();
     }
 
     /// The id of the last entry, the parent of the next one.

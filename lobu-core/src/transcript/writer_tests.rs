@@ -218,3 +218,38 @@ fn writer_is_send_and_sync() {
     assert_send_sync::<TranscriptWriter>();
     assert_send_sync::<Transcript>();
 }
+
+#[test]
+fn a_writer_applied_to_the_parse_of_its_base_equals_a_parse_of_its_bytes() {
+    let torn_tail = format!("{HYDRATED}{{\"type\":\"message\",\"id\":\"torn");
+    let malformed_middle = format!("{HYDRATED}not json\n{HYDRATED}");
+    let header_only = HYDRATED.lines().next().unwrap().to_owned();
+    for base in ["", HYDRATED, &torn_tail, &malformed_middle, &header_only] {
+        let mut parsed = parse(base.as_bytes());
+        let mut writer = TranscriptWriter::continue_parsed(base.as_bytes(), &parsed, "/x");
+        writer.user_text("one").unwrap();
+        writer.model_change("openai", "gpt-5").unwrap();
+        writer.user_text("two").unwrap();
+        writer.apply_to(&mut parsed);
+        assert_eq!(parsed, parse(writer.as_slice()), "base {base:?}");
+    }
+}
+
+#[test]
+fn a_writer_continued_from_a_parse_is_the_writer_opened_on_the_bytes() {
+    let parsed = parse(HYDRATED.as_bytes());
+    let continued = TranscriptWriter::continue_parsed(HYDRATED.as_bytes(), &parsed, "/x");
+    let opened = TranscriptWriter::open(HYDRATED.as_bytes(), "/x");
+    assert_eq!(continued.session_id(), opened.session_id());
+    assert_eq!(continued.leaf_id(), opened.leaf_id());
+    assert_eq!(continued.as_slice(), opened.as_slice());
+    assert_eq!(continued.hydrated_len(), opened.hydrated_len());
+}
+
+#[test]
+fn a_writer_that_appended_nothing_leaves_the_parse_unchanged() {
+    let mut parsed = parse(HYDRATED.as_bytes());
+    let before = parsed.clone();
+    TranscriptWriter::continue_parsed(HYDRATED.as_bytes(), &parsed, "/x").apply_to(&mut parsed);
+    assert_eq!(parsed, before);
+}

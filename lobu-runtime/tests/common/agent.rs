@@ -31,6 +31,9 @@ pub struct TurnLog {
     pub text: String,
     /// User texts of the hydrated transcript.
     pub seen: Vec<String>,
+    /// Whether `Turn::parsed` was exactly a fresh parse of `Turn::transcript` (the runtime
+    /// keeps the parse across turns instead of parsing the history again).
+    pub parse_matches: bool,
     pub scratch: PathBuf,
     pub scratch_was_empty: bool,
     pub start: Instant,
@@ -142,6 +145,7 @@ impl Agent for ScriptAgent {
         let state = &*self.0;
         let text = turn.text().to_owned();
         let seen = user_texts(turn.transcript());
+        let parse_matches = *turn.parsed() == transcript::parse(turn.transcript());
         let scratch_was_empty = tokio::fs::read_dir(turn.scratch_dir())
             .await?
             .next_entry()
@@ -156,6 +160,7 @@ impl Agent for ScriptAgent {
                 attempt: turn.attempt(),
                 text: text.clone(),
                 seen: seen.clone(),
+                parse_matches,
                 scratch: turn.scratch_dir().to_path_buf(),
                 scratch_was_empty,
                 start: Instant::now(),

@@ -126,6 +126,10 @@ pub async fn ten_turns_in_order_on_one_conversation(store: Store) {
     for (i, turn) in turns.iter().enumerate() {
         assert_eq!(turn.text, texts[i]);
         assert_eq!(turn.seen, texts[..i]);
+        assert!(
+            turn.parse_matches,
+            "turn {i}: the kept parse is the transcript's"
+        );
     }
     // This worker wrote every head it read: after the first turn, the version check
     // sufficed and no transcript was read again.
