@@ -39,6 +39,7 @@ mod lock;
 mod queue;
 pub mod run_state;
 mod session;
+mod signals;
 #[doc(hidden)]
 pub mod time_serde;
 
@@ -62,3 +63,4 @@ pub use session::{
     ConversationSummary, DEFAULT_MAX_TRANSCRIPT_BYTES, MAX_PAGE_LIMIT, Page, Persist, PruneReport,
     SessionStore, Snapshot, TerminalStatus, Version, check_page_limit,
 };
+pub use signals::RunSignals;

@@ -1,7 +1,7 @@
 //! [`RunQueue`]: accepted turns, durable before `submit` returns.
 
 use std::fmt::Debug;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -423,6 +423,17 @@ pub trait RunQueue: Debug + Send + Sync + 'static {
     /// channel (NOTIFY, an in-process signal) return early; others just sleep. Callers must
     /// still poll: a wake-up is a hint, never a guarantee.
     async fn wait_for_work(&self, max: Duration);
+
+    /// Wait until `run` may have changed status after `since` (it ended, failed an attempt,
+    /// or went back to the queue), or `max` passes; at once if it may have changed since
+    /// already. Followers of a run that executes elsewhere call it between status reads.
+    /// Backends that learn of other replicas' writes (NOTIFY) or see their own (one process)
+    /// return early, with [`RunSignals`](crate::RunSignals); the default just sleeps.
+    /// A hint, never a guarantee: callers read the status afterwards.
+    async fn wait_for_run(&self, org: &OrgId, run: &RunId, since: Instant, max: Duration) {
+        let _ = (org, run, since);
+        tokio::time::sleep(max).await;
+    }
 }
 
 #[cfg(test)]

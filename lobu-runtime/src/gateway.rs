@@ -117,6 +117,8 @@ impl Runtime {
     /// and other orgs' runs are `NotFound`.
     pub async fn subscribe(&self, org: &OrgId, run: &RunId) -> Result<RunEvents> {
         let shared = &self.shared;
+        // Before the look: a change signalled from here on is not missed.
+        let since = tokio::time::Instant::now();
         let log = shared.hub.find(org, run);
         let record = match log {
             Some(_) => None,
@@ -129,6 +131,7 @@ impl Runtime {
             log,
             record.as_ref(),
             shared.settings.status_poll_interval,
+            since,
         ))
     }
 

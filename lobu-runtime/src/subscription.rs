@@ -20,9 +20,11 @@ use crate::hub::RunLog;
 /// event.
 ///
 /// Events of an attempt running in this process arrive live. An attempt running on another
-/// replica cannot be streamed here: whenever the run has been quiet here for
-/// [`Settings::status_poll_interval`](crate::Settings::status_poll_interval), the stream
-/// asks the queue, and ends with the terminal event the run record stands for. A run removed by
+/// replica cannot be streamed here: the stream asks the queue when the backend signals that
+/// the run changed ([`RunQueue::wait_for_run`]; PostgreSQL's `NOTIFY` reaches every replica)
+/// and whenever the run has been quiet here for
+/// [`Settings::status_poll_interval`](crate::Settings::status_poll_interval), and ends with
+/// the terminal event the run record stands for. A run removed by
 /// [`RunQueue::prune_runs`] while followed ends the stream without a terminal event.
 pub struct RunEvents {
     inner: BoxStream<'static, RunEvent>,
@@ -44,7 +46,8 @@ impl Stream for RunEvents {
 
 impl RunEvents {
     /// Follow a run: `log` is this process's log of it, if any; `record` its queue record
-    /// when the caller already read it.
+    /// when the caller already read it; `since` when the caller began looking (a change
+    /// signalled after it is not missed).
     pub(crate) fn follow(
         queue: Arc<dyn RunQueue>,
         org: OrgId,
@@ -52,6 +55,7 @@ impl RunEvents {
         log: Option<Arc<RunLog>>,
         record: Option<&RunRecord>,
         poll_every: Duration,
+        since: Instant,
     ) -> Self {
         let mut pending = VecDeque::new();
         if log.is_none()
@@ -71,6 +75,7 @@ impl RunEvents {
             finished: false,
             poll_every,
             next_poll: Instant::now() + poll_every,
+            polled_at: since,
         };
         let inner = futures::stream::unfold(follower, |mut f| async move {
             let event = f.next().await?;
@@ -93,6 +98,8 @@ struct Follower {
     finished: bool,
     poll_every: Duration,
     next_poll: Instant,
+    /// When the last status read began: a signal after it means the run may have changed.
+    polled_at: Instant,
 }
 
 impl Follower {
@@ -120,28 +127,28 @@ impl Follower {
                     continue;
                 }
             }
-            let rx = &mut self.rx;
-            let changed = async {
-                match rx {
-                    // The sender lives in the log we hold, so this only fails if the log
-                    // is gone; then wait for the poll instead.
-                    Some(rx) => {
-                        if rx.changed().await.is_err() {
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
+            let wait = self.next_poll.saturating_duration_since(Instant::now());
+            let since = self.polled_at.into_std();
+            let signalled = self.queue.wait_for_run(&self.org, &self.run, since, wait);
             tokio::select! {
-                () = changed => {}
-                () = tokio::time::sleep_until(self.next_poll) => self.poll().await,
+                () = log_changed(&mut self.rx) => continue,
+                () = signalled => {}
             }
+            if self.log.is_some() && Instant::now() < self.next_poll {
+                // Signalled with a log here: if the run executes here its own events are
+                // a moment away, and the queue need not be asked.
+                tokio::select! {
+                    () = log_changed(&mut self.rx) => continue,
+                    () = tokio::time::sleep(LOCAL_GRACE) => {}
+                }
+            }
+            self.poll().await;
         }
     }
 
     async fn poll(&mut self) {
-        self.next_poll = Instant::now() + self.poll_every;
+        self.polled_at = Instant::now();
+        self.next_poll = self.polled_at + self.poll_every;
         match self.queue.status(&self.org, &self.run).await {
             Ok(Some(record)) => {
                 if let Some(event) = RunEvent::from_record(&record) {
@@ -161,5 +168,22 @@ impl Follower {
                 tracing::warn!(run = %self.run, %error, "polling run status failed; will retry");
             }
         }
+    }
+}
+
+/// How long a follower with a local log waits for the run's own events after a signal
+/// before it asks the queue.
+const LOCAL_GRACE: Duration = Duration::from_millis(5);
+
+/// Something new in the local log; never, without one (the sender lives in the log we hold,
+/// so it only closes with the log).
+async fn log_changed(rx: &mut Option<watch::Receiver<u64>>) {
+    match rx {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
     }
 }

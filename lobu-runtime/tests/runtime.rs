@@ -46,6 +46,9 @@ macro_rules! all_scenarios {
 
 mod memory {
     all_scenarios!(crate::common::Store::Memory);
+    crate::for_store!(crate::common::Store::Memory;
+        a_waiter_on_another_replica_learns_of_the_end_without_a_poll,
+    );
 }
 
 mod file {
@@ -54,4 +57,7 @@ mod file {
 
 mod pg {
     all_scenarios!(crate::common::Store::Pg);
+    crate::for_store!(crate::common::Store::Pg;
+        a_waiter_on_another_replica_learns_of_the_end_without_a_poll,
+    );
 }

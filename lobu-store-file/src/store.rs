@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lobu_core::{Backend, ConversationKey, DEFAULT_MAX_TRANSCRIPT_BYTES, Result};
+use lobu_core::{Backend, ConversationKey, DEFAULT_MAX_TRANSCRIPT_BYTES, Result, RunSignals};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -44,6 +44,9 @@ pub(crate) struct Inner {
     pub(crate) poll_interval: Duration,
     /// Wakes this process's `wait_for_work` callers on submit, release and fail.
     pub(crate) work: Arc<Notify>,
+    /// Wakes this process's followers of runs whose status changed here (other processes'
+    /// changes are found by polling).
+    pub(crate) runs: Arc<RunSignals>,
     /// Lanes this process's last claims found owned by a lease, with when it lapses (ms):
     /// a hint that keeps `wait_for_work` from reporting their due runs as claimable now.
     pub(crate) owned_lanes: Arc<Mutex<HashMap<String, u64>>>,
@@ -94,6 +97,7 @@ impl FileStore {
                 max_transcript_bytes: DEFAULT_MAX_TRANSCRIPT_BYTES,
                 poll_interval: DEFAULT_POLL_INTERVAL,
                 work: Arc::new(Notify::new()),
+                runs: Arc::default(),
                 owned_lanes: Arc::default(),
                 #[cfg(test)]
                 crash_at: None,

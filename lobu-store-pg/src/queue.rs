@@ -264,6 +264,37 @@ fn stored_error(error: &str) -> String {
 }
 
 impl PgStore {
+    /// [`RunQueue::complete`] without the local wake-up.
+    async fn commit(&self, claim: &Claim, commit: Commit) -> Result<Option<Version>> {
+        let fence = Self::fence(claim)?;
+        let Commit {
+            transcript,
+            expected,
+            output,
+        } = commit;
+        if let Some(transcript) = transcript {
+            return self
+                .commit_transcript(claim, fence, transcript, expected, output.as_ref())
+                .await;
+        }
+        if self
+            .finish(&self.inner.pool, claim, fence, output.as_ref(), None)
+            .await?
+        {
+            return Ok(None);
+        }
+        match self.claim_state(claim).await? {
+            Some(state) => match state.committed_by(claim, fence) {
+                Some(committed) => versions(committed), // a retry of a commit that landed
+                None => Err(stale(claim)),
+            },
+            None => Err(Error::not_found(format!(
+                "run {} does not exist",
+                claim.run
+            ))),
+        }
+    }
+
     /// The run's claim as stored, `None` if the run does not exist in the claim's org.
     async fn claim_state(&self, claim: &Claim) -> Result<Option<ClaimState>> {
         sqlx::query_as(self.inner.queue.claim_state.clone())
@@ -521,33 +552,10 @@ impl RunQueue for PgStore {
     }
 
     async fn complete(&self, claim: &Claim, commit: Commit) -> Result<Option<Version>> {
-        let fence = Self::fence(claim)?;
-        let Commit {
-            transcript,
-            expected,
-            output,
-        } = commit;
-        if let Some(transcript) = transcript {
-            return self
-                .commit_transcript(claim, fence, transcript, expected, output.as_ref())
-                .await;
-        }
-        if self
-            .finish(&self.inner.pool, claim, fence, output.as_ref(), None)
-            .await?
-        {
-            return Ok(None);
-        }
-        match self.claim_state(claim).await? {
-            Some(state) => match state.committed_by(claim, fence) {
-                Some(committed) => versions(committed), // a retry of a commit that landed
-                None => Err(stale(claim)),
-            },
-            None => Err(Error::not_found(format!(
-                "run {} does not exist",
-                claim.run
-            ))),
-        }
+        let version = self.commit(claim, commit).await?;
+        // Followers here wake now; other replicas' by the NOTIFY the commit sent.
+        self.inner.wakeup.run_changed(&claim.run);
+        Ok(version)
     }
 
     async fn fail(
@@ -575,6 +583,7 @@ impl RunQueue for PgStore {
         let Some((stored_status, run_at, _)) = row else {
             return Err(self.claim_refused(claim).await);
         };
+        self.inner.wakeup.run_changed(&claim.run);
         Ok(
             match stored("run status", RunStatus::parse(&stored_status))? {
                 RunStatus::Pending => AfterFailure::Retry {
@@ -601,6 +610,7 @@ impl RunQueue for PgStore {
         if back == 0 {
             return Err(self.claim_refused(claim).await);
         }
+        self.inner.wakeup.run_changed(&claim.run);
         Ok(())
     }
 
@@ -648,5 +658,13 @@ impl RunQueue for PgStore {
     async fn wait_for_work(&self, max: Duration) {
         let wait = max.min(self.inner.config.poll_interval);
         self.inner.wakeup.wait(|| self.direct_options(), wait).await;
+    }
+
+    async fn wait_for_run(&self, _org: &OrgId, run: &RunId, since: Instant, max: Duration) {
+        let options = || self.direct_options();
+        self.inner
+            .wakeup
+            .wait_for_run(options, run, since, max)
+            .await;
     }
 }

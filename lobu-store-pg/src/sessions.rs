@@ -94,9 +94,9 @@ const COMMIT_TAIL: &str = ", done AS (
            claim_expires_at = NULL, finished_at = now(), updated_at = now()
       FROM head
      WHERE r.org = $1 AND r.id = $4
-    RETURNING head.seq
+    RETURNING r.id, head.seq
 )
-SELECT seq, count(pg_notify($11, '')) AS notified FROM done GROUP BY seq";
+SELECT seq, count(pg_notify($11, id)) AS notified FROM done GROUP BY seq";
 
 /// A head write for persist (`commit = false`: returns the version) or for complete (also
 /// ends the ownership and completes the run, see [`COMMIT_TAIL`]).

@@ -1,8 +1,12 @@
-//! The `LISTEN/NOTIFY` wake-up of `wait_for_work`: a hint that work may be claimable, never
-//! the only way work is found (the caller polls, and the wait is capped by the poll interval).
+//! The `LISTEN/NOTIFY` wake-ups of `wait_for_work` and `wait_for_run`: hints that work may
+//! be claimable or a run changed, never the only way either is found (callers poll, and
+//! waits are capped). A notification's payload is the run it is about (empty: a new run),
+//! so only that run's followers wake, on every replica.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use lobu_core::{RunId, RunSignals};
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::Notify;
@@ -13,6 +17,7 @@ use tokio::task::JoinHandle;
 pub(crate) struct Wakeup {
     channel: String,
     notify: Arc<Notify>,
+    runs: Arc<RunSignals>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -30,6 +35,7 @@ impl Wakeup {
         Wakeup {
             channel,
             notify: Arc::new(Notify::new()),
+            runs: Arc::default(),
             task: Mutex::new(None),
         }
     }
@@ -39,25 +45,57 @@ impl Wakeup {
         &self.channel
     }
 
-    /// Wait for a notification or `max`, whichever comes first. Starts the listener if it
-    /// is not running (the first call, or its runtime shut down under a shared store).
+    /// A run changed by this process: wake its followers here at once (other replicas
+    /// learn of it by the notification the write sent).
+    pub(crate) fn run_changed(&self, run: &RunId) {
+        self.runs.signal(run);
+    }
+
+    /// Wait for a notification or `max`, whichever comes first.
     pub(crate) async fn wait(&self, options: impl FnOnce() -> PgConnectOptions, max: Duration) {
         let notified = self.notify.notified();
-        {
-            let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
-            if task.as_ref().is_none_or(JoinHandle::is_finished) {
-                let listener = listen(options(), self.channel.clone(), self.notify.clone());
-                *task = Some(tokio::spawn(listener));
-            }
-        }
+        self.listening(options);
         let _ = tokio::time::timeout(max, notified).await;
+    }
+
+    /// Wait until `run` is notified after `since`, or `max`.
+    pub(crate) async fn wait_for_run(
+        &self,
+        options: impl FnOnce() -> PgConnectOptions,
+        run: &RunId,
+        since: Instant,
+        max: Duration,
+    ) {
+        self.listening(options);
+        self.runs.wait(run, since, max).await;
+    }
+
+    /// Start the listener if it is not running (the first call, or its runtime shut down
+    /// under a shared store).
+    fn listening(&self, options: impl FnOnce() -> PgConnectOptions) {
+        let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if task.as_ref().is_none_or(JoinHandle::is_finished) {
+            let listener = listen(
+                options(),
+                self.channel.clone(),
+                self.notify.clone(),
+                self.runs.clone(),
+            );
+            *task = Some(tokio::spawn(listener));
+        }
     }
 }
 
-/// Keep one `LISTEN` connection open, reconnecting with backoff; wake every waiter on each
-/// notification and after every (re)connect, since notifications sent meanwhile are lost.
-/// Failures are logged, never fatal: polling still delivers.
-async fn listen(options: PgConnectOptions, channel: String, notify: Arc<Notify>) {
+/// Keep one `LISTEN` connection open, reconnecting with backoff; wake every waiter for work
+/// on each notification, the followers of the run a payload names, and everyone after every
+/// (re)connect, since notifications sent meanwhile are lost. Failures are logged, never
+/// fatal: polling still delivers.
+async fn listen(
+    options: PgConnectOptions,
+    channel: String,
+    notify: Arc<Notify>,
+    runs: Arc<RunSignals>,
+) {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .min_connections(0)
@@ -71,11 +109,21 @@ async fn listen(options: PgConnectOptions, channel: String, notify: Arc<Notify>)
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
                     notify.notify_waiters();
+                    runs.signal_all();
                     loop {
                         match listener.try_recv().await {
-                            // Some: a notification; None: the connection dropped and was
-                            // re-established, so anything sent in between was missed.
-                            Ok(_) => notify.notify_waiters(),
+                            Ok(Some(notification)) => {
+                                notify.notify_waiters();
+                                if let Ok(run) = RunId::new(notification.payload()) {
+                                    runs.signal(&run);
+                                }
+                            }
+                            // The connection dropped and was re-established: anything sent
+                            // in between was missed.
+                            Ok(None) => {
+                                notify.notify_waiters();
+                                runs.signal_all();
+                            }
                             Err(e) => {
                                 tracing::warn!(error = %e, %channel, "LISTEN connection failed; polling until it is back");
                                 break;

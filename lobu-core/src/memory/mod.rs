@@ -38,6 +38,7 @@ use tokio::sync::Notify;
 use crate::backend::Backend;
 use crate::error::{Error, ErrorKind, Result};
 use crate::session::DEFAULT_MAX_TRANSCRIPT_BYTES;
+use crate::signals::RunSignals;
 
 use self::locks::LeaseTable;
 use self::queue::QueueTable;
@@ -48,6 +49,8 @@ use self::sessions::SessionTable;
 pub struct MemoryBackend {
     state: Mutex<State>,
     work: Notify,
+    /// Wakes followers of runs whose status changed.
+    runs: RunSignals,
     max_transcript_bytes: usize,
 }
 
@@ -67,6 +70,7 @@ impl MemoryBackend {
         MemoryBackend {
             state: Mutex::new(State::default()),
             work: Notify::new(),
+            runs: RunSignals::new(),
             max_transcript_bytes: DEFAULT_MAX_TRANSCRIPT_BYTES,
         }
     }

@@ -1,7 +1,7 @@
 //! The run queue in memory.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 
@@ -27,6 +27,8 @@ pub(super) struct QueueTable {
     /// Kept after `prune_runs`, so a retried submit keeps getting its first run back.
     idempotency: HashMap<(ConversationKey, IdempotencyKey), RunId>,
     last_seq: u64,
+    /// Runs a claim failed as exhausted, for their followers' signals.
+    reaped: Vec<RunId>,
 }
 
 impl QueueTable {
@@ -116,6 +118,7 @@ impl QueueTable {
             record.updated_at = now;
             let key = record.key.clone();
             self.finish(&key, &id);
+            self.reaped.push(id);
         }
         let next = self
             .lanes
@@ -326,7 +329,14 @@ impl RunQueue for MemoryBackend {
             leases,
             queue,
         } = &mut *state;
-        Ok(queue.claim(leases, sessions, worker, lease, now))
+        let claim = queue.claim(leases, sessions, worker, lease, now);
+        for reaped in queue.reaped.drain(..) {
+            self.runs.signal(&reaped);
+        }
+        if let Some(claim) = &claim {
+            self.runs.signal(&claim.run);
+        }
+        Ok(claim)
     }
 
     async fn heartbeat(&self, claim: &Claim, lease: Duration) -> Result<Claim> {
@@ -353,6 +363,7 @@ impl RunQueue for MemoryBackend {
         };
         // The conversation's next run is claimable now.
         self.work.notify_waiters();
+        self.runs.signal(&claim.run);
         Ok(version)
     }
 
@@ -370,6 +381,7 @@ impl RunQueue for MemoryBackend {
         };
         // Waiters recompute when the retry is due, or claim the conversation's next run.
         self.work.notify_waiters();
+        self.runs.signal(&claim.run);
         Ok(after)
     }
 
@@ -381,6 +393,7 @@ impl RunQueue for MemoryBackend {
             queue.release(leases, claim, now)?;
         }
         self.work.notify_waiters();
+        self.runs.signal(&claim.run);
         Ok(())
     }
 
@@ -413,5 +426,10 @@ impl RunQueue for MemoryBackend {
             () = &mut notified => {}
             () = tokio::time::sleep(wait) => {}
         }
+    }
+
+    async fn wait_for_run(&self, _org: &OrgId, run: &RunId, since: Instant, max: Duration) {
+        // Every change of this backend happens in this process, so signals see them all.
+        self.runs.wait(run, since, max).await;
     }
 }

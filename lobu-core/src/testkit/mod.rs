@@ -104,6 +104,7 @@ pub use ownership::{
     prune_never_removes_a_conversation_whose_run_is_claimed,
 };
 pub use queue::{
+    a_follower_waiting_for_a_run_is_woken_when_it_ends,
     a_submitted_run_is_pending_with_its_payload,
     bad_submissions_are_typed_errors_and_store_nothing,
     one_conversation_never_has_two_claimed_runs_while_others_proceed,
@@ -300,6 +301,7 @@ macro_rules! conformance_tests {
             bad_submissions_are_typed_errors_and_store_nothing
             queue_depth_counts_waiting_runs
             wait_for_work_returns_by_its_deadline
+            a_follower_waiting_for_a_run_is_woken_when_it_ends
             a_claim_and_a_lease_of_one_conversation_exclude_each_other
             a_commit_writes_the_head_and_completes_the_run_together
             a_commit_that_fails_a_check_changes_nothing_and_a_retry_is_harmless

@@ -1,7 +1,7 @@
 //! Clauses of `RunQueue` intake and ordering: submit, status, FIFO per conversation, one
 //! claim per conversation, idempotency keys, bad input, depth and wake-ups.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -351,4 +351,64 @@ pub async fn wait_for_work_returns_by_its_deadline(backend: &Backend) {
         busy.is_ok(),
         "wait_for_work({max:?}) with work queued did not return"
     );
+}
+
+/// `wait_for_run` ends early when the run ends, and at once for a change after `since` that
+/// came before the wait; for a run that does not change it waits its time out (after the
+/// first wait, which may start a listener). A store without signals may sleep the whole
+/// wait: this clause is for stores that have them.
+pub async fn a_follower_waiting_for_a_run_is_woken_when_it_ends(backend: &Backend) {
+    let key = fresh_key();
+    let worker = WorkerId::generate();
+    submit(backend, new_turn(&key, 0, 3)).await;
+    let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
+
+    // The first wait may start a listener, whose connecting wakes everyone once (a hint).
+    let quiet = Duration::from_millis(50);
+    let (org, run) = (&key.org, &claim.run);
+    backend
+        .queue
+        .wait_for_run(org, run, Instant::now(), quiet)
+        .await;
+    let quiet = Instant::now();
+    backend
+        .queue
+        .wait_for_run(org, run, quiet, Duration::from_millis(50))
+        .await;
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(50),
+        "a run that did not change ended the wait early"
+    );
+
+    let since = Instant::now();
+    let waiter = tokio::spawn({
+        let queue = backend.queue.clone();
+        let (org, run) = (key.org.clone(), claim.run.clone());
+        async move {
+            queue
+                .wait_for_run(&org, &run, since, Duration::from_secs(600))
+                .await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    backend
+        .queue
+        .complete(&claim, Commit::default())
+        .await
+        .expect("complete");
+    let woken = tokio::time::timeout(Duration::from_secs(30), waiter).await;
+    assert!(
+        woken.is_ok(),
+        "a follower was not woken within 30 s of its run completing"
+    );
+
+    // The completion came after `since`: a wait that starts only now returns at once.
+    let late = tokio::time::timeout(
+        Duration::from_secs(30),
+        backend
+            .queue
+            .wait_for_run(&key.org, &claim.run, since, Duration::from_secs(600)),
+    )
+    .await;
+    assert!(late.is_ok(), "a change before the wait was lost");
 }

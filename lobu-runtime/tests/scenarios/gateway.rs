@@ -55,6 +55,35 @@ pub async fn a_subscriber_sees_the_end_of_a_run_executed_by_another_replica(stor
     stop(&b, b_worker).await;
 }
 
+/// A waiter on a gateway-only replica learns that a run executed by another replica ended
+/// from the backend's signal (PostgreSQL: NOTIFY), not from its next status poll: its poll
+/// interval here is a minute. (The file store signals within one process only; another
+/// process's waiters poll.)
+pub async fn a_waiter_on_another_replica_learns_of_the_end_without_a_poll(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let a = fx
+        .builder(&agent)
+        .status_poll_interval(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let b = fx.builder_on(fx.replica().await, &agent).build().unwrap();
+    let b_worker = start(&b);
+    let k = key("c1");
+    for text in ["first", "/fail", "second"] {
+        let run = send(&a, &k, text).await;
+        let started = std::time::Instant::now();
+        let record = within("the waiter on the gateway replica", a.wait(&k.org, &run)).await;
+        assert!(record.unwrap().status.is_terminal());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{text}: the waiter took {:?}, as long as a poll",
+            started.elapsed()
+        );
+    }
+    stop(&b, b_worker).await;
+}
+
 pub async fn another_orgs_run_is_not_found(store: Store) {
     let fx = Fixture::new(store).await;
     let agent = ScriptAgent::new();

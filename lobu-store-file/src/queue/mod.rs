@@ -9,7 +9,7 @@ pub(crate) mod markers;
 mod recovery_tests;
 mod runs;
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use lobu_core::{
@@ -33,8 +33,13 @@ impl RunQueue for FileStore {
     async fn claim(&self, worker: &WorkerId, lease: Duration) -> Result<Option<Claim>> {
         check_lease_duration(lease)?;
         let worker = worker.clone();
-        self.blocking(move |inner| claim::claim(inner, &worker, lease))
-            .await
+        let claim = self
+            .blocking(move |inner| claim::claim(inner, &worker, lease))
+            .await?;
+        if let Some(claim) = &claim {
+            self.inner.runs.signal(&claim.run);
+        }
+        Ok(claim)
     }
 
     async fn heartbeat(&self, claim: &Claim, lease: Duration) -> Result<Claim> {
@@ -45,12 +50,14 @@ impl RunQueue for FileStore {
     }
 
     async fn complete(&self, claim: &Claim, commit: Commit) -> Result<Option<Version>> {
+        let run = claim.run.clone();
         let claim = claim.clone();
         let version = self
             .blocking(move |inner| claim::complete(inner, &claim, commit))
             .await?;
         // The conversation's next run may be claimable now.
         self.inner.work.notify_waiters();
+        self.inner.runs.signal(&run);
         Ok(version)
     }
 
@@ -61,19 +68,23 @@ impl RunQueue for FileStore {
         error: &str,
     ) -> Result<AfterFailure> {
         lobu_core::check_failure_status(status)?;
+        let run = claim.run.clone();
         let (claim, error) = (claim.clone(), error.to_owned());
         let after = self
             .blocking(move |inner| claim::fail(inner, &claim, status, &error))
             .await?;
         self.inner.work.notify_waiters();
+        self.inner.runs.signal(&run);
         Ok(after)
     }
 
     async fn release(&self, claim: &Claim) -> Result<()> {
+        let run = claim.run.clone();
         let claim = claim.clone();
         self.blocking(move |inner| claim::release(inner, &claim))
             .await?;
         self.inner.work.notify_waiters();
+        self.inner.runs.signal(&run);
         Ok(())
     }
 
@@ -115,5 +126,11 @@ impl RunQueue for FileStore {
             () = &mut notified => {}
             () = tokio::time::sleep(wait) => {}
         }
+    }
+
+    async fn wait_for_run(&self, _org: &OrgId, run: &RunId, since: Instant, max: Duration) {
+        // Changes made by this process wake at once; another process's are found when the
+        // wait is over and the caller reads the status again.
+        self.inner.runs.wait(run, since, max).await;
     }
 }

@@ -11,4 +11,4 @@ WITH {held_claim}, done AS (
      WHERE r.id = held.id
     RETURNING r.id
 ), {end_ownership}
-SELECT count(pg_notify($9, '')) FROM done
+SELECT count(pg_notify($9, id)) FROM done

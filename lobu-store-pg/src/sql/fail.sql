@@ -12,8 +12,8 @@ WITH {held_claim}, failed AS (
            error = $8, claimed_by = NULL, claim_expires_at = NULL, updated_at = now()
       FROM held, owner
      WHERE r.id = held.id
-    RETURNING r.status, r.run_at
+    RETURNING r.id, r.status, r.run_at
 ), {end_ownership}
-SELECT status, run_at, count(pg_notify($9, '')) AS notified
+SELECT status, run_at, count(pg_notify($9, id)) AS notified
   FROM failed
  GROUP BY status, run_at

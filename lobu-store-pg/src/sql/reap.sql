@@ -33,4 +33,5 @@ WITH lapsed AS (
      WHERE r.id = l.id
     RETURNING r.id
 )
-SELECT count(pg_notify($1, '')) FROM reaped
+-- Each reaped run's id is the payload: its followers on any replica wake.
+SELECT count(pg_notify($1, id)) FROM reaped

@@ -9,4 +9,4 @@ WITH {held_claim}, back AS (
      WHERE r.id = held.id
     RETURNING r.id
 ), {end_ownership}
-SELECT count(pg_notify($7, '')) FROM back
+SELECT count(pg_notify($7, id)) FROM back
