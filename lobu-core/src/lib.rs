@@ -14,7 +14,8 @@
 //!   [`RunQueue`] (durable, per-conversation FIFO run queue with idempotent submit, retries
 //!   and claims; a claim is its conversation's ownership, with the conversation's fence, and
 //!   [`RunQueue::complete`] commits a turn's transcript and the run's completion together).
-//! * **[`run_state`]**: the run state machine every backend applies the same way.
+//! * **[`run_state`]** and **[`persist_plan`]**: the run state machine and the persist
+//!   decision, which every backend applies the same way.
 //! * **[`Error`]** with an [`ErrorKind`] callers branch on; sources are kept.
 //! * **[`memory`]**: an in-memory backend, the reference implementation and a fast test double.
 //! * **`testkit`** (feature `testkit`): the conformance suite every backend runs.
@@ -36,6 +37,7 @@ mod backend;
 mod error;
 mod id;
 mod lock;
+pub mod persist_plan;
 mod queue;
 pub mod run_state;
 mod session;

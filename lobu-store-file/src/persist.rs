@@ -16,21 +16,12 @@
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use lobu_core::persist_plan::{self, Earlier, Found, Plan};
 use lobu_core::{ConversationKey, Error, Fence, Persist, Result, TerminalStatus, Version};
 
 use crate::records::{self, Digests, Record};
 use crate::state::{Conversation, HISTORY, Head, SESSION, State, staged_name};
 use crate::store::{Inner, Step};
-
-/// What the same-run check (step 3 of the contract) decided.
-enum SameRun {
-    /// Already stored, at this version.
-    Retry(u64),
-    /// The run's completed head is extended by the write: a new head, whatever `expected` says.
-    Extends,
-    /// No stored snapshot of the run decides: go on to the version check.
-    New,
-}
 
 pub(crate) fn persist(inner: &Inner, key: &ConversationKey, write: Persist) -> Result<Version> {
     check_size(inner, key, write.transcript.len())?;
@@ -47,13 +38,7 @@ pub(crate) fn persist(inner: &Inner, key: &ConversationKey, write: Persist) -> R
 
 /// `TooLarge` if a transcript of `size` bytes is over the store's limit (step 1).
 pub(crate) fn check_size(inner: &Inner, key: &ConversationKey, size: usize) -> Result<()> {
-    if size > inner.max_transcript_bytes {
-        return Err(Error::too_large(format!(
-            "transcript of {key} is {size} bytes; the limit is {}",
-            inner.max_transcript_bytes
-        )));
-    }
-    Ok(())
+    persist_plan::check_size(key, size, inner.max_transcript_bytes)
 }
 
 /// Steps 2 to 4 of the contract and the write, on a conversation whose exclusive lock the
@@ -81,20 +66,16 @@ pub(crate) fn persist_locked(
         .as_ref()
         .is_some_and(|head| digests.prefix.as_ref() == Some(&head.sha256));
     let extends_head = keeps_head && head_bytes.is_some_and(|b| b < write.transcript.len() as u64);
-    match same_run(conversation, state, &write, &digests, extends_head)? {
-        SameRun::Retry(version) => return Ok((Version(version), false)),
-        SameRun::Extends => {}
-        SameRun::New if write.status == TerminalStatus::Completed => {
-            let head = state.head.as_ref().map(|h| Version(h.version));
-            if head != write.expected {
-                return Err(Error::conflict(format!(
-                    "write to {key} expected head {} but the head is {}",
-                    show(write.expected),
-                    show(head)
-                )));
-            }
-        }
-        SameRun::New => {}
+    let earlier = earlier(conversation, state, &write, &digests)?;
+    let found = Found {
+        head: state.head.as_ref().map(|h| Version(h.version)),
+        extends_head,
+        earlier: &earlier,
+    };
+    if let Plan::Retry(version) =
+        persist_plan::plan(key, &write.run, write.status, write.expected, &found)?
+    {
+        return Ok((version, false));
     }
     let record = Record {
         version: state.last_version + 1,
@@ -125,58 +106,41 @@ pub(crate) fn never_leased(key: &ConversationKey) -> Error {
 }
 
 pub(crate) fn check_fence(state: &State, fence: Fence, key: &ConversationKey) -> Result<()> {
-    if state.last_fence == 0 {
-        return Err(never_leased(key));
-    }
-    if fence.0 != state.last_fence {
-        return Err(Error::fenced(format!(
-            "write to {key} carries {fence}, but fence {} is the newest",
-            state.last_fence
-        )));
-    }
-    Ok(())
+    let newest = (state.last_fence != 0).then_some(Fence(state.last_fence));
+    persist_plan::check_fence(key, fence, newest)
 }
 
-fn same_run(
+/// The run's stored snapshots, newest first, for the persist plan. A retry matches on status
+/// too, so only a non-completed write needs the forensic records.
+fn earlier(
     conversation: &Conversation<'_>,
     state: &State,
     write: &Persist,
     digests: &Digests,
-    extends_head: bool,
-) -> Result<SameRun> {
+) -> Result<Vec<Earlier>> {
     let completed = records::completed_of_run(conversation, state, &write.run)?;
-    // A retry matches on status too, so only a non-completed write needs the forensic records.
     let forensic = if write.status == TerminalStatus::Completed {
         Vec::new()
     } else {
         records::forensic(conversation, state)?
     };
-    let earlier = completed.iter().chain(
-        forensic
-            .iter()
-            .map(|f| &f.record)
-            .filter(|r| r.run == write.run),
-    );
     let size = write.transcript.len() as u64;
-    for record in earlier {
-        if record.status == write.status && record.bytes == size && record.sha256 == digests.whole {
-            return Ok(SameRun::Retry(record.version));
-        }
-    }
-    // Non-completed snapshots of the run are earlier attempts kept for forensics; they do
-    // not stop a later attempt of the same run from writing.
-    let Some(last) = completed.last() else {
-        return Ok(SameRun::New);
-    };
-    let is_head = state.head.as_ref().map(|h| h.version) == Some(last.version);
-    if is_head && write.status == TerminalStatus::Completed && extends_head {
-        Ok(SameRun::Extends)
-    } else {
-        Err(Error::conflict(format!(
-            "run {} already stored a different completed transcript at v{}",
-            write.run, last.version
-        )))
-    }
+    let mut earlier: Vec<Earlier> = completed
+        .iter()
+        .chain(
+            forensic
+                .iter()
+                .map(|f| &f.record)
+                .filter(|r| r.run == write.run),
+        )
+        .map(|r| Earlier {
+            version: Version(r.version),
+            status: r.status,
+            same_bytes: r.bytes == size && r.sha256 == digests.whole,
+        })
+        .collect();
+    earlier.sort_by(|a, b| b.version.cmp(&a.version));
+    Ok(earlier)
 }
 
 fn commit_completed(
@@ -243,8 +207,4 @@ fn title(previous: Option<&Head>, transcript: &[u8], append: bool) -> Option<Str
             .or_else(|| lobu_core::transcript::title(&transcript[offset..])),
         _ => lobu_core::transcript::title(transcript),
     }
-}
-
-fn show(version: Option<Version>) -> String {
-    version.map_or_else(|| "none".to_owned(), |v| v.to_string())
 }

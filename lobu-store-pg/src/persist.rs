@@ -1,7 +1,8 @@
 //! What one `persist` call does, decided from the locked conversations row and the run's
 //! latest snapshot, in the contract's order. Pure, so every branch is tested without a server.
 
-use lobu_core::{ConversationKey, Error, Persist, Result, TerminalStatus};
+use lobu_core::persist_plan::{self, Earlier, Found};
+use lobu_core::{ConversationKey, Error, Fence, Persist, Result, TerminalStatus, Version};
 
 use crate::delta::{Chain, Digests, last_line_start, store_as_delta};
 
@@ -55,17 +56,13 @@ pub(crate) fn check_fence<'h>(
     write: &Persist,
     head: Option<&'h Head>,
 ) -> Result<&'h Head> {
-    head.filter(|h| u64::try_from(h.fence).is_ok_and(|f| f == write.fence.0))
-        .ok_or_else(|| {
-            Error::fenced(format!(
-                "{key}: {} is not the newest fence of this conversation",
-                write.fence
-            ))
-        })
+    let newest = head.and_then(|h| u64::try_from(h.fence).ok()).map(Fence);
+    persist_plan::check_fence(key, write.fence, newest)?;
+    head.ok_or_else(|| Error::fenced(format!("{key}: no fence was ever issued")))
 }
 
-/// Checks 3 and 4 of the contract, then where the bytes go. `earlier` holds the run's
-/// stored snapshots, newest first.
+/// Checks 3 and 4 of the contract (lobu-core's [`persist_plan`]), then where the bytes go.
+/// `earlier` holds the run's stored snapshots, newest first.
 pub(crate) fn plan(
     key: &ConversationKey,
     write: &Persist,
@@ -77,49 +74,52 @@ pub(crate) fn plan(
     let len = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
     let head_len = usize::try_from(head.head_bytes).unwrap_or(usize::MAX);
     let digests = Digests::of(bytes, head.head_seq.map(|_| head_len));
-    let extends_head = head
+    // The head's bytes are a prefix of the write (possibly all of it).
+    let keeps_head = head
         .head_digest
         .as_deref()
         .is_some_and(|d| digests.extends(d));
-    let completed = write.status == TerminalStatus::Completed;
-
-    if let Some(stored) = earlier.iter().find(|s| {
-        s.status == write.status.as_str() && s.byte_size == len && s.digest == digests.full
-    }) {
-        return Ok(Plan::Retry(stored.seq));
-    }
-    // Only a completed snapshot of the run decides: non-completed ones are earlier attempts
-    // kept for forensics, and a later attempt of the run is checked as a new write.
-    let mut same_run = false;
-    if let Some(done) = earlier.iter().find(|s| s.status == "completed") {
-        let grows_head =
-            completed && Some(done.seq) == head.head_seq && len > done.byte_size && extends_head;
-        if !grows_head {
-            return Err(Error::conflict(format!(
-                "{key}: run {} already stored a different completed transcript at v{}",
-                write.run, done.seq
-            )));
-        }
-        same_run = true;
-    }
-    if !completed {
-        return Ok(Plan::Forensic {
-            digest: digests.full,
-        });
-    }
-    let expected_ok = match (write.expected, head.head_seq) {
-        (None, None) => true,
-        (Some(v), Some(h)) => u64::try_from(h).is_ok_and(|h| h == v.0),
-        _ => false,
+    let earlier: Vec<Earlier> = earlier
+        .iter()
+        .map(|s| {
+            Ok(Earlier {
+                version: version(s.seq)?,
+                status: TerminalStatus::parse(&s.status)?,
+                same_bytes: s.byte_size == len && s.digest == digests.full,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let found = Found {
+        head: head.head_seq.map(version).transpose()?,
+        extends_head: keeps_head && bytes.len() > head_len,
+        earlier: &earlier,
     };
-    // A same-run extension started from an older head; the run's own snapshot is the head.
-    if !same_run && !expected_ok {
-        return Err(Error::conflict(format!(
-            "{key}: expected head {}, but the head is {}",
-            write.expected.map_or("none".to_owned(), |v| v.to_string()),
-            head.head_seq.map_or("none".to_owned(), |s| format!("v{s}"))
-        )));
+    match persist_plan::plan(key, &write.run, write.status, write.expected, &found)? {
+        persist_plan::Plan::Retry(v) => Ok(Plan::Retry(i64::try_from(v.0).unwrap_or(i64::MAX))),
+        persist_plan::Plan::Forensic => Ok(Plan::Forensic {
+            digest: digests.full,
+        }),
+        persist_plan::Plan::Head { .. } => Ok(layout(
+            head,
+            bytes,
+            head_len,
+            keeps_head,
+            digests.full,
+            max_deltas,
+        )),
     }
+}
+
+/// How a new head is stored: a delta of its new bytes while the chain is short, else a
+/// whole copy that starts a new chain.
+fn layout(
+    head: &Head,
+    bytes: &[u8],
+    head_len: usize,
+    keeps_head: bool,
+    digest: Vec<u8>,
+    max_deltas: u32,
+) -> Plan {
     let chain = Chain {
         base_bytes: head.base_bytes,
         deltas: head.chain_deltas,
@@ -132,28 +132,33 @@ pub(crate) fn plan(
             .flatten()
     };
     let new_bytes = bytes.len().saturating_sub(head_len);
-    Ok(
-        if extends_head && store_as_delta(chain, new_bytes, max_deltas) {
-            Plan::Delta {
-                from: head_len,
-                digest: digests.full,
-                title: new_title(),
-            }
-        } else if extends_head {
-            Plan::Base {
-                digest: digests.full,
-                title: new_title(),
-                replace_title: false,
-            }
-        } else {
-            // History was rewritten (compaction, a provider reset): the title is read afresh.
-            Plan::Base {
-                digest: digests.full,
-                title: lobu_core::transcript::title(bytes),
-                replace_title: true,
-            }
-        },
-    )
+    if keeps_head && store_as_delta(chain, new_bytes, max_deltas) {
+        Plan::Delta {
+            from: head_len,
+            digest,
+            title: new_title(),
+        }
+    } else if keeps_head {
+        Plan::Base {
+            digest,
+            title: new_title(),
+            replace_title: false,
+        }
+    } else {
+        // History was rewritten (compaction, a provider reset): the title is read afresh.
+        Plan::Base {
+            digest,
+            title: lobu_core::transcript::title(bytes),
+            replace_title: true,
+        }
+    }
+}
+
+/// A stored sequence number as a version (they are never negative).
+fn version(seq: i64) -> Result<Version> {
+    u64::try_from(seq)
+        .map(Version)
+        .map_err(|_| Error::corrupt(format!("stored version {seq} is negative")))
 }
 
 #[cfg(test)]

@@ -88,13 +88,7 @@ impl MemoryBackend {
 
     /// `TooLarge` if a transcript of `size` bytes is over the limit.
     fn check_size(&self, key: &crate::ConversationKey, size: usize) -> Result<()> {
-        if size > self.max_transcript_bytes {
-            return Err(Error::too_large(format!(
-                "transcript of {key} is {size} bytes; the limit is {}",
-                self.max_transcript_bytes
-            )));
-        }
-        Ok(())
+        crate::persist_plan::check_size(key, size, self.max_transcript_bytes)
     }
 
     fn state(&self) -> Result<MutexGuard<'_, State>> {

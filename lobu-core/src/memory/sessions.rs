@@ -8,9 +8,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{MemoryBackend, State};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::id::{AgentId, ConversationId, ConversationKey, OrgId, RunId};
 use crate::lock::Fence;
+use crate::persist_plan::{self, Earlier, Found, Plan, check_fence};
 use crate::session::{
     ConversationSummary, Page, Persist, PruneReport, SessionStore, Snapshot, TerminalStatus,
     Version, check_page_limit,
@@ -45,16 +46,6 @@ struct Stored {
     in_head_chain: bool,
 }
 
-/// What the same-run check (step 3 of the contract) decided.
-enum SameRun {
-    /// The write is already stored, at this version.
-    Retry(Version),
-    /// The run's completed head is extended by the write: a new head, whatever `expected` says.
-    Extends,
-    /// No stored snapshot of the run decides: go on to the version check.
-    New,
-}
-
 impl Conversation {
     fn head(&self) -> Option<&Stored> {
         self.snapshots
@@ -70,32 +61,19 @@ impl Conversation {
             .count() as u64
     }
 
-    fn same_run(&self, write: &Persist) -> Result<SameRun> {
-        let mut completed: Option<&Stored> = None;
-        for stored in self.snapshots.iter().rev().filter(|s| s.run == write.run) {
-            if stored.status == write.status && stored.bytes == write.transcript {
-                return Ok(SameRun::Retry(stored.version));
-            }
-            if stored.status == TerminalStatus::Completed && completed.is_none() {
-                completed = Some(stored);
-            }
-        }
-        // Non-completed snapshots of the run are earlier attempts kept for forensics; they
-        // do not stop a later attempt of the same run from writing.
-        let Some(completed) = completed else {
-            return Ok(SameRun::New);
-        };
-        let is_head = self.head().map(|h| h.version) == Some(completed.version);
-        let extends = write.transcript.len() > completed.bytes.len()
-            && write.transcript.starts_with(&completed.bytes);
-        if is_head && write.status == TerminalStatus::Completed && extends {
-            Ok(SameRun::Extends)
-        } else {
-            Err(Error::conflict(format!(
-                "run {} already stored a different completed transcript at {}",
-                write.run, completed.version
-            )))
-        }
+    /// What the shared persist plan needs to know about `write` (see
+    /// [`persist_plan::Found`]).
+    fn earlier(&self, write: &Persist) -> Vec<Earlier> {
+        self.snapshots
+            .iter()
+            .rev()
+            .filter(|s| s.run == write.run)
+            .map(|s| Earlier {
+                version: s.version,
+                status: s.status,
+                same_bytes: s.bytes == write.transcript,
+            })
+            .collect()
     }
 
     fn push(&mut self, version: Version, write: Persist, now: SystemTime) {
@@ -167,24 +145,19 @@ impl SessionTable {
     ) -> Result<Version> {
         check_fence(key, write.fence, newest_fence)?;
         let existing = self.get(key);
-        let decision = match existing {
-            Some(conversation) => conversation.same_run(&write)?,
-            None => SameRun::New,
+        let head = existing.and_then(Conversation::head);
+        let earlier = existing.map(|c| c.earlier(&write)).unwrap_or_default();
+        let found = Found {
+            head: head.map(|h| h.version),
+            extends_head: head.is_some_and(|h| {
+                write.transcript.len() > h.bytes.len() && write.transcript.starts_with(&h.bytes)
+            }),
+            earlier: &earlier,
         };
-        match decision {
-            SameRun::Retry(version) => return Ok(version),
-            SameRun::Extends => {}
-            SameRun::New if write.status == TerminalStatus::Completed => {
-                let head = existing.and_then(Conversation::head).map(|h| h.version);
-                if head != write.expected {
-                    return Err(Error::conflict(format!(
-                        "write to {key} expected head {} but the head is {}",
-                        show(write.expected),
-                        show(head)
-                    )));
-                }
-            }
-            SameRun::New => {}
+        if let Plan::Retry(version) =
+            persist_plan::plan(key, &write.run, write.status, write.expected, &found)?
+        {
+            return Ok(version);
         }
         self.last_version += 1;
         let version = Version(self.last_version);
@@ -281,21 +254,6 @@ impl SessionTable {
             .retain(|_, conversations| !conversations.is_empty());
         report
     }
-}
-
-/// `Fenced` unless `fence` is the newest fence issued for `key`.
-fn check_fence(key: &ConversationKey, fence: Fence, newest: Option<Fence>) -> Result<()> {
-    if newest == Some(fence) {
-        return Ok(());
-    }
-    Err(Error::fenced(match newest {
-        Some(newest) => format!("write to {key} carries {fence}, but {newest} is the newest"),
-        None => format!("no claim or lease of {key} was ever issued; take one first"),
-    }))
-}
-
-fn show(version: Option<Version>) -> String {
-    version.map_or_else(|| "none".to_owned(), |v| v.to_string())
 }
 
 fn snapshot_of(stored: &Stored) -> Snapshot {
