@@ -139,7 +139,7 @@ fn earlier(
             same_bytes: r.bytes == size && r.sha256 == digests.whole,
         })
         .collect();
-    earlier.sort_by(|a, b| b.version.cmp(&a.version));
+    earlier.sort_by_key(|e| std::cmp::Reverse(e.version));
     Ok(earlier)
 }
 
