@@ -27,7 +27,7 @@ pub struct Earlier {
 }
 
 /// What the backend found for a write, under the conversation's lock.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Found<'a> {
     /// The head version (`None`: no completed transcript).
     pub head: Option<Version>,
