@@ -25,6 +25,7 @@ use lobu_core::{
     check_lease_duration,
 };
 use sqlx::types::Json;
+use sqlx::postgres::{PgArguments, Postgres};
 use sqlx::{FromRow, SqlStr};
 use time::OffsetDateTime;
 
@@ -264,6 +265,26 @@ fn stored_error(error: &str) -> String {
 }
 
 impl PgStore {
+    /// sql/submit.sql with its parameters bound.
+    fn submit_statement<'q>(
+        &'q self,
+        run: &'q NewRun,
+        id: &'q RunId,
+    ) -> sqlx::query::QueryAs<'q, Postgres, (String, bool), PgArguments> {
+        let key = &run.key;
+        sqlx::query_as(self.inner.queue.submit.clone())
+            .bind(key.org.as_str())
+            .bind(key.agent.as_str())
+            .bind(key.conversation.as_str())
+            .bind(id.as_str())
+            .bind(run.idempotency_key.as_ref().map(|k| k.as_str()))
+            .bind(run.kind.as_str())
+            .bind(Json(&run.payload))
+            .bind(i32::try_from(run.max_attempts).unwrap_or(i32::MAX))
+            .bind(micros(run.retry_delay))
+            .bind(self.channel())
+    }
+
     /// [`RunQueue::complete`] without the local wake-up.
     async fn commit(&self, claim: &Claim, commit: Commit) -> Result<Option<Version>> {
         let fence = Self::fence(claim)?;
@@ -466,32 +487,35 @@ fn claim_sql(template: &str, schema: &str) -> SqlStr {
 impl RunQueue for PgStore {
     async fn submit(&self, run: NewRun) -> Result<Submitted> {
         run.validate()?;
-        let key = &run.key;
         let id = RunId::generate();
-        let queue = &self.inner.queue;
-        let mut tx = self.inner.pool.begin().await.map_err(db("submit: begin"))?;
-        sqlx::query(queue.submit_lock.clone())
-            .bind(key.org.as_str())
-            .bind(key.agent.as_str())
-            .bind(key.conversation.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db("submit: lock conversation"))?;
-        let (stored_id, created): (String, bool) = sqlx::query_as(queue.submit.clone())
-            .bind(key.org.as_str())
-            .bind(key.agent.as_str())
-            .bind(key.conversation.as_str())
-            .bind(id.as_str())
-            .bind(run.idempotency_key.as_ref().map(|k| k.as_str()))
-            .bind(run.kind.as_str())
-            .bind(Json(&run.payload))
-            .bind(i32::try_from(run.max_attempts).unwrap_or(i32::MAX))
-            .bind(micros(run.retry_delay))
-            .bind(self.channel())
-            .fetch_one(&mut *tx)
+        // One autocommitted statement (1 round trip); a key used concurrently by another
+        // submit comes back empty, and the locked transaction below finds its run.
+        let row = self
+            .submit_statement(&run, &id)
+            .fetch_optional(&self.inner.pool)
             .await
             .map_err(db("submit"))?;
-        tx.commit().await.map_err(db("submit: commit"))?;
+        let (stored_id, created) = match row {
+            Some(row) => row,
+            None => {
+                let mut tx = self.inner.pool.begin().await.map_err(db("submit: begin"))?;
+                let key = &run.key;
+                sqlx::query(self.inner.queue.submit_lock.clone())
+                    .bind(key.org.as_str())
+                    .bind(key.agent.as_str())
+                    .bind(key.conversation.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("submit: lock conversation"))?;
+                let row = self
+                    .submit_statement(&run, &id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db("submit"))?;
+                tx.commit().await.map_err(db("submit: commit"))?;
+                row
+            }
+        };
         Ok(Submitted {
             run: stored("run id", RunId::new(stored_id))?,
             created,

@@ -1,14 +1,25 @@
 -- Submit one run, unless the conversation already used its idempotency key ($5; NULL never
--- matches). The caller holds the conversation's submit lock, so `existing` cannot miss a
--- concurrent submit and `seq` order is commit order. The notification is sent at commit.
-WITH existing AS (
+-- matches), in one statement (autocommit: one round trip, one commit). The conversation's
+-- submit lock is taken before the run's `seq` is drawn and held until commit, so `seq`
+-- order is commit order within a conversation (the claim's FIFO reasoning relies on it).
+-- `existing` reads the statement's snapshot, taken before the lock: a submit with the same
+-- key that committed meanwhile is caught by the unique index instead, and then no row comes
+-- back; the caller repeats the statement in a transaction that takes the lock first, whose
+-- snapshot sees that run. The notification is sent at commit.
+WITH locked AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock(1818391153,
+               hashtext(concat_ws(chr(31), '{s}', $1::text, $2::text, $3::text))) AS done
+), existing AS (
     SELECT id FROM {s}.runs
      WHERE org = $1 AND agent = $2 AND conversation = $3 AND idempotency_key = $5
 ), ins AS (
     INSERT INTO {s}.runs
         (id, org, agent, conversation, kind, payload, idempotency_key, max_attempts, retry_delay_us)
     SELECT $4, $1, $2, $3, $6, $7, $5, $8, $9
+      FROM locked
      WHERE NOT EXISTS (SELECT 1 FROM existing)
+    ON CONFLICT (org, agent, conversation, idempotency_key) WHERE idempotency_key IS NOT NULL
+    DO NOTHING
     RETURNING id
 ), notified AS (
     SELECT count(pg_notify($10, '')) FROM ins
