@@ -284,6 +284,11 @@ pub struct Commit {
     pub expected: Option<Version>,
     /// What the worker reports (e.g. `{"deleted": 3}` for a reset).
     pub output: Option<serde_json::Value>,
+    /// How many leading bytes of `transcript` are the `expected` head's, unchanged (a
+    /// writer that only appended knows it). A hint that lets a store find the new bytes
+    /// without reading the head; the store checks it (length and digest) and ignores a
+    /// wrong one. `None`: the store finds out itself.
+    pub base_len: Option<usize>,
 }
 
 impl Commit {
@@ -292,7 +297,16 @@ impl Commit {
         Commit {
             transcript: Some(transcript),
             expected,
-            output: None,
+            ..Commit::default()
+        }
+    }
+
+    /// A commit that writes `transcript`, the head `expected` (`base_len` bytes long,
+    /// unchanged) followed by what the turn appended.
+    pub fn append(transcript: bytes::Bytes, expected: Option<Version>, base_len: usize) -> Self {
+        Commit {
+            base_len: Some(base_len),
+            ..Commit::transcript(transcript, expected)
         }
     }
 

@@ -165,7 +165,7 @@ fn finish(shared: &Shared, turn: Turn) -> Outcome {
         bytes: transcript.len().saturating_sub(base) as u64,
         parsed: Some(parsed),
     };
-    Outcome::Commit(Commit::transcript(transcript, expected), appended)
+    Outcome::Commit(Commit::append(transcript, expected, base), appended)
 }
 
 /// An error with its sources, `outer: inner: …`.

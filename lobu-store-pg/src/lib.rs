@@ -103,6 +103,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod commit_fast;
 mod config;
 mod delta;
 mod error;

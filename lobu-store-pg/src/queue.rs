@@ -24,8 +24,8 @@ use lobu_core::{
     RunId, RunKind, RunQueue, RunRecord, RunStatus, Submitted, TerminalStatus, Version, WorkerId,
     check_lease_duration,
 };
-use sqlx::types::Json;
 use sqlx::postgres::{PgArguments, Postgres};
+use sqlx::types::Json;
 use sqlx::{FromRow, SqlStr};
 use time::OffsetDateTime;
 
@@ -49,6 +49,7 @@ pub(crate) struct QueueSql {
     claim: SqlStr,
     heartbeat: SqlStr,
     commit_lock: SqlStr,
+    pub(crate) commit_fast: SqlStr,
     complete: SqlStr,
     fail: SqlStr,
     release: SqlStr,
@@ -75,6 +76,7 @@ impl QueueSql {
             claim: sql(include_str!("sql/claim.sql"), schema),
             heartbeat: claim_sql(include_str!("sql/heartbeat.sql"), schema),
             commit_lock: sql(include_str!("sql/commit_lock.sql"), schema),
+            commit_fast: claim_sql(include_str!("sql/commit_fast.sql"), schema),
             complete: claim_sql(include_str!("sql/complete.sql"), schema),
             fail: claim_sql(include_str!("sql/fail.sql"), schema),
             release: claim_sql(include_str!("sql/release.sql"), schema),
@@ -292,8 +294,16 @@ impl PgStore {
             transcript,
             expected,
             output,
+            base_len,
         } = commit;
         if let Some(transcript) = transcript {
+            self.check_size(&claim.key, transcript.len())?;
+            if let (Some(expected), Some(base_len)) = (expected, base_len) {
+                let fast = self.commit_fast(claim, fence, &transcript, expected, base_len, &output);
+                if let Some(seq) = fast.await? {
+                    return versions(Some(seq));
+                }
+            }
             return self
                 .commit_transcript(claim, fence, transcript, expected, output.as_ref())
                 .await;
@@ -340,7 +350,7 @@ impl PgStore {
         i64::try_from(claim.fence.0).map_err(|_| stale(claim))
     }
 
-    fn channel(&self) -> &str {
+    pub(crate) fn channel(&self) -> &str {
         self.inner.wakeup.channel()
     }
 

@@ -171,7 +171,7 @@ struct Listed {
 }
 
 /// Transcripts larger than this are hashed on a blocking thread (a few ms of CPU and more).
-const OFF_THREAD_BYTES: usize = 512 * 1024;
+pub(crate) const OFF_THREAD_BYTES: usize = 512 * 1024;
 
 pub(crate) fn version(seq: i64) -> Result<Version> {
     u64::try_from(seq)
