@@ -45,15 +45,9 @@ fn main() {
         let mut warm = std::time::Duration::ZERO;
         let mut each = Vec::with_capacity(warm_n);
         for _ in 0..warm_n {
-            let start = Instant::now();
-            let run = runtime
-                .submit(key.clone(), "hello", None)
-                .await
-                .expect("submit");
-            let record = runtime.wait(&key.org, &run.run).await.expect("wait");
-            assert_eq!(record.status, RunStatus::Completed);
-            warm += start.elapsed();
-            each.push(start.elapsed());
+            let took = one_turn(&runtime, &key).await;
+            warm += took;
+            each.push(took);
         }
         let slow: Vec<(usize, std::time::Duration)> = each
             .iter()
@@ -81,15 +75,24 @@ fn main() {
             .with_env_filter("debug,hyper=off,h2=off")
             .init();
         for _ in 0..TURNS {
-            let start = Instant::now();
             tracing::info!("---- turn begins");
-            let run = runtime
-                .submit(key.clone(), "hello", None)
-                .await
-                .expect("submit");
-            let record = runtime.wait(&key.org, &run.run).await.expect("wait");
-            assert_eq!(record.status, RunStatus::Completed);
-            tracing::info!(elapsed = ?start.elapsed(), "---- turn ends");
+            let took = one_turn(&runtime, &key).await;
+            tracing::info!(elapsed = ?took, "---- turn ends");
         }
     });
+}
+
+/// Submit one turn and wait for it; how long that took.
+async fn one_turn(
+    runtime: &lobu_runtime::Runtime,
+    key: &lobu_core::ConversationKey,
+) -> std::time::Duration {
+    let start = Instant::now();
+    let run = runtime
+        .submit(key.clone(), "hello", None)
+        .await
+        .expect("submit");
+    let record = runtime.wait(&key.org, &run.run).await.expect("wait");
+    assert_eq!(record.status, RunStatus::Completed);
+    start.elapsed()
 }
