@@ -184,6 +184,8 @@ pub struct Transcript {
     pub(crate) session_id: Option<String>,
     pub(crate) skipped: Vec<SkippedLine>,
     pub(crate) has_content: bool,
+    /// Lines in the bytes, counting an unterminated last line (what a writer continues from).
+    pub(crate) lines: usize,
 }
 
 impl Transcript {
@@ -225,6 +227,9 @@ pub fn parse(bytes: &[u8]) -> Transcript {
     for (index, raw) in bytes.split(|b| *b == b'\n').enumerate() {
         let span = start..start + raw.len();
         start = span.end + 1;
+        if !raw.is_empty() || span.end < bytes.len() {
+            transcript.lines = index + 1; // a segment that is not the empty one after a final `\n`
+        }
         match parse_line(raw) {
             Line::Blank => {}
             Line::Skipped(reason) => transcript.skipped.push(SkippedLine {

@@ -66,7 +66,7 @@ impl TranscriptWriter {
         );
         let mut writer = TranscriptWriter {
             hydrated_len: bytes.len(),
-            lines: line_count(&bytes),
+            lines: parsed.lines,
             ids: parsed
                 .entries()
                 .iter()
@@ -180,6 +180,7 @@ impl TranscriptWriter {
     /// turn's entries only (they were parsed as they were written).
     pub fn apply_to(&self, parsed: &mut Transcript) {
         parsed.entries.extend(self.appended.iter().cloned());
+        parsed.lines = self.lines;
         if self.hydrated_len == 0 && !self.bytes.is_empty() {
             // A new transcript: the writer wrote its header.
             parsed.session_id.clone_from(&self.session_id);
@@ -294,11 +295,6 @@ impl TranscriptWriter {
     }
 }
 
-/// Lines in `bytes`, counting an unterminated last line (as [`parse`] numbers them).
-fn line_count(bytes: &[u8]) -> usize {
-    let newlines = bytes.iter().filter(|b| **b == b'\n').count();
-    newlines + usize::from(!bytes.is_empty() && !bytes.ends_with(b"\n"))
-}
 
 /// `2026-05-18T08:52:00.123Z`, as JavaScript's `toISOString()` writes it.
 fn iso_timestamp(now: OffsetDateTime) -> String {
