@@ -295,7 +295,6 @@ impl TranscriptWriter {
     }
 }
 
-
 /// `2026-05-18T08:52:00.123Z`, as JavaScript's `toISOString()` writes it.
 fn iso_timestamp(now: OffsetDateTime) -> String {
     let format =
