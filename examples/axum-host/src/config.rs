@@ -14,6 +14,11 @@ use crate::error::Error;
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8787";
 /// Where the file store keeps its files without `LOBU_DATA_DIR`.
 pub const DEFAULT_DATA_DIR: &str = "./lobu-data";
+/// How long a client may take to send a request's headers without
+/// `LOBU_HEADER_READ_TIMEOUT_SECS` (hyper's own default, which `axum::serve` never applied).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest header-read timeout `LOBU_HEADER_READ_TIMEOUT_SECS` accepts (ten minutes).
+pub const MAX_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Which store holds transcripts, leases and runs.
 #[derive(Clone, PartialEq, Eq)]
@@ -58,6 +63,12 @@ pub struct Config {
     pub demo_word_delay: Duration,
     /// `LOBU_PG_MAX_CONNECTIONS`: the PostgreSQL pool size (snapshot mode).
     pub pg_max_connections: u32,
+    /// `LOBU_HEADER_READ_TIMEOUT_SECS`: how long a connection may take to send a request's
+    /// headers, counted from when the server starts reading them (also the longest an idle
+    /// kept-alive connection stays open). A client that trickles its headers (slowloris) is
+    /// disconnected when it runs out, so it cannot hold a task forever. `1..=600` s,
+    /// default [`DEFAULT_HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
     /// `LOBU_LLM_BASE_URL`, `LOBU_LLM_MODEL`, `LOBU_LLM_API_KEY`: the OpenAI-compatible
     /// endpoint to use instead of the demo agent (feature `openai`).
     pub llm: Option<LlmConfig>,
@@ -144,6 +155,7 @@ impl Config {
             settings,
             demo_word_delay: Duration::from_millis(number(&var, "LOBU_DEMO_WORD_DELAY_MS", 30)?),
             pg_max_connections: number(&var, "LOBU_PG_MAX_CONNECTIONS", 10)?,
+            header_read_timeout: header_read_timeout(&var)?,
             llm,
         })
     }
@@ -191,6 +203,19 @@ fn llm_config(
         model,
         api_key,
     })
+}
+
+fn header_read_timeout(var: &impl Fn(&str) -> Option<String>) -> Result<Duration, Error> {
+    const NAME: &str = "LOBU_HEADER_READ_TIMEOUT_SECS";
+    let secs: u64 = number(var, NAME, DEFAULT_HEADER_READ_TIMEOUT.as_secs())?;
+    let timeout = Duration::from_secs(secs);
+    if timeout.is_zero() || timeout > MAX_HEADER_READ_TIMEOUT {
+        return Err(Error::Config(format!(
+            "{NAME} must be from 1 to {} seconds, got {secs}",
+            MAX_HEADER_READ_TIMEOUT.as_secs()
+        )));
+    }
+    Ok(timeout)
 }
 
 fn number<T: std::str::FromStr>(

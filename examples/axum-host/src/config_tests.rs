@@ -30,6 +30,24 @@ fn no_environment_means_file_store_on_8787_and_open() {
     assert!(config.api_keys.is_open());
     assert!(config.llm.is_none());
     assert_eq!(config.settings.shutdown_grace, Duration::from_secs(25));
+    assert_eq!(config.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+}
+
+#[test]
+fn the_header_read_timeout_is_read_and_bounded() {
+    let five = config(&[("LOBU_HEADER_READ_TIMEOUT_SECS", "5")]).unwrap();
+    assert_eq!(five.header_read_timeout, Duration::from_secs(5));
+    let longest = config(&[("LOBU_HEADER_READ_TIMEOUT_SECS", "600")]).unwrap();
+    assert_eq!(longest.header_read_timeout, MAX_HEADER_READ_TIMEOUT);
+    for bad in ["0", "601"] {
+        let error = config_error(&[("LOBU_HEADER_READ_TIMEOUT_SECS", bad)]);
+        assert!(
+            error.contains("LOBU_HEADER_READ_TIMEOUT_SECS must be from 1 to 600 seconds"),
+            "{bad}: {error}"
+        );
+    }
+    let error = config_error(&[("LOBU_HEADER_READ_TIMEOUT_SECS", "1.5")]);
+    assert!(error.contains("must be a whole number"), "{error}");
 }
 
 #[test]

@@ -62,7 +62,8 @@ impl ApiError {
         }
     }
 
-    /// 400: the request is wrong (an id, the body, a query parameter).
+    /// 400: the request is wrong (an id, the body, a query parameter). Sizes over a limit
+    /// are 413 and bodies that are not declared JSON 415 (see [`ApiError::new`]).
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
@@ -100,7 +101,8 @@ impl From<lobu_core::Error> for ApiError {
     fn from(error: lobu_core::Error) -> Self {
         let status = match error.kind() {
             // Every input the HTTP layer passes on is the client's: ids, text, cursors, limits.
-            ErrorKind::InvalidInput | ErrorKind::TooLarge => StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Busy | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -138,14 +140,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn client_mistakes_from_lobu_are_400_and_keep_their_message() {
+    fn client_mistakes_from_lobu_are_4xx_and_keep_their_message() {
         let e = ApiError::from(lobu_core::Error::invalid(
             "agent id may only contain [A-Za-z0-9_-]",
         ));
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         assert_eq!(e.message(), "agent id may only contain [A-Za-z0-9_-]");
         let e = ApiError::from(lobu_core::Error::too_large("run payload is 2000000 bytes"));
-        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(e.message(), "run payload is 2000000 bytes");
     }
 
     #[test]

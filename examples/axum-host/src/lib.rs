@@ -13,7 +13,8 @@
 //!   gracefully (stop accepting, drain turns within the grace period, end event streams);
 //! * [`DemoAgent`]: the offline, deterministic agent the server runs without a model.
 //!
-//! The HTTP API (every error is `{"error": "..."}`; 400 for any client mistake):
+//! The HTTP API (every error is `{"error": "..."}`; a client mistake is 400, a body or text
+//! over its limit 413, a message body not declared `application/json` 415):
 //!
 //! | route | answer |
 //! |---|---|
@@ -42,6 +43,7 @@ mod auth;
 mod config;
 mod demo_agent;
 mod error;
+mod listen;
 #[cfg(feature = "openai")]
 mod openai_agent;
 mod routes;
@@ -49,7 +51,10 @@ mod server;
 mod sse;
 
 pub use auth::{ApiKeys, Caller, OPEN_ORG, StreamCaller};
-pub use config::{Config, DEFAULT_ADDR, DEFAULT_DATA_DIR, LlmConfig, StoreChoice, redact_url};
+pub use config::{
+    Config, DEFAULT_ADDR, DEFAULT_DATA_DIR, DEFAULT_HEADER_READ_TIMEOUT, LlmConfig,
+    MAX_HEADER_READ_TIMEOUT, StoreChoice, redact_url,
+};
 pub use demo_agent::{DEMO_MODEL, DEMO_PROVIDER, DemoAgent, MAX_SLEEP_MS};
 pub use error::{ApiError, Error};
 #[cfg(feature = "openai")]

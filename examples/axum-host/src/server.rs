@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use crate::config::{Config, StoreChoice, redact_url};
 use crate::demo_agent::DemoAgent;
 use crate::error::Error;
+use crate::listen::serve_http;
 use crate::routes::{AppState, app};
 
 /// How long the HTTP server may take to finish its last responses once the worker stopped.
@@ -26,6 +27,7 @@ const HTTP_DRAIN: Duration = Duration::from_secs(5);
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    header_read_timeout: Duration,
 }
 
 impl Server {
@@ -53,6 +55,7 @@ impl Server {
         Ok(Server {
             listener,
             state: AppState::new(runtime, config.api_keys),
+            header_read_timeout: config.header_read_timeout,
         })
     }
 
@@ -76,7 +79,11 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let Server { listener, state } = self;
+        let Server {
+            listener,
+            state,
+            header_read_timeout,
+        } = self;
         let runtime = state.runtime.clone();
         let grace = runtime.settings().shutdown_grace;
         let addr = listener.local_addr().ok();
@@ -86,22 +93,20 @@ impl Server {
         });
 
         let draining = state.draining.clone();
-        let http = axum::serve(listener, app(state.clone()))
-            .with_graceful_shutdown({
-                let draining = draining.clone();
-                async move {
-                    tokio::select! {
-                        () = shutdown => {}
-                        () = draining.cancelled() => {}
-                    }
-                    draining.cancel();
+        let http = serve_http(listener, app(state.clone()), header_read_timeout, {
+            let draining = draining.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = draining.cancelled() => {}
                 }
-            })
-            .into_future();
+                draining.cancel();
+            }
+        });
         let mut http = tokio::spawn(http);
         tracing::info!(?addr, "serving");
 
-        // Serve until shutdown begins; a failing accept loop ends the server too.
+        // Serve until shutdown begins; a panicking accept loop ends the server too.
         let served = tokio::select! {
             () = draining.cancelled() => None,
             result = &mut http => Some(result),
@@ -124,7 +129,7 @@ impl Server {
                         "open connections did not finish in {HTTP_DRAIN:?}; closing them"
                     );
                     http.abort();
-                    Ok(Ok(()))
+                    Ok(())
                 }
             },
         };
@@ -140,11 +145,7 @@ impl Server {
             }
         }
         match http_result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => Err(Error::Listen {
-                addr: addr.map(|a| a.to_string()).unwrap_or_default(),
-                source,
-            }),
+            Ok(()) => Ok(()),
             Err(join) => Err(Error::Listen {
                 addr: addr.map(|a| a.to_string()).unwrap_or_default(),
                 source: std::io::Error::other(join),

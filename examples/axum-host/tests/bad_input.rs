@@ -1,5 +1,6 @@
-//! Client mistakes get 400 with `{"error"}` naming the problem and change nothing; unknown
-//! things are 404; probes and the page answer. On both stores.
+//! Client mistakes get 400 (413 for sizes) with `{"error"}` naming the problem and change
+//! nothing; unknown things are 404; probes and the page answer. On both stores. The
+//! `hostile_*` tests add every other class of bad input, comparing the store's bytes.
 
 mod common;
 
@@ -9,7 +10,7 @@ use serde_json::json;
 
 on_both_stores!(
     bad_ids_are_400_on_every_route,
-    bad_bodies_are_400_and_queue_nothing,
+    bad_bodies_are_refused_and_queue_nothing,
     bad_limits_and_cursors_are_400,
     unknown_runs_and_routes_are_404,
     health_probes_and_the_chat_page_answer,
@@ -82,11 +83,15 @@ async fn bad_ids_are_400_on_every_route(store: Store) {
     t.finish().await;
 }
 
-async fn bad_bodies_are_400_and_queue_nothing(store: Store) {
+async fn bad_bodies_are_refused_and_queue_nothing(store: Store) {
     let t = TestHost::start(store).await;
     let api = t.api();
     let path = format!("{}/messages", Api::conversation("demo", "c1"));
-    let raw = |body: Vec<u8>| api.request(Method::POST, &path).body(body);
+    let raw = |body: Vec<u8>| {
+        api.request(Method::POST, &path)
+            .header("content-type", "application/json")
+            .body(body)
+    };
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"".to_vec(), "bad JSON body"),
         (b"not json".to_vec(), "bad JSON body"),
@@ -104,18 +109,6 @@ async fn bad_bodies_are_400_and_queue_nothing(store: Store) {
             "text must not be empty",
         ),
         (b"{\"text\": \"\xff\"}".to_vec(), "bad JSON body"),
-        (
-            json!({"text": "x".repeat(64 * 1024 + 1)})
-                .to_string()
-                .into_bytes(),
-            "text is 65537 bytes; the limit is 65536",
-        ),
-        (
-            json!({"text": "x".repeat(300 * 1024)})
-                .to_string()
-                .into_bytes(),
-            "bad body",
-        ),
         (
             json!({"text": "hi", "idempotency_key": ""})
                 .to_string()
@@ -144,6 +137,19 @@ async fn bad_bodies_are_400_and_queue_nothing(store: Store) {
             "{shown}: {}",
             reply.error()
         );
+    }
+    // Sizes over a limit are 413 (the hostile_http_bodies tests send far larger ones).
+    let too_large = [
+        (
+            json!({"text": "x".repeat(64 * 1024 + 1)}),
+            "text is 65537 bytes; the limit is 65536",
+        ),
+        (json!({"text": "x".repeat(300 * 1024)}), "bad body"),
+    ];
+    for (body, expected) in too_large {
+        let reply = api.send(raw(body.to_string().into_bytes())).await;
+        assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{reply:?}");
+        assert!(reply.error().contains(expected), "{}", reply.error());
     }
     // A good message with a JSON content type works, so the refusals above were about content.
     api.turn("demo", "c1", "fine").await;

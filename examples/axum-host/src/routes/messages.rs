@@ -34,7 +34,10 @@ pub(crate) async fn post_message(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = path.key(&caller.org)?;
-    let body = body.map_err(|e| ApiError::bad_request(format!("bad body: {}", e.body_text())))?;
+    check_content_type(&headers)?;
+    // Over the body limit is 413 (read no further than the limit); anything else is 400.
+    let body =
+        body.map_err(|e| ApiError::new(e.status(), format!("bad body: {}", e.body_text())))?;
     let message = parse_body(&body)?;
     let idempotency_key = message
         .idempotency_key
@@ -71,6 +74,35 @@ pub(crate) async fn post_message(
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], body).into_response())
 }
 
+/// `415` unless the body is declared JSON: `application/json` or `application/<x>+json`,
+/// parameters (`charset`) allowed, case-insensitive. Reading any body as JSON whatever it
+/// claims would let a cross-site HTML form (`text/plain`, urlencoded, multipart: no CORS
+/// preflight) post messages to an open server.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    let media = declared
+        .and_then(|value| value.split(';').next())
+        .map(|media| media.trim().to_ascii_lowercase());
+    let json = media.as_deref().is_some_and(|media| {
+        media == "application/json"
+            || media
+                .strip_prefix("application/")
+                .is_some_and(|subtype| subtype.len() > "+json".len() && subtype.ends_with("+json"))
+    });
+    if json {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!(
+            "expected `Content-Type: application/json`, got {}",
+            declared.map_or_else(|| "none".to_owned(), |value| format!("{value:?}"))
+        ),
+    ))
+}
+
 fn parse_body(body: &[u8]) -> Result<NewMessage, ApiError> {
     // serde would also read a struct from a JSON array (`["hi"]`); only an object is a message.
     if body.trim_ascii_start().first() != Some(&b'{') {
@@ -84,10 +116,13 @@ fn parse_body(body: &[u8]) -> Result<NewMessage, ApiError> {
         return Err(ApiError::bad_request("text must not be empty"));
     }
     if message.text.len() > MAX_TEXT_BYTES {
-        return Err(ApiError::bad_request(format!(
-            "text is {} bytes; the limit is {MAX_TEXT_BYTES}",
-            message.text.len()
-        )));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "text is {} bytes; the limit is {MAX_TEXT_BYTES}",
+                message.text.len()
+            ),
+        ));
     }
     Ok(message)
 }
@@ -113,11 +148,55 @@ mod tests {
         assert!(refused("{\"text\": \"hi\", \"idempotencyKey\": \"k\"}").contains("unknown field"));
     }
 
+    fn content_type(value: Option<&str>) -> Result<(), ApiError> {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = value {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+        }
+        check_content_type(&headers)
+    }
+
+    #[test]
+    fn only_json_content_types_are_read() {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/merge-patch+json",
+        ] {
+            assert!(content_type(Some(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            Some("application/jsonx"),
+            Some("application/+json"),
+            Some("text/json"),
+            Some(""),
+        ] {
+            let error = content_type(bad).unwrap_err();
+            assert_eq!(
+                error.status(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{bad:?}"
+            );
+            assert!(
+                error
+                    .message()
+                    .starts_with("expected `Content-Type: application/json`")
+            );
+        }
+    }
+
     #[test]
     fn text_must_be_non_blank_and_bounded() {
         assert_eq!(refused("{\"text\": \"  \\n \"}"), "text must not be empty");
         let long = format!("{{\"text\": \"{}\"}}", "x".repeat(MAX_TEXT_BYTES + 1));
         assert!(refused(&long).contains("the limit is 65536"));
+        let status = parse_body(long.as_bytes()).unwrap_err().status();
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         let ok = format!("{{\"text\": \"{}\"}}", "x".repeat(MAX_TEXT_BYTES));
         assert!(parse_body(ok.as_bytes()).is_ok());
     }

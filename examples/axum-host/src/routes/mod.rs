@@ -21,7 +21,8 @@ use crate::auth::ApiKeys;
 use crate::error::ApiError;
 
 /// The largest request body: a message of [`params::MAX_TEXT_BYTES`] plus JSON overhead.
-/// A larger body is refused with 400 before it is read to the end.
+/// A larger body is refused with 413 as soon as the limit is passed: it is never read to
+/// the end, whatever its declared length.
 const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// What every handler shares. Cheap to clone.
