@@ -58,6 +58,7 @@
 
 mod guards;
 mod history;
+pub mod hostile;
 mod isolation;
 mod leases;
 mod ownership;
