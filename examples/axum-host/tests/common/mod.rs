@@ -2,7 +2,9 @@
 //! fresh database), an HTTP client speaking to it, and SSE parsing.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod dump;
 pub mod pg;
+pub mod raw;
 
 use std::time::Duration;
 
