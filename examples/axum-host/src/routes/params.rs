@@ -96,10 +96,39 @@ impl<S: Send + Sync> FromRequestParts<S> for PageParams {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        check_query_utf8(parts.uri.query().unwrap_or_default())?;
         let Query(raw) = Query::<RawPage>::try_from_uri(&parts.uri)
             .map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
         parse_page(raw)
     }
+}
+
+/// `400` if a query value percent-decodes to bytes that are not UTF-8. The query parser
+/// would replace them with U+FFFD, so different cursors (`%FF`, `%FE`) would silently become
+/// one; a path with such bytes is refused the same way.
+fn check_query_utf8(query: &str) -> Result<(), ApiError> {
+    for pair in query.split('&') {
+        let mut decoded = Vec::with_capacity(pair.len());
+        let mut bytes = pair.bytes();
+        while let Some(b) = bytes.next() {
+            let hex = |b: Option<u8>| b.and_then(|b| char::from(b).to_digit(16));
+            if b == b'%' {
+                let mut ahead = bytes.clone();
+                if let (Some(hi), Some(lo)) = (hex(ahead.next()), hex(ahead.next())) {
+                    decoded.push((hi * 16 + lo) as u8);
+                    bytes = ahead;
+                    continue;
+                }
+            }
+            decoded.push(b);
+        }
+        if std::str::from_utf8(&decoded).is_err() {
+            return Err(ApiError::bad_request(
+                "bad query: a parameter is not UTF-8 once percent-decoded",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_page(raw: RawPage) -> Result<PageParams, ApiError> {
@@ -155,6 +184,30 @@ mod tests {
         }
         assert_eq!(page(None, Some("200")).unwrap().limit, Some(200));
         assert_eq!(page(None, Some("")).unwrap().limit, None);
+    }
+
+    #[test]
+    fn query_values_must_decode_to_utf8() {
+        for ok in [
+            "",
+            "cursor=abc&limit=5",
+            "cursor=%C3%BC",
+            "cursor=%",
+            "cursor=%4",
+            "a=%zz",
+        ] {
+            assert!(check_query_utf8(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "cursor=%FF",
+            "limit=1&cursor=a%C3",
+            "%80=x",
+            "cursor=%ed%a0%80",
+        ] {
+            let error = check_query_utf8(bad).unwrap_err();
+            assert_eq!(error.status(), 400, "{bad}");
+            assert!(error.message().contains("not UTF-8"), "{}", error.message());
+        }
     }
 
     #[test]
