@@ -56,6 +56,7 @@
 //! [`prune_runs_removes_old_terminal_runs_and_never_snapshots`] delete every org's old
 //! data, so run them on a backend of their own (the macro gives every clause its own).
 
+pub mod fuzz;
 mod guards;
 mod history;
 pub mod hostile;
