@@ -4,7 +4,9 @@
 
 mod common;
 
+use common::dump::{settled_store_bytes, store_bytes};
 use common::{Api, Store, TestHost, segment};
+use lobu_core::testkit::hostile::assert_unchanged;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -19,6 +21,7 @@ on_both_stores!(
 async fn bad_ids_are_400_on_every_route(store: Store) {
     let t = TestHost::start(store).await;
     let api = t.api();
+    let before = settled_store_bytes(&t).await;
     let long_conversation = "c".repeat(513);
     let cases = [
         ("a b", "c1", "agent id may only contain [A-Za-z0-9_-]"),
@@ -80,6 +83,7 @@ async fn bad_ids_are_400_on_every_route(store: Store) {
     let reply = api.get("/v1/runs/a%01b/events").await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_no_conversations(&api).await;
+    assert_unchanged(&before, &store_bytes(&t.data).await, "bad ids");
     t.finish().await;
 }
 
