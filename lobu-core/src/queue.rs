@@ -384,7 +384,9 @@ pub enum AfterFailure {
 ///   a claim or reap that finds it there completes it instead.
 /// * [`heartbeat`](Self::heartbeat), [`complete`](Self::complete), [`fail`](Self::fail) and
 ///   [`release`](Self::release) require the newest claim (`worker` and `fence`, and no newer
-///   fence of the conversation); anything else gets `Fenced` and changes nothing.
+///   fence of the conversation); anything else gets `Fenced` and changes nothing, except a
+///   claim of a run that does not exist in its org (never did, was pruned, or is another
+///   org's), which is `NotFound`.
 /// * `complete` is the end of a turn, **one commit**: the [`Commit`]'s transcript becomes the
 ///   head (checked as [`SessionStore::persist`](crate::SessionStore::persist) checks a
 ///   completed write, with the claim's fence) and the run becomes `completed`, both or
