@@ -68,15 +68,29 @@ pub struct BenchStores {
     pub pool: PgPool,
 }
 
-/// Open both stores (see [`BenchStores`]).
+/// Open both stores (see [`BenchStores`]) with the default transcript size limit.
 pub async fn bench_stores() -> BenchStores {
+    bench_stores_with(lobu_core::DEFAULT_MAX_TRANSCRIPT_BYTES).await
+}
+
+/// The size limit of the stores that hold the long conversations of the hydrate and persist
+/// benches: 16 MiB. A [`TurnLog`] turn is about 800 bytes, so 10,000 turns are 8.0 MB, just
+/// under the default 8 MiB, and the measured turns past them need room.
+pub const LONG_CONVERSATION_BYTES: usize = 16 * 1024 * 1024;
+
+/// Open both stores (see [`BenchStores`]) with `max_transcript_bytes` as their size limit.
+pub async fn bench_stores_with(max_transcript_bytes: usize) -> BenchStores {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = lobu_store_file::FileStore::open(dir.path().join("store"))
         .await
         .expect("open file store")
+        .with_max_transcript_bytes(max_transcript_bytes)
+        .expect("file store size limit")
         .into_backend();
     let pool = fresh_bench_database().await;
-    let pg_store = lobu_store_pg::PgStore::new(pool.clone());
+    let config = lobu_store_pg::PgStoreConfig::default().max_transcript_bytes(max_transcript_bytes);
+    let pg_store =
+        lobu_store_pg::PgStore::with_config(pool.clone(), config).expect("PostgreSQL store config");
     pg_store.migrate().await.expect("migrate");
     for statement in [
         "CREATE TABLE bench_raw (id int PRIMARY KEY, bytes bytea NOT NULL)",
@@ -128,13 +142,6 @@ pub fn transcript_with_turns(turns: usize) -> Bytes {
     writer.into_bytes()
 }
 
-/// `base` extended by one more turn.
-pub fn extend_by_one_turn(base: &Bytes, turn: usize) -> Bytes {
-    let mut writer = TranscriptWriter::open(base.to_vec(), "/bench");
-    append_turn(&mut writer, turn);
-    writer.into_bytes()
-}
-
 /// A fresh conversation key for `label`.
 pub fn fresh_key(label: &str) -> ConversationKey {
     ConversationKey::parse(
@@ -143,51 +150,6 @@ pub fn fresh_key(label: &str) -> ConversationKey {
         &format!("{label}-{}", uuid::Uuid::new_v4()),
     )
     .expect("valid key")
-}
-
-/// A conversation whose head is `transcript`, with the lease held: what a worker has in hand
-/// just before persisting its next turn.
-#[derive(Debug)]
-pub struct SeededConversation {
-    /// The conversation.
-    pub key: ConversationKey,
-    /// The lease's fence.
-    pub fence: Fence,
-    /// The head version.
-    pub version: Version,
-    /// The head transcript.
-    pub transcript: Bytes,
-}
-
-/// Persist `transcript` as the head of a fresh conversation and keep its lease.
-pub async fn seed(backend: &Backend, label: &str, transcript: Bytes) -> SeededConversation {
-    let key = fresh_key(label);
-    let lease = backend
-        .locks
-        .try_acquire(&key, Duration::from_secs(3600))
-        .await
-        .expect("acquire")
-        .expect("fresh conversation is free");
-    let version = backend
-        .sessions
-        .persist(
-            &key,
-            Persist {
-                run: RunId::generate(),
-                status: TerminalStatus::Completed,
-                transcript: transcript.clone(),
-                expected: None,
-                fence: lease.fence,
-            },
-        )
-        .await
-        .expect("seed persist");
-    SeededConversation {
-        key,
-        fence: lease.fence,
-        version,
-        transcript,
-    }
 }
 
 /// A fresh conversation whose head is `transcript` and that nobody owns (the lease taken to
@@ -216,23 +178,154 @@ pub async fn seed_idle(backend: &Backend, label: &str, transcript: Bytes) -> Con
     key
 }
 
-/// Persist the next turn of `conversation` and advance it.
-pub async fn persist_next(backend: &Backend, conversation: &mut SeededConversation, next: Bytes) {
-    conversation.version = backend
-        .sessions
-        .persist(
-            &conversation.key,
-            Persist {
-                run: RunId::generate(),
-                status: TerminalStatus::Completed,
-                transcript: next.clone(),
-                expected: Some(conversation.version),
-                fence: conversation.fence,
-            },
+/// A transcript written one turn at a time, and where each turn ends. `prefix(n)` is the
+/// transcript after `n` turns: byte for byte what a writer continuing `prefix(n - 1)` writes
+/// for turn `n` (the writer only appends), handed out without copying. Turn 0 is the header
+/// and the model change a new conversation starts with.
+#[derive(Debug, Clone)]
+pub struct TurnLog {
+    bytes: Bytes,
+    /// `ends[n]`: the length of the transcript after `n` turns.
+    ends: Vec<usize>,
+}
+
+impl TurnLog {
+    /// A log of `turns` turns of [`append_turn`].
+    pub fn new(turns: usize) -> Self {
+        let mut writer = TranscriptWriter::new("/bench");
+        writer
+            .model_change("anthropic", "claude-sonnet-4-5")
+            .expect("model change");
+        let mut ends = Vec::with_capacity(turns + 1);
+        ends.push(writer.len());
+        for turn in 0..turns {
+            append_turn(&mut writer, turn);
+            ends.push(writer.len());
+        }
+        TurnLog {
+            bytes: writer.into_bytes(),
+            ends,
+        }
+    }
+
+    /// How many turns the log holds.
+    pub fn turns(&self) -> usize {
+        self.ends.len() - 1
+    }
+
+    /// The transcript after `turns` turns.
+    pub fn prefix(&self, turns: usize) -> Bytes {
+        self.bytes.slice(..self.ends[turns])
+    }
+
+    /// The bytes turn `turn` (counted from 1) appends to `prefix(turn - 1)`.
+    pub fn turn(&self, turn: usize) -> Bytes {
+        self.bytes.slice(self.ends[turn - 1]..self.ends[turn])
+    }
+}
+
+/// A conversation written the way a runtime writes one: under one lease, each turn persisted
+/// through [`SessionStore::persist`](lobu_core::SessionStore::persist) as the previous
+/// transcript extended by one turn, from the first turn on. Whatever layout the store keeps
+/// (a whole copy and its chain of deltas, an appended file and its history) is the one it
+/// reaches by itself, not a fresh whole copy.
+#[derive(Debug)]
+pub struct GrownConversation {
+    /// The conversation.
+    pub key: ConversationKey,
+    /// The lease's fence.
+    pub fence: Fence,
+    /// The head version (`None` before the first turn).
+    pub version: Option<Version>,
+    /// How many turns of the [`TurnLog`] the head holds.
+    pub turns: usize,
+}
+
+impl GrownConversation {
+    /// A fresh conversation of `label`, its lease held for an hour, nothing written yet.
+    pub async fn start(backend: &Backend, label: &str) -> Self {
+        let key = fresh_key(label);
+        let lease = backend
+            .locks
+            .try_acquire(&key, Duration::from_secs(3600))
+            .await
+            .expect("acquire")
+            .expect("fresh conversation is free");
+        GrownConversation {
+            key,
+            fence: lease.fence,
+            version: None,
+            turns: 0,
+        }
+    }
+
+    /// Persist the next turn of `log`: `prefix(turns + 1)` over the head.
+    pub async fn persist_next(&mut self, backend: &Backend, log: &TurnLog) {
+        let write = Persist {
+            run: RunId::generate(),
+            status: TerminalStatus::Completed,
+            transcript: log.prefix(self.turns + 1),
+            expected: self.version,
+            fence: self.fence,
+        };
+        let version = backend
+            .sessions
+            .persist(&self.key, write)
+            .await
+            .expect("persist the next turn");
+        self.version = Some(version);
+        self.turns += 1;
+    }
+
+    /// Persist turn after turn until the head holds `turns` turns.
+    pub async fn grow_to(&mut self, backend: &Backend, log: &TurnLog, turns: usize) {
+        while self.turns < turns {
+            self.persist_next(backend, log).await;
+        }
+    }
+}
+
+/// How the PostgreSQL store holds a conversation's head: the whole copy's size, and the
+/// count and size of the deltas after it, read from the store's own tables (default schema
+/// `lobu`) for a bench to say what it measured. `None` if they are not as expected.
+pub async fn pg_chain(pool: &PgPool, key: &ConversationKey) -> Option<PgChain> {
+    sqlx::query_as::<_, (i64, i32, i64)>(
+        "SELECT base_bytes, chain_deltas, chain_bytes FROM lobu.conversations \
+         WHERE org = $1 AND agent = $2 AND conversation = $3",
+    )
+    .bind(key.org.as_str())
+    .bind(key.agent.as_str())
+    .bind(key.conversation.as_str())
+    .fetch_optional(pool)
+    .await
+    .ok()
+    .flatten()
+    .map(|(base_bytes, deltas, delta_bytes)| PgChain {
+        base_bytes,
+        deltas,
+        delta_bytes,
+    })
+}
+
+/// A head's layout in the PostgreSQL store; see [`pg_chain`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgChain {
+    /// The size of the head's whole copy.
+    pub base_bytes: i64,
+    /// How many deltas follow it.
+    pub deltas: i32,
+    /// Their total size.
+    pub delta_bytes: i64,
+}
+
+impl std::fmt::Display for PgChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a whole copy of {} bytes and {} deltas of {} bytes",
+            self.base_bytes, self.deltas, self.delta_bytes
         )
-        .await
-        .expect("persist next turn");
-    conversation.transcript = next;
+    }
 }
 
 /// Appends one realistic turn; the cheapest honest agent.
