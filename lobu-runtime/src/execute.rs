@@ -66,6 +66,18 @@ pub(crate) fn is_permanent(error: &Error) -> bool {
     !matches!(error.kind(), ErrorKind::Unavailable | ErrorKind::Busy)
 }
 
+impl Outcome {
+    /// A one-word name for logs.
+    fn name(&self) -> &'static str {
+        match self {
+            Outcome::Commit(..) => "commit",
+            Outcome::Failed(..) => "failed",
+            Outcome::TakenOver => "taken_over",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
 struct InFlight<'a>(&'a Shared);
 
 impl Drop for InFlight<'_> {
@@ -80,12 +92,34 @@ pub(crate) async fn execute(shared: &Arc<Shared>, claim: Claim, claimed_at: Inst
     let log = shared.hub.open(&claim.key, &claim.run, claim.kind);
     let cancel = shared.abort_turns.child_token();
     let heartbeat = Heartbeat::start(shared.clone(), claim.clone(), claimed_at, cancel.clone());
+    // The owner's window, for operators and the chaos harness (lobu-chaos): two windows of
+    // one conversation must never overlap. It ends when the agent has stopped, before the
+    // commit (a commit after a takeover is refused by the fence).
+    tracing::info!(
+        target: "lobu::turn",
+        run = %claim.run,
+        key = %claim.key,
+        kind = claim.kind.as_str(),
+        fence = claim.fence.0,
+        attempt = claim.attempt,
+        "turn started"
+    );
     let outcome = match claim.kind {
         RunKind::Turn => turn::run_turn(shared, &claim, &log, &cancel).await,
         RunKind::Reset => run_reset(shared, &claim).await,
     };
     let held = heartbeat.stop().await;
     cancel.cancel(); // anything the agent left running must stop now
+    tracing::info!(
+        target: "lobu::turn",
+        run = %claim.run,
+        key = %claim.key,
+        kind = claim.kind.as_str(),
+        fence = claim.fence.0,
+        attempt = claim.attempt,
+        outcome = outcome.name(),
+        "turn ended"
+    );
     report(shared, &claim, &log, outcome, held).await;
 }
 

@@ -57,7 +57,8 @@ pub struct Config {
     /// `LOBU_API_KEYS`: accepted keys and their orgs, or open.
     pub api_keys: ApiKeys,
     /// The runtime's settings: `LOBU_CONCURRENCY`, `LOBU_MAX_ATTEMPTS`,
-    /// `LOBU_RETRY_DELAY_MS`, `LOBU_TURN_TIMEOUT_SECS`, `LOBU_SHUTDOWN_GRACE_SECS`.
+    /// `LOBU_RETRY_DELAY_MS`, `LOBU_TURN_TIMEOUT_SECS`, `LOBU_SHUTDOWN_GRACE_SECS`,
+    /// `LOBU_CLAIM_TTL_MS` (the heartbeat renews a claim three times per claim period).
     pub settings: Settings,
     /// `LOBU_DEMO_WORD_DELAY_MS`: the pause between streamed words of the demo agent.
     pub demo_word_delay: Duration,
@@ -133,6 +134,10 @@ impl Config {
         settings.max_attempts = number(&var, "LOBU_MAX_ATTEMPTS", 3)?;
         settings.retry_delay = Duration::from_millis(number(&var, "LOBU_RETRY_DELAY_MS", 2000)?);
         settings.turn_timeout = Duration::from_secs(number(&var, "LOBU_TURN_TIMEOUT_SECS", 300)?);
+        // A crashed replica's turns come back after its claims lapse; a short claim (the
+        // chaos harness uses one) brings them back sooner. Renewed three times per claim.
+        settings.claim_ttl = Duration::from_millis(number(&var, "LOBU_CLAIM_TTL_MS", 30_000)?);
+        settings.heartbeat_interval = (settings.claim_ttl / 3).min(settings.heartbeat_interval);
         // Kubernetes waits 30 s after SIGTERM before SIGKILL: finish inside that.
         settings.shutdown_grace =
             Duration::from_secs(number(&var, "LOBU_SHUTDOWN_GRACE_SECS", 25)?);

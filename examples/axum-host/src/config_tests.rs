@@ -137,6 +137,7 @@ fn runtime_knobs_are_read() {
         ("LOBU_RETRY_DELAY_MS", "50"),
         ("LOBU_SHUTDOWN_GRACE_SECS", "3"),
         ("LOBU_DEMO_WORD_DELAY_MS", "0"),
+        ("LOBU_CLAIM_TTL_MS", "6000"),
     ])
     .unwrap();
     assert_eq!(config.addr.port(), 0);
@@ -145,6 +146,11 @@ fn runtime_knobs_are_read() {
     assert_eq!(config.settings.retry_delay, Duration::from_millis(50));
     assert_eq!(config.settings.shutdown_grace, Duration::from_secs(3));
     assert_eq!(config.demo_word_delay, Duration::ZERO);
+    assert_eq!(config.settings.claim_ttl, Duration::from_secs(6));
+    assert_eq!(config.settings.heartbeat_interval, Duration::from_secs(2));
+    let defaults = Config::defaults().settings;
+    assert_eq!(defaults.claim_ttl, Duration::from_secs(30));
+    assert_eq!(defaults.heartbeat_interval, Duration::from_secs(10));
 }
 
 #[test]
