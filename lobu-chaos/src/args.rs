@@ -36,10 +36,10 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(2..=10_000))]
     pub(crate) conversations: u32,
     /// How many turns the client submits in all.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub(crate) turns: u32,
     /// How often a random replica is killed with SIGKILL, in milliseconds.
-    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..))]
+    #[arg(long, default_value_t = 2500, value_parser = clap::value_parser!(u64).range(100..))]
     pub(crate) kill_every_ms: u64,
     /// The seed of the workload and of the killer's choices (default: from the clock).
     #[arg(long)]

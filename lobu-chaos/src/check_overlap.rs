@@ -52,7 +52,7 @@ pub(crate) fn windows(
                     done.push(window);
                 }
             }
-            LogEvent::Committed { .. } => {}
+            LogEvent::Committed { .. } | LogEvent::Refused => {}
         }
     }
     done.extend(open.into_values());

@@ -104,11 +104,13 @@ async fn outage(proxy: &FaultProxy, fleet: &Fleet, api: &Api, report: &mut Fault
     while !waiting.is_empty() && Instant::now() < deadline {
         let mut still = Vec::new();
         for base in waiting {
-            let live = fleet.bases().contains(&base);
-            if live && api.ready(&base).await != Some(StatusCode::OK) {
-                still.push(base);
-            } else {
+            if !fleet.bases().contains(&base) {
+                continue; // killed meanwhile
+            }
+            if api.ready(&base).await == Some(StatusCode::OK) {
                 report.readiness_checked += 1;
+            } else {
+                still.push(base);
             }
         }
         waiting = still;

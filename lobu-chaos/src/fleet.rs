@@ -94,17 +94,25 @@ impl Fleet {
             .collect()
     }
 
-    /// Kill one replica and start its replacement. A quarter of the kills hit a replica
-    /// still starting; otherwise half prefer a replica running one of `sleep_runs`.
+    /// Kill one replica and start its replacement. Every fourth kill hits a replica still
+    /// starting (an extra one); of the others, half prefer a replica running one of
+    /// `sleep_runs`.
     pub(crate) async fn kill_one(
         &self,
         rng: &mut StdRng,
         sleep_runs: &HashSet<String>,
     ) -> Result<(), String> {
-        if rng.random_bool(0.25) {
+        let kills = lock(&self.stats).kills;
+        if kills % 4 == 3 {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let starting = Replica::spawn(&self.launch, id)?;
-            tokio::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
+            // Killed as soon as it has logged that it is opening its store.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while std::fs::metadata(&starting.log).map_or(0, |m| m.len()) == 0
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             let ended = starting.kill().await;
             self.record_kill(&ended, sleep_runs);
             lock(&self.ended).push(ended);
@@ -208,7 +216,7 @@ fn open_runs(log: &std::path::Path) -> HashSet<String> {
             LogEvent::Ended { claim, .. } => {
                 open.remove(&claim.run);
             }
-            LogEvent::Committed { .. } => {}
+            LogEvent::Committed { .. } | LogEvent::Refused => {}
         }
     }
     open

@@ -39,7 +39,18 @@ pub(crate) enum LogEvent {
         at: Nanos,
         claim: ClaimRef,
     },
+    /// A write of a taken-over claim that the store refused (`Fenced`), as the runtime
+    /// reports it.
+    Refused,
 }
+
+/// The runtime's messages for a write refused because a newer claim owns the conversation.
+const REFUSED: [&str; 4] = [
+    "a newer claim owns the conversation",
+    "the run was taken over before it was committed",
+    "the run was taken over before its failure was recorded",
+    "the run was taken over before it was handed back",
+];
 
 /// The event on `line`, if it is one of ours.
 pub(crate) fn parse_line(line: &str) -> Option<LogEvent> {
@@ -61,6 +72,9 @@ pub(crate) fn parse_line(line: &str) -> Option<LogEvent> {
             claim: fields.claim()?,
             outcome: fields.get("outcome")?.to_owned(),
         });
+    }
+    if REFUSED.iter().any(|m| rest.contains(m)) {
+        return Some(LogEvent::Refused);
     }
     if rest.contains(" lobu_runtime::execute: run completed") {
         let (_, span) = rest.split_once("lobu.run{")?;
@@ -155,6 +169,13 @@ mod tests {
             panic!("not read");
         };
         assert_eq!(c, claim());
+    }
+
+    #[test]
+    fn a_write_refused_by_the_fence_is_recognised() {
+        let line = "2026-06-01T10:00:01.6Z  INFO lobu.run{run=x fence=5}: lobu_runtime::execute: \
+                    the run was taken over before it was committed";
+        assert_eq!(parse_line(line), Some(LogEvent::Refused));
     }
 
     #[test]

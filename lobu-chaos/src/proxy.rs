@@ -242,12 +242,10 @@ async fn pump(
             },
             _ = killed.wait_for(|k| *k) => break,
         };
-        if let Some(tracker) = tracker.as_deref_mut() {
-            if let Some(in_transaction) = tracker.feed(&buf[..n]) {
-                connection
-                    .in_transaction
-                    .store(in_transaction, Ordering::SeqCst);
-            }
+        if let Some(in_transaction) = tracker.as_deref_mut().and_then(|t| t.feed(&buf[..n])) {
+            connection
+                .in_transaction
+                .store(in_transaction, Ordering::SeqCst);
         }
         while connection.stalled.load(Ordering::SeqCst) && !*killed.borrow() {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -24,6 +24,12 @@ pub(crate) struct Report {
     pub(crate) retried: u64,
     /// Turn windows read from the logs.
     pub(crate) windows: usize,
+    /// Accepted commits read from the logs (with their fences).
+    pub(crate) commits_logged: usize,
+    /// Writes of taken-over claims that the store refused, read from the logs.
+    pub(crate) refused_writes: usize,
+    /// Completed runs whose committing fence the database recorded.
+    pub(crate) fences_stored: usize,
     pub(crate) findings: Findings,
     pub(crate) kills: KillStats,
     pub(crate) faults: FaultReport,
@@ -38,12 +44,10 @@ impl Report {
         ledgers: &[ConversationLedger],
         findings: Findings,
         drain_time: Duration,
-        windows: usize,
     ) -> Report {
         let mut report = Report {
             findings,
             drain_time,
-            windows,
             ..Report::default()
         };
         for ledger in ledgers {
@@ -93,8 +97,13 @@ impl Report {
             ),
             format!(
                 "chaos: {} resets, {} idempotency keys sent again, {} turns completed after a \
-                 retry, {} turn windows in the logs",
-                self.resets, self.resends, self.retried, self.windows
+                 retry",
+                self.resets, self.resends, self.retried
+            ),
+            format!(
+                "chaos: logs: {} turn windows, {} accepted commits, {} stale writes refused by \
+                 the fence; {} commit fences in the database",
+                self.windows, self.commits_logged, self.refused_writes, self.fences_stored
             ),
         ];
         if let Some(proxy) = &self.proxy {

@@ -85,9 +85,9 @@ pub(crate) async fn verify(
     findings.absorb(check_tenancy(setting.api, &ledgers).await?);
 
     setting.fleet.stop_all().await;
-    findings.other.extend(setting.fleet.crashes().into_iter());
-    let (all_windows, commits) = read_logs(setting.fleet);
-    findings.absorb(check_overlaps(&all_windows));
+    findings.other.extend(setting.fleet.crashes());
+    let logged = read_logs(setting.fleet);
+    findings.absorb(check_overlaps(&logged.windows));
 
     let store = open_store(setting.db.map(|db| db.url.as_str()), setting.data_dir).await?;
     for (ledger, messages) in ledgers.iter().zip(&shown) {
@@ -105,14 +105,14 @@ pub(crate) async fn verify(
         orders.extend(sql_orders);
         pool.close().await;
     }
-    findings.absorb(check_fences(&commits, &orders, &stored_fences));
+    findings.absorb(check_fences(&logged.commits, &orders, &stored_fences));
 
-    Ok(Report::new(
-        &ledgers,
-        findings,
-        drain_time,
-        all_windows.len(),
-    ))
+    let mut report = Report::new(&ledgers, findings, drain_time);
+    report.windows = logged.windows.len();
+    report.commits_logged = logged.commits.len();
+    report.refused_writes = logged.refused;
+    report.fences_stored = stored_fences.len();
+    Ok(report)
 }
 
 /// Wait for every accepted turn to end; the ones that did not in [`DRAIN`] are lost.
@@ -212,19 +212,31 @@ async fn check_tenancy(api: &Api, ledgers: &[ConversationLedger]) -> Result<Find
     Ok(findings)
 }
 
-/// Every replica's turn windows and accepted commits.
-fn read_logs(fleet: &Fleet) -> (Vec<Window>, Vec<ClaimRef>) {
-    let mut all_windows = Vec::new();
-    let mut commits = Vec::new();
+/// What the replicas' logs hold.
+#[derive(Debug, Default)]
+struct Logged {
+    windows: Vec<Window>,
+    commits: Vec<ClaimRef>,
+    /// Writes of taken-over claims the store refused.
+    refused: usize,
+}
+
+/// Every replica's turn windows, accepted commits and refused stale writes.
+fn read_logs(fleet: &Fleet) -> Logged {
+    let mut logged = Logged::default();
     for ended in fleet.ended() {
         let text = std::fs::read_to_string(&ended.log).unwrap_or_default();
         let events: Vec<LogEvent> = text.lines().filter_map(parse_line).collect();
         for event in &events {
-            if let LogEvent::Committed { claim, .. } = event {
-                commits.push(claim.clone());
+            match event {
+                LogEvent::Committed { claim, .. } => logged.commits.push(claim.clone()),
+                LogEvent::Refused => logged.refused += 1,
+                LogEvent::Started { .. } | LogEvent::Ended { .. } => {}
             }
         }
-        all_windows.extend(windows(ended.id, &events, ended.at, ended.how));
+        logged
+            .windows
+            .extend(windows(ended.id, &events, ended.at, ended.how));
     }
-    (all_windows, commits)
+    logged
 }
