@@ -52,7 +52,7 @@ pub(crate) fn windows(
                     done.push(window);
                 }
             }
-            LogEvent::Committed { .. } | LogEvent::Refused => {}
+            LogEvent::Committed { .. } | LogEvent::Refused | LogEvent::StoppedAtDeadline => {}
         }
     }
     done.extend(open.into_values());

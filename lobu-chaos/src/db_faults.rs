@@ -1,7 +1,9 @@
 //! The database-fault schedule (`--db-faults`): while the load runs, cycles of
-//! 1. connections dropped mid-transaction (3 s),
-//! 2. half the connections stalled past a claim's lifetime,
-//! 3. the database away (connections cut, port closed) for 8 s, with every replica's
+//! 1. connections dropped mid-transaction (3 s);
+//! 2. one replica's connections, open and new, stalled past a claim's lifetime (the others
+//!    take its conversations over; its late writes must be refused by the fence);
+//! 3. half of all open connections stalled past a claim's lifetime;
+//! 4. the database away (connections cut, ports closed) for 8 s, with every replica's
 //!    `/health/ready` polled: it must say not-ready during the outage and ready again after.
 
 use std::collections::{HashMap, HashSet};
@@ -39,14 +41,30 @@ pub(crate) async fn run_faults(
     running: Arc<AtomicBool>,
 ) -> FaultReport {
     let mut report = FaultReport::default();
+    let started = Instant::now();
+    let say = |what: &str| println!("chaos: +{:.1} s: {what}", started.elapsed().as_secs_f64());
+    let stall = claim_ttl + Duration::from_secs(2);
     while running.load(Ordering::SeqCst) {
         report.cycles += 1;
         tokio::time::sleep(Duration::from_secs(4)).await;
+        say("dropping connections mid-transaction for 3 s");
         proxy.drop_mid_transaction(Duration::from_secs(3)).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
-        proxy.stall_half(claim_ttl + Duration::from_secs(2)).await;
+        if let Some(victim) = fleet.spare_busiest() {
+            say(&format!(
+                "stalling replica {victim}'s connections for {stall:?}"
+            ));
+            proxy.stall_replica(victim, stall).await;
+            tokio::time::sleep(Duration::from_secs(3)).await; // its late calls land
+            fleet.spare_none();
+        }
         tokio::time::sleep(Duration::from_secs(3)).await;
+        say(&format!("stalling half the connections for {stall:?}"));
+        proxy.stall_half(stall).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        say(&format!("the database goes away for {OUTAGE:?}"));
         outage(&proxy, &fleet, &api, &mut report).await;
+        say("the replicas are ready again");
     }
     report
 }

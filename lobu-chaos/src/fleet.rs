@@ -41,6 +41,8 @@ pub(crate) struct Fleet {
     stats: Mutex<KillStats>,
     /// Replicas that exited without being told to: each one is a finding.
     crashes: Mutex<Vec<String>>,
+    /// A replica the killer leaves alone (the one a database fault is stalling).
+    spared: Mutex<Option<usize>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -56,6 +58,7 @@ impl Fleet {
             next_id: AtomicUsize::new(0),
             stats: Mutex::new(KillStats::default()),
             crashes: Mutex::new(Vec::new()),
+            spared: Mutex::new(None),
         }
     }
 
@@ -84,6 +87,19 @@ impl Fleet {
             }
         }
         Err(format!("no replica would start: {last_error}"))
+    }
+
+    /// The live replica running the most turns now, spared by the killer until
+    /// [`spare_none`](Self::spare_none).
+    pub(crate) fn spare_busiest(&self) -> Option<usize> {
+        let live = lock(&self.live);
+        let busiest = live.iter().max_by_key(|r| open_runs(&r.log).len())?.id;
+        *lock(&self.spared) = Some(busiest);
+        Some(busiest)
+    }
+
+    pub(crate) fn spare_none(&self) {
+        *lock(&self.spared) = None;
     }
 
     /// The addresses of the replicas serving now.
@@ -123,13 +139,21 @@ impl Fleet {
             if live.is_empty() {
                 return Ok(());
             }
-            let sleeping: Vec<usize> = (0..live.len())
+            let spared = *lock(&self.spared);
+            let fair: Vec<usize> = (0..live.len())
+                .filter(|&i| Some(live[i].id) != spared)
+                .collect();
+            let sleeping: Vec<usize> = fair
+                .iter()
+                .copied()
                 .filter(|&i| !open_runs(&live[i].log).is_disjoint(sleep_runs))
                 .collect();
             let at = if !sleeping.is_empty() && rng.random_bool(0.5) {
                 sleeping[rng.random_range(0..sleeping.len())]
+            } else if !fair.is_empty() {
+                fair[rng.random_range(0..fair.len())]
             } else {
-                rng.random_range(0..live.len())
+                return Ok(());
             };
             live.remove(at)
         };
@@ -216,7 +240,7 @@ fn open_runs(log: &std::path::Path) -> HashSet<String> {
             LogEvent::Ended { claim, .. } => {
                 open.remove(&claim.run);
             }
-            LogEvent::Committed { .. } | LogEvent::Refused => {}
+            LogEvent::Committed { .. } | LogEvent::Refused | LogEvent::StoppedAtDeadline => {}
         }
     }
     open

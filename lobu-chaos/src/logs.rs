@@ -42,11 +42,14 @@ pub(crate) enum LogEvent {
     /// A write of a taken-over claim that the store refused (`Fenced`), as the runtime
     /// reports it.
     Refused,
+    /// A turn stopped because its claim was about to lapse unrenewed (the store hung).
+    StoppedAtDeadline,
 }
 
 /// The runtime's messages for a write refused because a newer claim owns the conversation.
-const REFUSED: [&str; 4] = [
+const REFUSED: [&str; 5] = [
     "a newer claim owns the conversation",
+    "another worker took over; cancelling the run",
     "the run was taken over before it was committed",
     "the run was taken over before its failure was recorded",
     "the run was taken over before it was handed back",
@@ -75,6 +78,9 @@ pub(crate) fn parse_line(line: &str) -> Option<LogEvent> {
     }
     if REFUSED.iter().any(|m| rest.contains(m)) {
         return Some(LogEvent::Refused);
+    }
+    if rest.contains("the claim is about to run out unrenewed") {
+        return Some(LogEvent::StoppedAtDeadline);
     }
     if rest.contains(" lobu_runtime::execute: run completed") {
         let (_, span) = rest.split_once("lobu.run{")?;

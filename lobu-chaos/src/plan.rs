@@ -1,5 +1,6 @@
 //! The workload, decided up front from the seed: which conversation each turn goes to, what
-//! it says (`/fail`, `/sleep MS` or a text unique in the whole run), whether its idempotency
+//! it says (`/fail`, `/sleep MS` — a quarter of them longer than a claim — or a text unique
+//! in the whole run), whether its idempotency
 //! key is sent again, where resets fall, and whether the client waits for the answer.
 
 use rand::rngs::StdRng;
@@ -87,7 +88,8 @@ pub(crate) fn plan(seed: u64, conversations: u32, turns: u32) -> Vec<Conversatio
         let index = plan.steps.len() as u64;
         let op = match rng.random_range(0..100) {
             0..8 => Op::Fail,
-            8..20 => Op::Sleep(sleep_ms(index)),
+            8..17 => Op::Sleep(sleep_ms(index)),
+            17..20 => Op::Sleep(long_sleep_ms(index)),
             _ => Op::Say(format!(
                 "{} {} says #{n} (seed {seed})",
                 ORGS[plan.org].0, plan.conversation
@@ -122,6 +124,12 @@ pub(crate) fn plan(seed: u64, conversations: u32, turns: u32) -> Vec<Conversatio
 /// are coprime).
 fn sleep_ms(index: u64) -> u64 {
     900 + (index * 37) % 1200
+}
+
+/// A sleep between 6 and 9 s: longer than the harness's default claim (6 s), so the turn
+/// lives on heartbeats; different for every step index below 3000, and from every short one.
+fn long_sleep_ms(index: u64) -> u64 {
+    6000 + (index * 37) % 3000
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
 //! A TCP proxy between the replicas and PostgreSQL, on 127.0.0.1, that misbehaves on
 //! command: it drops connections in the middle of a transaction, stalls connections (bytes
 //! held, both ways) past a claim's lifetime, and goes away (existing connections cut, new
-//! ones refused by a closed port) for a while.
+//! ones refused by closed ports) for a while. Each replica gets a port of its own, so one
+//! replica can be stalled whole while the others go on.
 //!
 //! It follows just enough of the PostgreSQL protocol to know whether a connection is inside
 //! a transaction: the status byte of the server's last `ReadyForQuery` (`T` or `E`). The
 //! replicas connect with `sslmode=disable`, so the server's side is plain messages.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,8 @@ impl ProxyStats {
 
 #[derive(Debug)]
 struct Connection {
+    /// Which replica's port it came in on.
+    replica: usize,
     in_transaction: AtomicBool,
     stalled: AtomicBool,
     kill: watch::Sender<bool>,
@@ -54,6 +57,8 @@ struct Shared {
     drop_in_transaction: AtomicBool,
     away: watch::Sender<bool>,
     connections: Mutex<HashMap<u64, Arc<Connection>>>,
+    /// Replicas whose every connection, open or new, is stalled.
+    stalled_replicas: Mutex<HashSet<usize>>,
     next_id: AtomicU64,
     stats: ProxyStats,
 }
@@ -61,7 +66,6 @@ struct Shared {
 /// The running proxy; its tasks end with the process.
 #[derive(Debug, Clone)]
 pub(crate) struct FaultProxy {
-    pub(crate) port: u16,
     shared: Arc<Shared>,
 }
 
@@ -77,25 +81,29 @@ fn connections(shared: &Shared) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Co
 }
 
 impl FaultProxy {
-    /// Listen on a free port of 127.0.0.1 and forward to `upstream` (`host:port`).
-    pub(crate) async fn start(upstream: String) -> Result<FaultProxy, String> {
+    /// A proxy forwarding to `upstream` (`host:port`); ports are opened per replica.
+    pub(crate) fn new(upstream: String) -> FaultProxy {
+        let (away, _) = watch::channel(false);
+        FaultProxy {
+            shared: Arc::new(Shared {
+                upstream,
+                drop_in_transaction: AtomicBool::new(false),
+                away,
+                connections: Mutex::new(HashMap::new()),
+                stalled_replicas: Mutex::new(HashSet::new()),
+                next_id: AtomicU64::new(0),
+                stats: ProxyStats::default(),
+            }),
+        }
+    }
+
+    /// Open a port of 127.0.0.1 for `replica`'s connections.
+    pub(crate) fn open_port(&self, replica: usize) -> Result<u16, String> {
         let listener = listen("127.0.0.1:0".parse().expect("a valid address"))
             .map_err(|e| format!("proxy: {e}"))?;
         let addr = listener.local_addr().map_err(|e| format!("proxy: {e}"))?;
-        let (away, _) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            upstream,
-            drop_in_transaction: AtomicBool::new(false),
-            away,
-            connections: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
-            stats: ProxyStats::default(),
-        });
-        tokio::spawn(accept_loop(listener, addr, shared.clone()));
-        Ok(FaultProxy {
-            port: addr.port(),
-            shared,
-        })
+        tokio::spawn(accept_loop(listener, addr, replica, self.shared.clone()));
+        Ok(addr.port())
     }
 
     pub(crate) fn stats(&self) -> &ProxyStats {
@@ -134,7 +142,23 @@ impl FaultProxy {
         }
     }
 
-    /// The database goes away for `duration`: every connection is cut and the port closed.
+    /// Hold every byte of `replica`'s connections, open and new, both ways, for `duration`:
+    /// to it the database hangs, while the other replicas go on (and take its conversations
+    /// over once its claims lapse); then its late calls arrive.
+    pub(crate) async fn stall_replica(&self, replica: usize, duration: Duration) {
+        let stalled = || {
+            self.shared
+                .stalled_replicas
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        };
+        stalled().insert(replica);
+        self.shared.stats.stalled.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(duration).await;
+        stalled().remove(&replica);
+    }
+
+    /// While `away`, the database is gone: every connection is cut and every port closed.
     pub(crate) fn set_away(&self, away: bool) {
         if away {
             let cut: Vec<Arc<Connection>> = connections(&self.shared).values().cloned().collect();
@@ -150,10 +174,22 @@ impl FaultProxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
+fn is_stalled(shared: &Shared, connection: &Connection) -> bool {
+    connection.stalled.load(Ordering::SeqCst)
+        || shared
+            .stalled_replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&connection.replica)
+}
+
+async fn accept_loop(listener: TcpListener, addr: SocketAddr, replica: usize, shared: Arc<Shared>) {
     let mut away = shared.away.subscribe();
     let mut listener = Some(listener);
     loop {
+        if *away.borrow_and_update() {
+            listener = None; // also a port opened while the database is away
+        }
         let Some(open) = &listener else {
             // Away: the port is closed, so connecting is refused, until it is back.
             if away.wait_for(|a| !*a).await.is_err() {
@@ -170,7 +206,7 @@ async fn accept_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared
         tokio::select! {
             accepted = open.accept() => {
                 if let Ok((client, _)) = accepted {
-                    tokio::spawn(serve(client, shared.clone()));
+                    tokio::spawn(serve(client, replica, shared.clone()));
                 }
             }
             changed = away.changed() => {
@@ -185,7 +221,7 @@ async fn accept_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared
     }
 }
 
-async fn serve(client: TcpStream, shared: Arc<Shared>) {
+async fn serve(client: TcpStream, replica: usize, shared: Arc<Shared>) {
     let Ok(server) = TcpStream::connect(&shared.upstream).await else {
         return;
     };
@@ -195,6 +231,7 @@ async fn serve(client: TcpStream, shared: Arc<Shared>) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let (kill, killed) = watch::channel(false);
     let connection = Arc::new(Connection {
+        replica,
         in_transaction: AtomicBool::new(false),
         stalled: AtomicBool::new(false),
         kill,
@@ -233,6 +270,7 @@ async fn pump(
     mut killed: watch::Receiver<bool>,
     mut tracker: Option<&mut ReadyTracker>,
 ) {
+    let mut away = shared.away.subscribe();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = tokio::select! {
@@ -241,13 +279,14 @@ async fn pump(
                 Ok(n) => n,
             },
             _ = killed.wait_for(|k| *k) => break,
+            _ = away.wait_for(|a| *a) => break,
         };
         if let Some(in_transaction) = tracker.as_deref_mut().and_then(|t| t.feed(&buf[..n])) {
             connection
                 .in_transaction
                 .store(in_transaction, Ordering::SeqCst);
         }
-        while connection.stalled.load(Ordering::SeqCst) && !*killed.borrow() {
+        while is_stalled(shared, connection) && !*killed.borrow() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if *killed.borrow() {

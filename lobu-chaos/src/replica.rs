@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::database::via_proxy;
 use crate::logs::Nanos;
+use crate::proxy::FaultProxy;
 
 /// How long a replica may take to print its address.
 const START_PATIENCE: Duration = Duration::from_secs(60);
@@ -20,6 +22,16 @@ pub(crate) struct Launch {
     pub(crate) binary: PathBuf,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) log_dir: PathBuf,
+    /// With database faults: each replica reaches the database through its own proxy port.
+    pub(crate) proxied: Option<Proxied>,
+}
+
+/// The database behind the fault proxy.
+#[derive(Debug, Clone)]
+pub(crate) struct Proxied {
+    pub(crate) proxy: FaultProxy,
+    /// The database's own URL.
+    pub(crate) database_url: String,
 }
 
 /// A running replica process.
@@ -54,9 +66,17 @@ impl Replica {
         let log = launch.log_dir.join(format!("replica-{id:03}.log"));
         let file =
             std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+        let mut env = launch.env.clone();
+        if let Some(proxied) = &launch.proxied {
+            let port = proxied.proxy.open_port(id)?;
+            env.push((
+                "DATABASE_URL".to_owned(),
+                via_proxy(&proxied.database_url, port),
+            ));
+        }
         let child = Command::new(&launch.binary)
             .env_clear()
-            .envs(launch.env.iter().map(|(k, v)| (k, v)))
+            .envs(env)
             .current_dir(&launch.log_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

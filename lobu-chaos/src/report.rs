@@ -28,6 +28,8 @@ pub(crate) struct Report {
     pub(crate) commits_logged: usize,
     /// Writes of taken-over claims that the store refused, read from the logs.
     pub(crate) refused_writes: usize,
+    /// Turns stopped because their claim was about to lapse unrenewed.
+    pub(crate) stopped_at_deadline: usize,
     /// Completed runs whose committing fence the database recorded.
     pub(crate) fences_stored: usize,
     pub(crate) findings: Findings,
@@ -101,9 +103,14 @@ impl Report {
                 self.resets, self.resends, self.retried
             ),
             format!(
-                "chaos: logs: {} turn windows, {} accepted commits, {} stale writes refused by \
-                 the fence; {} commit fences in the database",
-                self.windows, self.commits_logged, self.refused_writes, self.fences_stored
+                "chaos: logs: {} turn windows, {} accepted commits, {} turns stopped before \
+                 their claim lapsed, {} stale writes refused by the fence; {} commit fences in \
+                 the database",
+                self.windows,
+                self.commits_logged,
+                self.stopped_at_deadline,
+                self.refused_writes,
+                self.fences_stored
             ),
         ];
         if let Some(proxy) = &self.proxy {

@@ -11,14 +11,14 @@ use tokio::time::Instant;
 
 use crate::api::Api;
 use crate::args::{Args, StoreKind};
-use crate::database::{ChaosDb, server_address, via_proxy};
+use crate::database::{ChaosDb, server_address};
 use crate::db_faults::{FaultReport, run_faults};
 use crate::fleet::Fleet;
 use crate::host_binary::host_binary;
 use crate::load::{SleepRuns, run_conversation};
 use crate::plan::{ORGS, plan};
 use crate::proxy::FaultProxy;
-use crate::replica::Launch;
+use crate::replica::{Launch, Proxied};
 use crate::report::Report;
 use crate::verify::{Setting, verify};
 
@@ -56,7 +56,7 @@ pub(crate) async fn run(args: Args) -> Result<Report, String> {
         StoreKind::File => None,
     };
     let proxy = match (&db, args.db_faults) {
-        (Some(db), true) => Some(FaultProxy::start(server_address(&db.url)).await?),
+        (Some(db), true) => Some(FaultProxy::new(server_address(&db.url))),
         _ => None,
     };
     let data_dir = work.path().join("data");
@@ -76,7 +76,7 @@ pub(crate) async fn run(args: Args) -> Result<Report, String> {
         ("NO_COLOR", "1".to_owned()),
     ];
     match (&db, &proxy) {
-        (Some(db), Some(proxy)) => env.push(("DATABASE_URL", via_proxy(&db.url, proxy.port))),
+        (Some(_), Some(_)) => {} // a proxy port per replica
         (Some(db), None) => env.push(("DATABASE_URL", db.url.clone())),
         (None, _) => {
             env.push(("LOBU_SESSION_STORE", "file".to_owned()));
@@ -87,6 +87,10 @@ pub(crate) async fn run(args: Args) -> Result<Report, String> {
         binary,
         env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
         log_dir: work.path().to_owned(),
+        proxied: db.as_ref().zip(proxy.clone()).map(|(db, proxy)| Proxied {
+            proxy,
+            database_url: db.url.clone(),
+        }),
     };
     let fleet = Arc::new(Fleet::new(launch));
     let starts = (0..args.replicas).map(|_| fleet.start_one());

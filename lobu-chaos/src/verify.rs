@@ -111,6 +111,7 @@ pub(crate) async fn verify(
     report.windows = logged.windows.len();
     report.commits_logged = logged.commits.len();
     report.refused_writes = logged.refused;
+    report.stopped_at_deadline = logged.stopped_at_deadline;
     report.fences_stored = stored_fences.len();
     Ok(report)
 }
@@ -219,6 +220,8 @@ struct Logged {
     commits: Vec<ClaimRef>,
     /// Writes of taken-over claims the store refused.
     refused: usize,
+    /// Turns stopped because their claim was about to lapse unrenewed.
+    stopped_at_deadline: usize,
 }
 
 /// Every replica's turn windows, accepted commits and refused stale writes.
@@ -231,6 +234,7 @@ fn read_logs(fleet: &Fleet) -> Logged {
             match event {
                 LogEvent::Committed { claim, .. } => logged.commits.push(claim.clone()),
                 LogEvent::Refused => logged.refused += 1,
+                LogEvent::StoppedAtDeadline => logged.stopped_at_deadline += 1,
                 LogEvent::Started { .. } | LogEvent::Ended { .. } => {}
             }
         }
