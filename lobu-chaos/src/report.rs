@@ -1,12 +1,13 @@
 //! The report: what ran, what broke, and the last line,
 //! `chaos: accepted=A completed=C failed=F lost=L duplicated=D corrupt=X overlaps=O kills=K`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::db_faults::FaultReport;
 use crate::findings::Findings;
 use crate::fleet::KillStats;
-use crate::ledger::{ConversationLedger, Ending, Entry};
+use crate::ledger::{ConversationLedger, Ending, Entry, Expect};
 
 /// How many findings of each kind are printed.
 const SHOWN: usize = 20;
@@ -22,6 +23,8 @@ pub(crate) struct Report {
     pub(crate) resends: u64,
     /// Completed turns that needed more than one attempt.
     pub(crate) retried: u64,
+    /// Turns that failed although they did not ask to (their attempts ran out), by reason.
+    pub(crate) other_failures: BTreeMap<String, u64>,
     /// Turn windows read from the logs.
     pub(crate) windows: usize,
     /// Accepted commits read from the logs (with their fences).
@@ -59,14 +62,20 @@ impl Report {
                     Entry::Reset => report.resets += 1,
                     Entry::Turn(turn) => {
                         report.accepted += 1;
-                        match turn.ending {
+                        match &turn.ending {
                             Some(Ending::Completed) => {
                                 report.completed += 1;
                                 if turn.attempts > 1 {
                                     report.retried += 1;
                                 }
                             }
-                            Some(Ending::Failed(_)) => report.failed += 1,
+                            Some(Ending::Failed(error)) => {
+                                report.failed += 1;
+                                if turn.expect == Expect::Answer {
+                                    let reason = error.chars().take(90).collect::<String>();
+                                    *report.other_failures.entry(reason).or_default() += 1;
+                                }
+                            }
                             Some(Ending::NeverEnded(_)) | None => {}
                         }
                     }
@@ -113,6 +122,11 @@ impl Report {
                 self.fences_stored
             ),
         ];
+        for (reason, count) in &self.other_failures {
+            lines.push(format!(
+                "chaos: {count} turns (not /fail) failed after their attempts: {reason}"
+            ));
+        }
         if let Some(proxy) = &self.proxy {
             lines.push(format!(
                 "chaos: database faults: {} cycles, {proxy}; readiness checked {} times",

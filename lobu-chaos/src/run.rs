@@ -35,6 +35,12 @@ pub(crate) async fn run(args: Args) -> Result<Report, String> {
         .prefix("lobu-chaos-")
         .tempdir()
         .map_err(|e| format!("work directory: {e}"))?;
+    // A private copy: a build elsewhere in a shared target directory must not change the
+    // binary that replacements start from in the middle of a run.
+    let copy = work.path().join("example-axum-host");
+    std::fs::copy(&binary, &copy)
+        .map_err(|e| format!("copying {} into the work directory: {e}", binary.display()))?;
+    let binary = copy;
     println!(
         "chaos: seed {seed}, store {}, {} replicas, {} conversations, {} turns, a kill every {} ms{}; \
          logs in {}",
