@@ -20,6 +20,9 @@ use crate::proxy::FaultProxy;
 
 /// How long the database is away in each outage.
 const OUTAGE: Duration = Duration::from_secs(8);
+/// How long after the database went away a ready answer counts against a replica (a
+/// probe already on its way may have been answered before the cut reached it).
+const SETTLE: Duration = Duration::from_millis(500);
 /// How long replicas get to report ready again after an outage.
 const RECOVERY: Duration = Duration::from_secs(45);
 
@@ -93,7 +96,7 @@ async fn outage(proxy: &FaultProxy, fleet: &Fleet, api: &Api, report: &mut Fault
             continue;
         };
         match status {
-            Some(StatusCode::OK) if answered < away_until && sent > away_since => {
+            Some(StatusCode::OK) if answered < away_until && sent > away_since + SETTLE => {
                 *ready_while_away.entry(base).or_default() += 1;
             }
             Some(status) if status != StatusCode::OK => {

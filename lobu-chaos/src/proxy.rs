@@ -289,8 +289,8 @@ async fn pump(
         while is_stalled(shared, connection) && !*killed.borrow() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if *killed.borrow() {
-            break;
+        if *killed.borrow() || *away.borrow() {
+            break; // also bytes read in the instant the database went away
         }
         if shared.drop_in_transaction.load(Ordering::SeqCst)
             && connection.in_transaction.load(Ordering::SeqCst)

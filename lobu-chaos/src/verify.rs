@@ -108,6 +108,23 @@ pub(crate) async fn verify(
     findings.absorb(check_fences(&logged.commits, &orders, &stored_fences));
 
     let mut report = Report::new(&ledgers, findings, drain_time);
+    // The log-based checks must have had something to check: every completed turn ran in a
+    // window and was committed by a claim (most commits are logged; a kill can eat one).
+    let completed = usize::try_from(report.completed).unwrap_or(usize::MAX);
+    if logged.windows.len() < completed || logged.commits.len() < completed / 2 {
+        report.findings.other.push(format!(
+            "the logs hold {} turn windows and {} commits for {completed} completed turns: \
+             did the log format change?",
+            logged.windows.len(),
+            logged.commits.len()
+        ));
+    }
+    if setting.db.is_some() && stored_fences.len() < completed {
+        report.findings.other.push(format!(
+            "the database holds {} commit fences for {completed} completed turns",
+            stored_fences.len()
+        ));
+    }
     report.windows = logged.windows.len();
     report.commits_logged = logged.commits.len();
     report.refused_writes = logged.refused;
