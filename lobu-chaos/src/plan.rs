@@ -45,7 +45,7 @@ impl Op {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Resend {
     Never,
-    /// Right after the first send was accepted, to another replica.
+    /// Right after the first send was accepted (to a random live replica, as every request).
     AtOnce,
     /// After the conversation's last step.
     AtTheEnd,
