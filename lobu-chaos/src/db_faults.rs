@@ -35,7 +35,8 @@ pub(crate) struct FaultReport {
     pub(crate) findings: Vec<String>,
 }
 
-/// Run fault cycles until `running` turns false (the current cycle is finished).
+/// Run fault cycles while `running` (the load) lasts: the first cycle whole, later ones up to
+/// the fault during which the load ended.
 pub(crate) async fn run_faults(
     proxy: FaultProxy,
     fleet: Arc<Fleet>,
@@ -47,12 +48,18 @@ pub(crate) async fn run_faults(
     let started = Instant::now();
     let say = |what: &str| println!("chaos: +{:.1} s: {what}", started.elapsed().as_secs_f64());
     let stall = claim_ttl + Duration::from_secs(2);
-    while running.load(Ordering::SeqCst) {
+    loop {
         report.cycles += 1;
+        // The first cycle runs whole; later ones stop between faults once the load is over.
+        let first = report.cycles == 1;
+        let go_on = || first || running.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(4)).await;
         say("dropping connections mid-transaction for 3 s");
         proxy.drop_mid_transaction(Duration::from_secs(3)).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
+        if !go_on() {
+            break;
+        }
         if let Some(victim) = fleet.spare_busiest() {
             say(&format!(
                 "stalling replica {victim}'s connections for {stall:?}"
@@ -62,12 +69,21 @@ pub(crate) async fn run_faults(
             fleet.spare_none();
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
+        if !go_on() {
+            break;
+        }
         say(&format!("stalling half the connections for {stall:?}"));
         proxy.stall_half(stall).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
+        if !go_on() {
+            break;
+        }
         say(&format!("the database goes away for {OUTAGE:?}"));
         outage(&proxy, &fleet, &api, &mut report).await;
         say("the replicas are ready again");
+        if !running.load(Ordering::SeqCst) {
+            break;
+        }
     }
     report
 }
