@@ -127,8 +127,19 @@ impl Api {
 
     /// Reset the conversation; sent again until a replica confirms it (a second reset right
     /// after the first changes nothing).
-    pub(crate) async fn reset(&self, org: usize, conversation: &str) -> Result<u64, String> {
-        let path = format!("{}/session", conversation_path(conversation));
+    pub(crate) async fn reset(
+        &self,
+        org: usize,
+        conversation: &str,
+        idempotency_key: &str,
+    ) -> Result<u64, String> {
+        // With a key, a reset sent again after a timeout waits for the first one instead of
+        // queueing another that, arriving late, would clear the turns sent after it.
+        let path = format!(
+            "{}/session?idempotency_key={}",
+            conversation_path(conversation),
+            segment(idempotency_key)
+        );
         let (status, json) = self.send(org, Method::DELETE, &path, None).await?;
         json["deleted"]
             .as_u64()

@@ -42,16 +42,16 @@ async fn run_steps(
     let mut resend_later = Vec::new();
     for (index, step) in plan.steps.iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(step.think_ms)).await;
-        let Some(text) = step.op.text() else {
-            api.reset(plan.org, &plan.conversation).await?;
-            ledger.entries.push(Entry::Reset);
-            continue;
-        };
         let key = format!(
             "chaos-{seed}-{}-{}-{index}",
             crate::plan::ORGS[plan.org].0,
             plan.conversation
         );
+        let Some(text) = step.op.text() else {
+            api.reset(plan.org, &plan.conversation, &key).await?;
+            ledger.entries.push(Entry::Reset);
+            continue;
+        };
         let run = api
             .submit(plan.org, &plan.conversation, &text, &key)
             .await?;

@@ -59,13 +59,26 @@ impl Runtime {
     /// [`wait`](Self::wait) or [`subscribe`](Self::subscribe), or use
     /// [`reset_and_wait`](Self::reset_and_wait).
     pub async fn reset(&self, key: ConversationKey) -> Result<RunId> {
+        Ok(self.reset_with_key(key, None).await?.run)
+    }
+
+    /// [`reset`](Self::reset) with an idempotency key, for a client that may send the same
+    /// reset again (after a timeout): the key answers with the first reset's run and queues
+    /// nothing more (`created: false`). Without one, every call is another reset, and a
+    /// retried reset whose first copy arrives late clears the turns sent in between.
+    pub async fn reset_with_key(
+        &self,
+        key: ConversationKey,
+        idempotency_key: Option<IdempotencyKey>,
+    ) -> Result<Submitted> {
         let settings = &self.shared.settings;
         let run = NewRun {
             max_attempts: settings.max_attempts,
             retry_delay: settings.retry_delay,
+            idempotency_key,
             ..NewRun::reset(key)
         };
-        Ok(self.enqueue(run).await?.run)
+        self.enqueue(run).await
     }
 
     /// Reset the conversation and wait for it: returns how many snapshots were deleted (0

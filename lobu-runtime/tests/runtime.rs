@@ -37,6 +37,7 @@ macro_rules! all_scenarios {
             another_orgs_run_is_not_found,
             bad_input_is_a_typed_error_and_queues_nothing,
             a_repeated_idempotency_key_runs_the_turn_once,
+            a_reset_sent_again_with_its_key_is_one_reset_and_clears_no_later_turn,
             a_conversation_held_by_a_lease_is_not_claimed_until_the_lease_ends,
             a_lease_left_by_a_dead_holder_keeps_the_run_waiting_until_it_lapses,
             a_turn_persisted_before_a_crash_is_completed_not_run_again,

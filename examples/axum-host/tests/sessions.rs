@@ -11,6 +11,7 @@ on_both_stores!(
     stats_count_messages_tokens_and_the_model,
     a_new_conversation_reads_as_empty,
     deleting_a_session_twice_deletes_then_reports_zero,
+    a_delete_sent_again_with_its_key_is_the_same_reset_and_spares_later_turns,
     conversations_are_listed_with_title_turns_bytes_and_update_time,
     conversation_ids_with_colons_spaces_and_slashes_stay_distinct,
 );
@@ -141,6 +142,35 @@ async fn a_new_conversation_reads_as_empty(store: Store) {
         list.json,
         json!({"conversations": [], "nextCursor": null, "hasMore": false})
     );
+    t.finish().await;
+}
+
+async fn a_delete_sent_again_with_its_key_is_the_same_reset_and_spares_later_turns(store: Store) {
+    let t = TestHost::start(store).await;
+    let api = t.api();
+    api.turn("demo", "retried", "before").await;
+    let path = format!(
+        "{}/session?idempotency_key=reset-1",
+        Api::conversation("demo", "retried")
+    );
+    let first = api.delete(&path).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let deleted = first.json["deleted"].as_u64().unwrap();
+    assert!(deleted >= 1, "{first:?}");
+    api.turn("demo", "retried", "after").await;
+    // A client retrying the same reset gets the first one's answer; nothing is cleared.
+    let again = api.delete(&path).await;
+    assert_eq!(again.json, json!({ "deleted": deleted }));
+    assert!(
+        !api.history("demo", "retried").await.is_empty(),
+        "the later turn survives"
+    );
+    let bad = format!(
+        "{}/session?idempotency_key=%00",
+        Api::conversation("demo", "retried")
+    );
+    assert_eq!(api.delete(&bad).await.status, StatusCode::BAD_REQUEST);
+    assert!(!api.history("demo", "retried").await.is_empty());
     t.finish().await;
 }
 

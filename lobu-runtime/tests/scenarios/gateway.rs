@@ -191,6 +191,33 @@ pub async fn a_repeated_idempotency_key_runs_the_turn_once(store: Store) {
     stop(&rt, worker).await;
 }
 
+/// A reset sent again with its idempotency key (a client retrying after a timeout) is the
+/// same reset: it queues nothing, so it cannot clear the turns sent after the first one.
+/// (Found by lobu-chaos: a retried reset's stalled first copy landed late and cleared a turn.)
+pub async fn a_reset_sent_again_with_its_key_is_one_reset_and_clears_no_later_turn(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let rt = fx.builder(&agent).build().unwrap();
+    let worker = start(&rt);
+    let k = key("c1");
+    let before = send(&rt, &k, "before").await;
+    finished(&rt, &k, &before).await;
+    let idem = IdempotencyKey::new("reset-1").unwrap();
+    let first = rt
+        .reset_with_key(k.clone(), Some(idem.clone()))
+        .await
+        .unwrap();
+    assert!(first.created);
+    finished(&rt, &k, &first.run).await;
+    let after = send(&rt, &k, "after").await;
+    finished(&rt, &k, &after).await;
+    let again = rt.reset_with_key(k.clone(), Some(idem)).await.unwrap();
+    assert!(!again.created, "the same key queued another reset");
+    assert_eq!(again.run, first.run);
+    assert_eq!(user_texts(&head(&fx.backend, &k).await), ["after"]);
+    stop(&rt, worker).await;
+}
+
 pub async fn a_conversation_held_by_a_lease_is_not_claimed_until_the_lease_ends(store: Store) {
     let fx = Fixture::new(store).await;
     let agent = ScriptAgent::new();

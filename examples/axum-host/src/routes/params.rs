@@ -2,7 +2,7 @@
 
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
-use lobu_core::{AgentId, ConversationKey, MAX_PAGE_LIMIT, OrgId, RunId};
+use lobu_core::{AgentId, ConversationKey, IdempotencyKey, MAX_PAGE_LIMIT, OrgId, RunId};
 use serde::Deserialize;
 
 use crate::error::ApiError;
@@ -100,6 +100,37 @@ impl<S: Send + Sync> FromRequestParts<S> for PageParams {
         let Query(raw) = Query::<RawPage>::try_from_uri(&parts.uri)
             .map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
         parse_page(raw)
+    }
+}
+
+/// `?idempotency_key=` of `DELETE …/session`: a reset sent again with the same key answers
+/// with the first reset's run instead of queueing another (which, arriving late, would clear
+/// the turns sent in between). An empty value counts as absent; a bad key is a 400.
+#[derive(Debug)]
+pub(crate) struct ResetParams {
+    pub(crate) idempotency_key: Option<IdempotencyKey>,
+}
+
+#[derive(Deserialize)]
+struct RawReset {
+    idempotency_key: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ResetParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        check_query_utf8(parts.uri.query().unwrap_or_default())?;
+        let Query(raw) = Query::<RawReset>::try_from_uri(&parts.uri)
+            .map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+        let idempotency_key = raw
+            .idempotency_key
+            .filter(|k| !k.is_empty())
+            .map(|k| {
+                IdempotencyKey::new(k).map_err(|e| ApiError::bad_request(e.message().to_owned()))
+            })
+            .transpose()?;
+        Ok(ResetParams { idempotency_key })
     }
 }
 

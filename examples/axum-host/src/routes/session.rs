@@ -6,7 +6,7 @@ use lobu_core::transcript::{MessagePage, Stats};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::params::{ConversationPath, PageParams};
+use super::params::{ConversationPath, PageParams, ResetParams};
 use crate::auth::Caller;
 use crate::error::ApiError;
 
@@ -36,15 +36,21 @@ pub(crate) async fn stats(
     Ok(Json(state.runtime.stats(&key).await?))
 }
 
-/// `DELETE …/session`: queue a reset behind the conversation's earlier runs, wait for it and
-/// answer `{"deleted": n}` (0 when there was nothing to delete).
+/// `DELETE …/session[?idempotency_key=]`: queue a reset behind the conversation's earlier
+/// runs, wait for it and answer `{"deleted": n}` (0 when there was nothing to delete). The
+/// same key again waits for the same reset.
 pub(crate) async fn reset(
     State(state): State<AppState>,
     caller: Caller,
     path: ConversationPath,
+    params: ResetParams,
 ) -> Result<Json<Value>, ApiError> {
     let key = path.key(&caller.org)?;
-    let run = state.runtime.reset(key).await?;
+    let run = state
+        .runtime
+        .reset_with_key(key, params.idempotency_key)
+        .await?
+        .run;
     let record = tokio::select! {
         record = state.runtime.wait(&caller.org, &run) => record?,
         () = state.closing.cancelled() => {
