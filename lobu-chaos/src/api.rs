@@ -92,7 +92,12 @@ impl Api {
                     Ok(response) if !response.status().is_server_error() => {
                         let status = response.status();
                         let json = response.json::<Value>().await.unwrap_or(Value::Null);
-                        if status.is_client_error() && status != StatusCode::NOT_FOUND {
+                        // 404 and 409 are answers the caller reads (an unseen run, a
+                        // reset that ended failed); other 4xx are the harness's mistakes.
+                        if status.is_client_error()
+                            && status != StatusCode::NOT_FOUND
+                            && status != StatusCode::CONFLICT
+                        {
                             return Err(format!("{method} {path}: {status} {json}"));
                         }
                         return Ok((status, json));
@@ -132,7 +137,7 @@ impl Api {
         org: usize,
         conversation: &str,
         idempotency_key: &str,
-    ) -> Result<u64, String> {
+    ) -> Result<Option<u64>, String> {
         // With a key, a reset sent again after a timeout waits for the first one instead of
         // queueing another that, arriving late, would clear the turns sent after it.
         let path = format!(
@@ -141,9 +146,13 @@ impl Api {
             segment(idempotency_key)
         );
         let (status, json) = self.send(org, Method::DELETE, &path, None).await?;
+        if status == StatusCode::CONFLICT {
+            return Ok(None); // the reset ran and failed (its attempts were killed)
+        }
         json["deleted"]
             .as_u64()
             .filter(|_| status == StatusCode::OK)
+            .map(Some)
             .ok_or_else(|| format!("DELETE {path}: {status} {json}"))
     }
 

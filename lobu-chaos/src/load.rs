@@ -48,7 +48,7 @@ async fn run_steps(
             plan.conversation
         );
         let Some(text) = step.op.text() else {
-            api.reset(plan.org, &plan.conversation, &key).await?;
+            reset(api, plan, &key).await?;
             ledger.entries.push(Entry::Reset);
             continue;
         };
@@ -135,3 +135,25 @@ pub(crate) async fn wait_for_end(
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
 }
+
+/// Reset until a reset completes: one key per reset, sent again after timeouts; a reset that
+/// ended failed (its attempts were killed) is followed by a new one with the next key.
+async fn reset(api: &Api, plan: &ConversationPlan, key: &str) -> Result<(), String> {
+    for attempt in 0..RESETS_BEFORE_GIVING_UP {
+        let key = format!("{key}-reset-{attempt}");
+        if api
+            .reset(plan.org, &plan.conversation, &key)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "{RESETS_BEFORE_GIVING_UP} resets of {} in a row ended failed",
+        plan.conversation
+    ))
+}
+
+/// How many failed resets in a row the client takes before it stops.
+const RESETS_BEFORE_GIVING_UP: u32 = 10;

@@ -90,6 +90,15 @@ pub(crate) async fn execute(shared: &Arc<Shared>, claim: Claim, claimed_at: Inst
     bump(&shared.counters.in_flight);
     let _in_flight = InFlight(shared);
     let log = shared.hub.open(&claim.key, &claim.run, claim.kind);
+    if crate::heartbeat::arrived_too_late(&shared.settings, claimed_at) {
+        // The claim's answer took so long (a stalled connection) that the claim may lapse
+        // before the first renewal: another worker may own the conversation already, and
+        // two turns of one conversation must never run at once. Hand it back unrun.
+        tracing::warn!("the claim arrived too late to be held safely; handing the run back");
+        let reason = "the claim arrived too late to be held safely".to_owned();
+        release(shared, &claim, &log, Some(reason)).await;
+        return;
+    }
     let cancel = shared.abort_turns.child_token();
     let heartbeat = Heartbeat::start(shared.clone(), claim.clone(), claimed_at, cancel.clone());
     // The owner's window, for operators and the chaos harness (lobu-chaos): two windows of

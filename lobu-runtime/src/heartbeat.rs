@@ -127,6 +127,12 @@ impl Heartbeat {
     }
 }
 
+/// Whether a claim sent at `claimed_at` is already within the stop margin of running out,
+/// so its turn must not start at all.
+pub(crate) fn arrived_too_late(settings: &crate::Settings, claimed_at: Instant) -> bool {
+    Instant::now() + stop_margin(settings) >= claimed_at + settings.claim_ttl
+}
+
 /// How long before its claim runs out an unrenewed turn is stopped: one heartbeat interval,
 /// so the stop takes effect before another worker can take over, but at most a quarter of
 /// the claim, so the deadline never comes before the first renewal.

@@ -32,6 +32,7 @@ macro_rules! all_scenarios {
             a_turn_committed_on_its_last_attempt_whose_answer_was_lost_ends_completed_once,
             a_damaged_conversation_fails_its_run_visibly_and_the_next_run_and_a_reset_proceed,
             a_replica_that_stops_renewing_cancels_its_turn_and_hands_it_back,
+            a_claim_answered_too_late_is_handed_back_unrun,
             a_late_subscriber_gets_the_whole_run_replayed,
             a_subscriber_sees_the_end_of_a_run_executed_by_another_replica,
             another_orgs_run_is_not_found,

@@ -37,6 +37,7 @@ pub struct Stall {
     claims_waiting: Arc<AtomicUsize>,
     skew: Arc<Mutex<Duration>>,
     corrupt_commits: Arc<AtomicUsize>,
+    claim_answer_delay: Arc<Mutex<Duration>>,
 }
 
 impl Stall {
@@ -54,6 +55,7 @@ impl Stall {
             claims_waiting: Arc::new(AtomicUsize::new(0)),
             skew: Arc::new(Mutex::new(Duration::ZERO)),
             corrupt_commits: Arc::new(AtomicUsize::new(0)),
+            claim_answer_delay: Arc::new(Mutex::new(Duration::ZERO)),
         }
     }
 
@@ -123,6 +125,12 @@ impl Stall {
         self.claims_held.send_replace(held);
     }
 
+    /// Claims reach the store at once, but their answers arrive `delay` later (a stalled
+    /// connection delivering a claim long after the store made it).
+    pub fn delay_claim_answers(&self, delay: Duration) {
+        *self.claim_answer_delay.lock().unwrap() = delay;
+    }
+
     /// How many claims are waiting because claims are held.
     pub fn claims_waiting(&self) -> usize {
         self.claims_waiting.load(Ordering::SeqCst)
@@ -163,6 +171,10 @@ impl RunQueue for Stall {
             self.claims_waiting.fetch_sub(1, Ordering::SeqCst);
         }
         let claim = self.inner.queue.claim(worker, lease).await?;
+        let delay = *self.claim_answer_delay.lock().unwrap();
+        if claim.is_some() && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         Ok(claim.map(|claim| self.skewed(claim)))
     }
     async fn heartbeat(&self, claim: &Claim, lease: Duration) -> Result<Claim> {

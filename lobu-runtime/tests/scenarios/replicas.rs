@@ -198,3 +198,34 @@ pub async fn a_replica_that_stops_renewing_cancels_its_turn_and_hands_it_back(st
     stop(&a, a_worker).await;
     stop(&b, b_worker).await;
 }
+
+/// A claim whose answer arrives so late that it could lapse before its first renewal (a
+/// stalled connection) is handed back without running: another replica may own the
+/// conversation by then. (Found by lobu-chaos with database faults: a late claim answer
+/// started an agent while another replica ran the conversation's next turn.)
+pub async fn a_claim_answered_too_late_is_handed_back_unrun(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let stall = Stall::new(fx.backend.clone());
+    let rt = expiring(fx.builder_on(stall.backend(), &agent))
+        .build()
+        .unwrap();
+    // claim 3 s, stop margin 750 ms: an answer 2.5 s after sending is too late.
+    stall.delay_claim_answers(Duration::from_millis(2500));
+    let worker = start(&rt);
+    let k = key("late");
+    let run = send(&rt, &k, "hello").await;
+    eventually("the late claim to be handed back", || async {
+        (rt.metrics().runs_released >= 1).then_some(())
+    })
+    .await;
+    assert!(
+        agent.turns().is_empty(),
+        "a turn ran on a claim answered too late"
+    );
+    stall.delay_claim_answers(Duration::ZERO);
+    let record = finished(&rt, &k, &run).await;
+    assert_eq!(record.status, RunStatus::Completed);
+    assert_eq!(agent.turns().len(), 1);
+    stop(&rt, worker).await;
+}

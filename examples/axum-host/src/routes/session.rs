@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use lobu_core::transcript::{MessagePage, Stats};
 use serde_json::{Value, json};
 
@@ -66,10 +67,15 @@ pub(crate) async fn reset(
         .and_then(Value::as_u64);
     match (record.status, deleted) {
         (lobu_core::RunStatus::Completed, Some(deleted)) => Ok(Json(json!({ "deleted": deleted }))),
-        (status, _) => Err(ApiError::unavailable(format!(
-            "reset run {run} ended {}: {}",
-            status.as_str(),
-            record.error.unwrap_or_default()
-        ))),
+        // A final answer, not a passing one: asking again with the same idempotency key
+        // gives the same run, so a retry needs a new reset (409, not 503).
+        (status, _) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "reset run {run} ended {}: {}; send a new reset to try again",
+                status.as_str(),
+                record.error.unwrap_or_default()
+            ),
+        )),
     }
 }
