@@ -249,6 +249,22 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// The completed write a commit of this claim makes: its run's `transcript` over the
+    /// head `expected`, under the claim's fence (what `complete` checks as `persist` would).
+    pub fn completed_write(
+        &self,
+        transcript: bytes::Bytes,
+        expected: Option<Version>,
+    ) -> crate::Persist {
+        crate::Persist {
+            run: self.run.clone(),
+            status: crate::TerminalStatus::Completed,
+            transcript,
+            expected,
+            fence: self.fence,
+        }
+    }
+
     /// `Fenced` unless this claim is the newest claim of its run and of its conversation: the
     /// run is `Running`, held by this claim's worker under this claim's fence, and no newer
     /// fence was issued for the conversation (`newest`). Backends call this before every

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use lobu_core::run_state::error_text;
 use lobu_core::{
-    AfterFailure, Claim, Commit, ConversationKey, Error, Fence, NewRun, OrgId, Persist, Result,
-    RunId, RunKind, RunQueue, RunRecord, RunStatus, Submitted, TerminalStatus, Version, WorkerId,
+    AfterFailure, Claim, Commit, ConversationKey, Error, Fence, NewRun, OrgId, Result, RunId,
+    RunKind, RunQueue, RunRecord, RunStatus, Submitted, TerminalStatus, Version, WorkerId,
     check_lease_duration,
 };
 use sqlx::postgres::{PgArguments, Postgres};
@@ -436,13 +436,7 @@ impl PgStore {
         }
         row.claim.check(claim, row.fence)?;
         let head = row.head();
-        let write = Persist {
-            run: claim.run.clone(),
-            status: TerminalStatus::Completed,
-            transcript,
-            expected,
-            fence: claim.fence,
-        };
+        let write = claim.completed_write(transcript, expected);
         let finish = Finish::Commit {
             output,
             channel: self.channel(),

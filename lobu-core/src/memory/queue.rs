@@ -16,7 +16,7 @@ use crate::queue::{
     AfterFailure, Claim, Commit, NewRun, RunQueue, RunRecord, RunStatus, Submitted,
 };
 use crate::run_state::{Due, error_text, exhausted_error, redelivered_error};
-use crate::session::{Persist, TerminalStatus, Version};
+use crate::session::{TerminalStatus, Version};
 
 #[derive(Default)]
 pub(super) struct QueueTable {
@@ -204,13 +204,7 @@ impl QueueTable {
         self.held(owners, claim)?;
         let version = match commit.transcript {
             Some(transcript) => {
-                let write = Persist {
-                    run: claim.run.clone(),
-                    status: TerminalStatus::Completed,
-                    transcript,
-                    expected: commit.expected,
-                    fence: claim.fence,
-                };
+                let write = claim.completed_write(transcript, commit.expected);
                 let newest = owners.newest_fence(&claim.key);
                 Some(sessions.persist(&claim.key, write, newest, now)?)
             }

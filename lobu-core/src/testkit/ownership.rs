@@ -256,3 +256,54 @@ pub async fn prune_never_removes_a_conversation_whose_run_is_claimed(
     let head = backend.sessions.head(&key).await.expect("head");
     assert_eq!(head, None, "pruned once nobody owns it");
 }
+
+/// [`Commit::base_len`] is a hint the store checks, never trusts: a commit whose base length
+/// is short, long, or right in length over a rewritten prefix still makes exactly its
+/// transcript the head, and the next plain append still extends it.
+pub async fn a_wrong_base_length_in_a_commit_is_checked_not_trusted(backend: &Backend) {
+    let key = fresh_key();
+    let worker = WorkerId::generate();
+    let mut head = transcript("hint", 1);
+    submit(backend, new_turn(&key, 0, 3)).await;
+    let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
+    let first = Commit::transcript(head.clone(), None);
+    let mut version = backend.queue.complete(&claim, first).await.expect("commit");
+    /// Other bytes of the same length as the head, then a newline.
+    fn rewritten(head: &[u8]) -> Vec<u8> {
+        let mut bytes = transcript("rewritten", 1).to_vec();
+        bytes.resize(head.len(), b' ');
+        bytes.push(b'\n');
+        bytes
+    }
+    /// The next transcript after a head, and the base length its commit claims.
+    type Next = fn(&[u8]) -> (Bytes, usize);
+    let cases: [(&str, Next); 4] = [
+        ("short", |h| (extended(h, 9, "short"), h.len() - 1)),
+        ("long", |h| (extended(h, 9, "long"), h.len() + 3)),
+        ("zero", |h| (extended(h, 9, "zero"), 0)),
+        ("rewritten", |h| {
+            (extended(&rewritten(h), 9, "again"), h.len())
+        }),
+    ];
+    for (n, (case, next)) in cases.into_iter().enumerate() {
+        let (bytes, base_len) = next(&head);
+        submit(backend, new_turn(&key, n as u64 + 1, 3)).await;
+        let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
+        let commit = Commit::append(bytes.clone(), version, base_len);
+        version = backend.queue.complete(&claim, commit).await.expect(case);
+        let version = version.unwrap_or_else(|| panic!("{case}: no version"));
+        assert_head(backend, &key, version, &bytes).await;
+        head = bytes;
+    }
+    // A right hint after all that is an ordinary append.
+    let bytes = extended(&head, 10, "right");
+    submit(backend, new_turn(&key, 9, 3)).await;
+    let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
+    let commit = Commit::append(bytes.clone(), version, head.len());
+    let version = backend
+        .queue
+        .complete(&claim, commit)
+        .await
+        .expect("append");
+    assert_head(backend, &key, version.expect("version"), &bytes).await;
+}

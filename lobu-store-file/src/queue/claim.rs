@@ -25,8 +25,8 @@ use std::time::{Duration, SystemTime};
 
 use lobu_core::run_state::{Due, error_text, exhausted_error, redelivered_error};
 use lobu_core::{
-    AfterFailure, Claim, Commit, Error, ErrorKind, Fence, Persist, Result, RunId, RunStatus,
-    TerminalStatus, Version, WorkerId,
+    AfterFailure, Claim, Commit, Error, ErrorKind, Fence, Result, RunId, RunStatus, TerminalStatus,
+    Version, WorkerId,
 };
 
 use super::files::Queue;
@@ -442,13 +442,7 @@ pub(crate) fn complete(inner: &Inner, claim: &Claim, commit: Commit) -> Result<O
             // record below is recovered by the next claim, which finds the run's transcript
             // committed and completes the run.
             state.lease = None;
-            let write = Persist {
-                run: claim.run.clone(),
-                status: TerminalStatus::Completed,
-                transcript,
-                expected: commit.expected,
-                fence: claim.fence,
-            };
+            let write = claim.completed_write(transcript, commit.expected);
             let (version, saved) = persist::persist_locked(&held.conversation, state, write)?;
             if owned && !saved {
                 // A retry of a stored write commits nothing itself.
