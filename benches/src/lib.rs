@@ -168,6 +168,7 @@ pub async fn seed_idle(backend: &Backend, label: &str, transcript: Bytes) -> Con
         transcript,
         expected: None,
         fence: lease.fence,
+        base_len: None,
     };
     backend
         .sessions
@@ -267,6 +268,7 @@ impl GrownConversation {
             transcript: log.prefix(self.turns + 1),
             expected: self.version,
             fence: self.fence,
+            base_len: None,
         };
         let version = backend
             .sessions

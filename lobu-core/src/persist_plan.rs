@@ -125,6 +125,73 @@ pub fn check_fence(key: &ConversationKey, fence: Fence, newest: Option<Fence>) -
     }
 }
 
+/// What an append write ([`Persist::base_len`](crate::Persist::base_len)) appends to, as
+/// decided by [`append_to`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendTo {
+    /// No bytes: the appended bytes are the whole transcript (a write over no head).
+    Nothing,
+    /// The first `base_len` bytes of the head, which are the expected version's.
+    Head,
+}
+
+/// What an append write of `base_len` bytes of `expected` then new bytes stands for, given
+/// the `head` the backend found (its version and length). An append names its base by
+/// version, so the store never reads or hashes it to check it: when `expected` is the head,
+/// its first `base_len` bytes are the base; when it is not, `ancestor` (called only then)
+/// says whether the head starts with `expected`'s bytes and how long they are, and the head
+/// stands in for them (the plan then answers a retry or a conflict). `InvalidInput` if the
+/// base is longer than `expected`, or is not empty over no head; `Conflict` if `expected` is
+/// neither the head nor a prefix of it. Nothing is written either way.
+pub fn append_to(
+    key: &ConversationKey,
+    expected: Option<Version>,
+    base_len: usize,
+    head: Option<(Version, u64)>,
+    ancestor: impl FnOnce() -> Result<Option<u64>>,
+) -> Result<AppendTo> {
+    let Some(expected) = expected else {
+        if base_len != 0 {
+            return Err(Error::invalid(format!(
+                "{key}: a write expecting no head appends to byte {base_len}; it can only start at 0"
+            )));
+        }
+        return Ok(AppendTo::Nothing);
+    };
+    let len = match head {
+        Some((version, len)) if version == expected => Some(len),
+        Some(_) => ancestor()?,
+        None => None,
+    };
+    let Some(len) = len else {
+        return Err(Error::conflict(format!(
+            "{key}: the write appends to {expected}, which is neither the head ({}) nor a prefix of it",
+            show(head.map(|(v, _)| v))
+        )));
+    };
+    if u64::try_from(base_len).map_or(true, |b| b > len) {
+        return Err(Error::invalid(format!(
+            "{key}: the write appends at byte {base_len} of {expected}, which is {len} bytes"
+        )));
+    }
+    Ok(AppendTo::Head)
+}
+
+/// The whole transcript an append write stands for: the first `base_len` bytes of `head`
+/// (when [`append_to`] said [`AppendTo::Head`]) followed by `appended`.
+pub fn rebuild(to: AppendTo, head: &[u8], base_len: usize, appended: bytes::Bytes) -> bytes::Bytes {
+    match to {
+        AppendTo::Nothing => appended,
+        AppendTo::Head => {
+            let base = &head[..base_len.min(head.len())];
+            let mut whole = Vec::with_capacity(base.len() + appended.len());
+            whole.extend_from_slice(base);
+            whole.extend_from_slice(&appended);
+            whole.into()
+        }
+    }
+}
+
 fn show(version: Option<Version>) -> String {
     version.map_or_else(|| "none".to_owned(), |v| v.to_string())
 }
@@ -271,5 +338,77 @@ mod tests {
             let e = check_fence(&key(), Fence(7), newest).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Fenced, "{newest:?}");
         }
+    }
+
+    fn to(expected: Option<u64>, base_len: usize, head: Option<(u64, u64)>) -> Result<AppendTo> {
+        append_to(
+            &key(),
+            expected.map(Version),
+            base_len,
+            head.map(|(v, l)| (Version(v), l)),
+            || {
+                Ok(Some(5)) // the head starts with the expected version, 5 bytes long
+            },
+        )
+    }
+
+    #[test]
+    fn an_append_over_the_head_appends_to_its_first_bytes() {
+        assert_eq!(to(Some(3), 10, Some((3, 10))).unwrap(), AppendTo::Head);
+        assert_eq!(to(Some(3), 4, Some((3, 10))).unwrap(), AppendTo::Head);
+        assert_eq!(to(Some(3), 0, Some((3, 10))).unwrap(), AppendTo::Head);
+    }
+
+    #[test]
+    fn an_append_past_the_end_of_its_base_is_invalid() {
+        let err = to(Some(3), 11, Some((3, 10))).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        let err = to(Some(2), 6, Some((3, 10))).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::InvalidInput,
+            "past the ancestor's 5 bytes"
+        );
+        let err = to(None, 1, None).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::InvalidInput,
+            "over no head only from 0"
+        );
+    }
+
+    #[test]
+    fn an_append_over_no_head_is_the_whole_transcript() {
+        assert_eq!(to(None, 0, None).unwrap(), AppendTo::Nothing);
+        assert_eq!(
+            to(None, 0, Some((3, 10))).unwrap(),
+            AppendTo::Nothing,
+            "the plan conflicts"
+        );
+    }
+
+    #[test]
+    fn an_append_over_an_ancestor_of_the_head_stands_on_the_head() {
+        assert_eq!(to(Some(2), 5, Some((3, 10))).unwrap(), AppendTo::Head);
+    }
+
+    #[test]
+    fn an_append_over_a_version_that_is_not_in_the_head_conflicts() {
+        let not_prefix = append_to(&key(), Some(Version(2)), 1, Some((Version(3), 10)), || {
+            Ok(None)
+        });
+        assert_eq!(not_prefix.unwrap_err().kind(), ErrorKind::Conflict);
+        let no_head = to(Some(2), 1, None).unwrap_err();
+        assert_eq!(no_head.kind(), ErrorKind::Conflict);
+    }
+
+    #[test]
+    fn a_rebuilt_append_is_the_base_then_the_new_bytes() {
+        let appended = bytes::Bytes::from_static(b"new\n");
+        assert_eq!(
+            rebuild(AppendTo::Head, b"old\nrest", 4, appended.clone()),
+            "old\nnew\n"
+        );
+        assert_eq!(rebuild(AppendTo::Nothing, b"ignored", 0, appended), "new\n");
     }
 }

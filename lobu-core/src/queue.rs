@@ -255,6 +255,7 @@ impl Claim {
         &self,
         transcript: bytes::Bytes,
         expected: Option<Version>,
+        base_len: Option<usize>,
     ) -> crate::Persist {
         crate::Persist {
             run: self.run.clone(),
@@ -262,6 +263,7 @@ impl Claim {
             transcript,
             expected,
             fence: self.fence,
+            base_len,
         }
     }
 
@@ -292,18 +294,18 @@ impl Claim {
 /// What the end of a successful run writes, as one commit with the run's completion.
 #[derive(Debug, Clone, Default)]
 pub struct Commit {
-    /// The run's whole transcript after the turn (never a delta), to become the head; `None`
-    /// for a run that writes none (a reset, or a turn that appended nothing).
+    /// The run's whole transcript after the turn (with [`base_len`](Commit::base_len): only
+    /// the bytes the turn appended), to become the head; `None` for a run that writes none
+    /// (a reset, or a turn that appended nothing).
     pub transcript: Option<bytes::Bytes>,
     /// The head version the turn started from (`None`: no head); checked like
     /// [`Persist::expected`](crate::Persist::expected). Ignored without a transcript.
     pub expected: Option<Version>,
     /// What the worker reports (e.g. `{"deleted": 3}` for a reset).
     pub output: Option<serde_json::Value>,
-    /// How many leading bytes of `transcript` are the `expected` head's, unchanged (a
-    /// writer that only appended knows it). A hint that lets a store find the new bytes
-    /// without reading the head; the store checks it (length and digest) and ignores a
-    /// wrong one. `None`: the store finds out itself.
+    /// `Some(n)`: an append, as [`Persist::base_len`]: the transcript is the first `n` bytes
+    /// of the `expected` head followed by `transcript`, so the commit sends and hashes only
+    /// what the turn appended. `None`: `transcript` is whole.
     pub base_len: Option<usize>,
 }
 
@@ -317,13 +319,19 @@ impl Commit {
         }
     }
 
-    /// A commit that writes `transcript`, the head `expected` (`base_len` bytes long,
-    /// unchanged) followed by what the turn appended.
-    pub fn append(transcript: bytes::Bytes, expected: Option<Version>, base_len: usize) -> Self {
+    /// A commit that writes the first `base_len` bytes of the head `expected` (all of it,
+    /// for a turn that only appended) followed by `appended`.
+    pub fn append(appended: bytes::Bytes, expected: Option<Version>, base_len: usize) -> Self {
         Commit {
             base_len: Some(base_len),
-            ..Commit::transcript(transcript, expected)
+            ..Commit::transcript(appended, expected)
         }
+    }
+
+    /// The transcript's length: the base and the appended bytes of an append.
+    pub fn transcript_len(&self) -> Option<usize> {
+        let appended = self.transcript.as_ref()?.len();
+        Some(self.base_len.unwrap_or(0).saturating_add(appended))
     }
 
     /// A commit that only reports `output` (no transcript).

@@ -89,12 +89,34 @@ pub struct Persist {
     pub run: RunId,
     /// How the run ended.
     pub status: TerminalStatus,
-    /// The whole transcript after the run (never a delta: the store finds the delta itself).
+    /// The whole transcript after the run; with [`base_len`](Persist::base_len), only the
+    /// bytes it appended.
     pub transcript: Bytes,
     /// The head version this run started from (`None`: the conversation had no head).
     pub expected: Option<Version>,
     /// The fence of the writer's claim (or lease) of the conversation.
     pub fence: Fence,
+    /// `Some(n)`: an append. The transcript is the first `n` bytes of version `expected`
+    /// followed by `transcript` (a writer that only appended knows `n`: the length of the
+    /// head it read). The store checks it by version, without reading or hashing the base,
+    /// so the write costs the new bytes, not the history's: `n` past the end of `expected` is
+    /// `InvalidInput`, an `expected` that is no longer in the head is `Conflict`, and the
+    /// rest is decided as for the whole transcript it stands for.
+    pub base_len: Option<usize>,
+}
+
+impl Persist {
+    /// How many bytes the transcript is: the base and the appended bytes of an append.
+    pub fn len(&self) -> usize {
+        self.base_len
+            .unwrap_or(0)
+            .saturating_add(self.transcript.len())
+    }
+
+    /// Whether the transcript is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// One conversation in a listing.

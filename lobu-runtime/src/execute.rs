@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use lobu_core::transcript::Transcript;
 use lobu_core::{AfterFailure, Claim, Commit, Error, ErrorKind, Result, RunKind, TerminalStatus};
 use tokio::time::Instant;
@@ -41,6 +42,9 @@ pub(crate) struct Appended {
     pub(crate) bytes: u64,
     /// The parse of the transcript the commit makes the head, for the cache.
     pub(crate) parsed: Option<Arc<Transcript>>,
+    /// The whole transcript the commit makes the head (the commit sends only what the turn
+    /// appended), for the cache.
+    pub(crate) transcript: Option<Bytes>,
 }
 
 /// Run a store call of a claimed run, abandoned after one claim period: a backend that does
@@ -244,7 +248,7 @@ async fn complete(
         }
         match result {
             Ok(version) => {
-                if let (Some(version), Some(transcript)) = (version, commit.transcript) {
+                if let (Some(version), Some(transcript)) = (version, appended.transcript) {
                     bump(&shared.counters.persist_writes);
                     add(&shared.counters.persist_bytes, appended.bytes);
                     tracing::debug!(%version, bytes = transcript.len(), "turn committed");

@@ -130,7 +130,7 @@ async fn attempt(
     }
 }
 
-/// The commit a finished turn makes: its whole transcript over the head it started from, or
+/// The commit a finished turn makes: the bytes it appended to the head it started from, or
 /// nothing when it appended nothing. Checked against the size limit first. The parse of the
 /// new transcript is the hydrated one plus this turn's entries (no parse of the history).
 fn finish(shared: &Shared, turn: Turn) -> Outcome {
@@ -139,6 +139,7 @@ fn finish(shared: &Shared, turn: Turn) -> Outcome {
         let appended = Appended {
             bytes: 0,
             parsed: Some(turn.parsed),
+            transcript: None,
         };
         return Outcome::Commit(Commit::default(), appended);
     }
@@ -161,11 +162,14 @@ fn finish(shared: &Shared, turn: Turn) -> Outcome {
     // The cache gave the parse to this turn alone, so this does not copy it.
     turn.writer.apply_to(Arc::make_mut(&mut parsed));
     let transcript = turn.writer.into_bytes();
+    // The writer only appends: the head's bytes are unchanged, and only the new ones go.
+    let new_bytes = transcript.slice(base.min(transcript.len())..);
     let appended = Appended {
-        bytes: transcript.len().saturating_sub(base) as u64,
+        bytes: new_bytes.len() as u64,
         parsed: Some(parsed),
+        transcript: Some(transcript),
     };
-    Outcome::Commit(Commit::append(transcript, expected, base), appended)
+    Outcome::Commit(Commit::append(new_bytes, expected, base), appended)
 }
 
 /// An error with its sources, `outer: inner: …`.

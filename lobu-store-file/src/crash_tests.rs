@@ -113,6 +113,7 @@ fn completed(run: &RunId, text: &str, expected: Option<Version>, lease: &Lease) 
         transcript: Bytes::from(text.to_owned()),
         expected,
         fence: lease.fence,
+        base_len: None,
     }
 }
 

@@ -17,14 +17,16 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use lobu_core::persist_plan::{self, Earlier, Found, Plan};
+use lobu_core::transcript::hash::{digest, hex};
 use lobu_core::{ConversationKey, Error, Fence, Persist, Result, TerminalStatus, Version};
 
+use crate::atomic::read_prefix;
 use crate::records::{self, Digests, Record};
 use crate::state::{Conversation, HISTORY, Head, SESSION, State, staged_name};
 use crate::store::{Inner, Step};
 
 pub(crate) fn persist(inner: &Inner, key: &ConversationKey, write: Persist) -> Result<Version> {
-    check_size(inner, key, write.transcript.len())?;
+    check_size(inner, key, write.len())?;
     let conversation = Conversation::new(inner, key);
     if !conversation.exists() {
         return Err(never_leased(key));
@@ -53,11 +55,12 @@ pub(crate) fn persist_locked(
 ) -> Result<(Version, bool)> {
     let inner = conversation.inner;
     let key = conversation.key;
-    let size = write.transcript.len();
     check_fence(state, write.fence, key)?;
     // Invisible to readers (it only finishes a committed rename and drops uncommitted
     // bytes), and done even for a retry, so `session.jsonl` is whole again after any write.
     conversation.recover(state)?;
+    let write = whole(conversation, state, write)?;
+    let size = write.transcript.len();
     let head_bytes = state.head.as_ref().map(|h| h.bytes);
     let digests = Digests::of(&write.transcript, head_bytes);
     // The head's bytes are a prefix of the write (the digest covers exactly its length).
@@ -97,6 +100,37 @@ pub(crate) fn persist_locked(
         records::write_forensic(conversation, &record, &write.transcript)?;
         Ok((Version(record.version), true))
     }
+}
+
+/// An append as the whole transcript it stands for (format 1 keeps whole transcripts and
+/// reads the head on every persist anyway; format 2 appends without it).
+fn whole(conversation: &Conversation<'_>, state: &State, mut write: Persist) -> Result<Persist> {
+    let Some(base_len) = write.base_len.take() else {
+        return Ok(write);
+    };
+    let head_bytes = match &state.head {
+        Some(head) => read_prefix(&conversation.transcript_path(head), head.bytes)?,
+        None => Vec::new(),
+    };
+    let head = state.head.as_ref().map(|h| (Version(h.version), h.bytes));
+    let expected = write.expected;
+    let to = persist_plan::append_to(conversation.key, expected, base_len, head, || {
+        let Some(record) = expected
+            .map(|v| records::completed(conversation, state, v.0))
+            .transpose()?
+            .flatten()
+        else {
+            return Ok(None);
+        };
+        let prefix = usize::try_from(record.bytes)
+            .ok()
+            .and_then(|n| head_bytes.get(..n));
+        let starts_head = prefix.is_some_and(|p| hex(&digest(p)) == record.sha256);
+        Ok(starts_head.then_some(record.bytes))
+    })?;
+    let appended = std::mem::take(&mut write.transcript);
+    write.transcript = persist_plan::rebuild(to, &head_bytes, base_len, appended);
+    Ok(write)
 }
 
 pub(crate) fn never_leased(key: &ConversationKey) -> Error {

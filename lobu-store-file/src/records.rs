@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+use lobu_core::transcript::hash::{TranscriptHash, hex};
 use lobu_core::{Result, RunId, TerminalStatus};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::atomic::{list_names, read_optional, read_prefix};
 use crate::error::{to_json, undecodable};
@@ -43,13 +43,13 @@ pub(crate) struct Digests {
 
 impl Digests {
     pub(crate) fn of(bytes: &[u8], prefix: Option<u64>) -> Self {
-        let mut hasher = Sha256::new();
+        let mut hasher = TranscriptHash::new();
         let prefix = prefix
             .and_then(|n| usize::try_from(n).ok())
             .filter(|n| *n <= bytes.len())
             .map(|n| {
                 hasher.update(&bytes[..n]);
-                let at_prefix = hex(&hasher.clone().finalize());
+                let at_prefix = hex(&hasher.digest());
                 hasher.update(&bytes[n..]);
                 at_prefix
             });
@@ -57,14 +57,10 @@ impl Digests {
             hasher.update(bytes);
         }
         Digests {
-            whole: hex(&hasher.finalize()),
+            whole: hex(&hasher.digest()),
             prefix,
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The history line of a completed snapshot.
@@ -80,23 +76,44 @@ pub(crate) fn completed_of_run(
     state: &State,
     run: &RunId,
 ) -> Result<Vec<Record>> {
+    let needle = format!(
+        "\"run\":{}",
+        serde_json::to_string(run.as_str()).unwrap_or_default()
+    );
+    scan_history(conversation, state, &needle, |r| r.run == *run)
+}
+
+/// The committed completed record of `version`, if it is in the history.
+pub(crate) fn completed(
+    conversation: &Conversation<'_>,
+    state: &State,
+    version: u64,
+) -> Result<Option<Record>> {
+    let needle = format!("\"version\":{version},");
+    let found = scan_history(conversation, state, &needle, |r| r.version == version)?;
+    Ok(found.into_iter().next())
+}
+
+/// The committed history records that `keep`, oldest first. Only lines holding `needle` are
+/// decoded: a long history costs a scan, not a parse.
+fn scan_history(
+    conversation: &Conversation<'_>,
+    state: &State,
+    needle: &str,
+    keep: impl Fn(&Record) -> bool,
+) -> Result<Vec<Record>> {
     let Some(head) = &state.head else {
         return Ok(Vec::new());
     };
     let path = conversation.path(HISTORY);
     let history = read_prefix(&path, head.history_bytes)?;
-    // Only lines naming the run are decoded: a long history costs a scan, not a parse.
-    let needle = format!(
-        "\"run\":{}",
-        serde_json::to_string(run.as_str()).unwrap_or_default()
-    );
     let mut found = Vec::new();
     for line in history.split(|b| *b == b'\n') {
         if line.is_empty() || !contains(line, needle.as_bytes()) {
             continue;
         }
         let record: Record = serde_json::from_slice(line).map_err(undecodable(&path))?;
-        if record.run == *run {
+        if keep(&record) {
             found.push(record);
         }
     }

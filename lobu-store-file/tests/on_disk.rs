@@ -31,6 +31,7 @@ async fn turn(store: &FileStore, lease: &Lease, text: &str, expected: Option<Ver
         transcript: Bytes::from(text.to_owned()),
         expected,
         fence: lease.fence,
+        base_len: None,
     };
     store.persist(&lease.key, write).await.unwrap()
 }
@@ -95,6 +96,7 @@ async fn every_file_a_person_reads_is_json() {
         transcript: Bytes::from(format!("{second}{{\"type\":\"message\"}}\n")),
         expected: Some(v2),
         fence: lease.fence,
+        base_len: None,
     };
     let v3 = store.persist(&key, failed).await.unwrap();
 

@@ -28,6 +28,7 @@ fn completed(text: &str, expected: Option<Version>, fence: Fence) -> Persist {
         transcript: Bytes::from(text.to_owned()),
         expected,
         fence,
+        base_len: None,
     }
 }
 

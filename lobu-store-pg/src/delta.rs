@@ -1,23 +1,25 @@
 //! How persist stores a transcript: a delta after the head, or a whole copy (a re-base).
 //! Pure decisions, so they are tested without a database.
 
-use sha2::{Digest, Sha256};
+use lobu_core::transcript::hash::TranscriptHash;
 
-/// The SHA-256 of a whole transcript and, when asked, of its first `prefix_len` bytes: one
-/// pass over the bytes tells whether they extend a stored snapshot without reading it back.
-#[derive(Debug)]
+/// The SHA-256 of a whole transcript (and its state, stored with a head so an append resumes
+/// it) and, when asked, of its first `prefix_len` bytes: one pass over the bytes tells
+/// whether they extend a stored snapshot without reading it back.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Digests {
     pub(crate) full: Vec<u8>,
+    pub(crate) state: Vec<u8>,
     pub(crate) prefix: Option<Vec<u8>>,
 }
 
 impl Digests {
     pub(crate) fn of(bytes: &[u8], prefix_len: Option<usize>) -> Digests {
-        let mut hasher = Sha256::new();
+        let mut hasher = TranscriptHash::new();
         let prefix = match prefix_len {
             Some(n) if n <= bytes.len() => {
                 hasher.update(&bytes[..n]);
-                let prefix = hasher.clone().finalize().to_vec();
+                let prefix = hasher.digest().to_vec();
                 hasher.update(&bytes[n..]);
                 Some(prefix)
             }
@@ -26,8 +28,14 @@ impl Digests {
                 None
             }
         };
+        Digests::after(&hasher, prefix)
+    }
+
+    /// The digests of what `hasher` was fed.
+    pub(crate) fn after(hasher: &TranscriptHash, prefix: Option<Vec<u8>>) -> Digests {
         Digests {
-            full: hasher.finalize().to_vec(),
+            full: hasher.digest().to_vec(),
+            state: hasher.state(),
             prefix,
         }
     }

@@ -1,7 +1,9 @@
 //! What one `persist` call does, decided from the locked conversations row and the run's
 //! latest snapshot, in the contract's order. Pure, so every branch is tested without a server.
 
+use bytes::Bytes;
 use lobu_core::persist_plan::{self, Earlier, Found};
+use lobu_core::transcript::hash::TranscriptHash;
 use lobu_core::{ConversationKey, Error, Fence, Persist, Result, TerminalStatus, Version};
 
 use crate::delta::{Chain, Digests, last_line_start, store_as_delta};
@@ -13,6 +15,8 @@ pub(crate) struct Head {
     pub(crate) head_seq: Option<i64>,
     pub(crate) head_bytes: i64,
     pub(crate) head_digest: Option<Vec<u8>>,
+    /// The SHA-256 state after the head's bytes (`None`: written before schema version 4).
+    pub(crate) head_state: Option<Vec<u8>>,
     pub(crate) base_bytes: i64,
     pub(crate) chain_deltas: i32,
     pub(crate) chain_bytes: i64,
@@ -35,15 +39,16 @@ pub(crate) enum Plan {
     Retry(i64),
     /// A non-completed whole copy beside the head, never hydrated.
     Forensic { digest: Vec<u8> },
-    /// A completed turn stored as the bytes after the head's `from` bytes.
+    /// A completed turn stored as `new_bytes`, which follow the head's first `from` bytes.
     Delta {
         from: usize,
-        digest: Vec<u8>,
+        new_bytes: Bytes,
+        digests: Digests,
         title: Option<String>,
     },
     /// A completed turn stored as a whole copy (a re-base, or a rewrite of history).
     Base {
-        digest: Vec<u8>,
+        digests: Digests,
         title: Option<String>,
         replace_title: bool,
     },
@@ -79,45 +84,113 @@ pub(crate) fn plan(
         .head_digest
         .as_deref()
         .is_some_and(|d| digests.extends(d));
-    let earlier: Vec<Earlier> = earlier
-        .iter()
-        .map(|s| {
-            Ok(Earlier {
-                version: version(s.seq)?,
-                status: TerminalStatus::parse(&s.status)?,
-                same_bytes: s.byte_size == len && s.digest == digests.full,
-            })
-        })
-        .collect::<Result<_>>()?;
+    let earlier = same_run(earlier, len, &digests.full)?;
     let found = Found {
         head: head.head_seq.map(version).transpose()?,
         extends_head: keeps_head && bytes.len() > head_len,
         earlier: &earlier,
     };
     match persist_plan::plan(key, &write.run, write.status, write.expected, &found)? {
-        persist_plan::Plan::Retry(v) => Ok(Plan::Retry(i64::try_from(v.0).unwrap_or(i64::MAX))),
+        persist_plan::Plan::Retry(v) => Ok(Plan::Retry(seq(v))),
         persist_plan::Plan::Forensic => Ok(Plan::Forensic {
             digest: digests.full,
         }),
         persist_plan::Plan::Head { .. } => Ok(layout(
             head,
-            bytes,
+            &write.transcript,
             head_len,
             keeps_head,
-            digests.full,
+            digests,
             max_deltas,
         )),
     }
+}
+
+/// The plan of an append that extends the head it names by a delta, from the head's stored
+/// hash state: it costs the appended bytes only (no read, no hash of the history). `None`
+/// when that does not apply (not an append, a head without a state, another base, nothing
+/// appended, a re-base due, a non-completed write): the caller rebuilds the whole transcript
+/// the append stands for and plans that.
+pub(crate) fn plan_append(
+    key: &ConversationKey,
+    write: &Persist,
+    head: &Head,
+    earlier: &[RunSnapshot],
+    max_deltas: u32,
+) -> Result<Option<Plan>> {
+    let appended = &write.transcript;
+    let (Some(base_len), Some(head_seq), Some(state)) =
+        (write.base_len, head.head_seq, head.head_state.as_deref())
+    else {
+        return Ok(None);
+    };
+    let head_version = version(head_seq)?;
+    let chain = Chain {
+        base_bytes: head.base_bytes,
+        deltas: head.chain_deltas,
+        delta_bytes: head.chain_bytes,
+    };
+    let extends = write.expected == Some(head_version)
+        && i64::try_from(base_len).is_ok_and(|n| n == head.head_bytes)
+        && !appended.is_empty()
+        && write.status == TerminalStatus::Completed;
+    if !extends || !store_as_delta(chain, appended.len(), max_deltas) {
+        return Ok(None);
+    }
+    let mut hasher = TranscriptHash::resume(state)?;
+    hasher.update(appended);
+    let digests = Digests::after(&hasher, None);
+    let len = i64::try_from(write.len()).unwrap_or(i64::MAX);
+    let earlier = same_run(earlier, len, &digests.full)?;
+    let found = Found {
+        head: Some(head_version),
+        extends_head: true,
+        earlier: &earlier,
+    };
+    Ok(
+        match persist_plan::plan(key, &write.run, write.status, write.expected, &found)? {
+            persist_plan::Plan::Retry(v) => Some(Plan::Retry(seq(v))),
+            persist_plan::Plan::Forensic => None,
+            persist_plan::Plan::Head { .. } => Some(Plan::Delta {
+                from: base_len,
+                new_bytes: appended.clone(),
+                digests,
+                // Transcripts are lines: a head without a title gets one only from new lines.
+                title: (!head.has_title)
+                    .then(|| lobu_core::transcript::title(appended))
+                    .flatten(),
+            }),
+        },
+    )
+}
+
+/// The run's stored snapshots as the persist plan sees them, for a write of `len` bytes with
+/// digest `digest`.
+fn same_run(earlier: &[RunSnapshot], len: i64, digest: &[u8]) -> Result<Vec<Earlier>> {
+    earlier
+        .iter()
+        .map(|s| {
+            Ok(Earlier {
+                version: version(s.seq)?,
+                status: TerminalStatus::parse(&s.status)?,
+                same_bytes: s.byte_size == len && s.digest == digest,
+            })
+        })
+        .collect()
+}
+
+fn seq(v: Version) -> i64 {
+    i64::try_from(v.0).unwrap_or(i64::MAX)
 }
 
 /// How a new head is stored: a delta of its new bytes while the chain is short, else a
 /// whole copy that starts a new chain.
 fn layout(
     head: &Head,
-    bytes: &[u8],
+    bytes: &Bytes,
     head_len: usize,
     keeps_head: bool,
-    digest: Vec<u8>,
+    digests: Digests,
     max_deltas: u32,
 ) -> Plan {
     let chain = Chain {
@@ -135,19 +208,20 @@ fn layout(
     if keeps_head && store_as_delta(chain, new_bytes, max_deltas) {
         Plan::Delta {
             from: head_len,
-            digest,
+            new_bytes: bytes.slice(head_len..),
+            digests,
             title: new_title(),
         }
     } else if keeps_head {
         Plan::Base {
-            digest,
+            digests,
             title: new_title(),
             replace_title: false,
         }
     } else {
         // History was rewritten (compaction, a provider reset): the title is read afresh.
         Plan::Base {
-            digest,
+            digests,
             title: lobu_core::transcript::title(bytes),
             replace_title: true,
         }
@@ -180,6 +254,7 @@ mod tests {
             head_seq: Some(10),
             head_bytes: HEAD.len() as i64,
             head_digest: Some(Digests::of(HEAD, None).full),
+            head_state: Some(Digests::of(HEAD, None).state),
             base_bytes: HEAD.len() as i64,
             chain_deltas: 0,
             chain_bytes: 0,
@@ -194,6 +269,7 @@ mod tests {
             transcript: Bytes::copy_from_slice(bytes),
             expected: expected.map(Version),
             fence: Fence(7),
+            base_len: None,
         }
     }
 

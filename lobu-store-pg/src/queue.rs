@@ -146,6 +146,7 @@ struct ClaimedRow {
     fence: i64,
     claim_expires_at: OffsetDateTime,
     head_seq: Option<i64>,
+    head_state: Option<Vec<u8>>,
 }
 
 /// A run's claim as stored (to tell a retried commit from a stale claim).
@@ -187,6 +188,7 @@ struct CommitRow {
     head_seq: Option<i64>,
     head_bytes: i64,
     head_digest: Option<Vec<u8>>,
+    head_state: Option<Vec<u8>>,
     base_bytes: i64,
     chain_deltas: i32,
     chain_bytes: i64,
@@ -204,6 +206,7 @@ impl CommitRow {
             head_seq: self.head_seq,
             head_bytes: self.head_bytes,
             head_digest: self.head_digest.clone(),
+            head_state: self.head_state.clone(),
             base_bytes: self.base_bytes,
             chain_deltas: self.chain_deltas,
             chain_bytes: self.chain_bytes,
@@ -297,15 +300,17 @@ impl PgStore {
             base_len,
         } = commit;
         if let Some(transcript) = transcript {
-            self.check_size(&claim.key, transcript.len())?;
+            let len = base_len.unwrap_or(0).saturating_add(transcript.len());
+            self.check_size(&claim.key, len)?;
             if let (Some(expected), Some(base_len)) = (expected, base_len) {
                 let fast = self.commit_fast(claim, fence, &transcript, expected, base_len, &output);
                 if let Some(seq) = fast.await? {
                     return versions(Some(seq));
                 }
             }
+            let write = claim.completed_write(transcript, expected, base_len);
             return self
-                .commit_transcript(claim, fence, transcript, expected, output.as_ref())
+                .commit_transcript(claim, fence, write, output.as_ref())
                 .await;
         }
         if self
@@ -405,12 +410,10 @@ impl PgStore {
         &self,
         claim: &Claim,
         fence: i64,
-        transcript: bytes::Bytes,
-        expected: Option<Version>,
+        write: lobu_core::Persist,
         output: Option<&serde_json::Value>,
     ) -> Result<Option<Version>> {
         let key = &claim.key;
-        self.check_size(key, transcript.len())?;
         let mut tx = self
             .inner
             .pool
@@ -436,7 +439,6 @@ impl PgStore {
         }
         row.claim.check(claim, row.fence)?;
         let head = row.head();
-        let write = claim.completed_write(transcript, expected);
         let finish = Finish::Commit {
             output,
             channel: self.channel(),
@@ -539,6 +541,10 @@ impl RunQueue for PgStore {
             row = self.claim_once(worker, lease).await?;
         }
         let Some(row) = row else { return Ok(None) };
+        if let (Some(seq), Some(state)) = (row.head_seq, row.head_state) {
+            // For this claim's commit (commit_fast.rs): it resumes the head's digest.
+            self.inner.head_states.remember(seq, state);
+        }
         let fence = u64::try_from(row.fence)
             .map_err(|_| PgStoreError::Corrupt(format!("negative fence {}", row.fence)))?;
         Ok(Some(Claim {

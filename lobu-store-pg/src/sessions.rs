@@ -13,7 +13,7 @@ use sqlx::{PgConnection, SqlStr};
 use time::OffsetDateTime;
 
 use crate::error::{PgStoreError, stored};
-use crate::persist::{Head, Plan, RunSnapshot, check_fence, plan};
+use crate::persist::{Head, Plan, RunSnapshot, check_fence, plan, plan_append};
 use crate::store::{PgStore, db, sql, system_time};
 
 /// The session statements, for one schema.
@@ -23,6 +23,7 @@ pub(crate) struct SessionSql {
     head: SqlStr,
     lock: SqlStr,
     run_snapshots: SqlStr,
+    version_digest: SqlStr,
     write_delta: SqlStr,
     write_base: SqlStr,
     commit_delta: SqlStr,
@@ -43,7 +44,7 @@ impl SessionSql {
                 schema,
             ),
             lock: sql(
-                "SELECT fence, head_seq, head_bytes, head_digest, base_bytes, chain_deltas, \
+                "SELECT fence, head_seq, head_bytes, head_digest, head_state, base_bytes, chain_deltas, \
                         chain_bytes, title IS NOT NULL AS has_title \
                  FROM {s}.conversations \
                  WHERE org = $1 AND agent = $2 AND conversation = $3 FOR UPDATE",
@@ -53,6 +54,12 @@ impl SessionSql {
                 "SELECT seq, status, byte_size, digest FROM {s}.snapshots \
                  WHERE org = $1 AND agent = $2 AND conversation = $3 AND run = $4 \
                  ORDER BY seq DESC",
+                schema,
+            ),
+            version_digest: sql(
+                "SELECT byte_size, digest FROM {s}.snapshots \
+                 WHERE org = $1 AND agent = $2 AND conversation = $3 AND seq = $4 \
+                   AND status = 'completed'",
                 schema,
             ),
             write_delta: write_sql(include_str!("sql/write_delta.sql"), schema, false),
@@ -84,19 +91,19 @@ impl SessionSql {
     }
 }
 
-/// The end of write_delta.sql / write_base.sql for `complete` (`$10` output, `$11` the NOTIFY
+/// The end of write_delta.sql / write_base.sql for `complete` (`$11` output, `$12` the NOTIFY
 /// channel; `$4` is the run): the run becomes completed with the new head as its committed
 /// version, in the statement that moved the head. The claim was checked under the run's and
 /// the conversation's row locks earlier in the same transaction (sql/commit_lock.sql).
 const COMMIT_TAIL: &str = ", done AS (
     UPDATE {s}.runs r
-       SET status = 'completed', output = $10, committed_seq = head.seq,
+       SET status = 'completed', output = $11, committed_seq = head.seq,
            claim_expires_at = NULL, finished_at = now(), updated_at = now()
       FROM head
      WHERE r.org = $1 AND r.id = $4
     RETURNING r.id, head.seq
 )
-SELECT seq, count(pg_notify($11, id)) AS notified FROM done GROUP BY seq";
+SELECT seq, count(pg_notify($12, id)) AS notified FROM done GROUP BY seq";
 
 /// A head write for persist (`commit = false`: returns the version) or for complete (also
 /// ends the ownership and completes the run, see [`COMMIT_TAIL`]).
@@ -214,21 +221,15 @@ impl PgStore {
     ) -> Result<Written> {
         let sessions = &self.inner.sessions;
         let max_deltas = self.inner.config.max_chain_deltas;
-        // Hashing (and, for a rewrite, finding the title) is linear in the transcript: keep
-        // large ones off the async worker threads.
-        let plan = if write.transcript.len() > OFF_THREAD_BYTES {
-            let (key, write, head) = (key.clone(), write.clone(), head.clone());
-            tokio::task::spawn_blocking(move || plan(&key, &write, &head, &earlier, max_deltas))
-                .await
-                .map_err(|e| {
-                    Error::new(lobu_core::ErrorKind::Other, "persist: planning task failed")
-                        .with_source(e)
-                })??
-        } else {
-            plan(key, write, head, &earlier, max_deltas)?
+        let (plan, write) = match plan_append(key, write, head, &earlier, max_deltas)? {
+            Some(plan) => (plan, write.clone()),
+            None => {
+                let write = self.whole(tx, key, write, head).await?;
+                (self.plan_whole(key, &write, head, earlier).await?, write)
+            }
         };
         let bytes = &write.transcript[..];
-        let size = len_i64(bytes.len());
+        let size = len_i64(write.len());
         let key_run = |q: SqlStr| {
             sqlx::query_scalar::<_, i64>(q)
                 .bind(key.org.as_str())
@@ -262,43 +263,49 @@ impl PgStore {
                 .map_err(db("persist: write forensic copy"))?,
             Plan::Delta {
                 from,
-                digest,
+                new_bytes,
+                digests,
                 title,
             } => {
                 let q = key_run(delta_sql.clone())
-                    .bind(&bytes[from..])
+                    .bind(&new_bytes[..])
                     .bind(len_i64(from))
                     .bind(size)
-                    .bind(digest)
-                    .bind(title);
+                    .bind(digests.full)
+                    .bind(title)
+                    .bind(digests.state);
                 finish_write(q, commit, &mut *tx, "persist: write delta").await?
             }
             Plan::Base {
-                digest,
+                digests,
                 title,
                 replace_title,
             } => {
                 let q = key_run(base_sql.clone())
                     .bind(bytes)
                     .bind(size)
-                    .bind(digest)
+                    .bind(digests.full)
                     .bind(replace_title)
-                    .bind(title);
+                    .bind(title)
+                    .bind(digests.state);
                 finish_write(q, commit, &mut *tx, "persist: write whole copy").await?
             }
         };
         Ok(Written::Stored(seq))
     }
-}
 
-#[async_trait]
-impl SessionStore for PgStore {
-    async fn hydrate(&self, key: &ConversationKey) -> Result<Option<Snapshot>> {
+    /// The head snapshot in one read (sql/hydrate.sql), on `conn`: the pool, or a transaction
+    /// that holds the conversation's row lock.
+    pub(crate) async fn read_head(
+        &self,
+        conn: impl sqlx::PgExecutor<'_>,
+        key: &ConversationKey,
+    ) -> Result<Option<Snapshot>> {
         let row: Option<Hydrated> = sqlx::query_as(self.inner.sessions.hydrate.clone())
             .bind(key.org.as_str())
             .bind(key.agent.as_str())
             .bind(key.conversation.as_str())
-            .fetch_optional(&self.inner.pool)
+            .fetch_optional(conn)
             .await
             .map_err(db("hydrate"))?;
         let Some(row) = row else { return Ok(None) };
@@ -320,6 +327,106 @@ impl SessionStore for PgStore {
         }))
     }
 
+    /// The plan of a whole transcript. Hashing (and, for a rewrite, finding the title) is
+    /// linear in the transcript: large ones are planned off the async worker threads.
+    async fn plan_whole(
+        &self,
+        key: &ConversationKey,
+        write: &Persist,
+        head: &Head,
+        earlier: Vec<RunSnapshot>,
+    ) -> Result<Plan> {
+        let max_deltas = self.inner.config.max_chain_deltas;
+        if write.transcript.len() <= OFF_THREAD_BYTES {
+            return plan(key, write, head, &earlier, max_deltas);
+        }
+        let (key, write, head) = (key.clone(), write.clone(), head.clone());
+        tokio::task::spawn_blocking(move || plan(&key, &write, &head, &earlier, max_deltas))
+            .await
+            .map_err(|e| {
+                Error::new(lobu_core::ErrorKind::Other, "persist: planning task failed")
+                    .with_source(e)
+            })?
+    }
+
+    /// An append as the whole transcript it stands for (lobu-core's rule), read from the
+    /// head in `tx`: for an append that the head's hash state cannot take as a delta (a head
+    /// written before schema version 4, a re-base, a base other than the head).
+    async fn whole(
+        &self,
+        tx: &mut PgConnection,
+        key: &ConversationKey,
+        write: &Persist,
+        head: &Head,
+    ) -> Result<Persist> {
+        let Some(base_len) = write.base_len else {
+            return Ok(write.clone());
+        };
+        let head_bytes = match head.head_seq {
+            Some(_) => self
+                .read_head(&mut *tx, key)
+                .await?
+                .map(|s| s.transcript)
+                .unwrap_or_default(),
+            None => Bytes::new(),
+        };
+        let found = match head.head_seq {
+            Some(seq) => Some((version(seq)?, head_bytes.len() as u64)),
+            None => None,
+        };
+        let ancestor = match (write.expected, found) {
+            (Some(expected), Some((head_version, _))) if expected != head_version => {
+                self.ancestor(&mut *tx, key, expected, &head_bytes).await?
+            }
+            _ => None,
+        };
+        let to = lobu_core::persist_plan::append_to(key, write.expected, base_len, found, || {
+            Ok(ancestor)
+        })?;
+        let appended = write.transcript.clone();
+        Ok(Persist {
+            transcript: lobu_core::persist_plan::rebuild(to, &head_bytes, base_len, appended),
+            base_len: None,
+            ..write.clone()
+        })
+    }
+
+    /// The length of completed version `expected` if `head_bytes` starts with its bytes.
+    async fn ancestor(
+        &self,
+        tx: &mut PgConnection,
+        key: &ConversationKey,
+        expected: Version,
+        head_bytes: &[u8],
+    ) -> Result<Option<u64>> {
+        let Ok(seq) = i64::try_from(expected.0) else {
+            return Ok(None);
+        };
+        let row: Option<(i64, Vec<u8>)> =
+            sqlx::query_as(self.inner.sessions.version_digest.clone())
+                .bind(key.org.as_str())
+                .bind(key.agent.as_str())
+                .bind(key.conversation.as_str())
+                .bind(seq)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("persist: read the expected version"))?;
+        let Some((size, digest)) = row else {
+            return Ok(None);
+        };
+        let prefix = usize::try_from(size).ok().and_then(|n| head_bytes.get(..n));
+        let starts_head =
+            prefix.is_some_and(|p| lobu_core::transcript::hash::digest(p)[..] == digest[..]);
+        Ok(u64::try_from(size).ok().filter(|_| starts_head))
+    }
+}
+
+#[async_trait]
+impl SessionStore for PgStore {
+    async fn hydrate(&self, key: &ConversationKey) -> Result<Option<Snapshot>> {
+        self.read_head(&self.inner.pool, key).await
+    }
+
     async fn head(&self, key: &ConversationKey) -> Result<Option<Version>> {
         let head: Option<Option<i64>> = sqlx::query_scalar(self.inner.sessions.head.clone())
             .bind(key.org.as_str())
@@ -332,7 +439,7 @@ impl SessionStore for PgStore {
     }
 
     async fn persist(&self, key: &ConversationKey, write: Persist) -> Result<Version> {
-        self.check_size(key, write.transcript.len())?;
+        self.check_size(key, write.len())?;
         let sessions = &self.inner.sessions;
         let mut tx = self
             .inner

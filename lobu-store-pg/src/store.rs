@@ -7,6 +7,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
 use time::OffsetDateTime;
 
+use crate::commit_fast::HeadStates;
 use crate::config::PgStoreConfig;
 use crate::error::PgStoreError;
 use crate::locks::LockSql;
@@ -37,6 +38,7 @@ pub(crate) struct Inner {
     pub(crate) queue: QueueSql,
     pub(crate) reaper: Reaper,
     pub(crate) wakeup: Wakeup,
+    pub(crate) head_states: HeadStates,
 }
 
 impl PgStore {
@@ -62,6 +64,7 @@ impl PgStore {
                 queue: QueueSql::new(schema),
                 reaper: Reaper::new(),
                 wakeup: Wakeup::new(format!("{schema}_runs")),
+                head_states: HeadStates::default(),
                 pool,
                 config,
             }),

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lobu_core::{
-    ConversationLocks, ErrorKind, NewRun, RunId, RunQueue, SessionStore, TerminalStatus,
+    ConversationKey, ConversationLocks, ErrorKind, NewRun, RunId, RunQueue, SessionStore,
+    TerminalStatus, Version,
 };
 use lobu_store_pg::{MIGRATOR, PgStore, PgStoreConfig};
 use serde_json::json;
@@ -201,12 +202,17 @@ async fn an_invalid_schema_name_is_refused_before_touching_the_database(pool: Pg
 
 /// The schema exactly as the previous release left it: every migration before contract v2's.
 fn previous_release() -> Migrator {
+    release_before(20260601000000, 2)
+}
+
+/// The schema as it stood before migration `version` (`count` migrations).
+fn release_before(version: i64, count: usize) -> Migrator {
     let old: Vec<Migration> = MIGRATOR
         .iter()
-        .filter(|m| m.version < 20260601000000)
+        .filter(|m| m.version < version)
         .cloned()
         .collect();
-    assert_eq!(old.len(), 2, "versions 1 and 2 of the schema");
+    assert_eq!(old.len(), count, "the schema before {version}");
     let mut migrator = Migrator::with_migrations(old);
     migrator.dangerous_set_table_name("lobu._sqlx_migrations");
     migrator.create_schema("lobu");
@@ -220,14 +226,14 @@ async fn data_left_by_the_previous_version_opens_and_its_runs_claim_and_complete
         .await
         .expect("the previous schema");
     let store = PgStore::new(pool.clone());
-    // What the previous version wrote (its lease, persist and submit statements are the ones
-    // this version still uses): a conversation with a head and a live lease, and a pending
+    // What the previous version wrote (its lease and submit statements are the ones this
+    // version still uses; its persist is written out in `old_head`): a conversation with a head and a live lease, and a pending
     // run on it; and on another conversation, a run the previous claim statement claimed
     // (token counter 1, no conversation row) whose worker then died.
     let leased = key("acme", "bot", "old-head");
     let held = lease(&store, &leased).await;
     let head_bytes = Bytes::from_static(b"{\"type\":\"session\"}\n{\"n\":1}\n");
-    let v1 = turn(&store, &held, None, &head_bytes).await;
+    let v1 = old_head(&pool, &leased, &head_bytes).await;
     let pending = store
         .submit(NewRun::turn(leased.clone(), json!({"text": "next"})))
         .await
@@ -320,4 +326,95 @@ async fn data_left_by_the_previous_version_opens_and_its_runs_claim_and_complete
         .expect("status")
         .expect("run");
     assert_eq!(record.status, lobu_core::RunStatus::Completed);
+}
+
+/// A head as versions 1 to 3 wrote it (write_base.sql without the hash state) on a
+/// conversation whose row a lease created: a whole copy with its SHA-256.
+async fn old_head(pool: &PgPool, key: &ConversationKey, bytes: &[u8]) -> Version {
+    let digest = lobu_core::transcript::hash::digest(bytes).to_vec();
+    let seq: i64 = sqlx::query_scalar(
+        "WITH ins AS ( \
+             INSERT INTO lobu.snapshots (org, agent, conversation, seq, run, status, base_seq, \
+                                         start_offset, bytes, byte_size, digest) \
+             SELECT $1, $2, $3, v.seq, 'old-run', 'completed', v.seq, 0, $4, $5, $6 \
+               FROM (SELECT nextval('lobu.versions') AS seq) v RETURNING seq) \
+         UPDATE lobu.conversations c \
+            SET head_seq = ins.seq, head_run = 'old-run', head_bytes = $5, head_digest = $6, \
+                base_seq = ins.seq, base_bytes = $5, chain_deltas = 0, chain_bytes = 0, \
+                turns = c.turns + 1, updated_at = now() \
+           FROM ins \
+          WHERE c.org = $1 AND c.agent = $2 AND c.conversation = $3 \
+         RETURNING ins.seq",
+    )
+    .bind(key.org.as_str())
+    .bind(key.agent.as_str())
+    .bind(key.conversation.as_str())
+    .bind(bytes)
+    .bind(bytes.len() as i64)
+    .bind(digest)
+    .fetch_one(pool)
+    .await
+    .expect("a head as versions 1 to 3 wrote it");
+    Version(seq as u64)
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_head_written_before_hash_states_takes_appends_and_then_keeps_its_state(pool: PgPool) {
+    release_before(20261130000000, 3)
+        .run(&pool)
+        .await
+        .expect("schema version 3");
+    let store = PgStore::new(pool.clone());
+    let conversation = key("acme", "bot", "v3-head");
+    let held = lease(&store, &conversation).await;
+    let first = Bytes::from_static(b"{\"type\":\"session\"}\n{\"n\":1}\n");
+    let v1 = old_head(&pool, &conversation, &first).await;
+    ConversationLocks::release(&store, &held)
+        .await
+        .expect("release");
+    store.migrate().await.expect("upgrade");
+    assert_eq!(applied(&pool, "lobu._sqlx_migrations").await, ours());
+    let worker = lobu_core::WorkerId::generate();
+    let mut head = (v1, first.to_vec());
+    for n in 2..5 {
+        store
+            .submit(NewRun::turn(conversation.clone(), json!({"text": n})))
+            .await
+            .expect("submit");
+        let claim = store
+            .claim(&worker, Duration::from_secs(60))
+            .await
+            .expect("claim")
+            .expect("the run");
+        assert_eq!(claim.head, Some(head.0));
+        let new = Bytes::from(format!("{{\"n\":{n}}}\n"));
+        let commit = lobu_core::Commit::append(new.clone(), Some(head.0), head.1.len());
+        let version = store
+            .complete(&claim, commit)
+            .await
+            .expect("append")
+            .expect("a version");
+        head = (version, [&head.1[..], &new[..]].concat());
+        let hydrated = store
+            .hydrate(&conversation)
+            .await
+            .expect("hydrate")
+            .expect("head");
+        assert_eq!(
+            (hydrated.version, &hydrated.transcript[..]),
+            (head.0, &head.1[..])
+        );
+        let state: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT head_state FROM lobu.conversations WHERE conversation = 'v3-head'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("head_state");
+        let mut hash = lobu_core::transcript::hash::TranscriptHash::resume(
+            &state.expect("every head written now carries its state"),
+        )
+        .expect("a state");
+        hash.update(b"");
+        assert_eq!(hash.digest(), lobu_core::transcript::hash::digest(&head.1));
+    }
 }

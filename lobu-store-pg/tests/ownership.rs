@@ -141,6 +141,7 @@ async fn a_live_lease_makes_its_conversation_unclaimable(pool: PgPool) {
         transcript: bytes(1),
         expected: None,
         fence: held.fence,
+        base_len: None,
     };
     assert_kind(
         store.persist(&leased, write).await,
@@ -311,6 +312,7 @@ async fn a_retried_commit_after_success_returns_the_same_version(pool: PgPool) {
                 transcript: bytes(2),
                 expected: c3.head,
                 fence: c3.fence,
+                base_len: None,
             },
         )
         .await
@@ -351,6 +353,7 @@ async fn a_newer_claim_fences_the_older_claims_persist_and_complete(pool: PgPool
         transcript: bytes(1),
         expected: None,
         fence: old.fence,
+        base_len: None,
     };
     assert_kind(store.persist(&k, write).await, ErrorKind::Fenced, "persist");
     assert_kind(
@@ -456,6 +459,7 @@ async fn the_reaper_completes_a_lapsed_run_whose_transcript_is_the_head(pool: Pg
                 transcript: bytes(1),
                 expected: None,
                 fence: c.fence,
+                base_len: None,
             },
         )
         .await

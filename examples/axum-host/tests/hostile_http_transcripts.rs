@@ -41,6 +41,7 @@ async fn write(backend: &Backend, conversation: &str, transcript: &[u8]) {
         transcript: Bytes::copy_from_slice(transcript),
         expected: None,
         fence: lease.fence,
+        base_len: None,
     };
     backend
         .sessions

@@ -204,7 +204,7 @@ impl QueueTable {
         self.held(owners, claim)?;
         let version = match commit.transcript {
             Some(transcript) => {
-                let write = claim.completed_write(transcript, commit.expected);
+                let write = claim.completed_write(transcript, commit.expected, commit.base_len);
                 let newest = owners.newest_fence(&claim.key);
                 Some(sessions.persist(&claim.key, write, newest, now)?)
             }
@@ -342,8 +342,8 @@ impl RunQueue for MemoryBackend {
     }
 
     async fn complete(&self, claim: &Claim, commit: Commit) -> Result<Option<Version>> {
-        if let Some(transcript) = &commit.transcript {
-            self.check_size(&claim.key, transcript.len())?;
+        if let Some(len) = commit.transcript_len() {
+            self.check_size(&claim.key, len)?;
         }
         let now = SystemTime::now();
         let version = {

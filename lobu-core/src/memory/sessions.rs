@@ -61,6 +61,16 @@ impl Conversation {
             .count() as u64
     }
 
+    /// The length of completed `version` if the head starts with its bytes.
+    fn ancestor(&self, version: Version) -> Option<u64> {
+        let head = self.head()?;
+        self.snapshots
+            .iter()
+            .find(|s| s.version == version && s.status == TerminalStatus::Completed)
+            .filter(|s| head.bytes.starts_with(&s.bytes))
+            .map(|s| s.bytes.len() as u64)
+    }
+
     /// What the shared persist plan needs to know about `write` (see
     /// [`persist_plan::Found`]).
     fn earlier(&self, write: &Persist) -> Vec<Earlier> {
@@ -139,13 +149,26 @@ impl SessionTable {
     pub(super) fn persist(
         &mut self,
         key: &ConversationKey,
-        write: Persist,
+        mut write: Persist,
         newest_fence: Option<Fence>,
         now: SystemTime,
     ) -> Result<Version> {
         check_fence(key, write.fence, newest_fence)?;
         let existing = self.get(key);
         let head = existing.and_then(Conversation::head);
+        if let Some(base_len) = write.base_len.take() {
+            // An append: the whole transcript it stands for, then as any write.
+            let to = persist_plan::append_to(
+                key,
+                write.expected,
+                base_len,
+                head.map(|h| (h.version, h.bytes.len() as u64)),
+                || Ok(existing.and_then(|c| c.ancestor(write.expected?))),
+            )?;
+            let head_bytes = head.map(|h| &h.bytes[..]).unwrap_or_default();
+            let appended = std::mem::take(&mut write.transcript);
+            write.transcript = persist_plan::rebuild(to, head_bytes, base_len, appended);
+        }
         let earlier = existing.map(|c| c.earlier(&write)).unwrap_or_default();
         let found = Found {
             head: head.map(|h| h.version),
@@ -279,7 +302,7 @@ impl SessionStore for MemoryBackend {
     }
 
     async fn persist(&self, key: &ConversationKey, write: Persist) -> Result<Version> {
-        self.check_size(key, write.transcript.len())?;
+        self.check_size(key, write.len())?;
         let now = SystemTime::now();
         let mut state = self.state()?;
         let State {
@@ -332,6 +355,7 @@ mod tests {
             transcript: Bytes::from_static(bytes.as_bytes()),
             expected,
             fence: Fence(1),
+            base_len: None,
         }
     }
 

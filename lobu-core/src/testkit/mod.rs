@@ -103,7 +103,7 @@ pub use ownership::{
     a_clear_landing_after_a_newer_turn_is_fenced_and_the_turn_survives,
     a_commit_that_fails_a_check_changes_nothing_and_a_retry_is_harmless,
     a_commit_writes_the_head_and_completes_the_run_together,
-    a_wrong_base_length_in_a_commit_is_checked_not_trusted,
+    an_append_commit_is_its_base_then_its_new_bytes, an_append_persist_sent_twice_is_stored_once,
     prune_never_removes_a_conversation_whose_run_is_claimed,
 };
 pub use queue::{
@@ -308,7 +308,8 @@ macro_rules! conformance_tests {
             a_claim_and_a_lease_of_one_conversation_exclude_each_other
             a_commit_writes_the_head_and_completes_the_run_together
             a_commit_that_fails_a_check_changes_nothing_and_a_retry_is_harmless
-            a_wrong_base_length_in_a_commit_is_checked_not_trusted
+            an_append_commit_is_its_base_then_its_new_bytes
+            an_append_persist_sent_twice_is_stored_once
         );
         $crate::conformance_tests!(@each with_capabilities $attrs $args $setup
             non_utf8_transcripts_round_trip_or_are_refused

@@ -257,53 +257,136 @@ pub async fn prune_never_removes_a_conversation_whose_run_is_claimed(
     assert_eq!(head, None, "pruned once nobody owns it");
 }
 
-/// [`Commit::base_len`] is a hint the store checks, never trusts: a commit whose base length
-/// is short, long, or right in length over a rewritten prefix still makes exactly its
-/// transcript the head, and the next plain append still extends it.
-pub async fn a_wrong_base_length_in_a_commit_is_checked_not_trusted(backend: &Backend) {
+/// An append ([`Commit::append`]) is the first `base_len` bytes of its expected head then
+/// its new bytes, whatever the store keeps: the whole head, a shorter base (a rewrite), the
+/// next plain append after it. A base past the end of the head is `InvalidInput`, an append
+/// over a version that is no longer in the head or over no head is `Conflict`, and neither
+/// changes anything: the claim still commits afterwards.
+pub async fn an_append_commit_is_its_base_then_its_new_bytes(backend: &Backend) {
     let key = fresh_key();
     let worker = WorkerId::generate();
-    let mut head = transcript("hint", 1);
+    let first = transcript("append", 1);
     submit(backend, new_turn(&key, 0, 3)).await;
     let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
-    let first = Commit::transcript(head.clone(), None);
-    let mut version = backend.queue.complete(&claim, first).await.expect("commit");
-    /// Other bytes of the same length as the head, then a newline.
-    fn rewritten(head: &[u8]) -> Vec<u8> {
-        let mut bytes = transcript("rewritten", 1).to_vec();
-        bytes.resize(head.len(), b' ');
-        bytes.push(b'\n');
-        bytes
-    }
-    /// The next transcript after a head, and the base length its commit claims.
-    type Next = fn(&[u8]) -> (Bytes, usize);
-    let cases: [(&str, Next); 4] = [
-        ("short", |h| (extended(h, 9, "short"), h.len() - 1)),
-        ("long", |h| (extended(h, 9, "long"), h.len() + 3)),
-        ("zero", |h| (extended(h, 9, "zero"), 0)),
-        ("rewritten", |h| {
-            (extended(&rewritten(h), 9, "again"), h.len())
-        }),
-    ];
-    for (n, (case, next)) in cases.into_iter().enumerate() {
-        let (bytes, base_len) = next(&head);
+    let v1 = backend
+        .queue
+        .complete(&claim, Commit::transcript(first.clone(), None))
+        .await
+        .expect("first commit")
+        .expect("a version");
+    let mut head = (v1, first.clone());
+    let header_len = first.iter().position(|b| *b == b'\n').expect("a header") + 1;
+    // The whole head, then a base of only its header (a rewrite), then the whole head again.
+    for (n, rewrite) in [false, true, false].into_iter().enumerate() {
+        let base = if rewrite { header_len } else { head.1.len() };
+        let new = Bytes::from(super::support::exchange(n + 1, &format!("append {n}")));
         submit(backend, new_turn(&key, n as u64 + 1, 3)).await;
         let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
-        let commit = Commit::append(bytes.clone(), version, base_len);
-        version = backend.queue.complete(&claim, commit).await.expect(case);
-        let version = version.unwrap_or_else(|| panic!("{case}: no version"));
-        assert_head(backend, &key, version, &bytes).await;
-        head = bytes;
+        let commit = Commit::append(new.clone(), Some(head.0), base);
+        let version = backend
+            .queue
+            .complete(&claim, commit)
+            .await
+            .expect("append");
+        let version = version.expect("a version");
+        let whole = Bytes::from([&head.1[..base], &new[..]].concat());
+        assert_head(backend, &key, version, &whole).await;
+        head = (version, whole);
     }
-    // A right hint after all that is an ordinary append.
-    let bytes = extended(&head, 10, "right");
     submit(backend, new_turn(&key, 9, 3)).await;
     let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
-    let commit = Commit::append(bytes.clone(), version, head.len());
+    let new = Bytes::from(super::support::exchange(9, "refused"));
+    let past_end = Commit::append(new.clone(), Some(head.0), head.1.len() + 1);
+    let refused = backend.queue.complete(&claim, past_end).await;
+    assert_kind(
+        refused,
+        ErrorKind::InvalidInput,
+        "a base past the end of the head",
+    );
+    let not_in_head = Commit::append(new.clone(), Some(v1), 1);
+    let refused = backend.queue.complete(&claim, not_in_head).await;
+    assert_kind(
+        refused,
+        ErrorKind::Conflict,
+        "a version no longer in the head",
+    );
+    let over_nothing = Commit::append(new.clone(), None, 0);
+    let refused = backend.queue.complete(&claim, over_nothing).await;
+    assert_kind(refused, ErrorKind::Conflict, "an append over no head");
+    assert_head(backend, &key, head.0, &head.1).await;
+    let status = record(backend, &key, &claim.run).await.status;
+    assert_eq!(
+        status,
+        RunStatus::Running,
+        "refused commits leave the run running"
+    );
+    let commit = Commit::append(new.clone(), Some(head.0), head.1.len());
     let version = backend
         .queue
         .complete(&claim, commit)
         .await
         .expect("append");
-    assert_head(backend, &key, version.expect("version"), &bytes).await;
+    let whole = Bytes::from([&head.1[..], &new[..]].concat());
+    assert_head(backend, &key, version.expect("a version"), &whole).await;
+}
+
+/// A persist that appends ([`Persist::base_len`](crate::Persist::base_len)) stores the
+/// whole transcript it stands for; sent again after its answer was lost (its expected
+/// version is then no longer the head, but the head starts with it) it is the same write and
+/// answers the same version; a different append over that old version conflicts.
+pub async fn an_append_persist_sent_twice_is_stored_once(backend: &Backend) {
+    let key = fresh_key();
+    let worker = WorkerId::generate();
+    let first = transcript("twice", 1);
+    submit(backend, new_turn(&key, 0, 3)).await;
+    let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
+    let v1 = backend
+        .queue
+        .complete(&claim, Commit::transcript(first.clone(), None))
+        .await
+        .expect("first commit")
+        .expect("a version");
+    submit(backend, new_turn(&key, 1, 3)).await;
+    let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
+    let new = Bytes::from(super::support::exchange(1, "twice, again"));
+    let write = crate::Persist {
+        run: claim.run.clone(),
+        status: crate::TerminalStatus::Completed,
+        transcript: new.clone(),
+        expected: Some(v1),
+        fence: claim.fence,
+        base_len: Some(first.len()),
+    };
+    let v2 = backend
+        .sessions
+        .persist(&key, write.clone())
+        .await
+        .expect("append");
+    let whole = Bytes::from([&first[..], &new[..]].concat());
+    assert_head(backend, &key, v2, &whole).await;
+    let again = backend.sessions.persist(&key, write.clone()).await;
+    assert_eq!(again.expect("the same append again"), v2);
+    let other = crate::Persist {
+        transcript: Bytes::from(super::support::exchange(1, "something else")),
+        ..write
+    };
+    let refused = backend.sessions.persist(&key, other).await;
+    assert_kind(
+        refused,
+        ErrorKind::Conflict,
+        "a different append over the old head",
+    );
+    assert_head(backend, &key, v2, &whole).await;
+    // The claim's commit of the same bytes completes the run with the stored version.
+    let commit = Commit::append(new, Some(v1), first.len());
+    let committed = backend
+        .queue
+        .complete(&claim, commit)
+        .await
+        .expect("commit");
+    assert_eq!(committed, Some(v2));
+    assert_eq!(
+        record(backend, &key, &claim.run).await.status,
+        RunStatus::Completed
+    );
 }

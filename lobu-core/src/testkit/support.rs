@@ -79,6 +79,7 @@ pub(crate) fn write(
         transcript: transcript.clone(),
         expected,
         fence,
+        base_len: None,
     }
 }
 

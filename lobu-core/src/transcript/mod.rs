@@ -51,6 +51,7 @@
 mod content;
 mod display;
 mod entry;
+pub mod hash;
 mod js;
 mod stats;
 mod writer;

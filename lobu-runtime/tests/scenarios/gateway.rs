@@ -304,6 +304,7 @@ pub async fn a_turn_persisted_before_a_crash_is_completed_not_run_again(store: S
         transcript: written.clone(),
         expected: None,
         fence: claim.fence,
+        base_len: None,
     };
     fx.backend.sessions.persist(&k, persist).await.unwrap();
 

@@ -415,8 +415,8 @@ pub(crate) fn heartbeat(inner: &Inner, claim: &Claim, lease: Duration) -> Result
 }
 
 pub(crate) fn complete(inner: &Inner, claim: &Claim, commit: Commit) -> Result<Option<Version>> {
-    if let Some(transcript) = &commit.transcript {
-        persist::check_size(inner, &claim.key, transcript.len())?;
+    if let Some(len) = commit.transcript_len() {
+        persist::check_size(inner, &claim.key, len)?;
     }
     let mut held = Held::open(inner, claim)?;
     if held.file.record.status == RunStatus::Completed
@@ -442,7 +442,7 @@ pub(crate) fn complete(inner: &Inner, claim: &Claim, commit: Commit) -> Result<O
             // record below is recovered by the next claim, which finds the run's transcript
             // committed and completes the run.
             state.lease = None;
-            let write = claim.completed_write(transcript, commit.expected);
+            let write = claim.completed_write(transcript, commit.expected, commit.base_len);
             let (version, saved) = persist::persist_locked(&held.conversation, state, write)?;
             if owned && !saved {
                 // A retry of a stored write commits nothing itself.

@@ -95,5 +95,6 @@ pub fn write(run: &RunId, bytes: &Bytes, expected: Option<Version>, fence: Fence
         transcript: bytes.clone(),
         expected,
         fence,
+        base_len: None,
     }
 }

@@ -49,7 +49,7 @@ WITH next AS (
        SET fence = nextval('{s}.fences'),
            lease_expires_at = clock_timestamp() + $2 * interval '1 microsecond'
      WHERE c.lease_expires_at <= clock_timestamp()
-    RETURNING c.fence, c.lease_expires_at, c.head_seq
+    RETURNING c.fence, c.lease_expires_at, c.head_seq, c.head_state
 )
 UPDATE {s}.runs r
    SET status = 'running', attempts = r.attempts + 1, claimed_by = $1,
@@ -62,4 +62,5 @@ UPDATE {s}.runs r
   FROM next, owner
  WHERE r.id = next.id
 RETURNING r.id, r.org, r.agent, r.conversation, r.kind, r.payload, r.attempts,
-          r.max_attempts, r.claim_token AS fence, r.claim_expires_at, owner.head_seq
+          r.max_attempts, r.claim_token AS fence, r.claim_expires_at, owner.head_seq,
+          owner.head_state

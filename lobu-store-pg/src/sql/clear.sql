@@ -7,7 +7,7 @@ WITH gone AS (
     RETURNING 1
 ), forget AS (
     UPDATE {s}.conversations
-       SET head_seq = NULL, head_run = NULL, head_bytes = 0, head_digest = NULL,
+       SET head_seq = NULL, head_run = NULL, head_bytes = 0, head_digest = NULL, head_state = NULL,
            base_seq = NULL, base_bytes = 0, chain_deltas = 0, chain_bytes = 0,
            turns = 0, title = NULL, updated_at = now()
      WHERE org = $1 AND agent = $2 AND conversation = $3 AND head_seq IS NOT NULL

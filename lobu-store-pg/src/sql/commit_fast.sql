@@ -1,17 +1,17 @@
 -- The common end of a turn in one statement (autocommit: one round trip, one commit), tried
 -- before the general path: the newest claim (held_claim.sql) holds the conversation; its head
--- is the expected version $7, $8 bytes long with digest $9, which is the digest of the
--- write's first $8 bytes (so the write extends the head); the chain has room for one more
--- delta ($13 deltas at most, deltas not outgrowing their base); and the run stored no
--- snapshot before. Then the new bytes $10 are stored as a delta (the transcript is $11 bytes
--- with digest $12, a first title $14), the head moves, the run completes with output $15,
--- the ownership ends and the run's followers are notified on channel $16, in one statement.
+-- is the expected version $7, $8 bytes long, with hash state $9 (the state the caller resumed
+-- to digest the new bytes); the chain has room for one more delta ($13 deltas at most,
+-- deltas not outgrowing their base); and the run stored no snapshot before. Then the new
+-- bytes $10 are stored as a delta (the transcript is $11 bytes with digest $12 and hash
+-- state $17, a first title $14), the head moves, the run completes with output $15, the
+-- ownership ends and the run's followers are notified on channel $16, in one statement.
 -- Anything else returns no row and changes nothing: the caller takes the general path
 -- (sql/commit_lock.sql and the persist plan), which decides and says why.
 WITH {held_claim}, conv AS MATERIALIZED (
     SELECT c.base_seq FROM {s}.conversations c, owner o
      WHERE c.org = o.org AND c.agent = o.agent AND c.conversation = o.conversation
-       AND c.head_seq = $7 AND c.head_bytes = $8 AND c.head_digest = $9
+       AND c.head_seq = $7 AND c.head_bytes = $8 AND c.head_state = $9
        AND c.chain_deltas < $13 AND c.chain_bytes + octet_length($10) <= c.base_bytes
        AND NOT EXISTS (
                SELECT 1 FROM {s}.snapshots s
@@ -25,7 +25,7 @@ WITH {held_claim}, conv AS MATERIALIZED (
     RETURNING seq
 ), head AS (
     UPDATE {s}.conversations c
-       SET head_seq = ins.seq, head_run = $2, head_bytes = $11, head_digest = $12,
+       SET head_seq = ins.seq, head_run = $2, head_bytes = $11, head_digest = $12, head_state = $17,
            chain_deltas = c.chain_deltas + 1, chain_bytes = c.chain_bytes + octet_length($10),
            turns = c.turns + 1, title = coalesce(c.title, $14), updated_at = now(),
            lease_expires_at = least(c.lease_expires_at, now())

@@ -11,7 +11,7 @@ WITH run AS MATERIALIZED (
       FROM {s}.runs WHERE org = $1 AND id = $4
        FOR UPDATE
 ), conv AS MATERIALIZED (
-    SELECT c.fence, c.head_seq, c.head_bytes, c.head_digest, c.base_bytes, c.chain_deltas,
+    SELECT c.fence, c.head_seq, c.head_bytes, c.head_digest, c.head_state, c.base_bytes, c.chain_deltas,
            c.chain_bytes, c.title IS NOT NULL AS has_title
       FROM {s}.conversations c, run
      WHERE c.org = $1 AND c.agent = $2 AND c.conversation = $3
@@ -19,6 +19,7 @@ WITH run AS MATERIALIZED (
 )
 SELECT run.status, run.claimed_by, run.claim_token, run.committed_seq,
        conv.fence, conv.head_seq, coalesce(conv.head_bytes, 0) AS head_bytes, conv.head_digest,
+       conv.head_state,
        coalesce(conv.base_bytes, 0) AS base_bytes, coalesce(conv.chain_deltas, 0) AS chain_deltas,
        coalesce(conv.chain_bytes, 0) AS chain_bytes, coalesce(conv.has_title, false) AS has_title,
        ARRAY(SELECT s.seq FROM {s}.snapshots s

@@ -23,7 +23,7 @@ WITH idle AS (
     RETURNING 1
 ), forget AS (
     UPDATE {s}.conversations c
-       SET head_seq = NULL, head_run = NULL, head_bytes = 0, head_digest = NULL,
+       SET head_seq = NULL, head_run = NULL, head_bytes = 0, head_digest = NULL, head_state = NULL,
            base_seq = NULL, base_bytes = 0, chain_deltas = 0, chain_bytes = 0,
            turns = 0, title = NULL
       FROM idle i

@@ -16,7 +16,7 @@ WITH ins AS (
        AND s.seq < (SELECT seq FROM ins)
 ), head AS (
     UPDATE {s}.conversations c
-       SET head_seq = ins.seq, head_run = $4, head_bytes = $6, head_digest = $7,
+       SET head_seq = ins.seq, head_run = $4, head_bytes = $6, head_digest = $7, head_state = $10,
            base_seq = ins.seq, base_bytes = $6, chain_deltas = 0, chain_bytes = 0,
            turns = c.turns + 1,
            title = CASE WHEN $8 THEN $9 ELSE coalesce(c.title, $9) END,

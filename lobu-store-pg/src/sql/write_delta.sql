@@ -14,7 +14,7 @@ WITH ins AS (
     RETURNING seq
 ), head AS (
     UPDATE {s}.conversations c
-       SET head_seq = ins.seq, head_run = $4, head_bytes = $7, head_digest = $8,
+       SET head_seq = ins.seq, head_run = $4, head_bytes = $7, head_digest = $8, head_state = $10,
            chain_deltas = c.chain_deltas + 1, chain_bytes = c.chain_bytes + octet_length($5),
            turns = c.turns + 1, title = coalesce(c.title, $9), updated_at = now(){end_lease}
       FROM ins

@@ -42,6 +42,7 @@ pub(crate) fn write(
         transcript: bytes.clone(),
         expected,
         fence: lease.fence,
+        base_len: None,
     }
 }
 
