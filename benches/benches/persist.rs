@@ -4,8 +4,9 @@
 //! 10,000); throughput is one turn, so criterion's elements per second are turns per second.
 //!
 //! * `persist_turn/pg/N`: one `SessionStore::persist` on PostgreSQL, under the lease the
-//!   conversation was written with, of the transcript extended by one turn over the head it
-//!   extends (`expected` = the head's version). Every measured conversation was written as a
+//!   conversation was written with, of one turn appended to the head (`expected` = the head's
+//!   version; an append, `Persist::base_len`, as the runtime's commit sends it: the new bytes
+//!   only). Every measured conversation was written as a
 //!   runtime writes one, each turn persisted the same way from the first turn on, so the
 //!   measured write finds the whole copy, delta chain and run records the store left, and
 //!   re-bases happen when the store's own rule makes them.

@@ -226,8 +226,8 @@ impl TurnLog {
 }
 
 /// A conversation written the way a runtime writes one: under one lease, each turn persisted
-/// through [`SessionStore::persist`](lobu_core::SessionStore::persist) as the previous
-/// transcript extended by one turn, from the first turn on. Whatever layout the store keeps
+/// through [`SessionStore::persist`](lobu_core::SessionStore::persist) as an append of its
+/// new bytes to the previous transcript, from the first turn on. Whatever layout the store keeps
 /// (a whole copy and its chain of deltas, an appended file and its history) is the one it
 /// reaches by itself, not a fresh whole copy.
 #[derive(Debug)]
@@ -260,15 +260,21 @@ impl GrownConversation {
         }
     }
 
-    /// Persist the next turn of `log`: `prefix(turns + 1)` over the head.
+    /// Persist the next turn of `log` as a writer that only appended does: its new bytes
+    /// after the whole head (an append, [`Persist::base_len`]), so `prefix(turns + 1)`
+    /// becomes the head.
     pub async fn persist_next(&mut self, backend: &Backend, log: &TurnLog) {
+        let base = match self.version {
+            Some(_) => log.prefix(self.turns).len(),
+            None => 0,
+        };
         let write = Persist {
             run: RunId::generate(),
             status: TerminalStatus::Completed,
-            transcript: log.prefix(self.turns + 1),
+            transcript: log.prefix(self.turns + 1).slice(base..),
             expected: self.version,
             fence: self.fence,
-            base_len: None,
+            base_len: Some(base),
         };
         let version = backend
             .sessions
