@@ -15,9 +15,8 @@
 
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use lobu_core::persist_plan::{self, Earlier, Found, Plan};
-use lobu_core::transcript::hash::{digest, hex};
+use lobu_core::transcript::hash::{TranscriptHash, digest, hex};
 use lobu_core::{ConversationKey, Error, Fence, Persist, Result, TerminalStatus, Version};
 
 use crate::atomic::read_prefix;
@@ -59,17 +58,29 @@ pub(crate) fn persist_locked(
     // Invisible to readers (it only finishes a committed rename and drops uncommitted
     // bytes), and done even for a retry, so `session.jsonl` is whole again after any write.
     conversation.recover(state)?;
-    let write = whole(conversation, state, write)?;
-    let size = write.transcript.len();
+    // An append over the whole head whose hash state is kept costs its new bytes only;
+    // anything else is decided on the whole transcript it stands for.
+    let hashed = hash_append(state, &write)?;
+    let write = match hashed {
+        Some(_) => write,
+        None => whole(conversation, state, write)?,
+    };
+    let size = write.len();
     let head_bytes = state.head.as_ref().map(|h| h.bytes);
-    let digests = Digests::of(&write.transcript, head_bytes);
-    // The head's bytes are a prefix of the write (the digest covers exactly its length).
-    let keeps_head = state
-        .head
-        .as_ref()
-        .is_some_and(|head| digests.prefix.as_ref() == Some(&head.sha256));
-    let extends_head = keeps_head && head_bytes.is_some_and(|b| b < write.transcript.len() as u64);
-    let earlier = earlier(conversation, state, &write, &digests)?;
+    let (digests, keeps_head) = match &hashed {
+        Some(hasher) => (Digests::after(hasher, None), true),
+        None => {
+            let digests = Digests::of(&write.transcript, head_bytes);
+            // The head's bytes are a prefix of the write (the digest covers exactly its length).
+            let keeps = state
+                .head
+                .as_ref()
+                .is_some_and(|head| digests.prefix.as_ref() == Some(&head.sha256));
+            (digests, keeps)
+        }
+    };
+    let extends_head = keeps_head && head_bytes.is_some_and(|b| b < size as u64);
+    let earlier = earlier(conversation, state, &write, size as u64, &digests.whole)?;
     let found = Found {
         head: state.head.as_ref().map(|h| Version(h.version)),
         extends_head,
@@ -91,7 +102,30 @@ pub(crate) fn persist_locked(
     if record.status == TerminalStatus::Completed {
         // Appending nothing is right too: a new run that left the transcript as it was.
         let append = state.head.is_none() || keeps_head;
-        commit_completed(conversation, state, record, &write.transcript, append)
+        let previous = state.head.as_ref();
+        let (body, title) = match (&hashed, previous) {
+            // Transcripts are lines: a head without a title gets one only from new lines.
+            (Some(_), Some(head)) => (
+                &write.transcript[..],
+                head.title
+                    .clone()
+                    .or_else(|| lobu_core::transcript::title(&write.transcript)),
+            ),
+            _ => {
+                let from = head_bytes
+                    .filter(|_| append)
+                    .map_or(0, |b| usize::try_from(b).unwrap_or(usize::MAX))
+                    .min(size);
+                let title = title(previous, &write.transcript, append);
+                (&write.transcript[from..], title)
+            }
+        };
+        let written = Written {
+            body,
+            title,
+            state: digests.state,
+        };
+        commit_completed(conversation, state, record, written, append)
             .map(|version| (version, true))
     } else {
         state.last_version = record.version;
@@ -100,6 +134,38 @@ pub(crate) fn persist_locked(
         records::write_forensic(conversation, &record, &write.transcript)?;
         Ok((Version(record.version), true))
     }
+}
+
+/// The head's hash state resumed over an append's new bytes, when the append is a completed
+/// write over the whole head that carries one; `None` otherwise.
+fn hash_append(state: &State, write: &Persist) -> Result<Option<TranscriptHash>> {
+    let (Some(base_len), Some(head)) = (write.base_len, state.head.as_ref()) else {
+        return Ok(None);
+    };
+    let Some(hex_state) = head.sha256_state.as_deref() else {
+        return Ok(None);
+    };
+    let over_head = write.expected == Some(Version(head.version))
+        && base_len as u64 == head.bytes
+        && !write.transcript.is_empty()
+        && write.status == TerminalStatus::Completed;
+    if !over_head {
+        return Ok(None);
+    }
+    let Ok(bytes) = hex::decode(hex_state) else {
+        return Ok(None); // unreadable: decided on the whole transcript instead
+    };
+    let mut hasher = TranscriptHash::resume(&bytes)?;
+    hasher.update(&write.transcript);
+    Ok(Some(hasher))
+}
+
+/// What a completed write adds to the transcript: `body` (after the head for an append, the
+/// whole transcript otherwise), the head's title and hash state.
+struct Written<'a> {
+    body: &'a [u8],
+    title: Option<String>,
+    state: String,
 }
 
 /// An append as the whole transcript it stands for (format 1 keeps whole transcripts and
@@ -150,7 +216,8 @@ fn earlier(
     conversation: &Conversation<'_>,
     state: &State,
     write: &Persist,
-    digests: &Digests,
+    size: u64,
+    digest: &str,
 ) -> Result<Vec<Earlier>> {
     let completed = records::completed_of_run(conversation, state, &write.run)?;
     let forensic = if write.status == TerminalStatus::Completed {
@@ -158,7 +225,6 @@ fn earlier(
     } else {
         records::forensic(conversation, state)?
     };
-    let size = write.transcript.len() as u64;
     let mut earlier: Vec<Earlier> = completed
         .iter()
         .chain(
@@ -170,7 +236,7 @@ fn earlier(
         .map(|r| Earlier {
             version: Version(r.version),
             status: r.status,
-            same_bytes: r.bytes == size && r.sha256 == digests.whole,
+            same_bytes: r.bytes == size && r.sha256 == digest,
         })
         .collect();
     earlier.sort_by_key(|e| std::cmp::Reverse(e.version));
@@ -181,7 +247,7 @@ fn commit_completed(
     conversation: &Conversation<'_>,
     state: &mut State,
     record: Record,
-    transcript: &Bytes,
+    written: Written<'_>,
     append: bool,
 ) -> Result<Version> {
     let inner = conversation.inner;
@@ -192,13 +258,14 @@ fn commit_completed(
         .map_or((0, 0, 0), |h| (h.bytes, h.history_bytes, h.turns));
     let mut appended = Vec::with_capacity(2);
     if append {
-        let from = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(transcript.len());
         let session = conversation.path(SESSION);
-        appended.push(disk.append_at(&session, offset, &transcript[from..])?);
+        appended.push(disk.append_at(&session, offset, written.body)?);
     } else {
-        disk.write_atomic(&conversation.dir, &staged_name(record.version), transcript)?;
+        disk.write_atomic(
+            &conversation.dir,
+            &staged_name(record.version),
+            written.body,
+        )?;
     }
     inner.reached(Step::TranscriptWritten)?;
     let line = records::history_line(conversation, &record)?;
@@ -207,15 +274,15 @@ fn commit_completed(
     // Both synced before the commit below, which is what makes them count.
     disk.sync_appended(&conversation.dir, &appended)?;
     inner.reached(Step::HistoryWritten)?;
-    let title = title(previous.as_ref(), transcript, append);
     state.last_version = record.version;
     state.head = Some(Head {
         version: record.version,
         run: record.run,
         bytes: record.bytes,
         sha256: record.sha256,
+        sha256_state: Some(written.state),
         turns: turns + 1,
-        title,
+        title: written.title,
         written_at: record.written_at,
         history_bytes: history_offset + line.len() as u64,
         staged: !append,

@@ -38,6 +38,8 @@ pub(crate) struct Forensic {
 #[derive(Debug)]
 pub(crate) struct Digests {
     pub(crate) whole: String,
+    /// The hash state after the whole transcript, hex.
+    pub(crate) state: String,
     pub(crate) prefix: Option<String>,
 }
 
@@ -56,8 +58,14 @@ impl Digests {
         if prefix.is_none() {
             hasher.update(bytes);
         }
+        Digests::after(&hasher, prefix)
+    }
+
+    /// The digests of what `hasher` was fed.
+    pub(crate) fn after(hasher: &TranscriptHash, prefix: Option<String>) -> Self {
         Digests {
             whole: hex(&hasher.digest()),
+            state: hex(&hasher.state()),
             prefix,
         }
     }

@@ -68,6 +68,10 @@ pub(crate) struct Head {
     /// Committed bytes of the transcript.
     pub(crate) bytes: u64,
     pub(crate) sha256: String,
+    /// The SHA-256 state after the head's bytes, hex (`TranscriptHash::state`): an append
+    /// over the whole head digests only its new bytes. Absent in heads written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sha256_state: Option<String>,
     /// Completed snapshots since the last clear.
     pub(crate) turns: u64,
     pub(crate) title: Option<String>,

@@ -149,11 +149,27 @@ async fn a_directory_written_by_the_previous_version_still_opens() {
     assert_eq!((claim.run.as_str(), claim.attempt), (RUNNING, 2));
     assert_eq!(claim.fence, Fence(4), "after the old leases' fences");
     assert_eq!(claim.head, Some(Version(1)));
-    let next = format!("{TRANSCRIPT}{{\"type\":\"message\"}}\n");
-    let commit = Commit::transcript(Bytes::from(next.clone()), claim.head);
+    // An append over a head written before hash states: read once, then it keeps one.
+    let new = "{\"type\":\"message\"}\n";
+    let next = format!("{TRANSCRIPT}{new}");
+    let commit = Commit::append(
+        Bytes::from_static(new.as_bytes()),
+        claim.head,
+        TRANSCRIPT.len(),
+    );
     assert_eq!(
         store.complete(&claim, commit).await.unwrap(),
         Some(Version(2))
+    );
+    let head = store.hydrate(&c1).await.unwrap().expect("the new head");
+    assert_eq!(&head.transcript[..], next.as_bytes());
+    assert_eq!(
+        files_named(dir.path(), "state.json")
+            .iter()
+            .filter(|text| text.contains("\"sha256_state\""))
+            .count(),
+        1,
+        "the appended head carries its hash state"
     );
 
     let claim = store.claim(&worker, LONG);
@@ -180,4 +196,18 @@ async fn a_directory_written_by_the_previous_version_still_opens() {
     );
     let lease = store.try_acquire(&c1, LONG).await;
     assert_eq!(lease.unwrap().expect("free").fence, Fence(5));
+}
+
+/// The contents of every file called `name` under `dir`.
+fn files_named(dir: &Path, name: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_named(&path, name));
+        } else if path.file_name().is_some_and(|n| n == name) {
+            found.push(std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    found
 }

@@ -69,11 +69,7 @@ pub fn digest(bytes: &[u8]) -> Digest {
 
 /// `digest` in lower-case hex (as the file store writes it).
 pub fn hex(digest: &[u8]) -> String {
-    use std::fmt::Write as _;
-    digest.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    ::hex::encode(digest)
 }
 
 #[cfg(test)]
