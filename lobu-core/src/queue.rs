@@ -303,7 +303,7 @@ pub struct Commit {
     pub expected: Option<Version>,
     /// What the worker reports (e.g. `{"deleted": 3}` for a reset).
     pub output: Option<serde_json::Value>,
-    /// `Some(n)`: an append, as [`Persist::base_len`]: the transcript is the first `n` bytes
+    /// `Some(n)`: an append, as [`Persist::base_len`](crate::Persist::base_len): the transcript is the first `n` bytes
     /// of the `expected` head followed by `transcript`, so the commit sends and hashes only
     /// what the turn appended. `None`: `transcript` is whole.
     pub base_len: Option<usize>,
