@@ -46,6 +46,13 @@ pub(crate) enum Plan {
         digests: Digests,
         title: Option<String>,
     },
+    /// A completed append stored as a whole copy the server builds from the head's chain
+    /// and `new_bytes` (a re-base: the chain is full).
+    Rebase {
+        new_bytes: Bytes,
+        digests: Digests,
+        title: Option<String>,
+    },
     /// A completed turn stored as a whole copy (a re-base, or a rewrite of history).
     Base {
         digests: Digests,
@@ -106,11 +113,11 @@ pub(crate) fn plan(
     }
 }
 
-/// The plan of an append that extends the head it names by a delta, from the head's stored
-/// hash state: it costs the appended bytes only (no read, no hash of the history). `None`
-/// when that does not apply (not an append, a head without a state, another base, nothing
-/// appended, a re-base due, a non-completed write): the caller rebuilds the whole transcript
-/// the append stands for and plans that.
+/// The plan of an append that extends the head it names, from the head's stored hash state:
+/// a delta, or a re-base the server builds when the chain is full; the client sends and
+/// hashes the appended bytes only. `None` when that does not apply (not an append, a head
+/// without a state, another base, nothing appended, a non-completed write): the caller
+/// rebuilds the whole transcript the append stands for and plans that.
 pub(crate) fn plan_append(
     key: &ConversationKey,
     write: &Persist,
@@ -134,9 +141,10 @@ pub(crate) fn plan_append(
         && i64::try_from(base_len).is_ok_and(|n| n == head.head_bytes)
         && !appended.is_empty()
         && write.status == TerminalStatus::Completed;
-    if !extends || !store_as_delta(chain, appended.len(), max_deltas) {
+    if !extends {
         return Ok(None);
     }
+    let as_delta = store_as_delta(chain, appended.len(), max_deltas);
     let mut hasher = TranscriptHash::resume(state)?;
     hasher.update(appended);
     let digests = Digests::after(&hasher, None);
@@ -151,15 +159,27 @@ pub(crate) fn plan_append(
         match persist_plan::plan(key, &write.run, write.status, write.expected, &found)? {
             persist_plan::Plan::Retry(v) => Some(Plan::Retry(seq(v))),
             persist_plan::Plan::Forensic => None,
-            persist_plan::Plan::Head { .. } => Some(Plan::Delta {
-                from: base_len,
-                new_bytes: appended.clone(),
-                digests,
+            persist_plan::Plan::Head { .. } => {
                 // Transcripts are lines: a head without a title gets one only from new lines.
-                title: (!head.has_title)
+                let title = (!head.has_title)
                     .then(|| lobu_core::transcript::title(appended))
-                    .flatten(),
-            }),
+                    .flatten();
+                let new_bytes = appended.clone();
+                Some(if as_delta {
+                    Plan::Delta {
+                        from: base_len,
+                        new_bytes,
+                        digests,
+                        title,
+                    }
+                } else {
+                    Plan::Rebase {
+                        new_bytes,
+                        digests,
+                        title,
+                    }
+                })
+            }
         },
     )
 }

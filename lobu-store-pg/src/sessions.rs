@@ -26,8 +26,10 @@ pub(crate) struct SessionSql {
     version_digest: SqlStr,
     write_delta: SqlStr,
     write_base: SqlStr,
+    write_rebase: SqlStr,
     commit_delta: SqlStr,
     commit_base: SqlStr,
+    commit_rebase: SqlStr,
     write_other: SqlStr,
     clear_lock: SqlStr,
     clear: SqlStr,
@@ -64,8 +66,10 @@ impl SessionSql {
             ),
             write_delta: write_sql(include_str!("sql/write_delta.sql"), schema, false),
             write_base: write_sql(include_str!("sql/write_base.sql"), schema, false),
+            write_rebase: write_sql(&rebase(), schema, false),
             commit_delta: write_sql(include_str!("sql/write_delta.sql"), schema, true),
             commit_base: write_sql(include_str!("sql/write_base.sql"), schema, true),
+            commit_rebase: write_sql(&rebase(), schema, true),
             write_other: sql(
                 "INSERT INTO {s}.snapshots (org, agent, conversation, seq, run, status, \
                                             base_seq, start_offset, bytes, byte_size, digest) \
@@ -105,6 +109,19 @@ const COMMIT_TAIL: &str = ", done AS (
 )
 SELECT seq, count(pg_notify($12, id)) AS notified FROM done GROUP BY seq";
 
+/// The whole copy of a re-base that an append triggers, built in the server: the head's
+/// chain (its whole copy and deltas, as sql/hydrate.sql reads them) then the appended `$5`.
+const REBASE_BYTES: &str = "(SELECT string_agg(s.bytes, ''::bytea ORDER BY s.seq)
+          FROM {s}.snapshots s JOIN {s}.conversations c
+            ON s.org = c.org AND s.agent = c.agent AND s.conversation = c.conversation
+         WHERE c.org = $1 AND c.agent = $2 AND c.conversation = $3
+           AND s.seq BETWEEN c.base_seq AND c.head_seq AND s.status = 'completed') || $5";
+
+/// sql/write_base.sql for a re-base built in the server.
+fn rebase() -> String {
+    include_str!("sql/write_base.sql").replace("{bytes}", REBASE_BYTES)
+}
+
 /// A head write for persist (`commit = false`: returns the version) or for complete (also
 /// ends the ownership and completes the run, see [`COMMIT_TAIL`]).
 fn write_sql(template: &str, schema: &str, commit: bool) -> SqlStr {
@@ -117,6 +134,7 @@ fn write_sql(template: &str, schema: &str, commit: bool) -> SqlStr {
         ("", "\nSELECT seq FROM head")
     };
     let text = template
+        .replace("{bytes}", "$5")
         .replace("{end_lease}", end_lease)
         .replace("{finish}", finish);
     sql(&text, schema)
@@ -157,14 +175,15 @@ pub(crate) enum Written {
     Stored(i64),
 }
 
+/// One row of sql/hydrate.sql: the head, and one snapshot of its chain.
 #[derive(sqlx::FromRow)]
-struct Hydrated {
+struct ChainRow {
     head_seq: i64,
     head_run: String,
     head_bytes: i64,
     base_seq: i64,
-    first_seq: Option<i64>,
-    transcript: Option<Vec<u8>>,
+    seq: Option<i64>,
+    bytes: Option<Vec<u8>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -241,9 +260,17 @@ impl PgStore {
             Finish::Persist => None,
             Finish::Commit { output, channel } => Some((output, channel)),
         };
-        let (delta_sql, base_sql) = match commit {
-            None => (&sessions.write_delta, &sessions.write_base),
-            Some(_) => (&sessions.commit_delta, &sessions.commit_base),
+        let (delta_sql, base_sql, rebase_sql) = match commit {
+            None => (
+                &sessions.write_delta,
+                &sessions.write_base,
+                &sessions.write_rebase,
+            ),
+            Some(_) => (
+                &sessions.commit_delta,
+                &sessions.commit_base,
+                &sessions.commit_rebase,
+            ),
         };
         let seq = match plan {
             Plan::Retry(seq) => return Ok(Written::Retry(seq)),
@@ -290,6 +317,20 @@ impl PgStore {
                     .bind(digests.state);
                 finish_write(q, commit, &mut *tx, "persist: write whole copy").await?
             }
+            Plan::Rebase {
+                new_bytes,
+                digests,
+                title,
+            } => {
+                let q = key_run(rebase_sql.clone())
+                    .bind(&new_bytes[..])
+                    .bind(size)
+                    .bind(digests.full)
+                    .bind(false)
+                    .bind(title)
+                    .bind(digests.state);
+                finish_write(q, commit, &mut *tx, "persist: re-base").await?
+            }
         };
         Ok(Written::Stored(seq))
     }
@@ -301,28 +342,42 @@ impl PgStore {
         conn: impl sqlx::PgExecutor<'_>,
         key: &ConversationKey,
     ) -> Result<Option<Snapshot>> {
-        let row: Option<Hydrated> = sqlx::query_as(self.inner.sessions.hydrate.clone())
+        let rows: Vec<ChainRow> = sqlx::query_as(self.inner.sessions.hydrate.clone())
             .bind(key.org.as_str())
             .bind(key.agent.as_str())
             .bind(key.conversation.as_str())
-            .fetch_optional(conn)
+            .fetch_all(conn)
             .await
             .map_err(db("hydrate"))?;
-        let Some(row) = row else { return Ok(None) };
-        let transcript = row.transcript.unwrap_or_default();
-        if row.first_seq != Some(row.base_seq) || len_i64(transcript.len()) != row.head_bytes {
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let (head_seq, head_bytes, base_seq) = (first.head_seq, first.head_bytes, first.base_seq);
+        let version = version(head_seq)?;
+        let run = stored("head run id", lobu_core::RunId::new(&first.head_run))?;
+        let first_seq = first.seq;
+        let chain_len = rows.len();
+        let mut pieces = rows.into_iter().map(|r| r.bytes);
+        // A head that is one whole copy (the common case after a re-base) is not copied.
+        let transcript = if chain_len == 1 {
+            pieces.next().flatten()
+        } else {
+            let capacity = usize::try_from(head_bytes).unwrap_or(0);
+            pieces.try_fold(Vec::with_capacity(capacity), |mut all, piece| {
+                all.extend_from_slice(&piece?);
+                Some(all)
+            })
+        };
+        let whole = transcript.filter(|t| len_i64(t.len()) == head_bytes);
+        let Some(transcript) = whole.filter(|_| first_seq == Some(base_seq)) else {
             return Err(corrupt(format!(
-                "{key}: the chain of v{} rebuilds {} bytes from {:?}, expected {} bytes from v{}",
-                row.head_seq,
-                transcript.len(),
-                row.first_seq,
-                row.head_bytes,
-                row.base_seq
+                "{key}: the chain of v{head_seq} ({chain_len} rows from {first_seq:?}) does not \
+                 rebuild {head_bytes} bytes from v{base_seq}"
             )));
-        }
+        };
         Ok(Some(Snapshot {
-            version: version(row.head_seq)?,
-            run: stored("head run id", lobu_core::RunId::new(&row.head_run))?,
+            version,
+            run,
             transcript: Bytes::from(transcript),
         }))
     }

@@ -202,6 +202,41 @@ async fn reset_purges_three_rows_spares_a_sibling_and_then_returns_zero(pool: Pg
 }
 
 #[sqlx::test(migrator = "lobu_store_pg::MIGRATOR")]
+async fn appends_chain_until_the_limit_then_the_server_builds_the_whole_copy(pool: PgPool) {
+    let config = PgStoreConfig::default().max_chain_deltas(4);
+    let store = PgStore::with_config(pool.clone(), config).expect("config");
+    let k = key("acme", "bot", "appended");
+    let lease = lease(&store, &k).await;
+    let mut w = writer();
+    for n in 0..30 {
+        exchange(&mut w, n);
+    }
+    let mut head = (turn(&store, &lease, None, &w.bytes()).await, w.bytes());
+    for n in 30..42 {
+        exchange(&mut w, n);
+        let whole = w.bytes();
+        let mut next = write(
+            &lease,
+            &RunId::generate(),
+            TerminalStatus::Completed,
+            &whole.slice(head.1.len()..),
+            Some(head.0),
+        );
+        next.base_len = Some(head.1.len());
+        let version = store.persist(&k, next).await.expect("append");
+        head = (version, whole);
+        assert_eq!(hydrated(&store, &k).await, head.clone(), "turn {n}");
+    }
+    let stored = rows(&pool, &k).await;
+    let bases: Vec<usize> = (0..stored.len())
+        .filter(|&i| stored[i].3 == stored[i].0)
+        .collect();
+    assert_eq!(bases, [0, 5, 10], "a whole copy after every 4 deltas");
+    let live = stored.iter().filter(|r| r.4).count();
+    assert_eq!(live, 3, "only the head's chain keeps bytes");
+}
+
+#[sqlx::test(migrator = "lobu_store_pg::MIGRATOR")]
 async fn deltas_chain_until_the_limit_then_a_whole_copy_restarts_the_chain(pool: PgPool) {
     let config = PgStoreConfig::default().max_chain_deltas(4);
     let store = PgStore::with_config(pool.clone(), config).expect("config");

@@ -1,13 +1,13 @@
--- The head in one read: its whole copy and the deltas after it, concatenated in version
--- order. Completed rows between the head's base and the head are exactly its chain (a
--- completed write either extends the head or starts a new base). The outer join and
--- `first_seq` let the caller tell a broken chain (Corrupt) from no head at all.
-SELECT c.head_seq, c.head_run, c.head_bytes, c.base_seq,
-       min(s.seq) AS first_seq,
-       string_agg(s.bytes, ''::bytea ORDER BY s.seq) AS transcript
+-- The head in one read: its whole copy and the deltas after it, one row each in version
+-- order, concatenated by the caller (a server-side string_agg copies the whole transcript
+-- once more, and grows its buffer by doubling). Completed rows between the head's base and
+-- the head are exactly its chain (a completed write either extends the head or starts a new
+-- base). The outer join lets the caller tell a broken chain (Corrupt: no row at the base, a
+-- row without bytes, a wrong length) from no head at all (no row).
+SELECT c.head_seq, c.head_run, c.head_bytes, c.base_seq, s.seq, s.bytes
   FROM {s}.conversations c
   LEFT JOIN {s}.snapshots s
          ON s.org = c.org AND s.agent = c.agent AND s.conversation = c.conversation
         AND s.seq BETWEEN c.base_seq AND c.head_seq AND s.status = 'completed'
  WHERE c.org = $1 AND c.agent = $2 AND c.conversation = $3 AND c.head_seq IS NOT NULL
- GROUP BY c.head_seq, c.head_run, c.head_bytes, c.base_seq
+ ORDER BY s.seq

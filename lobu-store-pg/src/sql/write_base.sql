@@ -1,11 +1,14 @@
--- A completed turn stored as a whole copy ($5, $6 bytes) that starts a new chain. The older
+-- A completed turn stored as a whole copy ($6 bytes with digest $7 and hash state $10) that
+-- starts a new chain: the bytes placeholder is the whole transcript $5, or, for a re-base of
+-- an append, the head's chain read in the server followed by the appended bytes $5
+-- (REBASE_BYTES in sessions.rs), so the history is neither sent nor hashed by the client. The older
 -- completed rows can never be read again: their bytes are dropped, their rows stay as the
 -- runs' records. The caller holds the conversations row lock and has checked the fence.
 -- The end_lease and finish placeholders are filled in by SessionSql, as in write_delta.sql.
 WITH ins AS (
     INSERT INTO {s}.snapshots
         (org, agent, conversation, seq, run, status, base_seq, start_offset, bytes, byte_size, digest)
-    SELECT $1, $2, $3, v.seq, $4, 'completed', v.seq, 0, $5, $6, $7
+    SELECT $1, $2, $3, v.seq, $4, 'completed', v.seq, 0, {bytes}, $6, $7
       FROM (SELECT nextval('{s}.versions') AS seq) v
     RETURNING seq
 ), superseded AS (
