@@ -16,6 +16,7 @@ use lobu_core::transcript::hash::TranscriptHash;
 use lobu_core::{Claim, Result, Version};
 use sqlx::types::Json;
 
+use crate::delta::SMALL_CHAIN_SHARE;
 use crate::store::{PgStore, db};
 
 /// The hash states of heads this store's claims returned, by version. A version's bytes
@@ -92,6 +93,7 @@ impl PgStore {
             .bind(output.as_ref().map(Json))
             .bind(self.channel())
             .bind(hasher.state())
+            .bind(SMALL_CHAIN_SHARE)
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(db("complete"))?;

@@ -68,8 +68,9 @@ impl PgStoreConfig {
     }
 
     /// How many deltas may follow a whole copy before persist writes a new whole copy
-    /// (default 32, `1..=1000`). A new whole copy is also written when the deltas would
-    /// outgrow the copy they extend. Hydrate reads at most this many rows plus one.
+    /// (default 32, `1..=1000`), unless the deltas are still under an eighth of the copy's
+    /// size (a long conversation re-bases only when that is worth its cost). A new whole copy
+    /// is also written when the deltas would outgrow the copy they extend.
     pub fn max_chain_deltas(mut self, deltas: u32) -> Self {
         self.max_chain_deltas = deltas;
         self

@@ -54,15 +54,24 @@ pub(crate) struct Chain {
     pub(crate) delta_bytes: i64,
 }
 
-/// Store `new_bytes` as one more delta, or re-base? A delta while the chain is short: fewer
-/// than `max_deltas` rows (hydrate reads at most that many plus one), and deltas not
-/// outgrowing the whole copy they extend. Small deltas stay inline and uncompressed while a
-/// whole copy is compressed, so the byte rule bounds storage; it also spaces re-bases at
-/// geometrically growing sizes, so their cost is O(1) amortised per appended byte.
+/// Past `max_deltas` rows, a chain still takes deltas while they stay under this share
+/// (1/8) of the whole copy they extend (sql/commit_fast.sql binds the same number).
+pub(crate) const SMALL_CHAIN_SHARE: i64 = 8;
+
+/// Store `new_bytes` as one more delta, or re-base? A delta while the chain is short (fewer
+/// than `max_deltas` rows, or deltas under an eighth of the whole copy) and deltas not
+/// outgrowing the whole copy they extend. A re-base rewrites the whole copy (tens of ms at
+/// 8 MB), so on a long conversation it waits until the deltas are worth it: re-bases come at
+/// geometrically growing sizes and cost O(1) amortised per appended byte, while hydrate
+/// reads one whole copy and at most an eighth of it again in small rows. Small deltas stay
+/// inline and uncompressed while a whole copy is compressed, so the byte rule bounds storage.
 pub(crate) fn store_as_delta(chain: Chain, new_bytes: usize, max_deltas: u32) -> bool {
-    let new_bytes = i64::try_from(new_bytes).unwrap_or(i64::MAX);
-    u32::try_from(chain.deltas).is_ok_and(|d| d < max_deltas)
-        && chain.delta_bytes.saturating_add(new_bytes) <= chain.base_bytes
+    let after = chain
+        .delta_bytes
+        .saturating_add(i64::try_from(new_bytes).unwrap_or(i64::MAX));
+    let short = u32::try_from(chain.deltas).is_ok_and(|d| d < max_deltas)
+        || after < chain.base_bytes / SMALL_CHAIN_SHARE;
+    short && after <= chain.base_bytes
 }
 
 /// Where the last line of the first `head_len` bytes starts: a title search over the new
@@ -110,6 +119,19 @@ mod tests {
         assert!(store_as_delta(chain(0, 0), 100, 32));
         assert!(store_as_delta(chain(31, 800), 200, 32));
         assert!(!store_as_delta(chain(32, 800), 10, 32), "too many deltas");
+        let long = |deltas, delta_bytes| Chain {
+            base_bytes: 8_000_000,
+            deltas,
+            delta_bytes,
+        };
+        assert!(
+            store_as_delta(long(500, 400_000), 800, 32),
+            "many small deltas on a long history"
+        );
+        assert!(
+            !store_as_delta(long(1250, 999_900), 800, 32),
+            "until they reach an eighth of it"
+        );
         assert!(
             !store_as_delta(chain(3, 900), 101, 32),
             "deltas outgrow the base"

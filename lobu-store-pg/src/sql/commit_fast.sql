@@ -1,8 +1,9 @@
 -- The common end of a turn in one statement (autocommit: one round trip, one commit), tried
 -- before the general path: the newest claim (held_claim.sql) holds the conversation; its head
 -- is the expected version $7, $8 bytes long, with hash state $9 (the state the caller resumed
--- to digest the new bytes); the chain has room for one more delta ($13 deltas at most,
--- deltas not outgrowing their base); and the run stored no snapshot before. Then the new
+-- to digest the new bytes); the chain has room for one more delta (delta.rs's
+-- store_as_delta: fewer than $13 deltas or deltas under 1/$18 of their base, and deltas not
+-- outgrowing it); and the run stored no snapshot before. Then the new
 -- bytes $10 are stored as a delta (the transcript is $11 bytes with digest $12 and hash
 -- state $17, a first title $14), the head moves, the run completes with output $15, the
 -- ownership ends and the run's followers are notified on channel $16, in one statement.
@@ -12,7 +13,8 @@ WITH {held_claim}, conv AS MATERIALIZED (
     SELECT c.base_seq FROM {s}.conversations c, owner o
      WHERE c.org = o.org AND c.agent = o.agent AND c.conversation = o.conversation
        AND c.head_seq = $7 AND c.head_bytes = $8 AND c.head_state = $9
-       AND c.chain_deltas < $13 AND c.chain_bytes + octet_length($10) <= c.base_bytes
+       AND (c.chain_deltas < $13 OR c.chain_bytes + octet_length($10) < c.base_bytes / $18)
+       AND c.chain_bytes + octet_length($10) <= c.base_bytes
        AND NOT EXISTS (
                SELECT 1 FROM {s}.snapshots s
                 WHERE s.org = $1 AND s.agent = $5 AND s.conversation = $6 AND s.run = $2)
