@@ -19,12 +19,12 @@
 //! The measured turns extend the same conversation: turns N + 1 to N + W, W = N / 10 and at
 //! least 10 (so `pg/10` measures turns 11 to 20, `pg/10000` turns 10,001 to at most 11,000).
 //! Then the next conversation, grown from its first turn to N outside the measurement (four
-//! at a time, concurrently, below 10,000), takes over. With this store, growing one of
-//! 10,000 turns takes about 45 s (PostgreSQL) and 60 s (files) on a quiet 2-core machine,
-//! as each persist hashes the whole transcript; W = 1,000 is more turns than criterion
-//! measures there with its default times (warm-up included), so it happens once per store. Conversations are
-//! grown only for the benches criterion runs; the bench prints how long growing took and
-//! the PostgreSQL head's layout at N.
+//! at a time, concurrently, below 10,000), takes over. Growing one of 10,000 turns takes
+//! about 10 s (PostgreSQL) and 85 s (files, whose format 1 still reads its history on each
+//! persist) on this 2-core machine; W = 1,000 is more turns than criterion measures there
+//! with its default times (warm-up included), so it happens once per store. Conversations
+//! are grown only for the benches criterion runs; the bench prints how long growing took
+//! and the PostgreSQL head's layout at N.
 //!
 //! Targets (issue 8): the cost does not grow with the history: `persist_turn/pg/10000` ≤ 1.5×
 //! `persist_turn/pg/10` and ≤ 2× `persist_turn/raw_pg_insert/10000`.
