@@ -263,17 +263,8 @@ pub async fn prune_never_removes_a_conversation_whose_run_is_claimed(
 /// over a version that is no longer in the head or over no head is `Conflict`, and neither
 /// changes anything: the claim still commits afterwards.
 pub async fn an_append_commit_is_its_base_then_its_new_bytes(backend: &Backend) {
-    let key = fresh_key();
     let worker = WorkerId::generate();
-    let first = transcript("append", 1);
-    submit(backend, new_turn(&key, 0, 3)).await;
-    let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
-    let v1 = backend
-        .queue
-        .complete(&claim, Commit::transcript(first.clone(), None))
-        .await
-        .expect("first commit")
-        .expect("a version");
+    let (key, v1, first) = first_turn(backend, &worker, "append").await;
     let mut head = (v1, first.clone());
     let header_len = first.iter().position(|b| *b == b'\n').expect("a header") + 1;
     // The whole head, then a base of only its header (a rewrite), then the whole head again.
@@ -335,17 +326,8 @@ pub async fn an_append_commit_is_its_base_then_its_new_bytes(backend: &Backend) 
 /// version is then no longer the head, but the head starts with it) it is the same write and
 /// answers the same version; a different append over that old version conflicts.
 pub async fn an_append_persist_sent_twice_is_stored_once(backend: &Backend) {
-    let key = fresh_key();
     let worker = WorkerId::generate();
-    let first = transcript("twice", 1);
-    submit(backend, new_turn(&key, 0, 3)).await;
-    let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
-    let v1 = backend
-        .queue
-        .complete(&claim, Commit::transcript(first.clone(), None))
-        .await
-        .expect("first commit")
-        .expect("a version");
+    let (key, v1, first) = first_turn(backend, &worker, "twice").await;
     submit(backend, new_turn(&key, 1, 3)).await;
     let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
     let new = Bytes::from(super::support::exchange(1, "twice, again"));
@@ -389,4 +371,23 @@ pub async fn an_append_persist_sent_twice_is_stored_once(backend: &Backend) {
         record(backend, &key, &claim.run).await.status,
         RunStatus::Completed
     );
+}
+
+/// A fresh conversation whose first turn `worker` committed: its key, version and bytes.
+async fn first_turn(
+    backend: &Backend,
+    worker: &WorkerId,
+    title: &str,
+) -> (crate::ConversationKey, crate::Version, Bytes) {
+    let key = fresh_key();
+    let first = transcript(title, 1);
+    submit(backend, new_turn(&key, 0, 3)).await;
+    let claim = claim_mine(backend, worker, LONG, &[&key]).await;
+    let v1 = backend
+        .queue
+        .complete(&claim, Commit::transcript(first.clone(), None))
+        .await
+        .expect("first commit")
+        .expect("a version");
+    (key, v1, first)
 }
