@@ -39,7 +39,7 @@ impl HeadStates {
         states.insert(seq, state);
     }
 
-    fn take(&self, seq: i64) -> Option<Vec<u8>> {
+    pub(crate) fn take(&self, seq: i64) -> Option<Vec<u8>> {
         let mut states = self
             .0
             .lock()

@@ -110,6 +110,7 @@ mod error;
 mod locks;
 mod migrate;
 mod persist;
+mod persist_fast;
 mod prune;
 mod queue;
 mod sessions;

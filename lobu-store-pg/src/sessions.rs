@@ -24,6 +24,7 @@ pub(crate) struct SessionSql {
     lock: SqlStr,
     run_snapshots: SqlStr,
     version_digest: SqlStr,
+    pub(crate) persist_fast: SqlStr,
     write_delta: SqlStr,
     write_base: SqlStr,
     write_rebase: SqlStr,
@@ -58,6 +59,7 @@ impl SessionSql {
                  ORDER BY seq DESC",
                 schema,
             ),
+            persist_fast: sql(include_str!("sql/persist_fast.sql"), schema),
             version_digest: sql(
                 "SELECT byte_size, digest FROM {s}.snapshots \
                  WHERE org = $1 AND agent = $2 AND conversation = $3 AND seq = $4 \
@@ -294,6 +296,7 @@ impl PgStore {
                 digests,
                 title,
             } => {
+                let state = digests.state.clone();
                 let q = key_run(delta_sql.clone())
                     .bind(&new_bytes[..])
                     .bind(len_i64(from))
@@ -301,13 +304,17 @@ impl PgStore {
                     .bind(digests.full)
                     .bind(title)
                     .bind(digests.state);
-                finish_write(q, commit, &mut *tx, "persist: write delta").await?
+                let seq = finish_write(q, commit, &mut *tx, "persist: write delta").await?;
+                // For the next append (persist_fast.rs); harmless if this rolls back.
+                self.inner.head_states.remember(seq, state);
+                seq
             }
             Plan::Base {
                 digests,
                 title,
                 replace_title,
             } => {
+                let state = digests.state.clone();
                 let q = key_run(base_sql.clone())
                     .bind(bytes)
                     .bind(size)
@@ -315,13 +322,17 @@ impl PgStore {
                     .bind(replace_title)
                     .bind(title)
                     .bind(digests.state);
-                finish_write(q, commit, &mut *tx, "persist: write whole copy").await?
+                let seq = finish_write(q, commit, &mut *tx, "persist: write whole copy").await?;
+                // For the next append (persist_fast.rs); harmless if this rolls back.
+                self.inner.head_states.remember(seq, state);
+                seq
             }
             Plan::Rebase {
                 new_bytes,
                 digests,
                 title,
             } => {
+                let state = digests.state.clone();
                 let q = key_run(rebase_sql.clone())
                     .bind(&new_bytes[..])
                     .bind(size)
@@ -329,7 +340,10 @@ impl PgStore {
                     .bind(false)
                     .bind(title)
                     .bind(digests.state);
-                finish_write(q, commit, &mut *tx, "persist: re-base").await?
+                let seq = finish_write(q, commit, &mut *tx, "persist: re-base").await?;
+                // For the next append (persist_fast.rs); harmless if this rolls back.
+                self.inner.head_states.remember(seq, state);
+                seq
             }
         };
         Ok(Written::Stored(seq))
@@ -495,6 +509,10 @@ impl SessionStore for PgStore {
 
     async fn persist(&self, key: &ConversationKey, write: Persist) -> Result<Version> {
         self.check_size(key, write.len())?;
+        // The common append: one statement (persist_fast.rs); else the transaction below.
+        if let Some(seq) = self.persist_fast(key, &write).await? {
+            return version(seq);
+        }
         let sessions = &self.inner.sessions;
         let mut tx = self
             .inner
