@@ -93,19 +93,24 @@ mod tests {
         }
     }
 
-    #[sqlx::test(migrator = "crate::MIGRATOR")]
-    async fn appends_after_the_first_write_take_one_statement(pool: PgPool) {
-        let store = PgStore::new(pool);
+    /// A lease of a fresh conversation and the version of its first, whole write.
+    async fn first_write(store: &PgStore) -> (Fence, Version) {
         let lease = store.try_acquire(&key(), Duration::from_secs(60)).await;
-        let lease = lease.unwrap().expect("free");
+        let fence = lease.unwrap().expect("free").fence;
         let first = Persist {
             base_len: None,
             expected: None,
             transcript: Bytes::from_static(FIRST),
-            ..append(lease.fence, Version(0), 0, b"")
+            ..append(fence, Version(0), 0, b"")
         };
-        let v1 = store.persist(&key(), first).await.unwrap();
-        let second = append(lease.fence, v1, FIRST.len(), b"{\"n\":2}\n");
+        (fence, store.persist(&key(), first).await.unwrap())
+    }
+
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    async fn appends_after_the_first_write_take_one_statement(pool: PgPool) {
+        let store = PgStore::new(pool);
+        let (fence, v1) = first_write(&store).await;
+        let second = append(fence, v1, FIRST.len(), b"{\"n\":2}\n");
         let v2 = store.persist_fast(&key(), &second).await.unwrap();
         let v2 = Version(u64::try_from(v2.expect("the one statement")).unwrap());
         let whole = [FIRST, b"{\"n\":2}\n"].concat();
@@ -115,27 +120,19 @@ mod tests {
         assert_eq!(store.persist_fast(&key(), &second).await.unwrap(), None);
         assert_eq!(store.persist(&key(), second).await.unwrap(), v2);
         // The next one is fast again, from the state the last write left.
-        let third = append(lease.fence, v2, whole.len(), b"{\"n\":3}\n");
+        let third = append(fence, v2, whole.len(), b"{\"n\":3}\n");
         assert!(store.persist_fast(&key(), &third).await.unwrap().is_some());
     }
 
     #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn a_stale_fence_or_a_wrong_base_changes_nothing(pool: PgPool) {
         let store = PgStore::new(pool);
-        let lease = store.try_acquire(&key(), Duration::from_secs(60)).await;
-        let lease = lease.unwrap().expect("free");
-        let first = Persist {
-            base_len: None,
-            expected: None,
-            transcript: Bytes::from_static(FIRST),
-            ..append(lease.fence, Version(0), 0, b"")
-        };
-        let v1 = store.persist(&key(), first).await.unwrap();
-        let stale = append(Fence(lease.fence.0 - 1), v1, FIRST.len(), b"{\"n\":2}\n");
+        let (fence, v1) = first_write(&store).await;
+        let stale = append(Fence(fence.0 - 1), v1, FIRST.len(), b"{\"n\":2}\n");
         assert_eq!(store.persist_fast(&key(), &stale).await.unwrap(), None);
         let err = store.persist(&key(), stale).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Fenced);
-        let short = append(lease.fence, v1, FIRST.len() - 1, b"{\"n\":2}\n");
+        let short = append(fence, v1, FIRST.len() - 1, b"{\"n\":2}\n");
         assert_eq!(store.persist_fast(&key(), &short).await.unwrap(), None);
         let head = store.hydrate(&key()).await.unwrap().unwrap();
         assert_eq!((head.version, &head.transcript[..]), (v1, FIRST));
