@@ -274,78 +274,70 @@ impl PgStore {
                 &sessions.commit_rebase,
             ),
         };
-        let seq = match plan {
-            Plan::Retry(seq) => return Ok(Written::Retry(seq)),
+        // Every head write binds its hash state last ($10) and then the commit's tail.
+        let (q, state, what) = match &plan {
+            Plan::Retry(seq) => return Ok(Written::Retry(*seq)),
             Plan::Forensic { .. } if commit.is_some() => {
                 return Err(Error::new(
                     lobu_core::ErrorKind::Other,
                     "complete planned a non-completed snapshot",
                 ));
             }
-            Plan::Forensic { digest } => key_run(sessions.write_other.clone())
-                .bind(write.status.as_str())
-                .bind(bytes)
-                .bind(size)
-                .bind(digest)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db("persist: write forensic copy"))?,
+            Plan::Forensic { digest } => {
+                let seq = key_run(sessions.write_other.clone())
+                    .bind(write.status.as_str())
+                    .bind(bytes)
+                    .bind(size)
+                    .bind(&digest[..])
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db("persist: write forensic copy"))?;
+                return Ok(Written::Stored(seq));
+            }
             Plan::Delta {
                 from,
                 new_bytes,
                 digests,
                 title,
             } => {
-                let state = digests.state.clone();
                 let q = key_run(delta_sql.clone())
                     .bind(&new_bytes[..])
-                    .bind(len_i64(from))
+                    .bind(len_i64(*from))
                     .bind(size)
-                    .bind(digests.full)
-                    .bind(title)
-                    .bind(digests.state);
-                let seq = finish_write(q, commit, &mut *tx, "persist: write delta").await?;
-                // For the next append (persist_fast.rs); harmless if this rolls back.
-                self.inner.head_states.remember(seq, state);
-                seq
+                    .bind(&digests.full[..])
+                    .bind(title.as_deref());
+                (q, &digests.state, "persist: write delta")
             }
             Plan::Base {
                 digests,
                 title,
                 replace_title,
             } => {
-                let state = digests.state.clone();
                 let q = key_run(base_sql.clone())
                     .bind(bytes)
                     .bind(size)
-                    .bind(digests.full)
-                    .bind(replace_title)
-                    .bind(title)
-                    .bind(digests.state);
-                let seq = finish_write(q, commit, &mut *tx, "persist: write whole copy").await?;
-                // For the next append (persist_fast.rs); harmless if this rolls back.
-                self.inner.head_states.remember(seq, state);
-                seq
+                    .bind(&digests.full[..])
+                    .bind(*replace_title)
+                    .bind(title.as_deref());
+                (q, &digests.state, "persist: write whole copy")
             }
             Plan::Rebase {
                 new_bytes,
                 digests,
                 title,
             } => {
-                let state = digests.state.clone();
                 let q = key_run(rebase_sql.clone())
                     .bind(&new_bytes[..])
                     .bind(size)
-                    .bind(digests.full)
+                    .bind(&digests.full[..])
                     .bind(false)
-                    .bind(title)
-                    .bind(digests.state);
-                let seq = finish_write(q, commit, &mut *tx, "persist: re-base").await?;
-                // For the next append (persist_fast.rs); harmless if this rolls back.
-                self.inner.head_states.remember(seq, state);
-                seq
+                    .bind(title.as_deref());
+                (q, &digests.state, "persist: re-base")
             }
         };
+        let seq = finish_write(q.bind(&state[..]), commit, &mut *tx, what).await?;
+        // For the next append (persist_fast.rs); harmless if this rolls back.
+        self.inner.head_states.remember(seq, state.clone());
         Ok(Written::Stored(seq))
     }
 
