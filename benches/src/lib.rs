@@ -52,6 +52,19 @@ pub async fn fresh_bench_database_with(max_connections: u32) -> PgPool {
         .expect("connect to lobu_bench")
 }
 
+/// Another pool of `max_connections` on the existing `lobu_bench` database (a second
+/// replica's connections).
+pub async fn connect_bench_database(max_connections: u32) -> PgPool {
+    let options: sqlx::postgres::PgConnectOptions = database_url().parse().expect("DATABASE_URL");
+    let options = options.database("lobu_bench").disable_statement_logging();
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+        .expect("connect to lobu_bench")
+}
+
 /// Both stores, ready for a bench: a file store in a temporary directory and a migrated
 /// PostgreSQL store in a fresh `lobu_bench` database, with raw tables for the baselines
 /// (`bench_raw(id int, bytes bytea)` with the store's lz4 column compression,

@@ -14,6 +14,7 @@
 //!   [`RunQueue`] (durable, per-conversation FIFO run queue with idempotent submit, retries
 //!   and claims; a claim is its conversation's ownership, with the conversation's fence, and
 //!   [`RunQueue::complete`] commits a turn's transcript and the run's completion together).
+//! * **[`events`]**: a run's stored events, recorded under its claim and replayed anywhere.
 //! * **[`run_state`]** and **[`persist_plan`]**: the run state machine and the persist
 //!   decision, which every backend applies the same way.
 //! * **[`Error`]** with an [`ErrorKind`] callers branch on; sources are kept.
@@ -35,6 +36,7 @@
 
 mod backend;
 mod error;
+pub mod events;
 mod id;
 mod lock;
 pub mod persist_plan;

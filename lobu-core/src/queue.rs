@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::events::EventPage;
 use crate::id::{ConversationKey, IdempotencyKey, OrgId, RunId, WorkerId};
 use crate::lock::Fence;
 use crate::session::{TerminalStatus, Version};
@@ -422,6 +423,22 @@ pub enum AfterFailure {
 ///   `release` hands it back at once without counting the attempt (graceful shutdown). Both
 ///   end the ownership.
 /// * [`status`](Self::status) only finds runs of the given org: another org's run is `None`.
+///
+/// ## Run events
+///
+/// * [`record_events`](Self::record_events) stores an attempt's events (JSON objects, checked
+///   by [`events::check_events`](crate::events::check_events): bad ones are `InvalidInput` or
+///   `TooLarge` and nothing of the call is stored) and numbers them: the run's events get
+///   seqs 1, 2, 3, … in the order recorded, across attempts and replicas, never reused. Only
+///   the run's newest claim may record, and only while the run is unfinished
+///   ([`events::check_may_record`](crate::events::check_may_record)); anything else is
+///   `Fenced` and stores nothing (a claim of a run that does not exist in its org is
+///   `NotFound`). An append is all or nothing, and wakes the run's followers
+///   ([`wait_for_run`](Self::wait_for_run)) here and, where the backend can, on other replicas.
+/// * [`read_events`](Self::read_events) reads the run's record and its events after a seq at
+///   one moment (see [`EventPage`]); another org's run, or an unknown one, is `None`.
+/// * [`prune_events`](Self::prune_events) removes the events of runs that finished before a
+///   time; [`prune_runs`](Self::prune_runs) removes a pruned run's events with it.
 #[async_trait]
 pub trait RunQueue: Debug + Send + Sync + 'static {
     /// Make a run durable and return its id.
@@ -459,13 +476,31 @@ pub trait RunQueue: Debug + Send + Sync + 'static {
     /// not touched: transcript lifetime never depends on run retention.
     async fn prune_runs(&self, before: SystemTime) -> Result<u64>;
 
+    /// Store events of the claim's attempt, in order; returns the seq of the run's newest
+    /// event afterwards.
+    async fn record_events(&self, claim: &Claim, events: &[String]) -> Result<u64>;
+
+    /// The run (of `org`) and at most `limit` of its events with a seq above `after`, read at
+    /// one moment; `None` if the org has no such run. `limit` outside
+    /// `1..=`[`MAX_EVENTS_PER_READ`](crate::events::MAX_EVENTS_PER_READ) is `InvalidInput`.
+    async fn read_events(
+        &self,
+        org: &OrgId,
+        run: &RunId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<EventPage>>;
+
+    /// Remove every event of runs that finished before `before`; returns how many events.
+    async fn prune_events(&self, before: SystemTime) -> Result<u64>;
+
     /// Wait until new work may be claimable, or `max` passes. Backends with a wake-up
     /// channel (NOTIFY, an in-process signal) return early; others just sleep. Callers must
     /// still poll: a wake-up is a hint, never a guarantee.
     async fn wait_for_work(&self, max: Duration);
 
-    /// Wait until `run` may have changed status after `since` (it ended, failed an attempt,
-    /// or went back to the queue), or `max` passes; at once if it may have changed since
+    /// Wait until `run` may have changed after `since` (it recorded events, ended, failed an
+    /// attempt, or went back to the queue), or `max` passes; at once if it may have changed since
     /// already. Followers of a run that executes elsewhere call it between status reads.
     /// Backends that learn of other replicas' writes (NOTIFY) or see their own (one process)
     /// return early, with [`RunSignals`](crate::RunSignals); the default just sleeps.

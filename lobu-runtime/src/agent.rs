@@ -13,7 +13,7 @@ use lobu_core::{BoxError, ConversationKey, RunId, Version};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::RunEvent;
-use crate::hub::RunLog;
+use crate::recorder::EventRecorder;
 
 /// The host's agent: runs one turn of a conversation.
 ///
@@ -190,7 +190,7 @@ impl Drop for EntryWriter<'_> {
 /// attempt ended are ignored.
 #[derive(Clone)]
 pub struct OutputSink {
-    log: Arc<RunLog>,
+    log: Arc<EventRecorder>,
     attempt: u32,
     open: Arc<AtomicBool>,
 }
@@ -205,7 +205,7 @@ impl fmt::Debug for OutputSink {
 }
 
 impl OutputSink {
-    pub(crate) fn new(log: Arc<RunLog>, attempt: u32) -> Self {
+    pub(crate) fn new(log: Arc<EventRecorder>, attempt: u32) -> Self {
         OutputSink {
             log,
             attempt,

@@ -43,10 +43,19 @@ pub struct Settings {
     /// The longest the worker sleeps between claim attempts when the queue is idle (a backend
     /// with a wake-up channel answers sooner). Default 500 ms.
     pub poll_interval: Duration,
-    /// How often a subscriber polls the queue for runs executed by another replica. Default 1 s.
+    /// How often a followed run's events are read even without a wake-up from the backend (a
+    /// backstop: PostgreSQL's `NOTIFY` and the file store's directory watch wake readers at
+    /// once). One read per followed run per replica, however many subscribers. Default 5 s.
     pub status_poll_interval: Duration,
-    /// How long the events of a finished run stay available for replay. Default 10 min.
+    /// How long the stored events of a finished run stay available for replay; the worker
+    /// loop removes older ones. Default 24 h.
     pub event_retention: Duration,
+    /// Whether run events are stored, so that every replica (and a restarted one) can stream
+    /// them. Off, they reach only this process's subscribers, live. Default on.
+    pub store_events: bool,
+    /// How many bytes of events an attempt stores as they come; past it the rest waits for
+    /// the attempt's end and is stored then, coalesced. Default 1 MiB.
+    pub max_event_bytes: usize,
     /// How many bytes of transcripts the in-process cache keeps. Default 64 MiB; 0 disables it.
     pub cache_bytes: usize,
 }
@@ -64,8 +73,10 @@ impl Default for Settings {
             max_transcript_bytes: DEFAULT_MAX_TRANSCRIPT_BYTES,
             scratch_root: std::env::temp_dir().join("lobu-scratch"),
             poll_interval: Duration::from_millis(500),
-            status_poll_interval: Duration::from_secs(1),
-            event_retention: Duration::from_secs(10 * 60),
+            status_poll_interval: Duration::from_secs(5),
+            event_retention: Duration::from_secs(24 * 3600),
+            store_events: true,
+            max_event_bytes: 1024 * 1024,
             cache_bytes: 64 * 1024 * 1024,
         }
     }

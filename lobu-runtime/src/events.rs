@@ -1,7 +1,25 @@
 //! [`RunEvent`]: what a subscriber sees of a run, from acceptance to its end.
 
 use lobu_core::{ConversationKey, RunId, RunKind, RunRecord, RunStatus, TerminalStatus};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// A [`RunEvent`] with its place in the run, as every replica streams it.
+///
+/// `seq` is the same for an event wherever and whenever it is read: 0 is
+/// [`RunEvent::Accepted`], the events an attempt recorded follow from 1 in the order they
+/// were stored (across attempts and replicas), and the terminal event comes last. A client
+/// that saw seq `k` resumes with `after: Some(k)` (SSE: `Last-Event-ID: k`) and gets exactly
+/// what came after it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NumberedEvent {
+    /// Its place in the run.
+    pub seq: u64,
+    /// The attempt it belongs to (0 for `accepted`; the last attempt for the terminal event).
+    pub attempt: u32,
+    /// The event.
+    #[serde(flatten)]
+    pub event: RunEvent,
+}
 
 /// One event of a run. Serialised with a `type` tag (`accepted`, `started`, `output`, …), so
 /// a host can forward it as an SSE event named [`RunEvent::name`] with the JSON as data.
@@ -10,7 +28,7 @@ use serde::Serialize;
 /// attempt, and an attempt that did not complete ends with [`RunEvent::Retrying`] or
 /// [`RunEvent::Requeued`] (its output and entries never reached the transcript). Exactly one
 /// terminal event ([`RunEvent::is_terminal`]) ends every stream.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RunEvent {
@@ -81,6 +99,9 @@ pub enum RunEvent {
         /// Why.
         error: String,
     },
+    /// A stored event of a kind this version does not know (a newer version wrote it).
+    #[serde(other)]
+    Unknown,
 }
 
 impl RunEvent {
@@ -97,6 +118,7 @@ impl RunEvent {
             RunEvent::Failed { .. } => "failed",
             RunEvent::Timeout { .. } => "timeout",
             RunEvent::Cancelled { .. } => "cancelled",
+            RunEvent::Unknown => "unknown",
         }
     }
 

@@ -17,8 +17,8 @@ use tokio::time::Instant;
 
 use crate::events::RunEvent;
 use crate::heartbeat::{Heartbeat, Held, Lost};
-use crate::hub::RunLog;
 use crate::metrics::{add, add_time, bump};
+use crate::recorder::EventRecorder;
 use crate::runtime::Shared;
 use crate::turn::{self, describe};
 
@@ -93,7 +93,7 @@ impl Drop for InFlight<'_> {
 pub(crate) async fn execute(shared: &Arc<Shared>, claim: Claim, claimed_at: Instant) {
     bump(&shared.counters.in_flight);
     let _in_flight = InFlight(shared);
-    let log = shared.hub.open(&claim.key, &claim.run, claim.kind);
+    let log = EventRecorder::start(shared, &claim);
     if crate::heartbeat::arrived_too_late(&shared.settings, claimed_at) {
         // The claim's answer took so long (a stalled connection) that the claim may lapse
         // before the first renewal: another worker may own the conversation already, and
@@ -101,6 +101,7 @@ pub(crate) async fn execute(shared: &Arc<Shared>, claim: Claim, claimed_at: Inst
         tracing::warn!("the claim arrived too late to be held safely; handing the run back");
         let reason = "the claim arrived too late to be held safely".to_owned();
         release(shared, &claim, &log, Some(reason)).await;
+        log.finish().await;
         return;
     }
     let cancel = shared.abort_turns.child_token();
@@ -134,6 +135,7 @@ pub(crate) async fn execute(shared: &Arc<Shared>, claim: Claim, claimed_at: Inst
         "turn ended"
     );
     report(shared, &claim, &log, outcome, held).await;
+    log.finish().await; // whatever the outcome, the writer task ends with the attempt
 }
 
 /// Clear every snapshot of the claim's conversation under its fence and drop this process's
@@ -161,7 +163,7 @@ async fn run_reset(shared: &Shared, claim: &Claim) -> Outcome {
     }
 }
 
-async fn report(shared: &Shared, claim: &Claim, log: &RunLog, outcome: Outcome, held: Held) {
+async fn report(shared: &Shared, claim: &Claim, log: &EventRecorder, outcome: Outcome, held: Held) {
     match outcome {
         Outcome::Commit(commit, appended) => {
             if let Err(failure) = complete(shared, claim, log, commit, appended, held).await {
@@ -175,10 +177,9 @@ async fn report(shared: &Shared, claim: &Claim, log: &RunLog, outcome: Outcome, 
             );
         }
         Outcome::Interrupted => match held.lost {
-            Some(Lost::Claim) => log.push(RunEvent::Requeued {
-                attempt: claim.attempt,
-                reason: "the run was re-delivered to another worker".to_owned(),
-            }),
+            // Re-delivered: the newer attempt's claim records from now on (its `started`
+            // marks the change); this one may not record any more.
+            Some(Lost::Claim) => log.finish().await,
             Some(Lost::Expiring) => {
                 let reason = "the store did not renew the claim in time".to_owned();
                 release(shared, claim, log, Some(reason)).await;
@@ -195,27 +196,27 @@ async fn report(shared: &Shared, claim: &Claim, log: &RunLog, outcome: Outcome, 
 async fn record_failure(
     shared: &Shared,
     claim: &Claim,
-    log: &RunLog,
+    log: &EventRecorder,
     status: TerminalStatus,
     error: String,
 ) {
     bump(&shared.counters.attempts_failed);
     tracing::warn!(status = status.as_str(), %error, "attempt failed");
+    // What the attempt did is stored first: a final failure ends the run, and a run that
+    // ended takes no more events (its terminal event is read from its record).
+    log.finish().await;
     let fail = shared.backend.queue.fail(claim, status, &error);
     match bounded(shared, "recording the failure", fail).await {
-        Ok(AfterFailure::Retry { at }) => log.push(RunEvent::Retrying {
-            attempt: claim.attempt,
-            status,
-            error,
-            retry_after_ms: millis_until(at),
-        }),
-        Ok(AfterFailure::Final(final_status)) => {
-            log.push(
-                RunEvent::terminal(final_status, error).unwrap_or(RunEvent::Failed {
-                    error: format!("the queue reported {final_status:?} as final"),
-                }),
-            );
+        Ok(AfterFailure::Retry { at }) => {
+            log.record_now(RunEvent::Retrying {
+                attempt: claim.attempt,
+                status,
+                error,
+                retry_after_ms: millis_until(at),
+            })
+            .await;
         }
+        Ok(AfterFailure::Final(_)) => {}
         Err(e) if e.is(ErrorKind::Fenced) => {
             tracing::info!("the run was taken over before its failure was recorded");
         }
@@ -232,12 +233,15 @@ async fn record_failure(
 async fn complete(
     shared: &Shared,
     claim: &Claim,
-    log: &RunLog,
+    log: &EventRecorder,
     commit: Commit,
     appended: Appended,
     held: Held,
 ) -> std::result::Result<(), String> {
     let queue = &shared.backend.queue;
+    // The turn's last events are stored before the commit, which ends the run: one round
+    // trip, the only one events add to a quick turn.
+    log.finish().await;
     let mut backoff = COMPLETE_BACKOFF;
     loop {
         let started = Instant::now();
@@ -259,9 +263,6 @@ async fn complete(
                 }
                 bump(&shared.counters.runs_completed);
                 tracing::info!("run completed");
-                log.push(RunEvent::Completed {
-                    output: commit.output,
-                });
                 return Ok(());
             }
             Err(error) if error.is(ErrorKind::Fenced) => {
@@ -292,17 +293,23 @@ const COMPLETE_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Hand the run back without counting the attempt; `reason` is told to subscribers when
 /// the attempt had started.
-async fn release(shared: &Shared, claim: &Claim, log: &RunLog, reason: Option<String>) {
+async fn release(shared: &Shared, claim: &Claim, log: &EventRecorder, reason: Option<String>) {
+    log.finish().await;
+    // Said while the claim is still held: once the run is back, another worker may claim it
+    // at once, and this attempt could no longer record anything.
+    if let Some(reason) = &reason {
+        log.record_now(RunEvent::Requeued {
+            attempt: claim.attempt,
+            reason: reason.clone(),
+        })
+        .await;
+    }
     let handed_back = shared.backend.queue.release(claim);
     match bounded(shared, "handing the run back", handed_back).await {
         Ok(()) => {
             bump(&shared.counters.runs_released);
             if let Some(reason) = reason {
                 tracing::info!(%reason, "run handed back");
-                log.push(RunEvent::Requeued {
-                    attempt: claim.attempt,
-                    reason,
-                });
             }
         }
         Err(error) if error.is(ErrorKind::Fenced) => {

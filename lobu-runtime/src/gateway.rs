@@ -105,10 +105,8 @@ impl Runtime {
 
     async fn enqueue(&self, run: NewRun) -> Result<Submitted> {
         let key = run.key.clone();
-        let kind = run.kind;
         let submitted = self.shared.backend.queue.submit(run).await?;
         if submitted.created {
-            self.shared.hub.open(&key, &submitted.run, kind);
             self.shared.wake.notify_one();
         }
         tracing::debug!(%key, run = %submitted.run, created = submitted.created, "run accepted");
@@ -125,34 +123,31 @@ impl Runtime {
             .ok_or_else(|| Error::not_found(format!("no run {run} in org {org}")))
     }
 
-    /// Follow a run: every event since it was accepted, then live events, ending after the
-    /// terminal one. See [`RunEvents`] for runs executed by another replica. Unknown runs
-    /// and other orgs' runs are `NotFound`.
+    /// Follow a run, on whichever replica it executes: every event since it was accepted,
+    /// then live events, ending after the terminal one (see [`RunEvents`]). Unknown runs and
+    /// other orgs' runs are `NotFound`.
     pub async fn subscribe(&self, org: &OrgId, run: &RunId) -> Result<RunEvents> {
-        let shared = &self.shared;
-        // Before the look: a change signalled from here on is not missed.
-        let since = tokio::time::Instant::now();
-        let log = shared.hub.find(org, run);
-        let record = match log {
-            Some(_) => None,
-            None => Some(self.status(org, run).await?),
-        };
-        Ok(RunEvents::follow(
-            shared.backend.queue.clone(),
-            org.clone(),
-            run.clone(),
-            log,
-            record.as_ref(),
-            shared.settings.status_poll_interval,
-            since,
-        ))
+        self.subscribe_after(org, run, None).await
+    }
+
+    /// [`subscribe`](Self::subscribe) from after the event with seq `after` (a client that
+    /// reconnects: SSE's `Last-Event-ID`); `None` is from the start. Nothing at or before
+    /// `after` is sent again, and nothing after it is skipped.
+    pub async fn subscribe_after(
+        &self,
+        org: &OrgId,
+        run: &RunId,
+        after: Option<u64>,
+    ) -> Result<RunEvents> {
+        let from = after.map_or(0, |seq| seq.saturating_add(1));
+        RunEvents::follow(&self.shared, org, run, from).await
     }
 
     /// Wait until the run is over and return its final record.
     pub async fn wait(&self, org: &OrgId, run: &RunId) -> Result<RunRecord> {
         let mut events = self.subscribe(org, run).await?;
-        while let Some(event) = events.next().await {
-            if event.is_terminal() {
+        while let Some(numbered) = events.next().await {
+            if numbered.event.is_terminal() {
                 break;
             }
         }

@@ -1,183 +1,187 @@
-//! The event hub: one append-only log per run, replayed to late subscribers.
+//! The event hub: one [`RunFeed`] per run that someone here follows, shared by all its
+//! subscribers, so a thousand streams of one run cost one reader of the store.
 //!
-//! Subscribers read the log by index, so a slow subscriber never lags or loses events (a
-//! broadcast channel would drop them). Logs of runs that saw no activity for the retention
-//! period are evicted, unless the run is unfinished and its log still in use (the run
-//! executes here, or someone follows it): a quiet turn keeps its log however long it runs.
-//! A subscriber of an evicted or foreign run falls back to the queue.
+//! A feed holds the run's events in seq order (index = seq: 0 is `accepted`), filled by one
+//! reader task ([`crate::subscription`]) from the store, and directly by this process's
+//! recorder when the run executes here (no read needed). It lives while subscribers hold it;
+//! the hub only keeps a weak reference, so an unfollowed run costs nothing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use lobu_core::{ConversationKey, OrgId, RunId, RunKind};
+use lobu_core::{OrgId, RunId, RunRecord};
 use tokio::sync::watch;
 
-use crate::events::RunEvent;
+use crate::events::{NumberedEvent, RunEvent};
 
-/// How often, at most, the hub scans for logs to evict.
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// How many entries the hub holds before it drops the ones whose feed is gone.
+const SWEEP_ABOVE: usize = 1024;
 
-/// How many finished runs' logs the hub keeps at most, whatever their age; the ones that
-/// ended longest ago go first (their subscribers fall back to the queue).
-pub(crate) const MAX_FINISHED_LOGS: usize = 10_000;
-
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct EventHub {
-    state: Mutex<HubState>,
-    retention: Duration,
+    feeds: Mutex<HashMap<RunId, Weak<RunFeed>>>,
 }
 
+/// The events of one run known here, in seq order.
 #[derive(Debug)]
-struct HubState {
-    runs: HashMap<RunId, Arc<RunLog>>,
-    last_sweep: Instant,
-}
-
-/// The events of one run so far.
-#[derive(Debug)]
-pub(crate) struct RunLog {
-    key: ConversationKey,
-    state: Mutex<LogState>,
-    /// Bumped on every append, so readers can await "something new".
+pub(crate) struct RunFeed {
+    pub(crate) org: OrgId,
+    pub(crate) run: RunId,
+    state: Mutex<FeedState>,
+    /// Bumped on every change, so readers can await "something new".
     changed: watch::Sender<u64>,
 }
 
 #[derive(Debug)]
-struct LogState {
-    events: Vec<RunEvent>,
+struct FeedState {
+    /// `events[i].seq == i`.
+    events: Vec<NumberedEvent>,
+    /// The terminal event is in, or the run is gone: nothing more will come.
     done: bool,
-    last_activity: Instant,
-    /// Orders appends across all logs (instants can tie).
-    last_seq: u64,
 }
 
-static SEQ: AtomicU64 = AtomicU64::new(0);
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding these locks cannot leave the data half-updated (every update is
-    // a single push or flag), so a poisoned lock is still safe to use.
+    // Every update is a push or a flag: a poisoned lock still holds consistent data.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl EventHub {
-    pub(crate) fn new(retention: Duration) -> Self {
-        EventHub {
-            state: Mutex::new(HubState {
-                runs: HashMap::new(),
-                last_sweep: Instant::now(),
-            }),
-            retention,
+    /// The live feed of `run` if someone here follows it and it belongs to `org`.
+    pub(crate) fn find(&self, org: &OrgId, run: &RunId) -> Option<Arc<RunFeed>> {
+        let feeds = lock(&self.feeds);
+        let feed = feeds.get(run)?.upgrade()?;
+        (feed.org == *org).then_some(feed)
+    }
+
+    /// Register `feed`, unless a live one for its run got in first: that one is returned
+    /// (and `feed` dropped), so a run has one feed here.
+    pub(crate) fn insert(&self, feed: Arc<RunFeed>) -> (Arc<RunFeed>, bool) {
+        let mut feeds = lock(&self.feeds);
+        if let Some(existing) = feeds.get(&feed.run).and_then(Weak::upgrade) {
+            return (existing, false);
+        }
+        if feeds.len() >= SWEEP_ABOVE {
+            feeds.retain(|_, feed| feed.strong_count() > 0);
+        }
+        feeds.insert(feed.run.clone(), Arc::downgrade(&feed));
+        (feed, true)
+    }
+
+    /// Stored events of `run`, numbered by the store: to its feed here, if any.
+    pub(crate) fn offer(&self, run: &RunId, events: Vec<NumberedEvent>) {
+        let feed = lock(&self.feeds).get(run).and_then(Weak::upgrade);
+        if let Some(feed) = feed {
+            feed.push(events);
         }
     }
 
-    /// The run's log, created with its [`RunEvent::Accepted`] event if this process has
-    /// none yet (a run submitted by another replica and claimed here).
-    pub(crate) fn open(&self, key: &ConversationKey, run: &RunId, kind: RunKind) -> Arc<RunLog> {
-        let mut state = lock(&self.state);
-        let now = Instant::now();
-        if now.duration_since(state.last_sweep) >= SWEEP_EVERY {
-            state.last_sweep = now;
-            self.sweep(&mut state.runs, now);
-        }
-        state
-            .runs
-            .entry(run.clone())
-            .or_insert_with(|| {
-                let log = RunLog::new(key.clone());
-                log.push(RunEvent::Accepted {
-                    run: run.clone(),
-                    key: key.clone(),
-                    kind,
+    /// Events that are not stored (`store_events` off): numbered here, after what the feed
+    /// has, and seen only by this process's subscribers.
+    pub(crate) fn offer_unstored(&self, run: &RunId, attempt: u32, events: Vec<RunEvent>) {
+        let feed = lock(&self.feeds).get(run).and_then(Weak::upgrade);
+        if let Some(feed) = feed {
+            let next = feed.next_seq();
+            let numbered = events
+                .into_iter()
+                .zip(next..)
+                .map(|(event, seq)| NumberedEvent {
+                    seq,
+                    attempt,
+                    event,
                 });
-                Arc::new(log)
-            })
-            .clone()
-    }
-
-    fn sweep(&self, runs: &mut HashMap<RunId, Arc<RunLog>>, now: Instant) {
-        runs.retain(|_, log| {
-            // Held elsewhere: by the executing worker or a subscriber. An unfinished run's
-            // log held by no one (submitted here, executed by another replica) may go.
-            let in_use = Arc::strong_count(log) > 1;
-            (in_use && !log.is_done()) || now.duration_since(log.last_activity()) < self.retention
-        });
-        let mut finished: Vec<(u64, RunId)> = runs
-            .iter()
-            .filter(|(_, log)| log.is_done())
-            .map(|(run, log)| (lock(&log.state).last_seq, run.clone()))
-            .collect();
-        if finished.len() > MAX_FINISHED_LOGS {
-            finished.sort_unstable();
-            let excess = finished.len() - MAX_FINISHED_LOGS;
-            for (_, run) in finished.into_iter().take(excess) {
-                runs.remove(&run);
-            }
+            feed.push(numbered.collect());
         }
     }
 
-    /// The run's log if this process has one for a run of `org`.
-    pub(crate) fn find(&self, org: &OrgId, run: &RunId) -> Option<Arc<RunLog>> {
-        let state = lock(&self.state);
-        state
-            .runs
-            .get(run)
-            .filter(|log| &log.key.org == org)
-            .cloned()
+    /// Forget `feed`'s entry if it is still the registered one.
+    pub(crate) fn remove(&self, feed: &Arc<RunFeed>) {
+        let mut feeds = lock(&self.feeds);
+        if feeds
+            .get(&feed.run)
+            .is_some_and(|known| std::ptr::eq(known.as_ptr(), Arc::as_ptr(feed)))
+        {
+            feeds.remove(&feed.run);
+        }
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        lock(&self.state).runs.len()
+        lock(&self.feeds).len()
     }
 }
 
-impl RunLog {
-    fn new(key: ConversationKey) -> Self {
-        RunLog {
-            key,
-            state: Mutex::new(LogState {
-                events: Vec::new(),
+impl RunFeed {
+    /// A feed holding the run's `accepted` event (seq 0).
+    pub(crate) fn new(record: &RunRecord) -> Self {
+        let accepted = NumberedEvent {
+            seq: 0,
+            attempt: 0,
+            event: RunEvent::accepted(record),
+        };
+        RunFeed {
+            org: record.key.org.clone(),
+            run: record.run.clone(),
+            state: Mutex::new(FeedState {
+                events: vec![accepted],
                 done: false,
-                last_activity: Instant::now(),
-                last_seq: SEQ.fetch_add(1, Ordering::Relaxed),
             }),
             changed: watch::channel(0).0,
         }
     }
 
-    fn last_activity(&self) -> Instant {
-        lock(&self.state).last_activity
+    /// Append the events that continue the feed (seq = the next one); others are already
+    /// here, or ahead of a gap a read will fill, and are skipped.
+    pub(crate) fn push(&self, events: Vec<NumberedEvent>) {
+        let mut added = false;
+        {
+            let mut state = lock(&self.state);
+            for event in events {
+                if state.done || event.seq != state.events.len() as u64 {
+                    continue;
+                }
+                state.done = event.event.is_terminal();
+                state.events.push(event);
+                added = true;
+            }
+        }
+        if added {
+            self.changed.send_modify(|n| *n += 1);
+        }
     }
 
-    pub(crate) fn push(&self, event: RunEvent) {
+    /// End the feed with the terminal event `record` stands for, numbered after the events
+    /// the feed holds (the caller has read them all), or without one if the run is gone.
+    pub(crate) fn end(&self, record: Option<&RunRecord>) {
         {
             let mut state = lock(&self.state);
             if state.done {
                 return;
             }
-            state.done = event.is_terminal();
-            state.events.push(event);
-            state.last_activity = Instant::now();
-            state.last_seq = SEQ.fetch_add(1, Ordering::Relaxed);
+            if let Some(event) = record.and_then(RunEvent::from_record) {
+                let seq = state.events.len() as u64;
+                let attempt = record.map_or(0, |r| r.attempts);
+                state.events.push(NumberedEvent {
+                    seq,
+                    attempt,
+                    event,
+                });
+            }
+            state.done = true;
         }
         self.changed.send_modify(|n| *n += 1);
     }
 
-    /// Events from index `from` on.
-    pub(crate) fn read_from(&self, from: usize) -> Vec<RunEvent> {
-        let state = lock(&self.state);
-        state
-            .events
-            .get(from..)
-            .map(<[_]>::to_vec)
-            .unwrap_or_default()
+    /// The seq the next event will have.
+    pub(crate) fn next_seq(&self) -> u64 {
+        lock(&self.state).events.len() as u64
     }
 
-    /// Whether the log holds its terminal event.
-    pub(crate) fn is_done(&self) -> bool {
-        lock(&self.state).done
+    /// Events from seq `from` on, and whether the feed is over.
+    pub(crate) fn read_from(&self, from: u64) -> (Vec<NumberedEvent>, bool) {
+        let state = lock(&self.state);
+        let from = usize::try_from(from).unwrap_or(usize::MAX);
+        let events = state.events.get(from..).map(<[_]>::to_vec);
+        (events.unwrap_or_default(), state.done)
     }
 
     pub(crate) fn watch(&self) -> watch::Receiver<u64> {
@@ -187,107 +191,85 @@ impl RunLog {
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
+    use lobu_core::{ConversationKey, RunKind, RunStatus};
+
     use super::*;
 
-    fn key(org: &str) -> ConversationKey {
-        ConversationKey::parse(org, "bot", "c1").unwrap()
-    }
-
-    #[test]
-    fn nothing_is_recorded_after_the_terminal_event() {
-        let hub = EventHub::new(Duration::from_secs(60));
-        let run = RunId::generate();
-        let log = hub.open(&key("acme"), &run, RunKind::Turn);
-        log.push(RunEvent::Started { attempt: 1 });
-        log.push(RunEvent::Completed { output: None });
-        log.push(RunEvent::Failed {
-            error: "late".to_owned(),
-        });
-        let log = hub.find(&OrgId::new("acme").unwrap(), &run).unwrap();
-        assert!(log.is_done());
-        assert_eq!(
-            log.read_from(1),
-            vec![
-                RunEvent::Started { attempt: 1 },
-                RunEvent::Completed { output: None }
-            ]
-        );
-        assert!(matches!(log.read_from(0)[0], RunEvent::Accepted { .. }));
-        assert_eq!(log.read_from(3), vec![]);
-        assert_eq!(log.read_from(7), vec![]);
-    }
-
-    #[test]
-    fn another_orgs_run_is_not_found() {
-        let hub = EventHub::new(Duration::from_secs(60));
-        let run = RunId::generate();
-        hub.open(&key("acme"), &run, RunKind::Turn);
-        assert!(hub.find(&OrgId::new("acme").unwrap(), &run).is_some());
-        assert!(hub.find(&OrgId::new("evil").unwrap(), &run).is_none());
-    }
-
-    #[test]
-    fn idle_logs_are_evicted_after_the_retention() {
-        let hub = EventHub::new(Duration::ZERO);
-        let old = RunId::generate();
-        hub.open(&key("acme"), &old, RunKind::Turn);
-        lock(&hub.state).last_sweep = Instant::now() - SWEEP_EVERY;
-        hub.open(&key("acme"), &RunId::generate(), RunKind::Reset);
-        assert!(hub.find(&OrgId::new("acme").unwrap(), &old).is_none());
-        assert_eq!(hub.len(), 1);
-    }
-
-    #[test]
-    fn an_unfinished_run_in_use_keeps_its_log_past_the_retention() {
-        let hub = EventHub::new(Duration::ZERO);
-        let org = OrgId::new("acme").unwrap();
-        let (running, finished) = (RunId::generate(), RunId::generate());
-        // The executing worker holds its run's log for as long as the turn runs.
-        let executing = hub.open(&key("acme"), &running, RunKind::Turn);
-        let done = hub.open(&key("acme"), &finished, RunKind::Turn);
-        done.push(RunEvent::Completed { output: None });
-        lock(&hub.state).last_sweep = Instant::now() - SWEEP_EVERY;
-        hub.open(&key("acme"), &RunId::generate(), RunKind::Turn);
-        assert!(
-            hub.find(&org, &running).is_some(),
-            "a quiet turn's log stays"
-        );
-        assert!(
-            hub.find(&org, &finished).is_none(),
-            "a finished run's log goes"
-        );
-
-        executing.push(RunEvent::Completed { output: None });
-        drop(executing);
-        lock(&hub.state).last_sweep = Instant::now() - SWEEP_EVERY;
-        hub.open(&key("acme"), &RunId::generate(), RunKind::Turn);
-        assert!(
-            hub.find(&org, &running).is_none(),
-            "once finished it ages out"
-        );
-        drop(done);
-    }
-
-    #[test]
-    fn the_oldest_finished_logs_go_first_over_the_cap() {
-        let hub = EventHub::new(Duration::from_secs(3600));
-        let org = OrgId::new("acme").unwrap();
-        let running = RunId::generate();
-        hub.open(&key("acme"), &running, RunKind::Turn);
-        let mut finished = Vec::new();
-        for _ in 0..MAX_FINISHED_LOGS + 3 {
-            let run = RunId::generate();
-            hub.open(&key("acme"), &run, RunKind::Turn)
-                .push(RunEvent::Completed { output: None });
-            finished.push(run);
+    fn record(org: &str, status: RunStatus) -> RunRecord {
+        RunRecord {
+            run: RunId::generate(),
+            key: ConversationKey::parse(org, "bot", "c1").unwrap(),
+            kind: RunKind::Turn,
+            status,
+            attempts: 2,
+            max_attempts: 3,
+            error: None,
+            output: None,
+            payload: serde_json::json!({"text": "hi"}),
+            created_at: SystemTime::now(),
+            updated_at: SystemTime::now(),
         }
-        lock(&hub.state).last_sweep = Instant::now() - SWEEP_EVERY;
-        hub.open(&key("acme"), &RunId::generate(), RunKind::Turn);
-        assert!(hub.find(&org, &running).is_some(), "unfinished runs stay");
-        for run in &finished[..3] {
-            assert!(hub.find(&org, run).is_none());
+    }
+
+    fn output(seq: u64, text: &str) -> NumberedEvent {
+        NumberedEvent {
+            seq,
+            attempt: 1,
+            event: RunEvent::Output {
+                attempt: 1,
+                text: text.to_owned(),
+            },
         }
-        assert!(hub.find(&org, &finished[3]).is_some());
-        assert_eq!(hub.len(), MAX_FINISHED_LOGS + 2);
+    }
+
+    #[test]
+    fn a_feed_keeps_seq_order_and_skips_what_it_has_or_cannot_place() {
+        let feed = RunFeed::new(&record("acme", RunStatus::Running));
+        feed.push(vec![output(1, "a"), output(2, "b")]);
+        feed.push(vec![output(2, "b again"), output(4, "after a gap")]);
+        feed.push(vec![output(3, "c")]);
+        let (events, done) = feed.read_from(0);
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!((seqs, done), (vec![0, 1, 2, 3], false));
+        assert!(matches!(events[0].event, RunEvent::Accepted { .. }));
+        assert_eq!(feed.read_from(2).0, vec![output(2, "b"), output(3, "c")]);
+        assert!(feed.read_from(9).0.is_empty());
+    }
+
+    #[test]
+    fn the_terminal_event_comes_after_the_last_and_nothing_follows_it() {
+        let mut finished = record("acme", RunStatus::Completed);
+        finished.output = Some(serde_json::json!({"ok": true}));
+        let feed = RunFeed::new(&finished);
+        feed.push(vec![output(1, "a")]);
+        feed.end(Some(&finished));
+        feed.push(vec![output(2, "late")]);
+        feed.end(Some(&finished));
+        let (events, done) = feed.read_from(2);
+        assert!(done);
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].seq, events[0].attempt), (2, 2));
+        assert!(events[0].event.is_terminal());
+    }
+
+    #[test]
+    fn another_orgs_run_is_not_found_and_dead_feeds_are_forgotten() {
+        let hub = EventHub::default();
+        let rec = record("acme", RunStatus::Running);
+        let (feed, fresh) = hub.insert(Arc::new(RunFeed::new(&rec)));
+        assert!(fresh);
+        let (same, fresh) = hub.insert(Arc::new(RunFeed::new(&rec)));
+        assert!(!fresh && Arc::ptr_eq(&feed, &same));
+        assert!(hub.find(&OrgId::new("acme").unwrap(), &rec.run).is_some());
+        assert!(hub.find(&OrgId::new("evil").unwrap(), &rec.run).is_none());
+        drop((feed, same));
+        assert!(hub.find(&OrgId::new("acme").unwrap(), &rec.run).is_none());
+        for _ in 0..SWEEP_ABOVE + 1 {
+            let feed = Arc::new(RunFeed::new(&record("acme", RunStatus::Running)));
+            drop(hub.insert(feed));
+        }
+        assert!(hub.len() <= SWEEP_ABOVE + 1, "dead entries are swept");
     }
 }

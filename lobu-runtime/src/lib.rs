@@ -55,8 +55,9 @@
 //! let key = ConversationKey::parse("acme", "support-bot", "telegram:42")?;
 //! let submitted = runtime.submit(key.clone(), "hello", None).await?;
 //! let mut events = runtime.subscribe(&key.org, &submitted.run).await?;
-//! while let Some(event) = events.next().await {
-//!     println!("{}: {}", event.name(), serde_json::to_string(&event)?);
+//! while let Some(numbered) = events.next().await {
+//!     let event = &numbered.event;
+//!     println!("{} {}: {}", numbered.seq, event.name(), serde_json::to_string(event)?);
 //! }
 //! let page = runtime.messages(&key, None, Some(50)).await?;
 //! println!("{} messages", page.messages.len());
@@ -77,6 +78,8 @@ mod heartbeat;
 mod hub;
 mod hydrate;
 mod metrics;
+mod recorder;
+mod retention;
 mod runtime;
 mod scratch;
 mod subscription;
@@ -85,7 +88,7 @@ mod worker;
 
 pub use agent::{Agent, EntryWriter, OutputSink, Turn};
 pub use config::{MAX_CONCURRENCY, MAX_SETTING_DURATION, Settings};
-pub use events::RunEvent;
+pub use events::{NumberedEvent, RunEvent};
 pub use metrics::Metrics;
 pub use runtime::{Runtime, RuntimeBuilder};
 pub use subscription::RunEvents;

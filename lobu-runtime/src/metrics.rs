@@ -35,6 +35,10 @@ pub struct Metrics {
     pub persist_bytes: u64,
     /// Time spent persisting, in microseconds.
     pub persist_micros: u64,
+    /// Run events that could not be stored (the store failed; subscribers elsewhere miss them).
+    pub events_lost: u64,
+    /// Stored events removed by retention.
+    pub events_pruned: u64,
     /// Runs pending on the queue, as last sampled by the worker loop (`None` before the
     /// first sample).
     pub queue_depth: Option<u64>,
@@ -55,6 +59,8 @@ pub(crate) struct Counters {
     pub(crate) persist_writes: AtomicU64,
     pub(crate) persist_bytes: AtomicU64,
     pub(crate) persist_micros: AtomicU64,
+    pub(crate) events_lost: AtomicU64,
+    pub(crate) events_pruned: AtomicU64,
     /// `u64::MAX` until the first sample.
     pub(crate) queue_depth: AtomicU64,
 }
@@ -100,6 +106,8 @@ impl Counters {
             persist_writes: get(&self.persist_writes),
             persist_bytes: get(&self.persist_bytes),
             persist_micros: get(&self.persist_micros),
+            events_lost: get(&self.events_lost),
+            events_pruned: get(&self.events_pruned),
             queue_depth: (depth != u64::MAX).then_some(depth),
         }
     }

@@ -168,10 +168,14 @@ impl RuntimeBuilder {
         scratch_root: PathBuf);
     setter!(/// The longest idle wait between claim attempts.
         poll_interval: Duration);
-    setter!(/// How often subscribers poll runs executed elsewhere.
+    setter!(/// How often followed runs are read without a wake-up (a backstop).
         status_poll_interval: Duration);
-    setter!(/// How long events of idle runs stay available for replay.
+    setter!(/// How long stored events of finished runs are kept.
         event_retention: Duration);
+    setter!(/// Whether run events are stored for every replica.
+        store_events: bool);
+    setter!(/// How many bytes of events an attempt stores as they come.
+        max_event_bytes: usize);
     setter!(/// The transcript cache budget in bytes (0 disables it).
         cache_bytes: usize);
 
@@ -184,7 +188,7 @@ impl RuntimeBuilder {
                 backend: self.backend,
                 agent: self.agent,
                 worker: self.worker.unwrap_or_else(WorkerId::generate),
-                hub: EventHub::new(settings.event_retention),
+                hub: EventHub::default(),
                 cache: TranscriptCache::new(settings.cache_bytes),
                 counters: Counters::new(),
                 stop_claiming: CancellationToken::new(),

@@ -1,33 +1,34 @@
-//! [`RunEvents`]: the stream [`Runtime::subscribe`](crate::Runtime::subscribe) returns.
+//! [`RunEvents`]: the stream [`Runtime::subscribe`](crate::Runtime::subscribe) returns, and
+//! the one reader per followed run that fills its [`RunFeed`] from the store.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures::Stream;
 use futures::stream::BoxStream;
-use lobu_core::{OrgId, RunId, RunQueue, RunRecord};
+use lobu_core::events::{EventPage, MAX_EVENTS_PER_READ};
+use lobu_core::{Error, OrgId, Result, RunId};
+use std::time::Instant;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
-use crate::events::RunEvent;
-use crate::hub::RunLog;
+use crate::events::{NumberedEvent, RunEvent};
+use crate::hub::RunFeed;
+use crate::runtime::Shared;
 
-/// The events of one run, replayed from the start, then live, ending after the terminal
-/// event.
+/// The events of one run after a point, then live ones, ending after the terminal event.
 ///
-/// Events of an attempt running in this process arrive live. An attempt running on another
-/// replica cannot be streamed here: the stream asks the queue when the backend signals that
-/// the run changed ([`RunQueue::wait_for_run`]; PostgreSQL's `NOTIFY` reaches every replica)
-/// and whenever the run has been quiet here for
-/// [`Settings::status_poll_interval`](crate::Settings::status_poll_interval), and ends with
-/// the terminal event the run record stands for. A run removed by
-/// [`RunQueue::prune_runs`] while followed ends the stream without a terminal event.
+/// Every replica streams every run: events are stored by the backend under the executing
+/// attempt's claim, and each replica has one reader per followed run, woken by the backend
+/// ([`RunQueue::wait_for_run`](lobu_core::RunQueue::wait_for_run): PostgreSQL's `NOTIFY`,
+/// the file store's watch of its directory) and, as a backstop, every
+/// [`Settings::status_poll_interval`](crate::Settings::status_poll_interval). Subscribers of
+/// one run share what that reader reads. A run removed by retention while followed ends the
+/// stream without a terminal event.
 pub struct RunEvents {
-    inner: BoxStream<'static, RunEvent>,
+    inner: BoxStream<'static, NumberedEvent>,
 }
 
 impl fmt::Debug for RunEvents {
@@ -37,153 +38,173 @@ impl fmt::Debug for RunEvents {
 }
 
 impl Stream for RunEvents {
-    type Item = RunEvent;
+    type Item = NumberedEvent;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<RunEvent>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<NumberedEvent>> {
         self.inner.as_mut().poll_next(cx)
     }
 }
 
 impl RunEvents {
-    /// Follow a run: `log` is this process's log of it, if any; `record` its queue record
-    /// when the caller already read it; `since` when the caller began looking (a change
-    /// signalled after it is not missed).
-    pub(crate) fn follow(
-        queue: Arc<dyn RunQueue>,
-        org: OrgId,
-        run: RunId,
-        log: Option<Arc<RunLog>>,
-        record: Option<&RunRecord>,
-        poll_every: Duration,
-        since: Instant,
-    ) -> Self {
-        let mut pending = VecDeque::new();
-        if log.is_none()
-            && let Some(record) = record
-        {
-            pending.push_back(RunEvent::accepted(record));
-            pending.extend(RunEvent::from_record(record));
-        }
-        let follower = Follower {
-            queue,
-            org,
-            run,
-            rx: log.as_ref().map(|log| log.watch()),
-            log,
-            cursor: 0,
-            pending,
-            finished: false,
-            poll_every,
-            next_poll: Instant::now() + poll_every,
-            polled_at: since,
+    /// Follow `run` from seq `from` (0: from `accepted`).
+    pub(crate) async fn follow(
+        shared: &Arc<Shared>,
+        org: &OrgId,
+        run: &RunId,
+        from: u64,
+    ) -> Result<Self> {
+        let feed = match shared.hub.find(org, run) {
+            Some(feed) => feed,
+            None => open_feed(shared, org, run).await?,
         };
-        let inner = futures::stream::unfold(follower, |mut f| async move {
-            let event = f.next().await?;
-            Some((event, f))
+        let reader = Reader {
+            rx: feed.watch(),
+            feed,
+            next: from,
+            pending: VecDeque::new(),
+            finished: false,
+        };
+        let inner = futures::stream::unfold(reader, |mut reader| async move {
+            let event = reader.next().await?;
+            Some((event, reader))
         });
-        RunEvents {
+        Ok(RunEvents {
             inner: Box::pin(inner),
+        })
+    }
+}
+
+/// Read the run's stored events and start its reader task; `NotFound` for an unknown run
+/// or another org's. Round trips: one read (more for a run with over a thousand events).
+async fn open_feed(shared: &Arc<Shared>, org: &OrgId, run: &RunId) -> Result<Arc<RunFeed>> {
+    // Before the read: a change signalled from here on is not missed.
+    let since = Instant::now();
+    let page = read(shared, org, run, 0).await?;
+    let Some(page) = page else {
+        return Err(Error::not_found(format!("no run {run} in org {org}")));
+    };
+    let (feed, fresh) = shared.hub.insert(Arc::new(RunFeed::new(&page.record)));
+    if fresh && !take(&feed, &page) {
+        let task = fill(
+            shared.clone(),
+            Arc::downgrade(&feed),
+            since,
+            more_stored(&page),
+        );
+        tokio::spawn(task);
+    }
+    Ok(feed)
+}
+
+async fn read(shared: &Shared, org: &OrgId, run: &RunId, after: u64) -> Result<Option<EventPage>> {
+    let queue = &shared.backend.queue;
+    queue
+        .read_events(org, run, after, MAX_EVENTS_PER_READ)
+        .await
+}
+
+/// Whether the store holds events past the page (a page may stop short of its limit).
+fn more_stored(page: &EventPage) -> bool {
+    page.events
+        .last()
+        .is_some_and(|event| event.seq < page.last_seq)
+}
+
+/// Put a page's events into the feed; end it if the page ends the run. Whether it ended.
+fn take(feed: &RunFeed, page: &EventPage) -> bool {
+    let after = feed.next_seq().saturating_sub(1);
+    let events = page.events.iter().filter_map(|stored| {
+        let event = serde_json::from_str::<RunEvent>(&stored.data);
+        match event {
+            Ok(event) => Some(NumberedEvent {
+                seq: stored.seq,
+                attempt: stored.attempt,
+                event,
+            }),
+            Err(error) => {
+                tracing::warn!(seq = stored.seq, %error, "a stored run event is not one this runtime reads; skipped");
+                None
+            }
+        }
+    });
+    feed.push(events.collect());
+    if page.ends_the_run(after) && feed.next_seq() > page.last_seq {
+        feed.end(Some(&page.record));
+        return true;
+    }
+    false
+}
+
+/// The reader task: after each wake-up (or the backstop interval), read what is new; end
+/// with the run, or when nobody follows it any more.
+async fn fill(shared: Arc<Shared>, feed: Weak<RunFeed>, mut since: Instant, more: bool) {
+    let poll_every = shared.settings.status_poll_interval;
+    let mut full = more;
+    let Some((org, run)) = feed.upgrade().map(|f| (f.org.clone(), f.run.clone())) else {
+        return;
+    };
+    loop {
+        if !full {
+            // Holding only a weak reference while waiting: a feed nobody follows goes.
+            let queue = &shared.backend.queue;
+            queue.wait_for_run(&org, &run, since, poll_every).await;
+        }
+        let Some(live) = feed.upgrade() else { return };
+        since = Instant::now();
+        let after = live.next_seq().saturating_sub(1);
+        match read(&shared, &live.org, &live.run, after).await {
+            Ok(Some(page)) => {
+                full = more_stored(&page);
+                if take(&live, &page) {
+                    shared.hub.remove(&live);
+                    return;
+                }
+            }
+            Ok(None) => {
+                tracing::debug!(run = %live.run, "followed run no longer stored");
+                live.end(None);
+                shared.hub.remove(&live);
+                return;
+            }
+            Err(error) => {
+                full = false;
+                tracing::warn!(run = %live.run, %error, "reading run events failed; will retry");
+            }
         }
     }
 }
 
-struct Follower {
-    queue: Arc<dyn RunQueue>,
-    org: OrgId,
-    run: RunId,
-    log: Option<Arc<RunLog>>,
-    rx: Option<watch::Receiver<u64>>,
-    cursor: usize,
-    pending: VecDeque<RunEvent>,
+struct Reader {
+    feed: Arc<RunFeed>,
+    rx: watch::Receiver<u64>,
+    /// The next seq to hand out.
+    next: u64,
+    pending: VecDeque<NumberedEvent>,
     finished: bool,
-    poll_every: Duration,
-    next_poll: Instant,
-    /// When the last status read began: a signal after it means the run may have changed.
-    polled_at: Instant,
 }
 
-impl Follower {
-    async fn next(&mut self) -> Option<RunEvent> {
+impl Reader {
+    async fn next(&mut self) -> Option<NumberedEvent> {
         loop {
             if let Some(event) = self.pending.pop_front() {
-                self.finished |= event.is_terminal();
+                self.finished |= event.event.is_terminal();
                 return Some(event);
             }
             if self.finished {
                 return None;
             }
-            if let Some(log) = &self.log {
-                // Mark the current version seen before reading, so an append that lands
-                // after the read still wakes us.
-                if let Some(rx) = &mut self.rx {
-                    rx.borrow_and_update();
-                }
-                let new = log.read_from(self.cursor);
-                if !new.is_empty() {
-                    self.cursor += new.len();
-                    self.pending.extend(new);
-                    // The run is alive here: the queue need not be asked while it talks.
-                    self.next_poll = Instant::now() + self.poll_every;
-                    continue;
-                }
+            // Mark the current version seen before reading, so a push after the read still
+            // wakes us.
+            self.rx.borrow_and_update();
+            let (new, done) = self.feed.read_from(self.next);
+            if let Some(last) = new.last() {
+                self.next = last.seq + 1;
+                self.pending.extend(new);
+                continue;
             }
-            let wait = self.next_poll.saturating_duration_since(Instant::now());
-            let since = self.polled_at.into_std();
-            let signalled = self.queue.wait_for_run(&self.org, &self.run, since, wait);
-            tokio::select! {
-                () = log_changed(&mut self.rx) => continue,
-                () = signalled => {}
-            }
-            if self.log.is_some() && Instant::now() < self.next_poll {
-                // Signalled with a log here: if the run executes here its own events are
-                // a moment away, and the queue need not be asked.
-                tokio::select! {
-                    () = log_changed(&mut self.rx) => continue,
-                    () = tokio::time::sleep(LOCAL_GRACE) => {}
-                }
-            }
-            self.poll().await;
-        }
-    }
-
-    async fn poll(&mut self) {
-        self.polled_at = Instant::now();
-        self.next_poll = self.polled_at + self.poll_every;
-        match self.queue.status(&self.org, &self.run).await {
-            Ok(Some(record)) => {
-                if let Some(event) = RunEvent::from_record(&record) {
-                    match &self.log {
-                        // Into the log, so every subscriber here ends; ignored if the local
-                        // worker already recorded the end.
-                        Some(log) => log.push(event),
-                        None => self.pending.push_back(event),
-                    }
-                }
-            }
-            Ok(None) => {
-                tracing::debug!(run = %self.run, "followed run no longer on the queue");
-                self.finished = true;
-            }
-            Err(error) => {
-                tracing::warn!(run = %self.run, %error, "polling run status failed; will retry");
+            if done || self.rx.changed().await.is_err() {
+                return None;
             }
         }
-    }
-}
-
-/// How long a follower with a local log waits for the run's own events after a signal
-/// before it asks the queue.
-const LOCAL_GRACE: Duration = Duration::from_millis(5);
-
-/// Something new in the local log; never, without one (the sender lives in the log we hold,
-/// so it only closes with the log).
-async fn log_changed(rx: &mut Option<watch::Receiver<u64>>) {
-    match rx {
-        Some(rx) => {
-            if rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending::<()>().await,
     }
 }

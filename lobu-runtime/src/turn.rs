@@ -16,15 +16,15 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::{OutputSink, Turn};
 use crate::events::RunEvent;
 use crate::execute::{Appended, Outcome, bounded};
-use crate::hub::RunLog;
 use crate::hydrate::{Hydrated, hydrate_claimed};
+use crate::recorder::EventRecorder;
 use crate::runtime::Shared;
 use crate::scratch::ScratchDir;
 
 pub(crate) async fn run_turn(
     shared: &Arc<Shared>,
     claim: &Claim,
-    log: &Arc<RunLog>,
+    log: &Arc<EventRecorder>,
     cancel: &CancellationToken,
 ) -> Outcome {
     let hydrate = hydrate_claimed(shared, &claim.key, claim.head);
@@ -63,7 +63,7 @@ enum End {
 async fn attempt(
     shared: &Shared,
     claim: &Claim,
-    log: &Arc<RunLog>,
+    log: &Arc<EventRecorder>,
     hydrated: Hydrated,
     scratch: &Path,
     cancel: &CancellationToken,

@@ -1,7 +1,7 @@
 //! The worker loop: claim runs and execute them until shutdown.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lobu_core::{Claim, Error, ErrorKind, Result};
@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use crate::execute::{self, bounded};
 use crate::metrics::bump;
+use crate::retention;
 use crate::runtime::{Runtime, Shared};
 
 impl Runtime {
@@ -77,11 +78,16 @@ async fn claim_loop(shared: &Arc<Shared>) {
     let settings = &shared.settings;
     let permits = Arc::new(Semaphore::new(settings.concurrency));
     let mut last_sample: Option<Instant> = None;
+    let (mut last_prune, pruning) = (Instant::now(), Arc::new(AtomicBool::new(false)));
     loop {
         // Sampled on a timer (at most once a second), never before every claim.
         if last_sample.is_none_or(|at| at.elapsed() >= DEPTH_SAMPLE_EVERY) {
             sample_depth(shared).await;
             last_sample = Some(Instant::now());
+        }
+        if last_prune.elapsed() >= retention::prune_every(shared) {
+            retention::prune_events(shared, &pruning);
+            last_prune = Instant::now();
         }
         if shared.stop_claiming.is_cancelled() {
             return;

@@ -42,6 +42,11 @@ macro_rules! all_scenarios {
             a_conversation_held_by_a_lease_is_not_claimed_until_the_lease_ends,
             a_lease_left_by_a_dead_holder_keeps_the_run_waiting_until_it_lapses,
             a_turn_persisted_before_a_crash_is_completed_not_run_again,
+            a_subscriber_on_a_gateway_replica_gets_every_live_event_of_another_replicas_run,
+            a_stream_resumed_after_any_event_gets_exactly_the_rest,
+            a_finished_runs_events_are_replayed_after_every_replica_restarts,
+            a_run_retried_on_another_replica_streams_both_attempts_each_marked,
+            a_thousand_subscribers_of_a_run_share_one_reader_of_the_store,
         );
     };
 }

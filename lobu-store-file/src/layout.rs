@@ -15,7 +15,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use lobu_core::{AgentId, ConversationId, ConversationKey, OrgId};
+use lobu_core::{AgentId, ConversationId, ConversationKey, OrgId, RunId};
 
 /// The most bytes of an encoded name in one path component (leaves ≤ this, continuations
 /// exactly this plus `+`).
@@ -26,6 +26,8 @@ const CONTINUED: char = '+';
 pub(crate) const ORGS: &str = "orgs";
 /// The directory holding the run queue.
 pub(crate) const QUEUE: &str = "queue";
+/// The directory holding the runs' event logs.
+pub(crate) const EVENTS: &str = "events";
 
 fn is_plain(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
@@ -132,6 +134,40 @@ impl Layout {
     pub(crate) fn queue(&self) -> PathBuf {
         self.root.join(QUEUE)
     }
+
+    /// `<root>/queue/runs`: one record per run, named by its run id.
+    pub(crate) fn run_records(&self) -> PathBuf {
+        self.queue().join("runs")
+    }
+
+    /// `<root>/events`: one event log per run that recorded events, named by its run id.
+    pub(crate) fn events(&self) -> PathBuf {
+        self.root.join(EVENTS)
+    }
+
+    /// `<root>/events/<run>`: the run's event log.
+    pub(crate) fn event_log(&self, run: &RunId) -> PathBuf {
+        nested(&self.events(), run.as_str())
+    }
+}
+
+/// The id whose [`nested`] path below some base is `relative`; `None` for any other path
+/// (a continuation directory itself, a staging file, a stray name).
+pub(crate) fn id_of(relative: &Path) -> Option<String> {
+    let mut text = String::new();
+    let mut parts = relative.components().peekable();
+    while let Some(part) = parts.next() {
+        let name = part.as_os_str().to_str()?;
+        if parts.peek().is_some() {
+            let chunk = name.strip_suffix(CONTINUED).filter(|c| c.len() == CHUNK)?;
+            text.push_str(chunk);
+        } else if name.len() <= CHUNK {
+            text.push_str(name);
+        } else {
+            return None;
+        }
+    }
+    decode(&text)
 }
 
 /// Every id encoded below `dir` by [`nested`], with its leaf path, in no particular order.
@@ -229,6 +265,27 @@ mod tests {
         let mut expected = vec![long.clone(), exact, over, "short".to_owned()];
         expected.sort();
         assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn a_nested_path_maps_back_to_its_id_and_nothing_else_does() {
+        let base = Path::new("/store/events");
+        let long = "r".repeat(CHUNK * 2 + 7);
+        for id in ["0190a1b2-c3d4", "a:b", "x/../y", long.as_str()] {
+            let path = nested(base, id);
+            let relative = path.strip_prefix(base).unwrap();
+            assert_eq!(id_of(relative).as_deref(), Some(id), "{id:?}");
+        }
+        let continuation = nested(base, &long);
+        let parent = continuation.parent().unwrap().strip_prefix(base).unwrap();
+        for foreign in [
+            parent,
+            Path::new(".x.tmp"),
+            Path::new("a.log"),
+            Path::new("a/b"),
+        ] {
+            assert_eq!(id_of(foreign), None, "{foreign:?}");
+        }
     }
 
     #[test]

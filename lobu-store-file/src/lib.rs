@@ -35,6 +35,7 @@
 //!     lock             the OS lock file
 //! <root>/queue/        runs/<run> (one JSON record per run), active/ (the claim index),
 //!                      idempotency/…, lock
+//! <root>/events/<run>  the run's events, one JSON line each (`{"seq","attempt","last","data"}`)
 //! ```
 //!
 //! Ids are percent-encoded (`[A-Za-z0-9_-]` kept, every other byte `%XX`), so the mapping
@@ -70,9 +71,25 @@
 //! conversation lane and due time, lets `claim` choose without opening every record.
 //! [`wait_for_work`](lobu_core::RunQueue::wait_for_work) is woken by submits in this
 //! process and otherwise polls (see [`FileStore::with_poll_interval`]).
+//! [`wait_for_run`](lobu_core::RunQueue::wait_for_run) is woken by this process's changes
+//! of the run at once, and by other processes' through a file watcher (inotify on Linux),
+//! started when a follower first waits; where none can be started it looks at the run's
+//! files every 10 ms.
 //! [`prune_runs`](lobu_core::RunQueue::prune_runs) removes finished runs together with their
 //! idempotency keys, as lobu-store-pg does: a retry with the key of a pruned run creates a
 //! new run.
+//!
+//! ## Run events
+//!
+//! [`record_events`](lobu_core::RunQueue::record_events) appends a run's events to its log
+//! with one `write`, checking the claim under the queue lock (the lock every claim, completion,
+//! failure and release of a run takes), so a claim that lost the run, or a run that ended,
+//! stores nothing. Appends are **not synced**: events survive a process crash (they are in
+//! the page cache) but a power loss may lose the newest ones, and the next attempt may then
+//! number its events with their seqs again. A torn append is ignored by readers and cut off
+//! by the next appender. Readers take no lock: they read the run's record, then its log.
+//! [`prune_events`](lobu_core::RunQueue::prune_events) removes finished runs' logs, and
+//! [`prune_runs`](lobu_core::RunQueue::prune_runs) a pruned run's.
 //!
 //! ## Errors
 //!
@@ -85,6 +102,7 @@
 mod atomic;
 mod clock;
 mod error;
+mod events;
 mod layout;
 mod locks;
 mod persist;
@@ -94,6 +112,7 @@ mod retention;
 mod sessions;
 mod state;
 mod store;
+mod watch;
 
 #[cfg(test)]
 mod crash_tests;

@@ -11,7 +11,9 @@ use tokio::sync::Notify;
 
 use crate::atomic::{Disk, read_optional};
 use crate::error::{FileStoreError, io_at, to_json, undecodable};
+use crate::events::Tails;
 use crate::layout::Layout;
+use crate::watch::Watch;
 
 /// The on-disk format this version reads and writes.
 pub const FORMAT: u32 = 1;
@@ -44,9 +46,14 @@ pub(crate) struct Inner {
     pub(crate) poll_interval: Duration,
     /// Wakes this process's `wait_for_work` callers on submit, release and fail.
     pub(crate) work: Arc<Notify>,
-    /// Wakes this process's followers of runs whose status changed here (other processes'
-    /// changes are found by polling).
+    /// Wakes this process's followers of runs: signalled by this process's changes at once,
+    /// and by other processes' through [`watch`](crate::watch).
     pub(crate) runs: Arc<RunSignals>,
+    /// Watches the run records and event logs for other processes' changes, once a follower
+    /// first waits.
+    pub(crate) watch: Arc<Mutex<Watch>>,
+    /// What this process last saw of runs' event logs.
+    pub(crate) event_tails: Arc<Mutex<Tails>>,
     /// Lanes this process's last claims found owned by a lease, with when it lapses (ms):
     /// a hint that keeps `wait_for_work` from reporting their due runs as claimable now.
     pub(crate) owned_lanes: Arc<Mutex<HashMap<String, u64>>>,
@@ -98,6 +105,8 @@ impl FileStore {
                 poll_interval: DEFAULT_POLL_INTERVAL,
                 work: Arc::new(Notify::new()),
                 runs: Arc::default(),
+                watch: Arc::default(),
+                event_tails: Arc::default(),
                 owned_lanes: Arc::default(),
                 #[cfg(test)]
                 crash_at: None,
@@ -199,6 +208,8 @@ fn prepare(root: &Path, disk: Disk) -> Result<Layout> {
     let layout = Layout::new(root);
     disk.create_dirs(&layout.orgs())?;
     disk.create_dirs(&layout.queue())?;
+    // Stores written before events existed lack it; logs would create it all the same.
+    disk.create_dirs(&layout.events())?;
     let path = layout.root().join(FORMAT_FILE);
     match read_optional(&path)? {
         Some(bytes) => {

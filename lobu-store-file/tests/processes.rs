@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lobu_core::{
@@ -159,12 +159,9 @@ fn run_children(tasks: &[Value]) -> Vec<Vec<Value>> {
             spawn_child(&task)
         })
         .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while std::fs::read_dir(barrier.path()).unwrap().count() < tasks.len() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the children never got ready"
-        );
+        assert!(Instant::now() < deadline, "the children never got ready");
         std::thread::sleep(Duration::from_millis(5));
     }
     std::fs::write(barrier.path().join("go"), b"").unwrap();
@@ -272,6 +269,52 @@ async fn processes_sharing_a_queue_claim_every_run_exactly_once() {
     }
 }
 
+#[tokio::test]
+async fn events_a_child_process_records_wake_the_parents_follower_and_read_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).await.unwrap();
+    let k = key("followed");
+    let run = store.submit(NewRun::turn(k.clone(), json!({}))).await;
+    let run = run.unwrap().run;
+    // Start the parent's watcher, then follow the run while the child works it.
+    store
+        .wait_for_run(&k.org, &run, Instant::now(), Duration::ZERO)
+        .await;
+    let since = Instant::now();
+    let follower = tokio::spawn({
+        let (store, org, run) = (store.clone(), k.org.clone(), run.clone());
+        async move {
+            store.wait_for_run(&org, &run, since, LONG).await;
+            Instant::now()
+        }
+    });
+    let task = json!({"task": "record", "root": root_of(dir.path())});
+    let results = tokio::task::spawn_blocking(move || run_children(&[task]))
+        .await
+        .unwrap();
+    let exited = Instant::now();
+    let woken = tokio::time::timeout(Duration::from_secs(60), follower)
+        .await
+        .expect("the child's changes woke the parent's follower")
+        .unwrap();
+    let after_exit = woken.saturating_duration_since(exited);
+    assert!(
+        after_exit < Duration::from_secs(1),
+        "woken {after_exit:?} after the exit"
+    );
+    assert_eq!(results[0][0], json!({"run": run.as_str(), "last": 3}));
+    let page = store.read_events(&k.org, &run, 0, 10).await.unwrap();
+    let page = page.expect("the run");
+    let events = page
+        .events
+        .iter()
+        .map(|e| (e.seq, e.attempt, e.data.clone()));
+    let wanted = (1..=3).map(|n| (n, 1, json!({ "n": n }).to_string()));
+    assert!(events.eq(wanted), "{:?}", page.events);
+    assert_eq!(page.record.status, RunStatus::Completed);
+    assert!(page.ends_the_run(0));
+}
+
 /// The child process: does one task on the store its parent names, prints `RESULT` lines.
 #[test]
 #[ignore = "run by the multi-process tests, which start it themselves"]
@@ -308,9 +351,24 @@ fn child() {
                 );
             }
             "work" => work(&store).await,
+            "record" => record(&store).await,
             other => panic!("unknown task {other}"),
         }
     });
+}
+
+/// Claim the one run, record three events in two appends and complete it.
+async fn record(store: &FileStore) {
+    let claim = store.claim(&WorkerId::generate(), LONG).await.unwrap();
+    let claim = claim.expect("the parent's run");
+    let n = |n: u64| json!({ "n": n }).to_string();
+    store.record_events(&claim, &[n(1), n(2)]).await.unwrap();
+    let last = store.record_events(&claim, &[n(3)]).await.unwrap();
+    store.complete(&claim, Commit::output(None)).await.unwrap();
+    println!(
+        "RESULT {}",
+        json!({"run": claim.run.as_str(), "last": last})
+    );
 }
 
 /// Claim and complete until nothing is pending any more.

@@ -69,12 +69,20 @@
 //! [`poll_interval`](PgStoreConfig::poll_interval), so work is found even when notifications
 //! never arrive.
 //!
+//! Run events ([`record_events`](lobu_core::RunQueue::record_events)) are rows of
+//! `run_events`, numbered per run by one statement that checks the claim (the run's newest,
+//! run unfinished) under the run's row lock and commits asynchronously: a finished run's
+//! events are made durable by its synchronous `complete`. Their `NOTIFY` (`events:<run>`)
+//! wakes that run's followers only; [`read_events`](lobu_core::RunQueue::read_events) reads
+//! the record and a page of events in one statement, so at one moment.
+//!
 //! Retention: [`prune`](lobu_core::SessionStore::prune) works on conversations (never on
 //! run history), never touches a conversation with a live owner or a running run, and also
 //! drops the rows of leases that lapsed before its cutoff on conversations with nothing
 //! stored; [`prune_runs`](lobu_core::RunQueue::prune_runs) drops
 //! finished runs, and with them their idempotency keys (client retries come within minutes;
-//! keeping every key forever would grow without bound).
+//! keeping every key forever would grow without bound) and their events;
+//! [`prune_events`](lobu_core::RunQueue::prune_events) drops only the events, sooner.
 //!
 //! ## Behind a transaction-mode pooler (PgBouncer, Supavisor, RDS Proxy)
 //!
@@ -107,6 +115,7 @@ mod commit_fast;
 mod config;
 mod delta;
 mod error;
+mod events;
 mod locks;
 mod migrate;
 mod persist;

@@ -13,11 +13,13 @@
 //! * `complete` without a transcript: 1; with one: 4 (BEGIN, lock and read, write the head
 //!   and complete the run in one statement, COMMIT). A refused or retried call costs one more
 //!   lookup to say why (or to answer the first call's version).
+//! * `record_events`, `read_events`, `prune_events`: see events.rs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use lobu_core::events::EventPage;
 use lobu_core::run_state::error_text;
 use lobu_core::{
     AfterFailure, Claim, Commit, ConversationKey, Error, Fence, NewRun, OrgId, Result, RunId,
@@ -86,15 +88,15 @@ impl QueueSql {
                 schema,
             ),
             status: sql(
-                "SELECT id, org, agent, conversation, kind, status, attempts, max_attempts, \
-                        error, output, payload, created_at, updated_at \
-                   FROM {s}.runs WHERE org = $1 AND id = $2",
+                &format!("SELECT {RUN_RECORD} FROM {{s}}.runs r WHERE r.org = $1 AND r.id = $2"),
                 schema,
             ),
             depth: sql(
                 "SELECT count(*) FROM {s}.runs WHERE status = 'pending'",
                 schema,
             ),
+            // A pruned run's events go with it: run_events' foreign key cascades (a lookup
+            // by its primary key per run).
             prune: sql("DELETE FROM {s}.runs WHERE finished_at < $1", schema),
         }
     }
@@ -151,10 +153,11 @@ struct ClaimedRow {
 
 /// A run's claim as stored (to tell a retried commit from a stale claim).
 #[derive(FromRow)]
-struct ClaimState {
-    status: String,
+pub(crate) struct ClaimState {
+    pub(crate) status: String,
     claimed_by: Option<String>,
-    claim_token: i64,
+    /// The fence of the run's newest claim (0: never claimed).
+    pub(crate) claim_token: i64,
     committed_seq: Option<i64>,
 }
 
@@ -227,8 +230,14 @@ impl CommitRow {
     }
 }
 
+/// The columns of a run's record ([`RunRow`]) from `{s}.runs r`, for every statement that
+/// reads one (`status`, sql/read_events.sql).
+pub(crate) const RUN_RECORD: &str = "r.id, r.org, r.agent, r.conversation, r.kind, r.status, \
+     r.attempts, r.max_attempts, r.error, r.output, r.payload, r.created_at, r.updated_at";
+
+/// A run's record as [`RUN_RECORD`] reads it.
 #[derive(FromRow)]
-struct RunRow {
+pub(crate) struct RunRow {
     id: String,
     org: String,
     agent: String,
@@ -242,6 +251,25 @@ struct RunRow {
     payload: Json<serde_json::Value>,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
+}
+
+impl RunRow {
+    /// The record, every stored value parsed again (`Corrupt` if one no longer parses).
+    pub(crate) fn record(self) -> Result<RunRecord> {
+        Ok(RunRecord {
+            run: stored("run id", RunId::new(&self.id))?,
+            key: stored_key(&self.org, &self.agent, &self.conversation)?,
+            kind: stored("run kind", RunKind::parse(&self.kind))?,
+            status: stored("run status", RunStatus::parse(&self.status))?,
+            attempts: count(self.attempts),
+            max_attempts: count(self.max_attempts),
+            error: self.error,
+            output: self.output.map(|j| j.0),
+            payload: self.payload.0,
+            created_at: system_time(self.created_at),
+            updated_at: system_time(self.updated_at),
+        })
+    }
 }
 
 fn stored_key(org: &str, agent: &str, conversation: &str) -> Result<ConversationKey> {
@@ -332,7 +360,7 @@ impl PgStore {
     }
 
     /// The run's claim as stored, `None` if the run does not exist in the claim's org.
-    async fn claim_state(&self, claim: &Claim) -> Result<Option<ClaimState>> {
+    pub(crate) async fn claim_state(&self, claim: &Claim) -> Result<Option<ClaimState>> {
         sqlx::query_as(self.inner.queue.claim_state.clone())
             .bind(claim.key.org.as_str())
             .bind(claim.run.as_str())
@@ -655,20 +683,7 @@ impl RunQueue for PgStore {
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(db("status"))?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(RunRecord {
-            run: stored("run id", RunId::new(&row.id))?,
-            key: stored_key(&row.org, &row.agent, &row.conversation)?,
-            kind: stored("run kind", RunKind::parse(&row.kind))?,
-            status: stored("run status", RunStatus::parse(&row.status))?,
-            attempts: count(row.attempts),
-            max_attempts: count(row.max_attempts),
-            error: row.error,
-            output: row.output.map(|j| j.0),
-            payload: row.payload.0,
-            created_at: system_time(row.created_at),
-            updated_at: system_time(row.updated_at),
-        }))
+        row.map(RunRow::record).transpose()
     }
 
     async fn depth(&self) -> Result<u64> {
@@ -687,6 +702,24 @@ impl RunQueue for PgStore {
             .map_err(db("prune_runs"))?
             .rows_affected();
         Ok(removed)
+    }
+
+    async fn record_events(&self, claim: &Claim, events: &[String]) -> Result<u64> {
+        self.append_events(claim, events).await
+    }
+
+    async fn read_events(
+        &self,
+        org: &OrgId,
+        run: &RunId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<EventPage>> {
+        self.event_page(org, run, after, limit).await
+    }
+
+    async fn prune_events(&self, before: SystemTime) -> Result<u64> {
+        self.drop_events(before).await
     }
 
     async fn wait_for_work(&self, max: Duration) {

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use crate::commit_fast::HeadStates;
 use crate::config::PgStoreConfig;
 use crate::error::PgStoreError;
+use crate::events::EventSql;
 use crate::locks::LockSql;
 use crate::prune::PruneSql;
 use crate::queue::{QueueSql, Reaper};
@@ -36,6 +37,7 @@ pub(crate) struct Inner {
     pub(crate) locks: LockSql,
     pub(crate) prune: PruneSql,
     pub(crate) queue: QueueSql,
+    pub(crate) events: EventSql,
     pub(crate) reaper: Reaper,
     pub(crate) wakeup: Wakeup,
     pub(crate) head_states: HeadStates,
@@ -62,6 +64,7 @@ impl PgStore {
                 locks: LockSql::new(schema),
                 prune: PruneSql::new(schema),
                 queue: QueueSql::new(schema),
+                events: EventSql::new(schema),
                 reaper: Reaper::new(),
                 wakeup: Wakeup::new(format!("{schema}_runs")),
                 head_states: HeadStates::default(),

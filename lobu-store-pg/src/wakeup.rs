@@ -1,7 +1,10 @@
 //! The `LISTEN/NOTIFY` wake-ups of `wait_for_work` and `wait_for_run`: hints that work may
 //! be claimable or a run changed, never the only way either is found (callers poll, and
 //! waits are capped). A notification's payload is the run it is about (empty: a new run),
-//! so only that run's followers wake, on every replica.
+//! so only that run's followers wake, on every replica. A run's recorded events send
+//! `events:<run>` (sql/record_events.sql), which wakes that run's followers and nobody
+//! waiting for work: a run streams events many times a second, and they make nothing
+//! claimable.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -86,10 +89,29 @@ impl Wakeup {
     }
 }
 
+/// The payload prefix of a run's recorded events (sql/record_events.sql sends
+/// `'events:' || run`).
+const EVENTS: &str = "events:";
+
+/// Wake whoever a notification with `payload` concerns: the followers of the run it names,
+/// and the waiters for work unless it only announces events.
+fn wake(payload: &str, work: &Notify, runs: &RunSignals) {
+    if let Some(run) = payload.strip_prefix(EVENTS) {
+        if let Ok(run) = RunId::new(run) {
+            runs.signal(&run);
+        }
+        return;
+    }
+    work.notify_waiters();
+    if let Ok(run) = RunId::new(payload) {
+        runs.signal(&run);
+    }
+}
+
 /// Keep one `LISTEN` connection open, reconnecting with backoff; wake every waiter for work
-/// on each notification, the followers of the run a payload names, and everyone after every
-/// (re)connect, since notifications sent meanwhile are lost. Failures are logged, never
-/// fatal: polling still delivers.
+/// on each notification but a run's events ([`wake`]), the followers of the run a payload
+/// names, and everyone after every (re)connect, since notifications sent meanwhile are lost.
+/// Failures are logged, never fatal: polling still delivers.
 async fn listen(
     options: PgConnectOptions,
     channel: String,
@@ -113,10 +135,7 @@ async fn listen(
                     loop {
                         match listener.try_recv().await {
                             Ok(Some(notification)) => {
-                                notify.notify_waiters();
-                                if let Ok(run) = RunId::new(notification.payload()) {
-                                    runs.signal(&run);
-                                }
+                                wake(notification.payload(), &notify, &runs);
                             }
                             // The connection dropped and was re-established: anything sent
                             // in between was missed.
@@ -137,5 +156,38 @@ async fn listen(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_events_payload_wakes_the_runs_followers_and_no_waiter_for_work() {
+        let (work, runs) = (Notify::new(), RunSignals::new());
+        let run = RunId::generate();
+        let since = Instant::now();
+        let waiting = work.notified();
+        tokio::pin!(waiting);
+        waiting.as_mut().enable();
+        wake(&format!("events:{run}"), &work, &runs);
+        let woken = Duration::from_millis(50);
+        assert!(tokio::time::timeout(woken, waiting.as_mut()).await.is_err());
+        let started = Instant::now();
+        runs.wait(&run, since, Duration::from_secs(10)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the follower woke"
+        );
+        // Any other payload wakes the waiters for work too.
+        wake(run.as_str(), &work, &runs);
+        assert!(tokio::time::timeout(woken, waiting).await.is_ok());
+    }
+
+    #[test]
+    fn the_record_statement_sends_the_events_prefix() {
+        let statement = include_str!("sql/record_events.sql");
+        assert!(statement.contains(&format!("'{EVENTS}' || run.id")));
     }
 }

@@ -69,6 +69,22 @@ async fn a_closed_pool_is_unavailable_for_every_call(pool: PgPool) {
     assert_kind(store.status(&k.org, &run.run).await, u, "status");
     assert_kind(store.depth().await, u, "depth");
     assert_kind(store.prune_runs(SystemTime::now()).await, u, "prune_runs");
+    let events = ["{}".to_owned()];
+    assert_kind(
+        store.record_events(&claim, &events).await,
+        u,
+        "record_events",
+    );
+    assert_kind(
+        store.read_events(&k.org, &run.run, 0, 10).await,
+        u,
+        "read_events",
+    );
+    assert_kind(
+        store.prune_events(SystemTime::now()).await,
+        u,
+        "prune_events",
+    );
 
     // The source is kept: our error, then sqlx's.
     let err = store.hydrate(&k).await.expect_err("closed");

@@ -65,7 +65,13 @@ async fn replicas_migrating_at_once_all_succeed_and_apply_each_migration_once(po
     assert_eq!(applied(&pool, "lobu._sqlx_migrations").await, ours());
     assert_eq!(
         tables(&pool, "lobu").await,
-        ["_sqlx_migrations", "conversations", "runs", "snapshots"]
+        [
+            "_sqlx_migrations",
+            "conversations",
+            "run_events",
+            "runs",
+            "snapshots"
+        ]
     );
     assert!(
         tables(&pool, "public").await.is_empty(),
@@ -95,7 +101,13 @@ async fn a_configured_schema_holds_every_table_and_its_own_tracking_table(pool: 
     a.and(b).and(c).expect("all three migrate");
 
     assert_eq!(applied(&pool, "agents_eu._sqlx_migrations").await, ours());
-    let expected = ["_sqlx_migrations", "conversations", "runs", "snapshots"];
+    let expected = [
+        "_sqlx_migrations",
+        "conversations",
+        "run_events",
+        "runs",
+        "snapshots",
+    ];
     assert_eq!(tables(&pool, "agents_eu").await, expected);
     assert_eq!(tables(&pool, "lobu").await, expected);
 
@@ -417,4 +429,79 @@ async fn a_head_written_before_hash_states_takes_appends_and_then_keeps_its_stat
         hash.update(b"");
         assert_eq!(hash.digest(), lobu_core::transcript::hash::digest(&head.1));
     }
+}
+
+#[sqlx::test(migrations = false)]
+async fn runs_stored_before_run_events_existed_upgrade_and_then_record_and_read_events(
+    pool: PgPool,
+) {
+    release_before(20261201000000, 4)
+        .run(&pool)
+        .await
+        .expect("schema version 4");
+    let store = PgStore::new(pool.clone());
+    let worker = lobu_core::WorkerId::generate();
+    let lease = Duration::from_secs(60);
+    // Three runs as version 4 left them: one claimed, one completed, one pending.
+    let mut runs = Vec::new();
+    for conversation in ["v4-claimed", "v4-done", "v4-pending"] {
+        let k = key("acme", "bot", conversation);
+        let submitted = store.submit(NewRun::turn(k, json!({"text": conversation})));
+        runs.push(submitted.await.expect("submit").run);
+    }
+    let claimed = store.claim(&worker, lease).await.expect("claim");
+    let claimed = claimed.expect("the first run");
+    let done = store.claim(&worker, lease).await.expect("claim");
+    let done = done.expect("the second run");
+    store
+        .complete(&done, lobu_core::Commit::default())
+        .await
+        .expect("complete");
+
+    store.migrate().await.expect("upgrade");
+    assert_eq!(applied(&pool, "lobu._sqlx_migrations").await, ours());
+
+    let org = claimed.key.org.clone();
+    let page = |run: usize| {
+        let (store, org, run) = (store.clone(), org.clone(), runs[run].clone());
+        async move {
+            let read = store.read_events(&org, &run, 0, 100).await;
+            read.expect("read events").expect("the run")
+        }
+    };
+    let finished = page(1).await;
+    assert_eq!((finished.events.len(), finished.last_seq), (0, 0));
+    assert!(
+        finished.ends_the_run(0),
+        "a finished run without events is whole"
+    );
+    let events = [r#"{"type":"output","text":"upgraded"}"#.to_owned()];
+    assert_eq!(
+        store
+            .record_events(&claimed, &events)
+            .await
+            .expect("record"),
+        1
+    );
+    let pending = store.claim(&worker, lease).await.expect("claim");
+    let pending = pending.expect("the pending run");
+    assert_eq!(pending.run, runs[2]);
+    assert_eq!(
+        store
+            .record_events(&pending, &events)
+            .await
+            .expect("record"),
+        1
+    );
+    for (run, claim) in [(0, &claimed), (2, &pending)] {
+        let read = page(run).await;
+        assert_eq!(read.events.len(), 1);
+        assert_eq!((read.events[0].seq, read.events[0].attempt), (1, 1));
+        assert_eq!(read.events[0].data, events[0]);
+        let done = store.complete(claim, lobu_core::Commit::default()).await;
+        done.expect("complete");
+        assert!(page(run).await.ends_the_run(0));
+    }
+    let late = store.record_events(&done, &events).await;
+    assert_kind(late, ErrorKind::Fenced, "a run finished before the upgrade");
 }

@@ -1,5 +1,6 @@
 //! Followers of a run on one replica are woken by another replica's writes (the run's id is
-//! the NOTIFY payload), not by the next status poll, and not by other runs' changes.
+//! the NOTIFY payload), not by the next status poll, and not by other runs' changes. A run's
+//! events wake its followers and nobody waiting for work.
 
 mod support;
 
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lobu_core::{Claim, Commit, NewRun, RunQueue, TerminalStatus, WorkerId};
-use lobu_store_pg::PgStore;
+use lobu_store_pg::{PgStore, PgStoreConfig};
 use serde_json::json;
 use sqlx::PgPool;
 use support::{LONG, key};
@@ -82,4 +83,44 @@ async fn a_follower_on_another_replica_wakes_when_an_attempt_fails(pool: PgPool)
         .await
         .expect("fail");
     assert_woken(follower, "the attempt failing").await;
+}
+
+#[sqlx::test(migrator = "lobu_store_pg::MIGRATOR")]
+async fn events_recorded_on_one_replica_wake_the_runs_followers_on_another_and_no_idle_worker(
+    pool: PgPool,
+) {
+    // `here` polls for work only every 60 s, so a wait for work that ends sooner was woken.
+    let config = PgStoreConfig::default().poll_interval(Duration::from_secs(60));
+    let here = Arc::new(PgStore::with_config(pool.clone(), config).expect("config"));
+    // Returns once the LISTEN connection is up (it wakes waiters when it connects).
+    here.wait_for_work(Duration::from_secs(10)).await;
+    let there = PgStore::new(pool);
+    let claim = claimed(&there, "streams").await;
+    // The submit's own notification (new work) reaches `here` first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = {
+        let here = here.clone();
+        tokio::spawn(async move { here.wait_for_work(Duration::from_secs(600)).await })
+    };
+    for n in 0..3 {
+        let follower = follow(&here, &claim);
+        let started = Instant::now();
+        let event = format!(r#"{{"type":"output","n":{n}}}"#);
+        there
+            .record_events(&claim, &[event])
+            .await
+            .expect("record events");
+        assert_woken(follower, "events of the run").await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "woken by the notification, not a poll ({:?})",
+            started.elapsed()
+        );
+    }
+    assert_still_waiting(
+        &idle,
+        "anything became claimable (only events were recorded)",
+    )
+    .await;
+    idle.abort();
 }

@@ -73,6 +73,12 @@ pub struct Config {
     /// `LOBU_LLM_BASE_URL`, `LOBU_LLM_MODEL`, `LOBU_LLM_API_KEY`: the OpenAI-compatible
     /// endpoint to use instead of the demo agent (feature `openai`).
     pub llm: Option<LlmConfig>,
+    /// `LOBU_WORKERS` (`1` or `0`, default `1`): whether this replica runs turns. `0` makes
+    /// a gateway: it takes messages and streams any run, others execute them.
+    pub workers: bool,
+    /// `LOBU_INTAKE` (`1` or `0`, default `1`): whether this replica serves the API. `0`
+    /// makes a worker: it answers the health probes only and runs turns.
+    pub intake: bool,
 }
 
 /// An OpenAI-compatible chat completions endpoint.
@@ -162,7 +168,20 @@ impl Config {
             pg_max_connections: number(&var, "LOBU_PG_MAX_CONNECTIONS", 10)?,
             header_read_timeout: header_read_timeout(&var)?,
             llm,
+            workers: switch(&var, "LOBU_WORKERS")?,
+            intake: switch(&var, "LOBU_INTAKE")?,
         })
+    }
+}
+
+/// A `0`/`1` switch, on when unset.
+fn switch(var: &impl Fn(&str) -> Option<String>, name: &str) -> Result<bool, Error> {
+    match var(name).as_deref().map(str::trim) {
+        None | Some("1") => Ok(true),
+        Some("0") => Ok(false),
+        Some(other) => Err(Error::Config(format!(
+            "{name} must be 0 or 1, got {other:?}"
+        ))),
     }
 }
 

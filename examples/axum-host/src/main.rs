@@ -21,6 +21,8 @@
 //! | `LOBU_DEMO_WORD_DELAY_MS` | pause between the demo agent's streamed words (30) |
 //! | `LOBU_PG_MAX_CONNECTIONS` | PostgreSQL pool size (10) |
 //! | `LOBU_HEADER_READ_TIMEOUT_SECS` | how long a client may take to send a request's headers before it is disconnected (30; 1 to 600) |
+//! | `LOBU_WORKERS` | `0`: a gateway replica (takes messages, streams any run; others run the turns); default `1` |
+//! | `LOBU_INTAKE` | `0`: a worker replica (runs turns, serves only `/health/*`); default `1` |
 //! | `LOBU_LLM_BASE_URL`, `LOBU_LLM_MODEL`, `LOBU_LLM_API_KEY` | an OpenAI-compatible endpoint instead of the demo agent (feature `openai`) |
 //! | `RUST_LOG` | log filter, default `info` |
 //!

@@ -28,6 +28,8 @@ pub struct Server {
     listener: TcpListener,
     state: AppState,
     header_read_timeout: Duration,
+    /// Whether this replica runs the worker loop (`LOBU_WORKERS`).
+    workers: bool,
 }
 
 impl Server {
@@ -52,10 +54,19 @@ impl Server {
         } else {
             tracing::info!(keys = ?config.api_keys, "bearer keys required");
         }
+        let mut state = AppState::new(runtime, config.api_keys);
+        if !config.intake {
+            tracing::info!("LOBU_INTAKE=0: worker only, serving the health probes alone");
+            state = state.without_intake();
+        }
+        if !config.workers {
+            tracing::info!("LOBU_WORKERS=0: gateway only, turns run on other replicas");
+        }
         Ok(Server {
             listener,
-            state: AppState::new(runtime, config.api_keys),
+            state,
             header_read_timeout: config.header_read_timeout,
+            workers: config.workers,
         })
     }
 
@@ -83,13 +94,14 @@ impl Server {
             listener,
             state,
             header_read_timeout,
+            workers,
         } = self;
         let runtime = state.runtime.clone();
         let grace = runtime.settings().shutdown_grace;
         let addr = listener.local_addr().ok();
         let worker = tokio::spawn({
             let runtime = runtime.clone();
-            async move { runtime.run().await }
+            async move { if workers { runtime.run().await } else { Ok(()) } }
         });
 
         let draining = state.draining.clone();

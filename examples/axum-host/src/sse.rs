@@ -1,7 +1,9 @@
 //! A run's events as Server-Sent Events: one SSE event per [`RunEvent`], named by its type
 //! (`accepted`, `started`, `output`, `entry`, `retrying`, `requeued`, `completed`, `failed`,
-//! `timeout`, `cancelled`) with the event's JSON as data. The stream ends after the terminal
-//! event, or when the server shuts down (a client then reconnects, anywhere, and replays).
+//! `timeout`, `cancelled`), with the event's seq as its `id:` and the event's JSON (plus
+//! `seq` and `attempt`) as data. The stream ends after the terminal event, or when the
+//! server shuts down: a client then reconnects, to any replica, with `Last-Event-ID` and
+//! gets only what came after.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
-use lobu_runtime::{RunEvent, RunEvents};
+use lobu_runtime::{NumberedEvent, RunEvents};
 use tokio_util::sync::CancellationToken;
 
 /// How often an idle stream sends a comment, so proxies keep the connection open.
@@ -47,12 +49,16 @@ pub(crate) fn event_stream(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE_EVERY))
 }
 
-fn to_sse(event: &RunEvent) -> Event {
-    let data = serde_json::to_string(event).unwrap_or_else(|error| {
-        // RunEvent is plain data; if it ever fails to serialise, say so instead of dropping it.
-        serde_json::json!({ "type": event.name(), "error": error.to_string() }).to_string()
+fn to_sse(numbered: &NumberedEvent) -> Event {
+    let name = numbered.event.name();
+    let data = serde_json::to_string(numbered).unwrap_or_else(|error| {
+        // Events are plain data; if one ever fails to serialise, say so instead of dropping it.
+        serde_json::json!({ "type": name, "error": error.to_string() }).to_string()
     });
-    Event::default().event(event.name()).data(data)
+    Event::default()
+        .id(numbered.seq.to_string())
+        .event(name)
+        .data(data)
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ async fn a_message_is_accepted_then_answered_with_its_turn_number(store: Store) 
     let done = api.wait_run(&run).await;
     assert_eq!(
         done,
-        json!({"run_id": run, "status": "completed", "attempts": 1, "error": null})
+        json!({"run_id": run, "status": "completed", "attempts": 1, "error": null, "output": null})
     );
     api.turn("demo", "c1", "and again").await;
     assert_eq!(

@@ -25,6 +25,7 @@
 //! assert_eq!(backend.sessions.max_transcript_bytes(), 1 << 20);
 //! ```
 
+mod events;
 mod locks;
 mod queue;
 mod run;

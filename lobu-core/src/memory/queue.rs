@@ -10,6 +10,7 @@ use super::run::{Holder, Run};
 use super::sessions::SessionTable;
 use super::{MemoryBackend, State};
 use crate::error::{Error, Result};
+use crate::events::EventPage;
 use crate::id::{ConversationKey, IdempotencyKey, OrgId, RunId, WorkerId};
 use crate::lock::check_lease_duration;
 use crate::queue::{
@@ -20,7 +21,7 @@ use crate::session::{TerminalStatus, Version};
 
 #[derive(Default)]
 pub(super) struct QueueTable {
-    runs: HashMap<RunId, Run>,
+    pub(super) runs: HashMap<RunId, Run>,
     /// Unfinished runs per conversation, oldest first. Only the front may be claimed, which
     /// gives first in, first out and never two claimed runs of one conversation.
     lanes: HashMap<ConversationKey, VecDeque<RunId>>,
@@ -78,6 +79,8 @@ impl QueueTable {
             holder: None,
             head: None,
             committed: None,
+            events: Vec::new(),
+            event_seq: 0,
         };
         self.runs.insert(id.clone(), run);
         Submitted {
@@ -401,6 +404,30 @@ impl RunQueue for MemoryBackend {
 
     async fn prune_runs(&self, before: SystemTime) -> Result<u64> {
         Ok(self.state()?.queue.prune_runs(before))
+    }
+
+    async fn record_events(&self, claim: &Claim, events: &[String]) -> Result<u64> {
+        crate::events::check_events(events)?;
+        let last = self.state()?.queue.record_events(claim, events)?;
+        if !events.is_empty() {
+            self.runs.signal(&claim.run);
+        }
+        Ok(last)
+    }
+
+    async fn read_events(
+        &self,
+        org: &OrgId,
+        run: &RunId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<EventPage>> {
+        crate::events::check_read_limit(limit)?;
+        Ok(self.state()?.queue.read_events(org, run, after, limit))
+    }
+
+    async fn prune_events(&self, before: SystemTime) -> Result<u64> {
+        Ok(self.state()?.queue.prune_events(before))
     }
 
     async fn wait_for_work(&self, max: Duration) {

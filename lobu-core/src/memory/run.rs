@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::error::Result;
+use crate::events::StoredEvent;
 use crate::id::WorkerId;
 use crate::lock::Fence;
 use crate::queue::{Claim, RunRecord};
@@ -22,6 +23,10 @@ pub(super) struct Run {
     pub(super) head: Option<Version>,
     /// The version the run's commit wrote, once completed (for a retried commit).
     pub(super) committed: Option<Version>,
+    /// Its stored events, oldest first.
+    pub(super) events: Vec<StoredEvent>,
+    /// The newest event's seq (kept when the events are pruned, so seqs are never reused).
+    pub(super) event_seq: u64,
 }
 
 pub(super) struct Holder {

@@ -51,11 +51,13 @@
 //! Every clause makes its own random org, agent and conversation ids and never assumes an
 //! empty store, so clauses may run concurrently on one backend. Queue clauses claim whatever
 //! the backend hands out and give other clauses' runs straight back (with `release`, which
-//! counts no attempt). Three clauses are exceptions: [`prune_removes_idle_conversations_and_keeps_fresh_ones`],
-//! [`prune_never_removes_a_conversation_whose_run_is_claimed`] and
-//! [`prune_runs_removes_old_terminal_runs_and_never_snapshots`] delete every org's old
+//! counts no attempt). Four clauses are exceptions: [`prune_removes_idle_conversations_and_keeps_fresh_ones`],
+//! [`prune_never_removes_a_conversation_whose_run_is_claimed`],
+//! [`prune_runs_removes_old_terminal_runs_and_never_snapshots`] and
+//! [`prune_events_removes_events_of_runs_finished_before_the_cutoff`] delete every org's old
 //! data, so run them on a backend of their own (the macro gives every clause its own).
 
+mod events;
 pub mod fuzz;
 mod guards;
 mod history;
@@ -76,6 +78,13 @@ use std::time::Duration;
 use crate::backend::Backend;
 use crate::memory::MemoryBackend;
 
+pub use events::{
+    bad_events_are_typed_errors_and_store_nothing,
+    events_are_numbered_in_order_and_replayed_after_a_seq,
+    only_the_newest_claim_of_an_unfinished_run_records_events,
+    prune_events_removes_events_of_runs_finished_before_the_cutoff,
+    recording_events_wakes_a_follower_of_the_run,
+};
 pub use guards::{
     a_fence_that_was_never_issued_is_fenced,
     a_stale_expected_version_conflicts_and_changes_nothing,
@@ -310,6 +319,9 @@ macro_rules! conformance_tests {
             a_commit_that_fails_a_check_changes_nothing_and_a_retry_is_harmless
             an_append_commit_is_its_base_then_its_new_bytes
             an_append_persist_sent_twice_is_stored_once
+            events_are_numbered_in_order_and_replayed_after_a_seq
+            bad_events_are_typed_errors_and_store_nothing
+            recording_events_wakes_a_follower_of_the_run
         );
         $crate::conformance_tests!(@each with_capabilities $attrs $args $setup
             non_utf8_transcripts_round_trip_or_are_refused
@@ -325,6 +337,8 @@ macro_rules! conformance_tests {
             prune_runs_removes_old_terminal_runs_and_never_snapshots
             a_clear_landing_after_a_newer_turn_is_fenced_and_the_turn_survives
             prune_never_removes_a_conversation_whose_run_is_claimed
+            only_the_newest_claim_of_an_unfinished_run_records_events
+            prune_events_removes_events_of_runs_finished_before_the_cutoff
         );
     };
     (@each $how:ident $attrs:tt $args:tt $setup:tt $($clause:ident)*) => {

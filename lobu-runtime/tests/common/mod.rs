@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use lobu_core::{Backend, ConversationKey, OrgId, RunId, RunRecord};
-use lobu_runtime::{RunEvent, RunEvents, Runtime, RuntimeBuilder};
+use lobu_runtime::{NumberedEvent, RunEvent, RunEvents, Runtime, RuntimeBuilder};
 use tokio::task::JoinHandle;
 
 pub use agent::{ScriptAgent, assistant_texts, user_texts};
@@ -94,6 +94,12 @@ pub async fn events_of(runtime: &Runtime, org: &OrgId, run: &RunId) -> Vec<RunEv
 }
 
 pub async fn collect(events: RunEvents) -> Vec<RunEvent> {
+    let numbered = collect_numbered(events).await;
+    numbered.into_iter().map(|n| n.event).collect()
+}
+
+/// Every event with its seq and attempt, until the terminal one.
+pub async fn collect_numbered(events: RunEvents) -> Vec<NumberedEvent> {
     within("the run's events", events.collect::<Vec<_>>()).await
 }
 

@@ -8,9 +8,10 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use lobu_core::events::EventPage;
 use lobu_core::{
     AfterFailure, AgentId, Backend, Claim, Commit, ConversationKey, ConversationLocks,
     ConversationSummary, Error, ErrorKind, Fence, Lease, NewRun, OrgId, Page, Persist, PruneReport,
@@ -38,6 +39,7 @@ pub struct Stall {
     skew: Arc<Mutex<Duration>>,
     corrupt_commits: Arc<AtomicUsize>,
     claim_answer_delay: Arc<Mutex<Duration>>,
+    event_reads: Arc<AtomicUsize>,
 }
 
 impl Stall {
@@ -56,6 +58,7 @@ impl Stall {
             skew: Arc::new(Mutex::new(Duration::ZERO)),
             corrupt_commits: Arc::new(AtomicUsize::new(0)),
             claim_answer_delay: Arc::new(Mutex::new(Duration::ZERO)),
+            event_reads: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -65,6 +68,11 @@ impl Stall {
             locks: Arc::new(self.clone()),
             queue: Arc::new(self.clone()),
         }
+    }
+
+    /// How many times this replica read run events from the store.
+    pub fn event_reads(&self) -> usize {
+        self.event_reads.load(Ordering::SeqCst)
     }
 
     pub fn set(&self, stalled: bool) {
@@ -237,8 +245,27 @@ impl RunQueue for Stall {
     async fn prune_runs(&self, before: SystemTime) -> Result<u64> {
         self.inner.queue.prune_runs(before).await
     }
+    async fn record_events(&self, claim: &Claim, events: &[String]) -> Result<u64> {
+        self.inner.queue.record_events(claim, events).await
+    }
+    async fn read_events(
+        &self,
+        org: &OrgId,
+        run: &RunId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<EventPage>> {
+        self.event_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.queue.read_events(org, run, after, limit).await
+    }
+    async fn prune_events(&self, before: SystemTime) -> Result<u64> {
+        self.inner.queue.prune_events(before).await
+    }
     async fn wait_for_work(&self, max: Duration) {
         self.inner.queue.wait_for_work(max).await
+    }
+    async fn wait_for_run(&self, org: &OrgId, run: &RunId, since: Instant, max: Duration) {
+        self.inner.queue.wait_for_run(org, run, since, max).await
     }
 }
 

@@ -132,7 +132,12 @@ pub async fn ten_turns_in_order_on_one_conversation(store: Store) {
         );
     }
     // This worker wrote every head it read: after the first turn, the version check
-    // sufficed and no transcript was read again.
+    // sufficed and no transcript was read again. (The last run may be seen completed a
+    // moment before this worker counts it.)
+    eventually("the last run to leave the worker", || async {
+        (rt.metrics().in_flight == 0).then_some(())
+    })
+    .await;
     let m = rt.metrics();
     assert_eq!(m.hydrate_reads, 0);
     assert_eq!(m.hydrate_cache_hits, 9);

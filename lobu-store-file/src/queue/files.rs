@@ -40,7 +40,7 @@ impl<'a> Queue<'a> {
     }
 
     pub(crate) fn runs_dir(&self) -> PathBuf {
-        self.dir.join("runs")
+        self.inner.layout.run_records()
     }
 
     fn active_dir(&self) -> PathBuf {

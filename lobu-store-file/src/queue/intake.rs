@@ -101,6 +101,9 @@ pub(crate) fn prune_runs(inner: &Inner, before: SystemTime) -> Result<u64> {
             // the next prune.
             queue.remove_idempotency(&record.key, idem)?;
         }
+        // The events go before the record: a crash in between leaves a log without a run,
+        // which `prune_events` removes.
+        crate::events::remove(inner, &record.run)?;
         queue.remove_run(&record.run)?;
         removed += 1;
     }

@@ -1,8 +1,9 @@
 //! [`RunQueue`] for [`FileStore`]: one JSON record per run, an index of marker files for
-//! claiming, an idempotency index, all changed under one queue lock held per change.
+//! claiming, an idempotency index, all changed under one queue lock held per change; run
+//! events are in [`crate::events`], wake-ups from other processes in [`crate::watch`].
 
 mod claim;
-mod files;
+pub(crate) mod files;
 mod intake;
 pub(crate) mod markers;
 #[cfg(test)]
@@ -12,11 +13,13 @@ mod runs;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use lobu_core::events::{EventPage, check_events, check_read_limit};
 use lobu_core::{
     AfterFailure, Claim, Commit, NewRun, OrgId, Result, RunId, RunQueue, RunRecord, Submitted,
     TerminalStatus, Version, WorkerId, check_lease_duration,
 };
 
+use crate::events;
 use crate::store::FileStore;
 
 #[async_trait]
@@ -103,6 +106,37 @@ impl RunQueue for FileStore {
             .await
     }
 
+    async fn record_events(&self, claim: &Claim, events: &[String]) -> Result<u64> {
+        check_events(events)?;
+        let (claim, batch) = (claim.clone(), events.to_vec());
+        let run = claim.run.clone();
+        let last = self
+            .blocking(move |inner| events::record(inner, &claim, &batch))
+            .await?;
+        if !events.is_empty() {
+            self.inner.runs.signal(&run);
+        }
+        Ok(last)
+    }
+
+    async fn read_events(
+        &self,
+        org: &OrgId,
+        run: &RunId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<EventPage>> {
+        check_read_limit(limit)?;
+        let (org, run) = (org.clone(), run.clone());
+        self.blocking(move |inner| events::read(inner, &org, &run, after, limit))
+            .await
+    }
+
+    async fn prune_events(&self, before: SystemTime) -> Result<u64> {
+        self.blocking(move |inner| events::prune(inner, before))
+            .await
+    }
+
     async fn wait_for_work(&self, max: Duration) {
         // Registered before looking, so a submit in this process between the look and the
         // wait still wakes us. Other processes cannot: the poll interval bounds the wait.
@@ -129,8 +163,8 @@ impl RunQueue for FileStore {
     }
 
     async fn wait_for_run(&self, _org: &OrgId, run: &RunId, since: Instant, max: Duration) {
-        // Changes made by this process wake at once; another process's are found when the
-        // wait is over and the caller reads the status again.
-        self.inner.runs.wait(run, since, max).await;
+        // Changes made by this process wake at once; another process's through the store's
+        // watcher (see `crate::watch`).
+        self.wait_for_run_anywhere(run, since, max).await;
     }
 }

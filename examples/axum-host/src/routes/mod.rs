@@ -4,6 +4,7 @@ mod conversations;
 mod health;
 mod messages;
 mod params;
+mod run_params;
 mod runs;
 mod session;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     /// Cancelled when the worker has stopped: event streams end and waits give up, so the
     /// HTTP server can finish (clients reconnect to another replica and replay).
     pub(crate) closing: CancellationToken,
+    /// Whether the API is served (off: a worker-only replica answers health probes only).
+    pub(crate) intake: bool,
 }
 
 impl AppState {
@@ -45,7 +48,14 @@ impl AppState {
             keys: Arc::new(keys),
             draining: CancellationToken::new(),
             closing: CancellationToken::new(),
+            intake: true,
         }
+    }
+
+    /// The same state for a worker-only replica: [`app`] serves the health probes only.
+    pub fn without_intake(mut self) -> Self {
+        self.intake = false;
+        self
     }
 
     /// The runtime the handlers speak to.
@@ -68,11 +78,15 @@ impl AppState {
 /// The whole HTTP API over `state`: the `/v1` routes (bearer-key auth), health probes and the
 /// chat page at `/`.
 pub fn app(state: AppState) -> Router {
-    let conversation = "/v1/agents/{agent}/conversations/{conversation}";
-    Router::new()
-        .route("/", get(page))
+    let probes = Router::new()
         .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
+        .route("/health/ready", get(health::ready));
+    if !state.intake {
+        return finish(probes, state);
+    }
+    let conversation = "/v1/agents/{agent}/conversations/{conversation}";
+    let api = probes
+        .route("/", get(page))
         .route(
             &format!("{conversation}/messages"),
             post(messages::post_message),
@@ -91,7 +105,12 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/agents/{agent}/conversations", get(conversations::list))
         .route("/v1/runs/{run_id}", get(runs::status))
-        .route("/v1/runs/{run_id}/events", get(runs::events))
+        .route("/v1/runs/{run_id}/events", get(runs::events));
+    finish(api, state)
+}
+
+fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -1,4 +1,4 @@
-//! `GET /v1/runs/{run_id}` and `GET /v1/runs/{run_id}/events`.
+//! `GET /v1/runs/{run_id}` (`?wait=`) and `GET /v1/runs/{run_id}/events` (resumable).
 
 use axum::Json;
 use axum::extract::State;
@@ -8,16 +8,33 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::params::RunPath;
+use super::run_params::{ResumeAfter, WaitParams};
 use crate::auth::{Caller, StreamCaller};
 use crate::error::ApiError;
 use crate::sse;
 
-/// `{"run_id", "status", "attempts", "error"}`; another org's run is 404, like an unknown one.
+/// `{"run_id", "status", "attempts", "error", "output"}`; another org's run is 404, like an
+/// unknown one. With `?wait=N` the answer waits until the run ends or `N` seconds passed,
+/// whichever comes first, on any replica: the wait follows the run's events (woken by the
+/// backend), it does not poll the database.
 pub(crate) async fn status(
     State(state): State<AppState>,
     caller: Caller,
     RunPath(run): RunPath,
+    WaitParams { wait }: WaitParams,
 ) -> Result<Json<Value>, ApiError> {
+    if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+        let ended = state.runtime.wait(&caller.org, &run);
+        let closing = state.closing.cancelled();
+        tokio::select! {
+            result = tokio::time::timeout(wait, ended) => match result {
+                Ok(Err(e)) if e.is(ErrorKind::NotFound) => return Err(not_found_as(e, &run)),
+                // Ended, timed out, or the wait failed: the status read below answers.
+                _ => {}
+            },
+            () = closing => {}
+        }
+    }
     let record = state
         .runtime
         .status(&caller.org, &run)
@@ -28,19 +45,22 @@ pub(crate) async fn status(
         "status": record.status.as_str(),
         "attempts": record.attempts,
         "error": record.error,
+        "output": record.output,
     })))
 }
 
-/// The run's events as SSE, replayed from the start. Accepts `?key=` as well as the
-/// `Authorization` header, for browsers' `EventSource`.
+/// The run's events as SSE, each with its `id:`, replayed from the start or from after the
+/// id in `Last-Event-ID` (`?after=`), then live, from any replica. Accepts `?key=` as well
+/// as the `Authorization` header, for browsers' `EventSource`.
 pub(crate) async fn events(
     State(state): State<AppState>,
     caller: StreamCaller,
     RunPath(run): RunPath,
+    ResumeAfter(after): ResumeAfter,
 ) -> Result<impl IntoResponse, ApiError> {
     let events = state
         .runtime
-        .subscribe(&caller.org, &run)
+        .subscribe_after(&caller.org, &run, after)
         .await
         .map_err(|e| not_found_as(e, &run))?;
     Ok(sse::event_stream(events, state.closing.clone()))

@@ -5,6 +5,7 @@
 pub mod dump;
 pub mod pg;
 pub mod raw;
+pub mod replica;
 
 use std::time::Duration;
 
@@ -345,19 +346,32 @@ pub fn text_of(content: &Value) -> String {
 
 /// Parse an SSE body into `(event name, JSON data)` pairs.
 pub fn sse_events(body: &str) -> Vec<(String, Value)> {
+    sse_events_with_ids(body)
+        .into_iter()
+        .map(|(_, name, data)| (name, data))
+        .collect()
+}
+
+/// Parse an SSE body into `(id, event name, JSON data)`; every event must carry an id.
+pub fn sse_events_with_ids(body: &str) -> Vec<(u64, String, Value)> {
     body.split("\n\n")
         .filter_map(|block| {
-            let mut name = None;
+            let (mut id, mut name) = (None, None);
             let mut data = String::new();
             for line in block.lines() {
                 if let Some(n) = line.strip_prefix("event:") {
                     name = Some(n.trim().to_owned());
                 } else if let Some(d) = line.strip_prefix("data:") {
                     data.push_str(d.strip_prefix(' ').unwrap_or(d));
+                } else if let Some(i) = line.strip_prefix("id:") {
+                    id = Some(i.trim().parse::<u64>().expect("an SSE id is a number"));
                 }
             }
+            let name = name?;
+            let id = id.unwrap_or_else(|| panic!("event {name} without an id"));
             Some((
-                name?,
+                id,
+                name,
                 serde_json::from_str(&data).expect("event data is JSON"),
             ))
         })
