@@ -151,11 +151,15 @@ impl Runtime {
                 break;
             }
         }
+        // The terminal event was made from the record read with the run's last events.
+        if let Some(record) = events.final_record() {
+            return Ok(record);
+        }
         let record = self.status(org, run).await?;
         if record.status.is_terminal() {
             Ok(record)
         } else {
-            // Our worker recorded the end but the queue says otherwise: report what it says.
+            // The stream ended without the run's end (it was removed while followed).
             Err(Error::new(
                 ErrorKind::Conflict,
                 format!("run {run} is {} on the queue", record.status.as_str()),

@@ -38,6 +38,8 @@ struct FeedState {
     events: Vec<NumberedEvent>,
     /// The terminal event is in, or the run is gone: nothing more will come.
     done: bool,
+    /// The record the terminal event was made from.
+    record: Option<RunRecord>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -124,6 +126,7 @@ impl RunFeed {
             state: Mutex::new(FeedState {
                 events: vec![accepted],
                 done: false,
+                record: None,
             }),
             changed: watch::channel(0).0,
         }
@@ -157,6 +160,7 @@ impl RunFeed {
             if state.done {
                 return;
             }
+            state.record = record.cloned();
             if let Some(event) = record.and_then(RunEvent::from_record) {
                 let seq = state.events.len() as u64;
                 let attempt = record.map_or(0, |r| r.attempts);
@@ -169,6 +173,11 @@ impl RunFeed {
             state.done = true;
         }
         self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// The record the feed ended with, if it ended with the run.
+    pub(crate) fn final_record(&self) -> Option<RunRecord> {
+        lock(&self.state).record.clone()
     }
 
     /// The seq the next event will have.

@@ -1,10 +1,10 @@
 //! [`EventRecorder`]: stores what one attempt does as run events, coalesced, under its claim.
 //!
 //! Output arrives a few characters at a time; storing each piece would cost a write per
-//! token. The recorder keeps what arrived and stores it in batches: at once when nothing was
-//! stored for [`COALESCE`] (so the first output of a turn leaves at once), else when that
-//! window is over or [`BATCH_BYTES`] are waiting, with consecutive output pieces joined into
-//! one event. One background task per attempt does the writes, so the agent never waits on
+//! token. The recorder keeps what arrived and stores it in batches: output at once when
+//! nothing was stored for [`COALESCE`] (so the first output of a turn leaves at once), else
+//! when that window is over or [`BATCH_BYTES`] are waiting, with consecutive output pieces
+//! joined into one event; other events wait for the next batch (at most one window). One background task per attempt does the writes, so the agent never waits on
 //! the store; [`finish`](EventRecorder::finish) stores the rest before the turn commits
 //! (events are refused once the run has ended). Round trips: one `record_events` per batch;
 //! a quick turn costs one, at its end.
@@ -42,6 +42,8 @@ pub(crate) struct EventRecorder {
 #[derive(Default)]
 struct Waiting {
     events: Vec<RunEvent>,
+    /// When the oldest waiting event arrived.
+    since: Option<Instant>,
     bytes: usize,
     /// Bytes stored by this attempt so far.
     stored: usize,
@@ -87,6 +89,7 @@ impl EventRecorder {
             return;
         }
         waiting.bytes += weight(&event);
+        waiting.since.get_or_insert_with(Instant::now);
         if let RunEvent::Output { text, .. } = &event
             && let Some(RunEvent::Output { text: last, .. }) = waiting.events.last_mut()
         {
@@ -125,11 +128,19 @@ impl EventRecorder {
             let (empty, closing, due) = {
                 let waiting = lock(&self.state);
                 let over_cap = waiting.stored >= self.shared.settings.max_event_bytes;
+                // Output is what a reader waits for: the first leaves at once. Other events
+                // (`started`, entries) ride along with the next output or the attempt's end,
+                // so a quick turn stores its events in one write.
+                let has_output = waiting
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, RunEvent::Output { .. }));
                 let due = match last_store {
-                    _ if waiting.bytes >= BATCH_BYTES && !over_cap => None,
-                    None if !over_cap => None,
-                    Some(at) if !over_cap => Some(at + COALESCE),
-                    _ => Some(Instant::now() + Duration::from_secs(3600)),
+                    _ if over_cap => Some(Instant::now() + Duration::from_secs(3600)),
+                    _ if waiting.bytes >= BATCH_BYTES => None,
+                    None if has_output => None,
+                    Some(at) if has_output => Some(at + COALESCE),
+                    _ => waiting.since.map(|since| since + COALESCE),
                 };
                 let done = waiting.fenced;
                 (waiting.events.is_empty() || done, waiting.closing, due)
@@ -150,6 +161,7 @@ impl EventRecorder {
             let batch = {
                 let mut waiting = lock(&self.state);
                 waiting.bytes = 0;
+                waiting.since = None;
                 mem::take(&mut waiting.events)
             };
             last_store = Some(Instant::now());

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use futures::Stream;
 use futures::stream::BoxStream;
 use lobu_core::events::{EventPage, MAX_EVENTS_PER_READ};
-use lobu_core::{Error, OrgId, Result, RunId};
+use lobu_core::{Error, OrgId, Result, RunId, RunRecord};
 use std::time::Instant;
 use tokio::sync::watch;
 
@@ -29,6 +29,7 @@ use crate::runtime::Shared;
 /// stream without a terminal event.
 pub struct RunEvents {
     inner: BoxStream<'static, NumberedEvent>,
+    feed: Arc<RunFeed>,
 }
 
 impl fmt::Debug for RunEvents {
@@ -59,7 +60,7 @@ impl RunEvents {
         };
         let reader = Reader {
             rx: feed.watch(),
-            feed,
+            feed: feed.clone(),
             next: from,
             pending: VecDeque::new(),
             finished: false,
@@ -70,7 +71,13 @@ impl RunEvents {
         });
         Ok(RunEvents {
             inner: Box::pin(inner),
+            feed,
         })
+    }
+
+    /// The run's record as its terminal event was read from the store, once it was.
+    pub(crate) fn final_record(&self) -> Option<RunRecord> {
+        self.feed.final_record()
     }
 }
 
