@@ -53,8 +53,8 @@ pub struct Settings {
     /// Whether run events are stored, so that every replica (and a restarted one) can stream
     /// them. Off, they reach only this process's subscribers, live. Default on.
     pub store_events: bool,
-    /// How many bytes of events an attempt stores as they come; past it the rest waits for
-    /// the attempt's end and is stored then, coalesced. Default 1 MiB.
+    /// How many bytes of events an attempt stores as they come; past it output is still
+    /// streamed, stored coalesced (one batch a second). Default 1 MiB.
     pub max_event_bytes: usize,
     /// How many bytes of transcripts the in-process cache keeps. Default 64 MiB; 0 disables it.
     pub cache_bytes: usize,

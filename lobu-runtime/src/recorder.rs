@@ -10,7 +10,8 @@
 //! a quick turn costs one, at its end.
 //!
 //! Past [`Settings::max_event_bytes`](crate::Settings::max_event_bytes) stored by the
-//! attempt, the rest waits for the attempt's end and is stored then, coalesced.
+//! attempt, output is still streamed but stored coalesced: one batch per
+//! [`OVER_CAP_WINDOW`], whatever its size, so a runaway stream costs a row a second.
 
 use std::mem;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,6 +28,9 @@ use crate::runtime::Shared;
 
 /// The longest output waits before it is stored (unless the store is slower).
 pub(crate) const COALESCE: Duration = Duration::from_millis(50);
+/// The window past [`Settings::max_event_bytes`](crate::Settings::max_event_bytes): output
+/// keeps coming, one stored event per second.
+pub(crate) const OVER_CAP_WINDOW: Duration = Duration::from_secs(1);
 /// How many waiting bytes are stored at once, window or not.
 pub(crate) const BATCH_BYTES: usize = 4 * 1024;
 
@@ -136,7 +140,10 @@ impl EventRecorder {
                     .iter()
                     .any(|e| matches!(e, RunEvent::Output { .. }));
                 let due = match last_store {
-                    _ if over_cap => Some(Instant::now() + Duration::from_secs(3600)),
+                    // Past the cap: still streamed, but stored at most once per window.
+                    _ if over_cap => {
+                        Some(last_store.unwrap_or_else(Instant::now) + OVER_CAP_WINDOW)
+                    }
                     _ if waiting.bytes >= BATCH_BYTES => None,
                     None if has_output => None,
                     Some(at) if has_output => Some(at + COALESCE),

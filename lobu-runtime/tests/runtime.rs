@@ -47,6 +47,7 @@ macro_rules! all_scenarios {
             a_finished_runs_events_are_replayed_after_every_replica_restarts,
             a_run_retried_on_another_replica_streams_both_attempts_each_marked,
             a_thousand_subscribers_of_a_run_share_one_reader_of_the_store,
+            output_is_stored_coalesced_and_past_the_cap_still_streamed_whole,
         );
     };
 }

@@ -200,3 +200,33 @@ pub async fn a_thousand_subscribers_of_a_run_share_one_reader_of_the_store(store
     );
     stop(&worker_rt, worker).await;
 }
+
+pub async fn output_is_stored_coalesced_and_past_the_cap_still_streamed_whole(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let words: Vec<String> = (0..200).map(|i| format!("word{i}")).collect();
+    let text = words.join(" ");
+    for cap in [1024 * 1024, 1] {
+        let rt = fx.builder(&agent).max_event_bytes(cap).build().unwrap();
+        let worker = start(&rt);
+        let k = key(&format!("cap-{cap}"));
+        let run = send(&rt, &k, &text).await;
+        let seen = collect_numbered(rt.subscribe(&k.org, &run).await.unwrap()).await;
+        assert_whole_stream(&seen);
+        assert_eq!(
+            output_text(&seen),
+            format!("You said: {text} (turn 1)"),
+            "cap {cap}"
+        );
+        let outputs = seen
+            .iter()
+            .filter(|e| matches!(e.event, RunEvent::Output { .. }))
+            .count();
+        // 201 pieces streamed within one window or two: a handful of stored events.
+        assert!(
+            outputs <= 5,
+            "cap {cap}: {outputs} output events for 201 pieces"
+        );
+        stop(&rt, worker).await;
+    }
+}
