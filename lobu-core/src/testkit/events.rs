@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use super::Capabilities;
-use super::support::{LONG, assert_kind, claim_mine, fresh_key, new_turn, submit};
+use super::support::{LONG, assert_kind, claim_mine, follower, fresh_key, new_turn, submit};
 use crate::backend::Backend;
 use crate::error::ErrorKind;
 use crate::events::{EventPage, MAX_EVENT_BYTES, MAX_EVENTS_PER_READ};
@@ -191,16 +191,7 @@ pub async fn recording_events_wakes_a_follower_of_the_run(backend: &Backend) {
         .wait_for_run(org, run, Instant::now(), settle)
         .await;
     let since = Instant::now();
-    let waiter = tokio::spawn({
-        let queue = backend.queue.clone();
-        let (org, run) = (key.org.clone(), claim.run.clone());
-        async move {
-            queue
-                .wait_for_run(&org, &run, since, Duration::from_secs(600))
-                .await;
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let waiter = follower(backend, &key.org, &claim.run, since).await;
     record(backend, &claim, &[event(1)]).await;
     let woken = tokio::time::timeout(Duration::from_secs(30), waiter).await;
     assert!(woken.is_ok(), "the follower was not woken by the events");

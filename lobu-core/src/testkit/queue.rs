@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::support::{
-    LONG, assert_kind, assert_nothing_claimable, claim_all_own, claim_mine, fresh_key, give_back,
-    new_turn, record, sibling, submit, unique,
+    LONG, assert_kind, assert_nothing_claimable, claim_all_own, claim_mine, follower, fresh_key,
+    give_back, new_turn, record, sibling, submit, unique,
 };
 use crate::backend::Backend;
 use crate::error::ErrorKind;
@@ -381,16 +381,7 @@ pub async fn a_follower_waiting_for_a_run_is_woken_when_it_ends(backend: &Backen
     );
 
     let since = Instant::now();
-    let waiter = tokio::spawn({
-        let queue = backend.queue.clone();
-        let (org, run) = (key.org.clone(), claim.run.clone());
-        async move {
-            queue
-                .wait_for_run(&org, &run, since, Duration::from_secs(600))
-                .await;
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let waiter = follower(backend, &key.org, &claim.run, since).await;
     backend
         .queue
         .complete(&claim, Commit::default())

@@ -368,3 +368,24 @@ pub(crate) async fn assert_nothing_claimable(
         );
     }
 }
+
+/// A follower of `run` waiting (up to ten minutes) for a change after `since`, spawned and
+/// given a moment to start waiting; it ends when woken.
+pub(crate) async fn follower(
+    backend: &Backend,
+    org: &crate::OrgId,
+    run: &RunId,
+    since: std::time::Instant,
+) -> tokio::task::JoinHandle<()> {
+    let waiter = tokio::spawn({
+        let queue = backend.queue.clone();
+        let (org, run) = (org.clone(), run.clone());
+        async move {
+            queue
+                .wait_for_run(&org, &run, since, Duration::from_secs(600))
+                .await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    waiter
+}
