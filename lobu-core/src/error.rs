@@ -32,6 +32,9 @@ pub enum ErrorKind {
     Corrupt,
     /// The backend could not be reached or timed out; retrying may succeed.
     Unavailable,
+    /// The run was cancelled (`RunQueue::cancel`): its claim holder must stop and record
+    /// the attempt as cancelled; its commit was refused.
+    Cancelled,
     /// Anything else; see the source.
     Other,
 }
@@ -48,6 +51,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => "too_large",
             ErrorKind::Corrupt => "corrupt",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Cancelled => "cancelled",
             ErrorKind::Other => "other",
         }
     }

@@ -14,6 +14,7 @@
 //!   [`RunQueue`] (durable, per-conversation FIFO run queue with idempotent submit, retries
 //!   and claims; a claim is its conversation's ownership, with the conversation's fence, and
 //!   [`RunQueue::complete`] commits a turn's transcript and the run's completion together).
+//! * **[`control`]**: failures that retry or end the run, backoff, cancellation.
 //! * **[`events`]**: a run's stored events, recorded under its claim and replayed anywhere.
 //! * **[`run_state`]** and **[`persist_plan`]**: the run state machine and the persist
 //!   decision, which every backend applies the same way.
@@ -35,6 +36,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
+pub mod control;
 mod error;
 pub mod events;
 mod id;
@@ -53,6 +55,7 @@ pub mod testkit;
 pub mod transcript;
 
 pub use backend::Backend;
+pub use control::{CancelOutcome, Failure, Retry};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use id::{
     AgentId, ConversationId, ConversationKey, IdempotencyKey, MAX_AGENT_ID_BYTES,

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::control::{CancelOutcome, Failure};
 use crate::error::{Error, Result};
 use crate::events::EventPage;
 use crate::id::{ConversationKey, IdempotencyKey, OrgId, RunId, WorkerId};
@@ -418,10 +419,23 @@ pub enum AfterFailure {
 ///   neither. A failed check changes nothing. Completing again with the same claim and the
 ///   same commit after it succeeded (a lost answer) is `Ok` with the same version. The
 ///   conversation's next run is claimable at once.
-/// * `fail` records a failed attempt and schedules the retry after `retry_delay` while
-///   attempts remain, else makes the run terminal with the given status, in one step.
-///   `release` hands it back at once without counting the attempt (graceful shutdown). Both
-///   end the ownership.
+/// * `fail` records a failed attempt and schedules the retry as its [`Failure`] says (after
+///   the run's `retry_delay`, after a delay of its own, or never) while attempts remain, else
+///   makes the run terminal with the failure's status, in one step (a bad failure is
+///   `InvalidInput` and changes nothing). `release` hands it back at once without counting
+///   the attempt (graceful shutdown). Both end the ownership.
+///
+/// ## Cancellation
+///
+/// * [`cancel`](Self::cancel) decides by [`control::cancel_outcome`](crate::control::cancel_outcome):
+///   a waiting run (or one whose claim lapsed) ends `cancelled` at once, with `reason` as
+///   its error, and the conversation's next run is claimable; a claimed run is marked, and
+///   from then on its claim's `heartbeat` and `complete` answer `Cancelled` (changing
+///   nothing), and its `fail` or `release` ends it `cancelled` whatever attempts remain. If
+///   its claim lapses instead, the store either ends it `cancelled` at the next claim (memory,
+///   files) or re-delivers it to a claim that is told `Cancelled` at its first heartbeat and
+///   cannot commit (PostgreSQL): either way it never completes. A finished run is left as it
+///   is. Cancelling wakes the run's followers.
 /// * [`status`](Self::status) only finds runs of the given org: another org's run is `None`.
 ///
 /// ## Run events
@@ -455,13 +469,13 @@ pub trait RunQueue: Debug + Send + Sync + 'static {
     /// one step. Returns the head version the commit wrote (`None` without a transcript).
     async fn complete(&self, claim: &Claim, commit: Commit) -> Result<Option<Version>>;
 
-    /// Record a failed attempt (`status` says how it failed: failed, timeout or cancelled).
-    async fn fail(
-        &self,
-        claim: &Claim,
-        status: TerminalStatus,
-        error: &str,
-    ) -> Result<AfterFailure>;
+    /// Record a failed attempt (see [`Failure`]: how it failed, why, whether to retry).
+    async fn fail(&self, claim: &Claim, failure: &Failure) -> Result<AfterFailure>;
+
+    /// Cancel a run of `org`: see [`CancelOutcome`]; `None` if the org has no such run.
+    /// `reason` becomes the run's error (empty: "cancelled").
+    async fn cancel(&self, org: &OrgId, run: &RunId, reason: &str)
+    -> Result<Option<CancelOutcome>>;
 
     /// Hand the run back without counting the attempt.
     async fn release(&self, claim: &Claim) -> Result<()>;

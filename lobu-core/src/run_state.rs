@@ -5,7 +5,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::control::{Failure, Retry};
 use crate::queue::{AfterFailure, RunStatus};
+#[cfg(test)]
 use crate::session::TerminalStatus;
 
 /// The most bytes of a failure message a run record keeps: one runaway message must not
@@ -74,20 +76,28 @@ impl RunState {
         }
     }
 
-    /// After a failed attempt (`status`: failed, timeout or cancelled): retry after
-    /// `retry_delay` while attempts remain, else terminal with `status`.
+    /// After a failed attempt: retry as `failure.retry` says (`run_delay` is the run's own
+    /// delay) while attempts remain, else terminal with the failure's status. A run whose
+    /// cancellation was requested never runs again: it ends `cancelled`.
     pub fn after_failure(
         &self,
-        status: TerminalStatus,
-        retry_delay: Duration,
+        failure: &Failure,
+        run_delay: Duration,
+        cancel_requested: bool,
         now: SystemTime,
     ) -> AfterFailure {
+        if cancel_requested {
+            return AfterFailure::Final(RunStatus::Cancelled);
+        }
+        let delay = match failure.retry {
+            Retry::Never => return AfterFailure::Final(RunStatus::from(failure.status)),
+            Retry::AfterRunDelay => run_delay,
+            Retry::After(delay) => delay,
+        };
         if self.attempts < self.max_attempts {
-            AfterFailure::Retry {
-                at: now + retry_delay,
-            }
+            AfterFailure::Retry { at: now + delay }
         } else {
-            AfterFailure::Final(RunStatus::from(status))
+            AfterFailure::Final(RunStatus::from(failure.status))
         }
     }
 }
@@ -148,13 +158,38 @@ mod tests {
     fn a_failure_retries_while_attempts_remain_then_is_final() {
         let now = SystemTime::now();
         let delay = Duration::from_secs(2);
+        let timeout = Failure::new(TerminalStatus::Timeout, "slow");
+        let second = state(RunStatus::Running, 2, None);
         assert_eq!(
-            state(RunStatus::Running, 2, None).after_failure(TerminalStatus::Timeout, delay, now),
+            second.after_failure(&timeout, delay, false, now),
             AfterFailure::Retry { at: now + delay }
         );
         assert_eq!(
-            state(RunStatus::Running, 3, None).after_failure(TerminalStatus::Timeout, delay, now),
+            state(RunStatus::Running, 3, None).after_failure(&timeout, delay, false, now),
             AfterFailure::Final(RunStatus::Timeout)
+        );
+        let own = timeout.clone().retry(Retry::After(Duration::from_secs(9)));
+        assert_eq!(
+            second.after_failure(&own, delay, false, now),
+            AfterFailure::Retry {
+                at: now + Duration::from_secs(9)
+            }
+        );
+    }
+
+    #[test]
+    fn a_permanent_failure_or_a_requested_cancel_ends_the_run_with_attempts_left() {
+        let now = SystemTime::now();
+        let first = state(RunStatus::Running, 1, None);
+        let permanent = Failure::new(TerminalStatus::Failed, "bad").retry(Retry::Never);
+        assert_eq!(
+            first.after_failure(&permanent, Duration::ZERO, false, now),
+            AfterFailure::Final(RunStatus::Failed)
+        );
+        let retried = Failure::new(TerminalStatus::Failed, "flaky");
+        assert_eq!(
+            first.after_failure(&retried, Duration::ZERO, true, now),
+            AfterFailure::Final(RunStatus::Cancelled)
         );
     }
 

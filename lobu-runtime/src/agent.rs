@@ -236,3 +236,43 @@ impl OutputSink {
         }
     }
 }
+
+/// An agent error that retrying cannot fix (a malformed request, a refused input): return it
+/// from [`Agent::run_turn`] and the run fails at once with its message, whatever attempts
+/// remain. Any other error is retried with backoff.
+///
+/// ```
+/// use lobu_core::BoxError;
+/// use lobu_runtime::Permanent;
+///
+/// fn refuse() -> Result<(), BoxError> {
+///     Err(Permanent::new("the attachment is not an image").into())
+/// }
+/// assert!(refuse().unwrap_err().is::<Permanent>());
+/// ```
+#[derive(Debug)]
+pub struct Permanent(BoxError);
+
+impl Permanent {
+    /// Wrap `error` as permanent.
+    pub fn new(error: impl Into<BoxError>) -> Self {
+        Permanent(error.into())
+    }
+
+    /// The error it wraps.
+    pub fn into_inner(self) -> BoxError {
+        self.0
+    }
+}
+
+impl fmt::Display for Permanent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Permanent {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}

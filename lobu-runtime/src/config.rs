@@ -31,8 +31,11 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     /// How many times a submitted run may be attempted (`1..=100`). Default 3.
     pub max_attempts: u32,
-    /// How long a failed attempt waits before the next (at most 24 h). Default 2 s.
+    /// The first retry's delay after a failed attempt: later ones double it (with jitter) up
+    /// to `max_retry_delay` (at most 24 h). Default 2 s.
     pub retry_delay: Duration,
+    /// The longest delay between attempts (at least `retry_delay`, at most 24 h). Default 60 s.
+    pub max_retry_delay: Duration,
     /// How long [`Runtime::shutdown`](crate::Runtime::shutdown) lets in-flight turns finish. Default 30 s.
     pub shutdown_grace: Duration,
     /// The largest transcript a turn may persist; a larger one fails the run with `TooLarge`
@@ -69,6 +72,7 @@ impl Default for Settings {
             heartbeat_interval: Duration::from_secs(10),
             max_attempts: 3,
             retry_delay: Duration::from_secs(2),
+            max_retry_delay: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
             max_transcript_bytes: DEFAULT_MAX_TRANSCRIPT_BYTES,
             scratch_root: std::env::temp_dir().join("lobu-scratch"),
@@ -130,6 +134,11 @@ impl Settings {
         }
         if self.retry_delay > MAX_RETRY_DELAY {
             return Err(Error::invalid("retry_delay must be at most 24h"));
+        }
+        if self.max_retry_delay > MAX_RETRY_DELAY || self.max_retry_delay < self.retry_delay {
+            return Err(Error::invalid(
+                "max_retry_delay must be at least retry_delay and at most 24h",
+            ));
         }
         if self.max_transcript_bytes == 0 {
             return Err(Error::invalid(

@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use lobu_core::transcript::Transcript;
-use lobu_core::{AfterFailure, Claim, Commit, Error, ErrorKind, Result, RunKind, TerminalStatus};
+use lobu_core::{
+    AfterFailure, Claim, Commit, Error, ErrorKind, Failure, Result, Retry, RunKind, TerminalStatus,
+};
 use tokio::time::Instant;
 
 use crate::events::RunEvent;
@@ -27,8 +29,12 @@ use crate::turn::{self, describe};
 pub(crate) enum Outcome {
     /// Done: commit this with the run's completion.
     Commit(Commit, Appended),
-    /// The attempt failed; record it (the queue retries while attempts remain).
+    /// The attempt failed; record it (the queue retries, with backoff, while attempts
+    /// remain).
     Failed(TerminalStatus, String),
+    /// The attempt failed in a way retrying cannot fix ([`Permanent`](crate::Permanent), a
+    /// transcript over the limit): the run fails now.
+    Permanent(String),
     /// A newer claim owns the conversation: this run's writes are refused; report nothing.
     TakenOver,
     /// The attempt was cancelled before it finished; the cause decides what to report.
@@ -76,6 +82,7 @@ impl Outcome {
         match self {
             Outcome::Commit(..) => "commit",
             Outcome::Failed(..) => "failed",
+            Outcome::Permanent(..) => "permanent",
             Outcome::TakenOver => "taken_over",
             Outcome::Interrupted => "interrupted",
         }
@@ -166,11 +173,27 @@ async fn run_reset(shared: &Shared, claim: &Claim) -> Outcome {
 async fn report(shared: &Shared, claim: &Claim, log: &EventRecorder, outcome: Outcome, held: Held) {
     match outcome {
         Outcome::Commit(commit, appended) => {
-            if let Err(failure) = complete(shared, claim, log, commit, appended, held).await {
-                record_failure(shared, claim, log, TerminalStatus::Failed, failure).await;
+            if let Err((status, failure, retry)) =
+                complete(shared, claim, log, commit, appended, held).await
+            {
+                record_failure(shared, claim, log, status, failure, retry).await;
             }
         }
-        Outcome::Failed(status, error) => record_failure(shared, claim, log, status, error).await,
+        Outcome::Failed(status, error) => {
+            let retry = retry_with_backoff(shared, claim);
+            record_failure(shared, claim, log, status, error, retry).await;
+        }
+        Outcome::Permanent(error) => {
+            record_failure(
+                shared,
+                claim,
+                log,
+                TerminalStatus::Failed,
+                error,
+                Retry::Never,
+            )
+            .await;
+        }
         Outcome::TakenOver => {
             tracing::info!(
                 "a newer claim owns the conversation; this attempt's writes were refused"
@@ -180,6 +203,20 @@ async fn report(shared: &Shared, claim: &Claim, log: &EventRecorder, outcome: Ou
             // Re-delivered: the newer attempt's claim records from now on (its `started`
             // marks the change); this one may not record any more.
             Some(Lost::Claim) => log.finish().await,
+            // Cancelled through the queue: the run ends `cancelled` (the store keeps the
+            // reason it was given).
+            Some(Lost::Cancelled) => {
+                let error = "the run was cancelled".to_owned();
+                record_failure(
+                    shared,
+                    claim,
+                    log,
+                    TerminalStatus::Cancelled,
+                    error,
+                    Retry::Never,
+                )
+                .await;
+            }
             Some(Lost::Expiring) => {
                 let reason = "the store did not renew the claim in time".to_owned();
                 release(shared, claim, log, Some(reason)).await;
@@ -192,20 +229,40 @@ async fn report(shared: &Shared, claim: &Claim, log: &EventRecorder, outcome: Ou
     }
 }
 
-/// Record a failed attempt: the queue retries it after its delay while attempts remain.
+/// The retry of a failed attempt: exponential backoff from `retry_delay` up to
+/// `max_retry_delay`, jittered (`lobu_core::control::backoff`).
+fn retry_with_backoff(shared: &Shared, claim: &Claim) -> Retry {
+    let settings = &shared.settings;
+    let delay = lobu_core::control::backoff(
+        claim.attempt,
+        settings.retry_delay,
+        settings.max_retry_delay,
+        fastrand::f64(),
+    );
+    Retry::After(delay)
+}
+
+/// Record a failed attempt: the queue retries it as `retry` says while attempts remain.
 async fn record_failure(
     shared: &Shared,
     claim: &Claim,
     log: &EventRecorder,
     status: TerminalStatus,
     error: String,
+    retry: Retry,
 ) {
     bump(&shared.counters.attempts_failed);
     tracing::warn!(status = status.as_str(), %error, "attempt failed");
     // What the attempt did is stored first: a final failure ends the run, and a run that
     // ended takes no more events (its terminal event is read from its record).
     log.finish().await;
-    let fail = shared.backend.queue.fail(claim, status, &error);
+    let failure = Failure {
+        status,
+        error,
+        retry,
+    };
+    let fail = shared.backend.queue.fail(claim, &failure);
+    let Failure { error, .. } = failure.clone();
     match bounded(shared, "recording the failure", fail).await {
         Ok(AfterFailure::Retry { at }) => {
             log.record_now(RunEvent::Retrying {
@@ -229,7 +286,9 @@ async fn record_failure(
 /// commit is idempotent per claim, so a retry after a lost answer is harmless, and giving up
 /// at once would let the claim lapse and cost an attempt. If the claim lapses first, the run
 /// is re-delivered and its next attempt finds its transcript as the head and completes it.
-/// A permanent error (a conflict, a size or a damaged record) is returned: the attempt fails.
+/// A permanent error (a conflict, a size or a damaged record) is returned: the attempt fails
+/// (a size for good: retrying cannot shrink it); a cancelled run's refused commit ends it
+/// `cancelled`.
 async fn complete(
     shared: &Shared,
     claim: &Claim,
@@ -237,7 +296,7 @@ async fn complete(
     commit: Commit,
     appended: Appended,
     held: Held,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), (TerminalStatus, String, Retry)> {
     let queue = &shared.backend.queue;
     // The turn's last events are stored before the commit, which ends the run: one round
     // trip, the only one events add to a quick turn.
@@ -270,9 +329,20 @@ async fn complete(
                 tracing::info!("the run was taken over before it was committed");
                 return Ok(());
             }
+            Err(error) if error.is(ErrorKind::Cancelled) => {
+                shared.cache.remove(&claim.key);
+                let why = format!("the run was cancelled: {}", describe(&error));
+                return Err((TerminalStatus::Cancelled, why, Retry::Never));
+            }
             Err(error) if is_permanent(&error) => {
                 shared.cache.remove(&claim.key);
-                return Err(format!("committing the turn failed: {}", describe(&error)));
+                let retry = if error.is(ErrorKind::TooLarge) {
+                    Retry::Never
+                } else {
+                    retry_with_backoff(shared, claim)
+                };
+                let why = format!("committing the turn failed: {}", describe(&error));
+                return Err((TerminalStatus::Failed, why, retry));
             }
             Err(error) => {
                 if Instant::now() + backoff >= held.claim_until {

@@ -3,8 +3,8 @@
 use futures::StreamExt;
 use lobu_core::transcript::{MessagePage, Stats};
 use lobu_core::{
-    AgentId, ConversationKey, ConversationSummary, Error, ErrorKind, IdempotencyKey, NewRun, OrgId,
-    Page, Result, RunId, RunRecord, RunStatus, Submitted, check_page_limit,
+    AgentId, CancelOutcome, ConversationKey, ConversationSummary, Error, ErrorKind, IdempotencyKey,
+    NewRun, OrgId, Page, Result, RunId, RunRecord, RunStatus, Submitted, check_page_limit,
 };
 
 use crate::hydrate::hydrate;
@@ -111,6 +111,19 @@ impl Runtime {
         }
         tracing::debug!(%key, run = %submitted.run, created = submitted.created, "run accepted");
         Ok(submitted)
+    }
+
+    /// Cancel a run, on whichever replica it runs: a waiting run ends `cancelled` and never
+    /// runs; a running one is stopped by its worker at its next heartbeat (at most
+    /// [`Settings::heartbeat_interval`](crate::Settings::heartbeat_interval) later), nothing
+    /// of its turn is persisted, and it ends `cancelled` with a terminal event; the
+    /// conversation's next run proceeds. A finished run is left as it is
+    /// ([`CancelOutcome::Finished`] says how it ended). Unknown runs and other orgs' runs
+    /// are `NotFound`.
+    pub async fn cancel(&self, org: &OrgId, run: &RunId) -> Result<CancelOutcome> {
+        let queue = &self.shared.backend.queue;
+        let outcome = queue.cancel(org, run, "cancelled on request").await?;
+        outcome.ok_or_else(|| Error::not_found(format!("no run {run} in org {org}")))
     }
 
     /// The run as the queue has it. Unknown runs and other orgs' runs are `NotFound`.

@@ -22,6 +22,8 @@ pub(crate) enum Lost {
     /// The claim was taken over: the run was re-delivered, or the conversation has a newer
     /// owner.
     Claim,
+    /// The run was cancelled through the queue (`Runtime::cancel`, on any replica).
+    Cancelled,
     /// Not taken over yet, but the claim was about to run out without a renewal (the store
     /// did not answer): another worker may take over at its expiry, and two turns of one
     /// conversation must never run at once.
@@ -104,6 +106,12 @@ impl Heartbeat {
                     };
                     match result {
                         Ok(_) => lock(&record).claim_until = sent + ttl,
+                        Err(e) if e.is(ErrorKind::Cancelled) => {
+                            tracing::info!("the run was cancelled; stopping its turn");
+                            lock(&record).lost = Some(Lost::Cancelled);
+                            turn.cancel();
+                            return;
+                        }
                         Err(e) if e.is(ErrorKind::Fenced) => {
                             tracing::warn!("another worker took over; cancelling the run");
                             lock(&record).lost = Some(Lost::Claim);

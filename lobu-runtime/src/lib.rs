@@ -86,7 +86,7 @@ mod subscription;
 mod turn;
 mod worker;
 
-pub use agent::{Agent, EntryWriter, OutputSink, Turn};
+pub use agent::{Agent, EntryWriter, OutputSink, Permanent, Turn};
 pub use config::{MAX_CONCURRENCY, MAX_SETTING_DURATION, Settings};
 pub use events::{NumberedEvent, RunEvent};
 pub use metrics::Metrics;

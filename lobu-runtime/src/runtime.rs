@@ -158,8 +158,10 @@ impl RuntimeBuilder {
         heartbeat_interval: Duration);
     setter!(/// How many attempts a submitted run gets.
         max_attempts: u32);
-    setter!(/// The delay before a failed attempt is retried.
+    setter!(/// The first retry's delay (later ones back off exponentially).
         retry_delay: Duration);
+    setter!(/// The longest delay between attempts.
+        max_retry_delay: Duration);
     setter!(/// The default grace period of [`Runtime::shutdown`].
         shutdown_grace: Duration);
     setter!(/// The largest transcript a turn may persist.

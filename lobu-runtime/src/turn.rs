@@ -13,6 +13,7 @@ use lobu_core::transcript::TranscriptWriter;
 use lobu_core::{BoxError, Claim, Commit, Error, TerminalStatus};
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::Permanent;
 use crate::agent::{OutputSink, Turn};
 use crate::events::RunEvent;
 use crate::execute::{Appended, Outcome, bounded};
@@ -125,6 +126,7 @@ async fn attempt(
             format!("the turn ran past its time limit of {limit:?}"),
         ),
         End::Returned(Err(_)) | End::Cancelled if cancel.is_cancelled() => Outcome::Interrupted,
+        End::Returned(Err(e)) if e.is::<Permanent>() => Outcome::Permanent(describe(e.as_ref())),
         End::Returned(Err(e)) => Outcome::Failed(TerminalStatus::Failed, describe(e.as_ref())),
         End::Cancelled => Outcome::Interrupted,
     }
@@ -156,7 +158,8 @@ fn finish(shared: &Shared, turn: Turn) -> Outcome {
             "the transcript would be {} bytes; the limit is {limit}",
             turn.writer.len()
         ));
-        return Outcome::Failed(TerminalStatus::Failed, describe(&e));
+        // Retrying cannot make the transcript smaller: the run fails now.
+        return Outcome::Permanent(describe(&e));
     }
     let mut parsed = turn.parsed;
     // The cache gave the parse to this turn alone, so this does not copy it.

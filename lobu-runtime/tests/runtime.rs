@@ -48,6 +48,10 @@ macro_rules! all_scenarios {
             a_run_retried_on_another_replica_streams_both_attempts_each_marked,
             a_thousand_subscribers_of_a_run_share_one_reader_of_the_store,
             output_is_stored_coalesced_and_past_the_cap_still_streamed_whole,
+            cancelling_a_pending_run_means_it_never_starts,
+            cancelling_a_running_turn_on_another_replica_stops_it_and_persists_nothing,
+            a_permanent_error_fails_the_run_after_one_attempt,
+            retries_back_off_exponentially_within_the_cap,
         );
     };
 }

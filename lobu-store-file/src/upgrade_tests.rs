@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use lobu_core::control::CancelOutcome;
 use lobu_core::{
     Commit, ConversationKey, ConversationLocks, Fence, RunId, RunQueue, RunStatus, SessionStore,
     Version, WorkerId,
@@ -196,6 +197,42 @@ async fn a_directory_written_by_the_previous_version_still_opens() {
     );
     let lease = store.try_acquire(&c1, LONG).await;
     assert_eq!(lease.unwrap().expect("free").fence, Fence(5));
+}
+
+#[tokio::test]
+async fn a_run_record_written_before_cancellation_reads_and_cancels() {
+    let dir = tempfile::tempdir().unwrap();
+    write_previous_version(dir.path());
+    let store = FileStore::open(dir.path()).await.unwrap();
+    let (c1, c2) = (key("c1"), key("c2"));
+    let pending = RunId::new(PENDING).unwrap();
+    let record = store.status(&c2.org, &pending).await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Pending);
+    let outcome = store.cancel(&c2.org, &pending, "no longer needed").await;
+    assert_eq!(outcome.unwrap(), Some(CancelOutcome::Cancelled));
+    let record = store.status(&c2.org, &pending).await.unwrap().unwrap();
+    assert_eq!(
+        (record.status, record.error.as_deref()),
+        (RunStatus::Cancelled, Some("no longer needed"))
+    );
+    // The old running run's claim expired long ago: cancelled at once too.
+    let running = RunId::new(RUNNING).unwrap();
+    let outcome = store.cancel(&c1.org, &running, "abandoned").await;
+    assert_eq!(outcome.unwrap(), Some(CancelOutcome::Cancelled));
+    assert!(
+        store
+            .claim(&WorkerId::generate(), LONG)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let records = files_named(&dir.path().join("queue/runs"), PENDING);
+    assert_eq!(records.len(), 1);
+    assert!(
+        !records[0].contains("cancel_requested"),
+        "no request, no field: {}",
+        records[0]
+    );
 }
 
 /// The contents of every file called `name` under `dir`.

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lobu_core::{
-    Claim, Commit, ConversationLocks, ErrorKind, Fence, IdempotencyKey, MAX_ATTEMPTS, MAX_LEASE,
-    MAX_PAYLOAD_BYTES, MAX_RETRY_DELAY, NewRun, RunId, RunQueue, TerminalStatus, WorkerId,
+    Claim, Commit, ConversationLocks, ErrorKind, Failure, Fence, IdempotencyKey, MAX_ATTEMPTS,
+    MAX_LEASE, MAX_PAYLOAD_BYTES, MAX_RETRY_DELAY, NewRun, RunId, RunQueue, TerminalStatus,
+    WorkerId,
 };
 use serde_json::json;
 
@@ -102,7 +103,10 @@ async fn refused_queue_calls_change_no_file() {
         )
         .await;
     }
-    let result = fx.store.fail(&claim, TerminalStatus::Completed, "no").await;
+    let result = fx
+        .store
+        .fail(&claim, &Failure::new(TerminalStatus::Completed, "no"))
+        .await;
     fx.refused(
         &before,
         ErrorKind::InvalidInput,
@@ -137,7 +141,10 @@ async fn refused_queue_calls_change_no_file() {
             result,
         )
         .await;
-        let result = fx.store.fail(stale, TerminalStatus::Failed, "x").await;
+        let result = fx
+            .store
+            .fail(stale, &Failure::new(TerminalStatus::Failed, "x"))
+            .await;
         fx.refused(&before, ErrorKind::Fenced, "fail a forged claim", result)
             .await;
         let result = RunQueue::release(&fx.store, stale).await;
@@ -203,7 +210,7 @@ async fn a_failure_message_over_16_kib_is_stored_cut_at_a_char_boundary_with_a_m
     // One ASCII byte, then 3-byte chars: byte 16 384 falls inside a char.
     let message = format!("x{}", "€".repeat(MAX_ERROR_BYTES));
     fx.store
-        .fail(&claim, TerminalStatus::Failed, &message)
+        .fail(&claim, &Failure::new(TerminalStatus::Failed, &message))
         .await
         .unwrap();
     let record = fx

@@ -9,21 +9,28 @@
 //! * `claim`: 1 (the claim statement). At most once a second per store, +1 for the reaper
 //!   first; and when a claim finds nothing, +1 for the reaper (at most every 100 ms) and, if
 //!   it reaped something, +1 for a second claim.
-//! * `heartbeat`, `fail`, `release`: 1.
+//! * `heartbeat`, `fail`, `release`, `cancel`: 1.
 //! * `complete` without a transcript: 1; with one: 4 (BEGIN, lock and read, write the head
-//!   and complete the run in one statement, COMMIT). A refused or retried call costs one more
-//!   lookup to say why (or to answer the first call's version).
+//!   and complete the run in one statement, COMMIT), or 1 on the fast path (commit_fast.rs).
+//!   A refused or retried call costs one more lookup to say why (or to answer the first
+//!   call's version).
+//!
+//! Cancellation (`cancel`, sql/cancel.sql) of a claimed run marks it (`cancel_requested`):
+//! the claim-holder statements that extend or commit (heartbeat, complete, commit_fast) match
+//! only a run without the mark, so a marked run changes nothing, and the lookup that says why
+//! answers `Cancelled`; fail and release end a marked run `cancelled`.
 //! * `record_events`, `read_events`, `prune_events`: see events.rs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use lobu_core::control::{CANCELLED_ERROR, CancelOutcome, Failure, Retry};
 use lobu_core::events::EventPage;
 use lobu_core::run_state::error_text;
 use lobu_core::{
-    AfterFailure, Claim, Commit, ConversationKey, Error, Fence, NewRun, OrgId, Result, RunId,
-    RunKind, RunQueue, RunRecord, RunStatus, Submitted, TerminalStatus, Version, WorkerId,
+    AfterFailure, Claim, Commit, ConversationKey, Error, ErrorKind, Fence, NewRun, OrgId, Result,
+    RunId, RunKind, RunQueue, RunRecord, RunStatus, Submitted, Version, WorkerId,
     check_lease_duration,
 };
 use sqlx::postgres::{PgArguments, Postgres};
@@ -55,6 +62,7 @@ pub(crate) struct QueueSql {
     complete: SqlStr,
     fail: SqlStr,
     release: SqlStr,
+    cancel: SqlStr,
     claim_state: SqlStr,
     status: SqlStr,
     depth: SqlStr,
@@ -76,15 +84,22 @@ impl QueueSql {
             submit: sql(include_str!("sql/submit.sql"), schema),
             reap: sql(include_str!("sql/reap.sql"), schema),
             claim: sql(include_str!("sql/claim.sql"), schema),
-            heartbeat: claim_sql(include_str!("sql/heartbeat.sql"), schema),
+            // A run whose cancellation was requested is not held by the statements that
+            // extend or commit its claim; fail and release take it (and end it cancelled).
+            heartbeat: claim_sql(include_str!("sql/heartbeat.sql"), schema, NOT_CANCELLED),
             commit_lock: sql(include_str!("sql/commit_lock.sql"), schema),
-            commit_fast: claim_sql(include_str!("sql/commit_fast.sql"), schema),
-            complete: claim_sql(include_str!("sql/complete.sql"), schema),
-            fail: claim_sql(include_str!("sql/fail.sql"), schema),
-            release: claim_sql(include_str!("sql/release.sql"), schema),
+            commit_fast: claim_sql(include_str!("sql/commit_fast.sql"), schema, NOT_CANCELLED),
+            complete: claim_sql(include_str!("sql/complete.sql"), schema, NOT_CANCELLED),
+            fail: claim_sql(include_str!("sql/fail.sql"), schema, ""),
+            release: claim_sql(include_str!("sql/release.sql"), schema, ""),
+            cancel: sql(include_str!("sql/cancel.sql"), schema),
             claim_state: sql(
-                "SELECT status, claimed_by, claim_token, committed_seq \
-                   FROM {s}.runs WHERE org = $1 AND id = $2",
+                "SELECT r.status, r.claimed_by, r.claim_token, r.committed_seq, \
+                        r.cancel_requested, \
+                        (SELECT c.fence FROM {s}.conversations c \
+                          WHERE c.org = r.org AND c.agent = r.agent \
+                            AND c.conversation = r.conversation) AS newest \
+                   FROM {s}.runs r WHERE r.org = $1 AND r.id = $2",
                 schema,
             ),
             status: sql(
@@ -159,6 +174,10 @@ pub(crate) struct ClaimState {
     /// The fence of the run's newest claim (0: never claimed).
     pub(crate) claim_token: i64,
     committed_seq: Option<i64>,
+    /// The reason of a cancellation requested while the run was claimed.
+    cancel_requested: Option<String>,
+    /// The conversation's fence (the newest issued; `None`: no conversation row).
+    newest: Option<i64>,
 }
 
 impl ClaimState {
@@ -170,15 +189,29 @@ impl ClaimState {
             .then_some(self.committed_seq)
     }
 
-    /// The holder as [`Claim::check_newest`] takes it: this claim's worker if it holds the run.
-    fn check(&self, claim: &Claim, newest: Option<i64>) -> Result<()> {
+    /// [`Claim::check_newest`] with the holder as stored (this claim's worker if it holds
+    /// the run), then `Cancelled` if a cancellation of the run was requested.
+    fn check(&self, claim: &Claim) -> Result<()> {
         let status = stored("run status", RunStatus::parse(&self.status))?;
         let holder = (self.claimed_by.as_deref() == Some(claim.worker.as_str()))
             .then(|| u64::try_from(self.claim_token).ok())
             .flatten()
             .map(|token| (&claim.worker, Fence(token)));
-        let newest = newest.and_then(|f| u64::try_from(f).ok()).map(Fence);
-        claim.check_newest(status, holder, newest)
+        let newest = self.newest.and_then(|f| u64::try_from(f).ok()).map(Fence);
+        claim.check_newest(status, holder, newest)?;
+        match &self.cancel_requested {
+            Some(reason) => Err(Error::new(
+                ErrorKind::Cancelled,
+                format!("run {} was cancelled: {reason}", claim.run),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Why a claim-holder statement matched nothing: `Fenced` or `Cancelled` as
+    /// [`check`](Self::check) says, else (the run changed since) `Fenced`.
+    fn refusal(&self, claim: &Claim) -> Error {
+        self.check(claim).err().unwrap_or_else(|| stale(claim))
     }
 }
 
@@ -187,7 +220,6 @@ impl ClaimState {
 struct CommitRow {
     #[sqlx(flatten)]
     claim: ClaimState,
-    fence: Option<i64>,
     head_seq: Option<i64>,
     head_bytes: i64,
     head_digest: Option<Vec<u8>>,
@@ -205,7 +237,7 @@ struct CommitRow {
 impl CommitRow {
     fn head(&self) -> Head {
         Head {
-            fence: self.fence.unwrap_or(-1),
+            fence: self.claim.newest.unwrap_or(-1),
             head_seq: self.head_seq,
             head_bytes: self.head_bytes,
             head_digest: self.head_digest.clone(),
@@ -350,7 +382,7 @@ impl PgStore {
         match self.claim_state(claim).await? {
             Some(state) => match state.committed_by(claim, fence) {
                 Some(committed) => versions(committed), // a retry of a commit that landed
-                None => Err(stale(claim)),
+                None => Err(state.refusal(claim)),
             },
             None => Err(Error::not_found(format!(
                 "run {} does not exist",
@@ -369,10 +401,11 @@ impl PgStore {
             .map_err(db("look up refused claim"))
     }
 
-    /// Why a claim-holder statement matched nothing: the run is gone, or the claim is stale.
+    /// Why a claim-holder statement matched nothing: the run is gone, the claim is stale, or
+    /// the run's cancellation was requested.
     async fn claim_refused(&self, claim: &Claim) -> Error {
         match self.claim_state(claim).await {
-            Ok(Some(_)) => stale(claim),
+            Ok(Some(state)) => state.refusal(claim),
             Ok(None) => Error::not_found(format!("run {} does not exist", claim.run)),
             Err(e) => e,
         }
@@ -465,7 +498,7 @@ impl PgStore {
         if let Some(committed) = row.claim.committed_by(claim, fence) {
             return versions(committed); // this claim's commit already landed: a retry
         }
-        row.claim.check(claim, row.fence)?;
+        row.claim.check(claim)?; // the run is locked: a requested cancellation refuses here
         let head = row.head();
         let finish = Finish::Commit {
             output,
@@ -500,20 +533,22 @@ fn stale(claim: &Claim) -> Error {
     ))
 }
 
+/// The extra condition of held_claim.sql for the statements that extend or commit a claim:
+/// a run whose cancellation was requested is not held.
+const NOT_CANCELLED: &str = " AND r.cancel_requested IS NULL";
+
 /// A statement of a claim holder: `{held_claim}` becomes the check and row locks of the
-/// newest claim (parameters $1–$6, see sql/held_claim.sql) and `{end_ownership}` the update
-/// that ends the conversation's ownership, so the rule is written once for heartbeat,
-/// complete, fail and release.
-fn claim_sql(template: &str, schema: &str) -> SqlStr {
-    let text = template
-        .replace(
-            "{held_claim}",
-            include_str!("sql/held_claim.sql").trim_end(),
-        )
-        .replace(
-            "{end_ownership}",
-            include_str!("sql/end_ownership.sql").trim_end(),
-        );
+/// newest claim (parameters $1–$6, see sql/held_claim.sql, with `not_cancelled` added to the
+/// run's condition) and `{end_ownership}` the update that ends the conversation's ownership,
+/// so the rule is written once for heartbeat, complete, fail and release.
+fn claim_sql(template: &str, schema: &str, not_cancelled: &str) -> SqlStr {
+    let held = include_str!("sql/held_claim.sql")
+        .trim_end()
+        .replace("{not_cancelled}", not_cancelled);
+    let text = template.replace("{held_claim}", &held).replace(
+        "{end_ownership}",
+        include_str!("sql/end_ownership.sql").trim_end(),
+    );
     sql(&text, schema)
 }
 
@@ -620,13 +655,14 @@ impl RunQueue for PgStore {
         Ok(version)
     }
 
-    async fn fail(
-        &self,
-        claim: &Claim,
-        status: TerminalStatus,
-        error: &str,
-    ) -> Result<AfterFailure> {
-        lobu_core::check_failure_status(status)?;
+    async fn fail(&self, claim: &Claim, failure: &Failure) -> Result<AfterFailure> {
+        failure.validate()?;
+        // sql/fail.sql's $10 (delay, NULL: the run's own) and $11 (retried at all).
+        let (delay, retried) = match failure.retry {
+            Retry::AfterRunDelay => (None, true),
+            Retry::After(delay) => (Some(micros(delay)), true),
+            Retry::Never => (None, false),
+        };
         let key = &claim.key;
         let row: Option<(String, OffsetDateTime, i64)> =
             sqlx::query_as(self.inner.queue.fail.clone())
@@ -636,9 +672,11 @@ impl RunQueue for PgStore {
                 .bind(Self::fence(claim)?)
                 .bind(key.agent.as_str())
                 .bind(key.conversation.as_str())
-                .bind(status.as_str())
-                .bind(stored_error(error))
+                .bind(failure.status.as_str())
+                .bind(stored_error(&failure.error))
                 .bind(self.channel())
+                .bind(delay)
+                .bind(retried)
                 .fetch_optional(&self.inner.pool)
                 .await
                 .map_err(db("fail"))?;
@@ -674,6 +712,40 @@ impl RunQueue for PgStore {
         }
         self.inner.wakeup.run_changed(&claim.run);
         Ok(())
+    }
+
+    async fn cancel(
+        &self,
+        org: &OrgId,
+        run: &RunId,
+        reason: &str,
+    ) -> Result<Option<CancelOutcome>> {
+        let reason = if reason.is_empty() {
+            CANCELLED_ERROR
+        } else {
+            reason
+        };
+        let row: Option<(String, String, i64)> = sqlx::query_as(self.inner.queue.cancel.clone())
+            .bind(org.as_str())
+            .bind(run.as_str())
+            .bind(stored_error(reason))
+            .bind(self.channel())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(db("cancel"))?;
+        let Some((before, outcome, _)) = row else {
+            return Ok(None);
+        };
+        let outcome = match outcome.as_str() {
+            "cancelled" => CancelOutcome::Cancelled,
+            "requested" => CancelOutcome::Requested,
+            _ => CancelOutcome::Finished(stored("run status", RunStatus::parse(&before))?),
+        };
+        if outcome == CancelOutcome::Cancelled || outcome == CancelOutcome::Requested {
+            // Followers and workers here wake now; other replicas' by the NOTIFY.
+            self.inner.wakeup.run_changed(run);
+        }
+        Ok(Some(outcome))
     }
 
     async fn status(&self, org: &OrgId, run: &RunId) -> Result<Option<RunRecord>> {

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use lobu_core::{
-    Commit, ConversationLocks, ErrorKind, Fence, IdempotencyKey, Lease, NewRun, Persist, RunId,
-    RunQueue, SessionStore, TerminalStatus, Version, WorkerId,
+    Commit, ConversationLocks, ErrorKind, Failure, Fence, IdempotencyKey, Lease, NewRun, Persist,
+    RunId, RunQueue, SessionStore, TerminalStatus, Version, WorkerId,
 };
 use lobu_store_pg::{PgStore, PgStoreError};
 use serde_json::json;
@@ -243,7 +243,7 @@ async fn bad_input_is_a_typed_error_and_changes_nothing(pool: PgPool) {
     );
     // A failure message is diagnostics: NUL is replaced rather than losing the failure.
     store
-        .fail(&claim, TerminalStatus::Failed, "boom\0")
+        .fail(&claim, &Failure::new(TerminalStatus::Failed, "boom\0"))
         .await
         .expect("fail");
     let record = store

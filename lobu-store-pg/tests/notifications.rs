@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lobu_core::{Claim, Commit, NewRun, RunQueue, TerminalStatus, WorkerId};
+use lobu_core::{Claim, Commit, Failure, NewRun, RunQueue, TerminalStatus, WorkerId};
 use lobu_store_pg::{PgStore, PgStoreConfig};
 use serde_json::json;
 use sqlx::PgPool;
@@ -79,7 +79,7 @@ async fn a_follower_on_another_replica_wakes_when_an_attempt_fails(pool: PgPool)
     let follower = follow(&here, &claim);
     assert_still_waiting(&follower, "the run changed").await;
     there
-        .fail(&claim, TerminalStatus::Failed, "boom")
+        .fail(&claim, &Failure::new(TerminalStatus::Failed, "boom"))
         .await
         .expect("fail");
     assert_woken(follower, "the attempt failing").await;

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use lobu_core::{
-    Claim, Commit, ConversationKey, ConversationLocks, ErrorKind, Fence, NewRun, Persist,
+    Claim, Commit, ConversationKey, ConversationLocks, ErrorKind, Failure, Fence, NewRun, Persist,
     PruneReport, RunId, RunQueue, RunStatus, SessionStore, TerminalStatus, Version, WorkerId,
 };
 use lobu_store_pg::PgStore;
@@ -374,7 +374,9 @@ async fn a_newer_claim_fences_the_older_claims_persist_and_complete(pool: PgPool
         "heartbeat",
     );
     assert_kind(
-        store.fail(&old, TerminalStatus::Failed, "late").await,
+        store
+            .fail(&old, &Failure::new(TerminalStatus::Failed, "late"))
+            .await,
         ErrorKind::Fenced,
         "fail",
     );

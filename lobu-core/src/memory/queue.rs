@@ -9,6 +9,7 @@ use super::locks::LeaseTable;
 use super::run::{Holder, Run};
 use super::sessions::SessionTable;
 use super::{MemoryBackend, State};
+use crate::control::{CANCELLED_ERROR, CancelOutcome, Failure, cancel_outcome};
 use crate::error::{Error, Result};
 use crate::events::EventPage;
 use crate::id::{ConversationKey, IdempotencyKey, OrgId, RunId, WorkerId};
@@ -17,7 +18,7 @@ use crate::queue::{
     AfterFailure, Claim, Commit, NewRun, RunQueue, RunRecord, RunStatus, Submitted,
 };
 use crate::run_state::{Due, error_text, exhausted_error, redelivered_error};
-use crate::session::{TerminalStatus, Version};
+use crate::session::Version;
 
 #[derive(Default)]
 pub(super) struct QueueTable {
@@ -81,6 +82,7 @@ impl QueueTable {
             committed: None,
             events: Vec::new(),
             event_seq: 0,
+            cancel: None,
         };
         self.runs.insert(id.clone(), run);
         Submitted {
@@ -103,6 +105,20 @@ impl QueueTable {
         lease: Duration,
         now: SystemTime,
     ) -> Option<Claim> {
+        // A run whose cancellation was asked for and whose claim then lapsed ends
+        // cancelled: it is never re-delivered.
+        let abandoned: Vec<(RunId, String)> = self
+            .lanes
+            .values()
+            .filter_map(|lane| self.front(lane))
+            .filter(|run| run.record.status == RunStatus::Running)
+            .filter(|run| !matches!(run.state().due(now), Due::Later(_)))
+            .filter_map(|run| Some((run.record.run.clone(), run.cancel.clone()?)))
+            .collect();
+        for (id, reason) in abandoned {
+            self.end_cancelled(&id, &reason, now);
+            self.reaped.push(id);
+        }
         // First fail the runs whose last attempt's claim expired: their lanes move on.
         let exhausted: Vec<RunId> = self
             .lanes
@@ -176,6 +192,7 @@ impl QueueTable {
         now: SystemTime,
     ) -> Result<Claim> {
         let run = self.held(owners, claim)?;
+        run.check_not_cancelled()?;
         let expires_at = now + lease;
         if let Some(holder) = run.holder.as_mut() {
             holder.expires_at = expires_at;
@@ -204,7 +221,7 @@ impl QueueTable {
         {
             return Ok(run.committed); // this claim's commit already landed: a retry
         }
-        self.held(owners, claim)?;
+        self.held(owners, claim)?.check_not_cancelled()?;
         let version = match commit.transcript {
             Some(transcript) => {
                 let write = claim.completed_write(transcript, commit.expected, commit.base_len);
@@ -228,15 +245,17 @@ impl QueueTable {
         &mut self,
         owners: &mut LeaseTable,
         claim: &Claim,
-        status: TerminalStatus,
-        error: &str,
+        failure: &Failure,
         now: SystemTime,
     ) -> Result<AfterFailure> {
-        crate::check_failure_status(status)?;
+        failure.validate()?;
         let run = self.held(owners, claim)?;
-        run.record.error = Some(error_text(error));
+        let cancelled = run.cancel.clone();
+        run.record.error = Some(error_text(cancelled.as_deref().unwrap_or(&failure.error)));
         run.record.updated_at = now;
-        let after = run.state().after_failure(status, run.retry_delay, now);
+        let after = run
+            .state()
+            .after_failure(failure, run.retry_delay, cancelled.is_some(), now);
         owners.end(&claim.key, claim.fence);
         match after {
             AfterFailure::Retry { at } => {
@@ -252,8 +271,45 @@ impl QueueTable {
         Ok(after)
     }
 
+    /// End `id` as cancelled with `reason` (it was waiting, or its claim lapsed).
+    fn end_cancelled(&mut self, id: &RunId, reason: &str, now: SystemTime) {
+        if let Some(run) = self.runs.get_mut(id) {
+            run.record.status = RunStatus::Cancelled;
+            run.record.error = Some(error_text(reason));
+            run.record.updated_at = now;
+            let key = run.record.key.clone();
+            self.finish(&key, id);
+        }
+    }
+
+    fn cancel(
+        &mut self,
+        org: &OrgId,
+        id: &RunId,
+        reason: &str,
+        now: SystemTime,
+    ) -> Option<CancelOutcome> {
+        let run = self
+            .runs
+            .get_mut(id)
+            .filter(|run| run.record.key.org == *org)?;
+        let live = run.holder.as_ref().is_some_and(|h| h.expires_at > now);
+        let outcome = cancel_outcome(run.record.status, live);
+        match outcome {
+            CancelOutcome::Cancelled => self.end_cancelled(id, reason, now),
+            CancelOutcome::Requested => run.cancel = Some(reason.to_owned()),
+            _ => {}
+        }
+        Some(outcome)
+    }
+
     fn release(&mut self, owners: &mut LeaseTable, claim: &Claim, now: SystemTime) -> Result<()> {
         let run = self.held(owners, claim)?;
+        if let Some(reason) = run.cancel.clone() {
+            owners.end(&claim.key, claim.fence);
+            self.end_cancelled(&claim.run, &reason, now);
+            return Ok(());
+        }
         run.record.status = RunStatus::Pending;
         // The attempt did not happen as far as the limit is concerned.
         run.record.attempts = run.record.attempts.saturating_sub(1);
@@ -364,22 +420,39 @@ impl RunQueue for MemoryBackend {
         Ok(version)
     }
 
-    async fn fail(
-        &self,
-        claim: &Claim,
-        status: TerminalStatus,
-        error: &str,
-    ) -> Result<AfterFailure> {
+    async fn fail(&self, claim: &Claim, failure: &Failure) -> Result<AfterFailure> {
         let now = SystemTime::now();
         let after = {
             let mut state = self.state()?;
             let State { leases, queue, .. } = &mut *state;
-            queue.fail(leases, claim, status, error, now)?
+            queue.fail(leases, claim, failure, now)?
         };
         // Waiters recompute when the retry is due, or claim the conversation's next run.
         self.work.notify_waiters();
         self.runs.signal(&claim.run);
         Ok(after)
+    }
+
+    async fn cancel(
+        &self,
+        org: &OrgId,
+        run: &RunId,
+        reason: &str,
+    ) -> Result<Option<CancelOutcome>> {
+        let reason = if reason.is_empty() {
+            CANCELLED_ERROR
+        } else {
+            reason
+        };
+        let outcome = self
+            .state()?
+            .queue
+            .cancel(org, run, reason, SystemTime::now());
+        if outcome.is_some() {
+            self.work.notify_waiters();
+            self.runs.signal(run);
+        }
+        Ok(outcome)
     }
 
     async fn release(&self, claim: &Claim) -> Result<()> {

@@ -27,6 +27,8 @@ pub(super) struct Run {
     pub(super) events: Vec<StoredEvent>,
     /// The newest event's seq (kept when the events are pruned, so seqs are never reused).
     pub(super) event_seq: u64,
+    /// A cancellation was requested while the run was claimed (its reason).
+    pub(super) cancel: Option<String>,
 }
 
 pub(super) struct Holder {
@@ -52,6 +54,17 @@ impl Run {
     pub(super) fn check_claim(&self, claim: &Claim, newest: Option<Fence>) -> Result<()> {
         let holder = self.holder.as_ref().map(|h| (&h.worker, h.fence));
         claim.check_newest(self.record.status, holder, newest)
+    }
+
+    /// `Cancelled` if a cancellation of the run was requested.
+    pub(super) fn check_not_cancelled(&self) -> Result<()> {
+        match &self.cancel {
+            Some(reason) => Err(crate::Error::new(
+                crate::ErrorKind::Cancelled,
+                format!("run {} was cancelled: {reason}", self.record.run),
+            )),
+            None => Ok(()),
+        }
     }
 
     pub(super) fn claim_of(&self) -> Option<Claim> {

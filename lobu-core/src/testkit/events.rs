@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::Capabilities;
 use super::support::{LONG, assert_kind, claim_mine, follower, fresh_key, new_turn, submit};
 use crate::backend::Backend;
+use crate::control::Failure;
 use crate::error::ErrorKind;
 use crate::events::{EventPage, MAX_EVENT_BYTES, MAX_EVENTS_PER_READ};
 use crate::id::{ConversationKey, OrgId, RunId, WorkerId};
@@ -110,8 +111,8 @@ pub async fn only_the_newest_claim_of_an_unfinished_run_records_events(
     let worker = WorkerId::generate();
     let first = claim_mine(backend, &worker, LONG, &[&key]).await;
     record(backend, &first, &[event(1)]).await;
-    let failed = backend.queue.fail(&first, TerminalStatus::Failed, "boom");
-    failed.await.expect("fail");
+    let boom = Failure::new(TerminalStatus::Failed, "boom");
+    backend.queue.fail(&first, &boom).await.expect("fail");
     assert_eq!(
         record(backend, &first, &[event(2)]).await,
         2,

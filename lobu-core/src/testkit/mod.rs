@@ -57,6 +57,7 @@
 //! [`prune_events_removes_events_of_runs_finished_before_the_cutoff`] delete every org's old
 //! data, so run them on a backend of their own (the macro gives every clause its own).
 
+mod control;
 mod events;
 pub mod fuzz;
 mod guards;
@@ -78,6 +79,13 @@ use std::time::Duration;
 use crate::backend::Backend;
 use crate::memory::MemoryBackend;
 
+pub use control::{
+    a_cancelled_claim_is_told_at_its_heartbeat_and_cannot_commit,
+    a_failure_with_its_own_delay_is_retried_after_it,
+    a_permanent_failure_ends_the_run_with_attempts_left,
+    cancelling_a_run_whose_claim_lapsed_ends_it,
+    cancelling_a_waiting_run_ends_it_and_it_never_runs, releasing_a_cancelled_claim_ends_the_run,
+};
 pub use events::{
     bad_events_are_typed_errors_and_store_nothing,
     events_are_numbered_in_order_and_replayed_after_a_seq,
@@ -322,6 +330,10 @@ macro_rules! conformance_tests {
             events_are_numbered_in_order_and_replayed_after_a_seq
             bad_events_are_typed_errors_and_store_nothing
             recording_events_wakes_a_follower_of_the_run
+            a_permanent_failure_ends_the_run_with_attempts_left
+            cancelling_a_waiting_run_ends_it_and_it_never_runs
+            a_cancelled_claim_is_told_at_its_heartbeat_and_cannot_commit
+            releasing_a_cancelled_claim_ends_the_run
         );
         $crate::conformance_tests!(@each with_capabilities $attrs $args $setup
             non_utf8_transcripts_round_trip_or_are_refused
@@ -339,6 +351,8 @@ macro_rules! conformance_tests {
             prune_never_removes_a_conversation_whose_run_is_claimed
             only_the_newest_claim_of_an_unfinished_run_records_events
             prune_events_removes_events_of_runs_finished_before_the_cutoff
+            a_failure_with_its_own_delay_is_retried_after_it
+            cancelling_a_run_whose_claim_lapsed_ends_it
         );
     };
     (@each $how:ident $attrs:tt $args:tt $setup:tt $($clause:ident)*) => {

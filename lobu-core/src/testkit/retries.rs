@@ -11,6 +11,7 @@ use super::support::{
     new_turn, record, sibling, submit, transcript,
 };
 use crate::backend::Backend;
+use crate::control::Failure;
 use crate::error::ErrorKind;
 use crate::id::WorkerId;
 use crate::queue::{AfterFailure, Claim, Commit, RunStatus};
@@ -25,7 +26,9 @@ async fn assert_claim_fenced(backend: &Backend, stale: &Claim, why: &str) {
         ErrorKind::Fenced,
         why,
     );
-    let failed = queue.fail(stale, TerminalStatus::Failed, "stale").await;
+    let failed = queue
+        .fail(stale, &Failure::new(TerminalStatus::Failed, "stale"))
+        .await;
     assert_kind(failed, ErrorKind::Fenced, why);
     assert_kind(queue.release(stale).await, ErrorKind::Fenced, why);
 }
@@ -120,7 +123,7 @@ pub async fn failed_attempts_are_retried_after_the_delay_then_fail_for_good(
     let first = claim_mine(backend, &worker, LONG, &[&key]).await;
     let wrong = backend
         .queue
-        .fail(&first, TerminalStatus::Completed, "no")
+        .fail(&first, &Failure::new(TerminalStatus::Completed, "no"))
         .await;
     assert_kind(
         wrong,
@@ -132,7 +135,7 @@ pub async fn failed_attempts_are_retried_after_the_delay_then_fail_for_good(
     let failed_at = SystemTime::now();
     let after = backend
         .queue
-        .fail(&first, TerminalStatus::Failed, "boom 1")
+        .fail(&first, &Failure::new(TerminalStatus::Failed, "boom 1"))
         .await;
     let after = after.expect("fail");
     let AfterFailure::Retry { at } = after else {
@@ -168,7 +171,7 @@ pub async fn failed_attempts_are_retried_after_the_delay_then_fail_for_good(
     assert_eq!((&second.run, second.attempt), (&run, 2));
     let last = backend
         .queue
-        .fail(&second, TerminalStatus::Timeout, "too slow")
+        .fail(&second, &Failure::new(TerminalStatus::Timeout, "too slow"))
         .await;
     assert_eq!(last.expect("fail"), AfterFailure::Final(RunStatus::Timeout));
     let state = record(backend, &key, &run).await;
@@ -181,7 +184,7 @@ pub async fn failed_attempts_are_retried_after_the_delay_then_fail_for_good(
     );
     let cancelled = backend
         .queue
-        .fail(&moved_on, TerminalStatus::Cancelled, "bye")
+        .fail(&moved_on, &Failure::new(TerminalStatus::Cancelled, "bye"))
         .await;
     assert_eq!(
         cancelled.expect("fail"),
@@ -266,7 +269,9 @@ pub async fn a_stale_claim_is_fenced_and_changes_nothing(backend: &Backend) {
         ErrorKind::Fenced,
         why,
     );
-    let failed = queue.fail(&current, TerminalStatus::Failed, "late").await;
+    let failed = queue
+        .fail(&current, &Failure::new(TerminalStatus::Failed, "late"))
+        .await;
     assert_kind(failed, ErrorKind::Fenced, why);
     assert_kind(queue.release(&current).await, ErrorKind::Fenced, why);
     let state = record(backend, &key, &run).await;
@@ -335,7 +340,7 @@ pub async fn prune_runs_removes_old_terminal_runs_and_never_snapshots(
     assert_eq!(claim.run, failed);
     backend
         .queue
-        .fail(&claim, TerminalStatus::Failed, "gone")
+        .fail(&claim, &Failure::new(TerminalStatus::Failed, "gone"))
         .await
         .expect("fail");
     let pending = submit(backend, new_turn(&waiting, 0, 1)).await;

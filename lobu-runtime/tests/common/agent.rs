@@ -10,6 +10,7 @@
 //!   the agent was built with `hang = false`);
 //! * `/gate`: waits until the test opens the gate, then answers;
 //! * `/big BYTES`: appends an entry of about BYTES bytes, then answers;
+//! * `/permanent`: fails with a [`lobu_runtime::Permanent`] error;
 //! * `/panic`: panics.
 
 use std::path::PathBuf;
@@ -185,6 +186,10 @@ impl Agent for ScriptAgent {
             "/fail" => return Err(format!("agent failure on attempt {}", turn.attempt()).into()),
             "/fail-until" if u64::from(turn.attempt()) < arg => {
                 return Err(format!("flaky failure on attempt {}", turn.attempt()).into());
+            }
+            "/permanent" => {
+                let refused = format!("refused on attempt {}", turn.attempt());
+                return Err(lobu_runtime::Permanent::new(refused).into());
             }
             "/panic" => panic!("the test agent panicked"),
             "/sleep" => tokio::time::sleep(Duration::from_millis(arg)).await,

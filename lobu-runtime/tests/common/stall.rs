@@ -13,10 +13,10 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use lobu_core::events::EventPage;
 use lobu_core::{
-    AfterFailure, AgentId, Backend, Claim, Commit, ConversationKey, ConversationLocks,
-    ConversationSummary, Error, ErrorKind, Fence, Lease, NewRun, OrgId, Page, Persist, PruneReport,
-    Result, RunId, RunQueue, RunRecord, SessionStore, Snapshot, Submitted, TerminalStatus, Version,
-    WorkerId,
+    AfterFailure, AgentId, Backend, CancelOutcome, Claim, Commit, ConversationKey,
+    ConversationLocks, ConversationSummary, Error, ErrorKind, Failure, Fence, Lease, NewRun, OrgId,
+    Page, Persist, PruneReport, Result, RunId, RunQueue, RunRecord, SessionStore, Snapshot,
+    Submitted, Version, WorkerId,
 };
 use tokio::sync::watch;
 
@@ -225,13 +225,16 @@ impl RunQueue for Stall {
         }
         self.inner.queue.complete(claim, commit).await
     }
-    async fn fail(
+    async fn fail(&self, claim: &Claim, failure: &Failure) -> Result<AfterFailure> {
+        self.inner.queue.fail(claim, failure).await
+    }
+    async fn cancel(
         &self,
-        claim: &Claim,
-        status: TerminalStatus,
-        error: &str,
-    ) -> Result<AfterFailure> {
-        self.inner.queue.fail(claim, status, error).await
+        org: &OrgId,
+        run: &RunId,
+        reason: &str,
+    ) -> Result<Option<CancelOutcome>> {
+        self.inner.queue.cancel(org, run, reason).await
     }
     async fn release(&self, claim: &Claim) -> Result<()> {
         self.inner.queue.release(claim).await

@@ -1,6 +1,7 @@
 //! Scenarios every store runs; `tests/runtime.rs` stamps one test per store for each.
 #![allow(unreachable_pub)] // a test crate: `pub` only shares scenarios between modules
 
+mod control;
 mod events;
 mod failures;
 mod gateway;
@@ -9,6 +10,7 @@ mod resets;
 mod shutdown;
 mod turns;
 
+pub use control::*;
 pub use events::*;
 pub use failures::*;
 pub use gateway::*;

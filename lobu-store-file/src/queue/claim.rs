@@ -1,4 +1,5 @@
-//! `claim` and the changes a claim holder makes: heartbeat, complete, fail, release.
+//! `claim` and the changes a claim holder makes: heartbeat, complete, fail, release; and
+//! `cancel`.
 //!
 //! A claim is its conversation's ownership (contract v2): claiming draws the conversation's
 //! next fence from `state.json` (the counter leases use) and writes the claim there as the
@@ -19,14 +20,22 @@
 //!   together, run record 2, marker 1); a rewrite adds the staged file's 2 and its rename's 1.
 //!   Without a transcript: 5 (run record 2, marker 1, `state.json` 2).
 //! * `fail` and `release`: 5 (run record 2, marker 1, `state.json` 2).
+//! * `cancel`: a waiting run 3 (run record 2, marker 1), one whose claim lapsed 5 (and
+//!   `state.json` 2 ending the lapsed lease); a claimed run 2 (run record only); a finished,
+//!   unknown or other org's run none. A cancelled claim's `heartbeat` and `complete` sync
+//!   nothing.
+//!
+//! A claimed run whose cancellation was requested and whose claim then lapses ends
+//! `cancelled` when the next claim finds it, instead of being re-delivered.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
+use lobu_core::control::{CancelOutcome, cancel_outcome};
 use lobu_core::run_state::{Due, error_text, exhausted_error, redelivered_error};
 use lobu_core::{
-    AfterFailure, Claim, Commit, Error, ErrorKind, Fence, Result, RunId, RunStatus, TerminalStatus,
-    Version, WorkerId,
+    AfterFailure, Claim, Commit, Error, ErrorKind, Failure, Fence, OrgId, Result, RunId, RunStatus,
+    TerminalStatus, Version, WorkerId,
 };
 
 use super::files::Queue;
@@ -159,6 +168,12 @@ fn start_attempt(
         complete_recovered(queue, file, marker, version, now)?;
         return Ok(Outcome::LaneMovesOn);
     }
+    if let Some(reason) = file.cancel_requested.clone() {
+        // Its holder stopped after a cancellation was requested: it ends, never re-runs.
+        file.end_cancelled(&reason, now);
+        queue.commit(&mut file, Some(marker))?;
+        return Ok(Outcome::LaneMovesOn);
+    }
     state.last_fence += 1;
     let fence = state.last_fence;
     let expires_at = now + lease;
@@ -236,15 +251,17 @@ fn damaged(
     tracing::warn!(run = %file.record.run, conversation = %file.key(), error = %e,
         "could not open the run's conversation; the attempt fails");
     let retry_delay = file.retry_delay();
+    let failure = Failure::new(
+        TerminalStatus::Failed,
+        format!("the conversation's state could not be opened: {e}"),
+    );
     let record = &mut file.record;
     record.attempts += 1;
     record.updated_at = now;
-    record.error = Some(error_text(&format!(
-        "the conversation's state could not be opened: {e}"
-    )));
+    record.error = Some(error_text(&failure.error));
     let outcome = match file
         .state()
-        .after_failure(TerminalStatus::Failed, retry_delay, now)
+        .after_failure(&failure, retry_delay, false, now)
     {
         AfterFailure::Retry { at } => {
             file.record.status = RunStatus::Pending;
@@ -276,8 +293,9 @@ fn complete_recovered(
     queue.commit(&mut file, Some(marker))
 }
 
-/// The claim of the run's last attempt expired: the run fails and its lane moves on, unless
-/// its transcript was committed, in which case it completes.
+/// The claim of the run's last attempt expired: the run fails (or ends `cancelled` if a
+/// cancellation was requested) and its lane moves on, unless its transcript was committed,
+/// in which case it completes.
 fn expire(
     queue: &Queue<'_>,
     mut file: RunFile,
@@ -305,10 +323,14 @@ fn expire(
         complete_recovered(queue, file, marker, version, now)?;
         return Ok(Outcome::LaneMovesOn);
     }
-    let record = &mut file.record;
-    record.status = RunStatus::Failed;
-    record.error = Some(exhausted_error(record.attempts, record.max_attempts));
-    record.updated_at = now;
+    if let Some(reason) = file.cancel_requested.clone() {
+        file.end_cancelled(&reason, now);
+    } else {
+        let record = &mut file.record;
+        record.status = RunStatus::Failed;
+        record.error = Some(exhausted_error(record.attempts, record.max_attempts));
+        record.updated_at = now;
+    }
     queue.commit(&mut file, Some(marker))?;
     Ok(Outcome::LaneMovesOn)
 }
@@ -398,6 +420,8 @@ fn checked<'a>(inner: &'a Inner, claim: &'a Claim) -> Result<Held<'a>> {
 
 pub(crate) fn heartbeat(inner: &Inner, claim: &Claim, lease: Duration) -> Result<Claim> {
     let mut held = checked(inner, claim)?;
+    // A requested cancellation: the claim is not extended, its holder stops.
+    held.file.check_not_cancelled()?;
     let expires_at = SystemTime::now() + lease;
     if let Some(state) = held.state.as_mut() {
         state.lease = Some(LeaseRecord {
@@ -427,6 +451,8 @@ pub(crate) fn complete(inner: &Inner, claim: &Claim, commit: Commit) -> Result<O
         return Ok(held.file.committed.map(Version));
     }
     held.check(claim)?;
+    // Before the transcript: a cancelled run's commit writes nothing.
+    held.file.check_not_cancelled()?;
     let now = SystemTime::now();
     let version = match commit.transcript {
         Some(transcript) => {
@@ -462,17 +488,15 @@ pub(crate) fn complete(inner: &Inner, claim: &Claim, commit: Commit) -> Result<O
     Ok(version)
 }
 
-pub(crate) fn fail(
-    inner: &Inner,
-    claim: &Claim,
-    status: TerminalStatus,
-    error: &str,
-) -> Result<AfterFailure> {
+pub(crate) fn fail(inner: &Inner, claim: &Claim, failure: &Failure) -> Result<AfterFailure> {
     let mut held = checked(inner, claim)?;
     let now = SystemTime::now();
-    let retry_delay = held.file.retry_delay();
-    let after = held.file.state().after_failure(status, retry_delay, now);
     let file = &mut held.file;
+    let cancelled = file.cancel_requested.clone();
+    let after = file
+        .state()
+        .after_failure(failure, file.retry_delay(), cancelled.is_some(), now);
+    let error = cancelled.as_deref().unwrap_or(&failure.error);
     file.record.error = Some(error_text(error));
     file.record.updated_at = now;
     match after {
@@ -491,6 +515,12 @@ pub(crate) fn release(inner: &Inner, claim: &Claim) -> Result<()> {
     let mut held = checked(inner, claim)?;
     let now = SystemTime::now();
     let file = &mut held.file;
+    if let Some(reason) = file.cancel_requested.clone() {
+        // Handed back after a cancellation was requested: it ends instead of running again.
+        file.end_cancelled(&reason, now);
+        held.commit_run()?;
+        return held.end_ownership(claim);
+    }
     file.record.status = RunStatus::Pending;
     // The attempt did not happen as far as the limit is concerned.
     file.record.attempts = file.record.attempts.saturating_sub(1);
@@ -498,4 +528,68 @@ pub(crate) fn release(inner: &Inner, claim: &Claim) -> Result<()> {
     file.not_before = now;
     held.commit_run()?;
     held.end_ownership(claim)
+}
+
+/// Cancel `run` of `org` (see [`cancel_outcome`]): a waiting run, or one whose claim lapsed,
+/// ends `cancelled` now (record and marker, and a lapsed claim's ownership of the
+/// conversation); a claimed one is marked for its holder; a finished one is left. `None` for
+/// an unknown run or another org's.
+pub(crate) fn cancel(
+    inner: &Inner,
+    org: &OrgId,
+    run: &RunId,
+    reason: &str,
+) -> Result<Option<CancelOutcome>> {
+    let queue = Queue::new(inner);
+    let _lock = queue.lock()?;
+    let Some(mut file) = queue.load_run(run)?.filter(|f| f.key().org == *org) else {
+        return Ok(None);
+    };
+    let now = SystemTime::now();
+    let live = file.holder.as_ref().is_some_and(|h| h.expires_at > now);
+    let outcome = cancel_outcome(file.record.status, live);
+    match outcome {
+        CancelOutcome::Cancelled => {
+            let lapsed = file.record.status == RunStatus::Running;
+            file.end_cancelled(reason, now);
+            let marker = queue.find_marker(&file)?;
+            queue.commit(&mut file, marker)?;
+            if lapsed {
+                end_lapsed_ownership(&queue, &file);
+            }
+        }
+        CancelOutcome::Requested => {
+            file.cancel_requested = Some(error_text(reason));
+            // Only the record: a running run's marker does not change.
+            queue.save_run(&file)?;
+        }
+        _ => {}
+    }
+    Ok(Some(outcome))
+}
+
+/// Drop the conversation's lease if it is still the lapsed claim of `file`'s holder. Only
+/// tidiness (a lapsed lease owns nothing): a failure is logged, the cancel stands.
+fn end_lapsed_ownership(queue: &Queue<'_>, file: &RunFile) {
+    let Some(fence) = file.holder.as_ref().map(|h| h.fence) else {
+        return;
+    };
+    let conversation = Conversation::new(queue.inner, file.key());
+    let ended = (|| {
+        if !conversation.exists() {
+            return Ok(());
+        }
+        let _lock = conversation.lock()?;
+        match conversation.load()? {
+            Some(mut state) if state.lease.as_ref().is_some_and(|l| l.fence == fence) => {
+                state.lease = None;
+                conversation.save(&state)
+            }
+            _ => Ok(()),
+        }
+    })();
+    if let Err(e) = ended {
+        tracing::warn!(conversation = %file.key(), error = %e,
+            "could not end the cancelled run's lapsed ownership");
+    }
 }

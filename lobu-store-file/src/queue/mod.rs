@@ -13,10 +13,11 @@ mod runs;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use lobu_core::control::{CANCELLED_ERROR, CancelOutcome};
 use lobu_core::events::{EventPage, check_events, check_read_limit};
 use lobu_core::{
-    AfterFailure, Claim, Commit, NewRun, OrgId, Result, RunId, RunQueue, RunRecord, Submitted,
-    TerminalStatus, Version, WorkerId, check_lease_duration,
+    AfterFailure, Claim, Commit, Failure, NewRun, OrgId, Result, RunId, RunQueue, RunRecord,
+    Submitted, Version, WorkerId, check_lease_duration,
 };
 
 use crate::events;
@@ -64,21 +65,40 @@ impl RunQueue for FileStore {
         Ok(version)
     }
 
-    async fn fail(
-        &self,
-        claim: &Claim,
-        status: TerminalStatus,
-        error: &str,
-    ) -> Result<AfterFailure> {
-        lobu_core::check_failure_status(status)?;
+    async fn fail(&self, claim: &Claim, failure: &Failure) -> Result<AfterFailure> {
+        failure.validate()?;
         let run = claim.run.clone();
-        let (claim, error) = (claim.clone(), error.to_owned());
+        let (claim, failure) = (claim.clone(), failure.clone());
         let after = self
-            .blocking(move |inner| claim::fail(inner, &claim, status, &error))
+            .blocking(move |inner| claim::fail(inner, &claim, &failure))
             .await?;
         self.inner.work.notify_waiters();
         self.inner.runs.signal(&run);
         Ok(after)
+    }
+
+    async fn cancel(
+        &self,
+        org: &OrgId,
+        run: &RunId,
+        reason: &str,
+    ) -> Result<Option<CancelOutcome>> {
+        let reason = if reason.is_empty() {
+            CANCELLED_ERROR
+        } else {
+            reason
+        }
+        .to_owned();
+        let (org, id) = (org.clone(), run.clone());
+        let outcome = self
+            .blocking(move |inner| claim::cancel(inner, &org, &id, &reason))
+            .await?;
+        if outcome.is_some() {
+            // Followers see the run's new state; a cancelled run's lane moves on.
+            self.inner.work.notify_waiters();
+            self.inner.runs.signal(run);
+        }
+        Ok(outcome)
     }
 
     async fn release(&self, claim: &Claim) -> Result<()> {

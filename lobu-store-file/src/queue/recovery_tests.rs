@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lobu_core::{
-    Claim, Commit, ConversationKey, ConversationLocks, IdempotencyKey, NewRun, RunQueue, RunStatus,
-    SessionStore, TerminalStatus, WorkerId,
+    Claim, Commit, ConversationKey, ConversationLocks, Failure, IdempotencyKey, NewRun, RunQueue,
+    RunStatus, SessionStore, TerminalStatus, WorkerId,
 };
 use serde_json::json;
 
@@ -211,7 +211,11 @@ async fn a_failure_that_crashed_halfway_did_not_happen_and_can_be_retried() {
     let worker = WorkerId::generate();
     let claim = store.claim(&worker, LONG).await.unwrap().unwrap();
     let crashed = crashing(dir.path(), Step::QueueHalfway).await;
-    simulated(crashed.fail(&claim, TerminalStatus::Failed, "boom").await);
+    simulated(
+        crashed
+            .fail(&claim, &Failure::new(TerminalStatus::Failed, "boom"))
+            .await,
+    );
     // The retry is due sooner than the claim's expiry, so only the marker moved: the record
     // still holds the live claim, and nothing is claimable even once the delay has passed.
     tokio::time::sleep(PAST_SHORT).await;
@@ -222,7 +226,7 @@ async fn a_failure_that_crashed_halfway_did_not_happen_and_can_be_retried() {
     let record = store.status(&c.org, &run).await.unwrap().unwrap();
     assert_eq!((record.status, record.error), (RunStatus::Running, None));
     store
-        .fail(&claim, TerminalStatus::Failed, "boom")
+        .fail(&claim, &Failure::new(TerminalStatus::Failed, "boom"))
         .await
         .expect("the claim is intact");
     tokio::time::sleep(PAST_SHORT).await;
@@ -322,4 +326,28 @@ async fn a_complete_retried_after_a_crash_between_transcript_and_record_lands_on
     assert_eq!(record.unwrap().status, RunStatus::Completed);
     let head = store.hydrate(&claim.key).await.unwrap().unwrap();
     assert_eq!(&head.transcript[..], b"turn\n");
+}
+
+#[tokio::test]
+async fn a_cancel_that_crashed_before_removing_the_marker_still_never_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let c = key("c1");
+    let first = store.submit(NewRun::turn(c.clone(), json!({})));
+    let first = first.await.unwrap().run;
+    let second = store.submit(NewRun::turn(c.clone(), json!({})));
+    let second = second.await.unwrap().run;
+    let crashed = crashing(dir.path(), Step::QueueHalfway).await;
+    simulated(crashed.cancel(&c.org, &first, "stop").await);
+    // The record is written first: the run is cancelled, its marker is left behind.
+    let record = store.status(&c.org, &first).await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Cancelled);
+    assert_eq!(markers(dir.path()), 2);
+    let claim = store
+        .claim(&WorkerId::generate(), LONG)
+        .await
+        .unwrap()
+        .expect("the conversation's next run");
+    assert_eq!(claim.run, second, "the cancelled run never runs");
+    assert_eq!(markers(dir.path()), 1, "the stale marker was removed");
 }

@@ -3,10 +3,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use lobu_core::run_state::RunState;
+use lobu_core::run_state::{RunState, error_text};
 use lobu_core::{
-    Claim, ConversationKey, Error, Fence, IdempotencyKey, NewRun, Result, RunId, RunRecord,
-    RunStatus, Version, WorkerId,
+    Claim, ConversationKey, Error, ErrorKind, Fence, IdempotencyKey, NewRun, Result, RunId,
+    RunRecord, RunStatus, Version, WorkerId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +39,11 @@ pub(crate) struct RunFile {
     #[serde(default)]
     pub(crate) committed: Option<u64>,
     pub(crate) idempotency_key: Option<IdempotencyKey>,
+    /// The reason of a cancellation requested while the run was claimed: its holder's
+    /// heartbeat and commit answer `Cancelled`, its fail or release ends it `cancelled`.
+    /// Absent in records written before cancellation (and whenever none was requested).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cancel_requested: Option<String>,
     pub(crate) record: RunRecord,
 }
 
@@ -66,6 +71,7 @@ impl RunFile {
             head: None,
             committed: None,
             idempotency_key: new.idempotency_key,
+            cancel_requested: None,
             record: RunRecord {
                 run: id,
                 key: new.key,
@@ -123,6 +129,25 @@ impl RunFile {
     pub(crate) fn check_claim(&self, claim: &Claim, newest: Option<Fence>) -> Result<()> {
         let holder = self.holder.as_ref().map(|h| (&h.worker, Fence(h.fence)));
         claim.check_newest(self.record.status, holder, newest)
+    }
+
+    /// `Cancelled` (with the reason) if a cancellation of the run was requested.
+    pub(crate) fn check_not_cancelled(&self) -> Result<()> {
+        match &self.cancel_requested {
+            Some(reason) => Err(Error::new(
+                ErrorKind::Cancelled,
+                format!("run {} was cancelled: {reason}", self.record.run),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// End the run `cancelled` with `reason` as its error (the caller writes the record).
+    pub(crate) fn end_cancelled(&mut self, reason: &str, now: SystemTime) {
+        let record = &mut self.record;
+        record.status = RunStatus::Cancelled;
+        record.error = Some(error_text(reason));
+        record.updated_at = now;
     }
 
     /// The claim this run's holder has.

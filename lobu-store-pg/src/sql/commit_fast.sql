@@ -1,5 +1,6 @@
 -- The common end of a turn in one statement (autocommit: one round trip, one commit), tried
--- before the general path: the newest claim (held_claim.sql) holds the conversation; its head
+-- before the general path: the newest claim (held_claim.sql; no cancellation requested)
+-- holds the conversation; its head
 -- is the expected version $7, $8 bytes long, with hash state $9 (the state the caller resumed
 -- to digest the new bytes); the chain has room for one more delta (delta.rs's
 -- store_as_delta: fewer than $13 deltas or deltas under 1/$18 of their base, and deltas not

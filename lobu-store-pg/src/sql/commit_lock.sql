@@ -1,13 +1,14 @@
 -- The first statement of a `complete` with a transcript: lock the run ($4) and then its
 -- conversation ($1-$3), in that order (as claim does), and read everything the commit
--- decides on: the run's claim (status, holder, fence, committed version), the conversation's
+-- decides on: the run's claim (status, holder, fence, committed version, a requested
+-- cancellation, which refuses the commit), the conversation's
 -- fence and head (persist's `Head`), and the run's earlier snapshots, newest first (persist's
 -- same-run check). Locked rows are read in their newest version; the snapshot list comes
 -- from the statement's snapshot, which is enough because only this claim may write the
 -- conversation while its fence is the newest (checked on the locked row).
 -- No row: the run does not exist in this org.
 WITH run AS MATERIALIZED (
-    SELECT status, claimed_by, claim_token, committed_seq
+    SELECT status, claimed_by, claim_token, committed_seq, cancel_requested
       FROM {s}.runs WHERE org = $1 AND id = $4
        FOR UPDATE
 ), conv AS MATERIALIZED (
@@ -17,8 +18,8 @@ WITH run AS MATERIALIZED (
      WHERE c.org = $1 AND c.agent = $2 AND c.conversation = $3
        FOR UPDATE OF c
 )
-SELECT run.status, run.claimed_by, run.claim_token, run.committed_seq,
-       conv.fence, conv.head_seq, coalesce(conv.head_bytes, 0) AS head_bytes, conv.head_digest,
+SELECT run.status, run.claimed_by, run.claim_token, run.committed_seq, run.cancel_requested,
+       conv.fence AS newest, conv.head_seq, coalesce(conv.head_bytes, 0) AS head_bytes, conv.head_digest,
        conv.head_state,
        coalesce(conv.base_bytes, 0) AS base_bytes, coalesce(conv.chain_deltas, 0) AS chain_deltas,
        coalesce(conv.chain_bytes, 0) AS chain_bytes, coalesce(conv.has_title, false) AS has_title,

@@ -1,8 +1,9 @@
 -- Complete the run of the newest claim (checked and locked by held_claim.sql) with output $7
 -- and committed version $8 (NULL: no transcript), end the conversation's ownership and wake
 -- waiters (channel $9), in one statement. The run keeps `claimed_by` and `claim_token`, so a
--- retry of this claim's commit is recognised afterwards. Nothing matched (count 0): the
--- caller finds out why.
+-- retry of this claim's commit is recognised afterwards. A run whose cancellation was
+-- requested is not held (held_claim.sql's `cancel_requested IS NULL`). Nothing matched
+-- (count 0): the caller finds out why (`Cancelled`, `Fenced`, ...).
 WITH {held_claim}, done AS (
     UPDATE {s}.runs r
        SET status = 'completed', output = $7, committed_seq = $8,

@@ -1,7 +1,9 @@
 -- Renew the newest claim by $7 microseconds: the run's claim and the conversation's lease get
 -- the same new expiry, in one statement. Both rows are locked (run first, then conversation;
 -- see held_claim.sql) before the expiry is computed, so a heartbeat that waited for a row
--- still gets its full lease from then.
+-- still gets its full lease from then. A run whose cancellation was requested is not held
+-- (held_claim.sql's `cancel_requested IS NULL`): nothing is extended, and the caller answers
+-- `Cancelled`.
 WITH {held_claim}, until AS MATERIALIZED (
     SELECT clock_timestamp() + $7 * interval '1 microsecond' AS at FROM owner
 ), lease AS (

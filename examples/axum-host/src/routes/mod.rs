@@ -105,7 +105,8 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/agents/{agent}/conversations", get(conversations::list))
         .route("/v1/runs/{run_id}", get(runs::status))
-        .route("/v1/runs/{run_id}/events", get(runs::events));
+        .route("/v1/runs/{run_id}/events", get(runs::events))
+        .route("/v1/runs/{run_id}/cancel", post(runs::cancel));
     finish(api, state)
 }
 

@@ -1,9 +1,11 @@
-//! `GET /v1/runs/{run_id}` (`?wait=`) and `GET /v1/runs/{run_id}/events` (resumable).
+//! `GET /v1/runs/{run_id}` (`?wait=`), `GET /v1/runs/{run_id}/events` (resumable) and
+//! `POST /v1/runs/{run_id}/cancel`.
 
 use axum::Json;
 use axum::extract::State;
-use axum::response::IntoResponse;
-use lobu_core::ErrorKind;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use lobu_core::{CancelOutcome, ErrorKind};
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -64,6 +66,33 @@ pub(crate) async fn events(
         .await
         .map_err(|e| not_found_as(e, &run))?;
     Ok(sse::event_stream(events, state.closing.clone()))
+}
+
+/// `POST /v1/runs/{run_id}/cancel`: `200 {"run_id", "status": "cancelled"}` for a run that
+/// had not started (it never will), `202 {"run_id", "status": "cancelling"}` for a running
+/// one (its worker, on any replica, stops it at its next heartbeat; follow the run for its
+/// end), `409 {"error", "status"}` for a run that had already ended, naming how.
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    RunPath(run): RunPath,
+) -> Result<Response, ApiError> {
+    let outcome = state
+        .runtime
+        .cancel(&caller.org, &run)
+        .await
+        .map_err(|e| not_found_as(e, &run))?;
+    let (code, status) = match outcome {
+        CancelOutcome::Cancelled => (StatusCode::OK, "cancelled"),
+        CancelOutcome::Requested => (StatusCode::ACCEPTED, "cancelling"),
+        CancelOutcome::Finished(ended) => {
+            let error = format!("run {run} already ended: it is {}", ended.as_str());
+            let body = json!({ "error": error, "status": ended.as_str() });
+            return Ok((StatusCode::CONFLICT, Json(body)).into_response());
+        }
+        _ => (StatusCode::ACCEPTED, "cancelling"),
+    };
+    Ok((code, Json(json!({ "run_id": run, "status": status }))).into_response())
 }
 
 /// The same answer for "no such run" and "another org's run", so ids cannot be probed.

@@ -2,6 +2,7 @@
 
 use super::{StoreDump, Watched};
 use crate::backend::Backend;
+use crate::control::Failure;
 use crate::error::ErrorKind;
 use crate::id::{ConversationKey, OrgId, RunId, WorkerId};
 use crate::lock::{Fence, Lease};
@@ -206,7 +207,7 @@ async fn forged_claims_change_nothing(
             .await;
         let result = backend
             .queue
-            .fail(claim, TerminalStatus::Failed, "forged")
+            .fail(claim, &Failure::new(TerminalStatus::Failed, "forged"))
             .await;
         watched
             .refused_as(&before, result, kinds, &format!("fail of {what}"))
