@@ -100,6 +100,16 @@ pub fn cancel_outcome(status: RunStatus, claim_live: bool) -> CancelOutcome {
 /// The error a cancelled run records when no reason was given.
 pub const CANCELLED_ERROR: &str = "cancelled";
 
+/// The error a run cancelled with `reason` records: the reason, cut like any run error
+/// ([`error_text`](crate::run_state::error_text)), or [`CANCELLED_ERROR`] when it is empty.
+pub fn cancel_reason(reason: &str) -> String {
+    if reason.is_empty() {
+        CANCELLED_ERROR.to_owned()
+    } else {
+        crate::run_state::error_text(reason)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

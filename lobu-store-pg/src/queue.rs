@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use lobu_core::control::{CANCELLED_ERROR, CancelOutcome, Failure, Retry};
+use lobu_core::control::{CancelOutcome, Failure, Retry};
 use lobu_core::events::EventPage;
 use lobu_core::run_state::error_text;
 use lobu_core::{
@@ -720,11 +720,7 @@ impl RunQueue for PgStore {
         run: &RunId,
         reason: &str,
     ) -> Result<Option<CancelOutcome>> {
-        let reason = if reason.is_empty() {
-            CANCELLED_ERROR
-        } else {
-            reason
-        };
+        let reason = &lobu_core::control::cancel_reason(reason);
         let row: Option<(String, String, i64)> = sqlx::query_as(self.inner.queue.cancel.clone())
             .bind(org.as_str())
             .bind(run.as_str())

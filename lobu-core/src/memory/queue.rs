@@ -9,7 +9,7 @@ use super::locks::LeaseTable;
 use super::run::{Holder, Run};
 use super::sessions::SessionTable;
 use super::{MemoryBackend, State};
-use crate::control::{CANCELLED_ERROR, CancelOutcome, Failure, cancel_outcome};
+use crate::control::{CancelOutcome, Failure, cancel_outcome, cancel_reason};
 use crate::error::{Error, Result};
 use crate::events::EventPage;
 use crate::id::{ConversationKey, IdempotencyKey, OrgId, RunId, WorkerId};
@@ -439,11 +439,7 @@ impl RunQueue for MemoryBackend {
         run: &RunId,
         reason: &str,
     ) -> Result<Option<CancelOutcome>> {
-        let reason = if reason.is_empty() {
-            CANCELLED_ERROR
-        } else {
-            reason
-        };
+        let reason = &cancel_reason(reason);
         let outcome = self
             .state()?
             .queue

@@ -13,7 +13,7 @@ mod runs;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use lobu_core::control::{CANCELLED_ERROR, CancelOutcome};
+use lobu_core::control::CancelOutcome;
 use lobu_core::events::{EventPage, check_events, check_read_limit};
 use lobu_core::{
     AfterFailure, Claim, Commit, Failure, NewRun, OrgId, Result, RunId, RunQueue, RunRecord,
@@ -83,12 +83,7 @@ impl RunQueue for FileStore {
         run: &RunId,
         reason: &str,
     ) -> Result<Option<CancelOutcome>> {
-        let reason = if reason.is_empty() {
-            CANCELLED_ERROR
-        } else {
-            reason
-        }
-        .to_owned();
+        let reason = lobu_core::control::cancel_reason(reason);
         let (org, id) = (org.clone(), run.clone());
         let outcome = self
             .blocking(move |inner| claim::cancel(inner, &org, &id, &reason))
