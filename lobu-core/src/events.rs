@@ -77,13 +77,12 @@ pub fn check_events(events: &[String]) -> Result<()> {
                 event.len()
             )));
         }
-        // Only the shape is checked: the value is not kept, so nothing is built.
-        let object: serde::de::IgnoredAny = serde_json::from_str(event)
-            .map_err(|e| Error::invalid(format!("event {i} is not JSON")).with_source(e))?;
-        let _ = object;
         if !event.trim_start().starts_with('{') {
             return Err(Error::invalid(format!("event {i} is not a JSON object")));
         }
+        // Only the syntax is checked: nothing is built from it.
+        serde_json::from_str::<serde::de::IgnoredAny>(event)
+            .map_err(|e| Error::invalid(format!("event {i} is not JSON")).with_source(e))?;
     }
     Ok(())
 }

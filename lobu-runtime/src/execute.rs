@@ -262,8 +262,9 @@ async fn record_failure(
         retry,
     };
     let fail = shared.backend.queue.fail(claim, &failure);
-    let Failure { error, .. } = failure.clone();
-    match bounded(shared, "recording the failure", fail).await {
+    let failed = bounded(shared, "recording the failure", fail).await;
+    let error = failure.error;
+    match failed {
         Ok(AfterFailure::Retry { at }) => {
             log.record_now(RunEvent::Retrying {
                 attempt: claim.attempt,
