@@ -41,6 +41,7 @@ mod error;
 pub mod events;
 mod id;
 mod lock;
+pub mod multitask;
 pub mod persist_plan;
 mod queue;
 pub mod run_state;
@@ -62,9 +63,10 @@ pub use id::{
     MAX_CONVERSATION_ID_BYTES, MAX_ID_BYTES, OrgId, RunId, WorkerId,
 };
 pub use lock::{ConversationLocks, Fence, Lease, MAX_LEASE, check_lease_duration};
+pub use multitask::MultitaskStrategy;
 pub use queue::{
     AfterFailure, Claim, Commit, MAX_ATTEMPTS, MAX_PAYLOAD_BYTES, MAX_RETRY_DELAY, NewRun, RunKind,
-    RunQueue, RunRecord, RunStatus, Submitted, check_failure_status,
+    RunQueue, RunRecord, RunStatus, Steered, Submitted, check_failure_status,
 };
 pub use session::{
     ConversationSummary, DEFAULT_MAX_TRANSCRIPT_BYTES, MAX_PAGE_LIMIT, Page, Persist, PruneReport,

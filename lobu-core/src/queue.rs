@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::events::EventPage;
 use crate::id::{ConversationKey, IdempotencyKey, OrgId, RunId, WorkerId};
 use crate::lock::Fence;
+use crate::multitask::MultitaskStrategy;
 use crate::session::{TerminalStatus, Version};
 
 /// The most attempts a run may be given.
@@ -127,6 +128,9 @@ pub struct NewRun {
     pub max_attempts: u32,
     /// How long a failed attempt waits before the next (`<= 24h`).
     pub retry_delay: Duration,
+    /// What to do about the conversation's unfinished runs (double texting); `Enqueue` by
+    /// default.
+    pub multitask: MultitaskStrategy,
 }
 
 impl NewRun {
@@ -139,7 +143,14 @@ impl NewRun {
             idempotency_key: None,
             max_attempts: 3,
             retry_delay: Duration::from_secs(2),
+            multitask: MultitaskStrategy::Enqueue,
         }
+    }
+
+    /// The same run with another [`MultitaskStrategy`].
+    pub fn multitask(mut self, strategy: MultitaskStrategy) -> Self {
+        self.multitask = strategy;
+        self
     }
 
     /// A reset with defaults.
@@ -309,6 +320,9 @@ pub struct Commit {
     /// of the `expected` head followed by `transcript`, so the commit sends and hashes only
     /// what the turn appended. `None`: `transcript` is whole.
     pub base_len: Option<usize>,
+    /// Steered runs the turn took (see [`RunQueue::steerable`]), in the order it took them:
+    /// they complete with this commit, atomically.
+    pub steered: Vec<RunId>,
 }
 
 impl Commit {
@@ -342,6 +356,25 @@ impl Commit {
             output,
             ..Commit::default()
         }
+    }
+}
+
+/// A message waiting for the running turn, as [`RunQueue::steerable`] offers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Steered {
+    /// Its run (submitted with [`MultitaskStrategy::Steer`]).
+    pub run: RunId,
+    /// Its payload as submitted.
+    pub payload: serde_json::Value,
+}
+
+impl Steered {
+    /// The message: the payload's `text` field (empty if it has none).
+    pub fn text(&self) -> &str {
+        self.payload
+            .get("text")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
     }
 }
 
@@ -438,6 +471,27 @@ pub enum AfterFailure {
 ///   is. Cancelling wakes the run's followers.
 /// * [`status`](Self::status) only finds runs of the given org: another org's run is `None`.
 ///
+/// ## Double texting and steering
+///
+/// * `submit` applies the run's [`MultitaskStrategy`] by
+///   [`multitask::plan_submit`](crate::multitask::plan_submit), atomically with queueing it
+///   (under the conversation's submit lock): `reject` is `Conflict` naming the
+///   conversation's oldest unfinished run and queues nothing; `interrupt` and `rollback`
+///   cancel the runs the plan names, as [`cancel`](Self::cancel) would (with
+///   [`multitask::interrupted_reason`](crate::multitask::interrupted_reason)), then queue. A
+///   submit whose idempotency key matched returns the earlier run and does none of this.
+///   A `steer` submit is stored as such and wakes the followers of the conversation's claimed
+///   run, if it has one (a hint, where the backend can).
+/// * [`steerable`](Self::steerable) offers a claim the runs
+///   [`multitask::steerable`](crate::multitask::steerable) names, with their payloads; it
+///   takes nothing (a turn that dies after looking loses nothing). It requires the newest
+///   claim like `heartbeat` (`Fenced`, or `Cancelled` once a cancellation was asked for).
+/// * A [`Commit`] with [`steered`](Commit::steered) runs is checked by
+///   [`multitask::check_steered`](crate::multitask::check_steered) (`Conflict`, nothing
+///   changes); the steered runs complete with the turn, in the same step, with output
+///   [`multitask::steered_output`](crate::multitask::steered_output) and no attempt counted,
+///   and their followers are woken.
+///
 /// ## Run events
 ///
 /// * [`record_events`](Self::record_events) stores an attempt's events (JSON objects, checked
@@ -476,6 +530,9 @@ pub trait RunQueue: Debug + Send + Sync + 'static {
     /// `reason` becomes the run's error (empty: "cancelled").
     async fn cancel(&self, org: &OrgId, run: &RunId, reason: &str)
     -> Result<Option<CancelOutcome>>;
+
+    /// The steered messages waiting for the claim's turn, oldest first (see the contract).
+    async fn steerable(&self, claim: &Claim) -> Result<Vec<Steered>>;
 
     /// Hand the run back without counting the attempt.
     async fn release(&self, claim: &Claim) -> Result<()>;

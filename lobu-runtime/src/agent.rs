@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 use lobu_core::transcript::{Entry, Transcript, TranscriptWriter};
-use lobu_core::{BoxError, ConversationKey, RunId, Version};
+use lobu_core::{BoxError, ConversationKey, RunId, Steered, Version};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::RunEvent;
 use crate::recorder::EventRecorder;
+use crate::steer::Steering;
 
 /// The host's agent: runs one turn of a conversation.
 ///
@@ -47,6 +48,7 @@ pub struct Turn {
     pub(crate) output: OutputSink,
     pub(crate) scratch: PathBuf,
     pub(crate) cancel: CancellationToken,
+    pub(crate) steering: Arc<Steering>,
 }
 
 impl fmt::Debug for Turn {
@@ -141,6 +143,27 @@ impl Turn {
     /// this worker lost the conversation). Work done after it fires is discarded.
     pub fn cancelled(&self) -> &CancellationToken {
         &self.cancel
+    }
+
+    /// Take the messages sent to this conversation with the `steer` strategy while this turn
+    /// runs, oldest first (one store read; empty when none waits). Append each where the
+    /// turn answers it (as the turn's own user message: `writer().user_text(steered.text())`):
+    /// the taken messages' runs complete with this turn's commit, atomically, and are never
+    /// run on their own. Messages not taken, or sent after the turn ended, run as their own
+    /// turns, in order. If this attempt fails, the next one is offered them again.
+    ///
+    /// Errors: `Cancelled` (the run was cancelled) or `Fenced` (another worker owns the
+    /// conversation now); return them and the runtime ends the attempt accordingly.
+    pub async fn take_steered(&self) -> Result<Vec<Steered>, lobu_core::Error> {
+        self.steering.take().await
+    }
+
+    /// Resolves once a steered message this turn has not taken waits (a notification, so an
+    /// agent can `select!` on it while it works); take it with
+    /// [`take_steered`](Self::take_steered). Looks at the store when woken, at most every
+    /// 100 ms and at least every second.
+    pub async fn steered_waiting(&self) -> Result<(), lobu_core::Error> {
+        self.steering.waiting().await
     }
 
     fn publish_new_entries(&mut self) {

@@ -60,6 +60,16 @@ pub enum RunEvent {
         /// The entry's JSON object, as written.
         entry: serde_json::Value,
     },
+    /// The agent took a message sent with the `steer` strategy into this attempt: it is
+    /// answered here, and its run completes with this one.
+    Steered {
+        /// The attempt that took it.
+        attempt: u32,
+        /// The steered message's run.
+        run: RunId,
+        /// Its payload as submitted (`{"text": …}`).
+        payload: serde_json::Value,
+    },
     /// The attempt failed and the run will be tried again.
     Retrying {
         /// The attempt that failed.
@@ -112,6 +122,7 @@ impl RunEvent {
             RunEvent::Started { .. } => "started",
             RunEvent::Output { .. } => "output",
             RunEvent::Entry { .. } => "entry",
+            RunEvent::Steered { .. } => "steered",
             RunEvent::Retrying { .. } => "retrying",
             RunEvent::Requeued { .. } => "requeued",
             RunEvent::Completed { .. } => "completed",

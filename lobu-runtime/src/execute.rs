@@ -112,7 +112,15 @@ pub(crate) async fn execute(shared: &Arc<Shared>, claim: Claim, claimed_at: Inst
         return;
     }
     let cancel = shared.abort_turns.child_token();
-    let heartbeat = Heartbeat::start(shared.clone(), claim.clone(), claimed_at, cancel.clone());
+    let local = shared.local_turns.register(&claim);
+    let poke = local.poke.clone();
+    let heartbeat = Heartbeat::start(
+        shared.clone(),
+        claim.clone(),
+        claimed_at,
+        cancel.clone(),
+        poke,
+    );
     // The owner's window, for operators and the chaos harness (lobu-chaos): two windows of
     // one conversation must never overlap. It ends when the agent has stopped, before the
     // commit (a commit after a takeover is refused by the fence).
@@ -142,6 +150,7 @@ pub(crate) async fn execute(shared: &Arc<Shared>, claim: Claim, claimed_at: Inst
         "turn ended"
     );
     report(shared, &claim, &log, outcome, held).await;
+    drop(local);
     log.finish().await; // whatever the outcome, the writer task ends with the attempt
 }
 

@@ -4,12 +4,53 @@ use futures::StreamExt;
 use lobu_core::transcript::{MessagePage, Stats};
 use lobu_core::{
     AgentId, CancelOutcome, ConversationKey, ConversationSummary, Error, ErrorKind, IdempotencyKey,
-    NewRun, OrgId, Page, Result, RunId, RunRecord, RunStatus, Submitted, check_page_limit,
+    MultitaskStrategy, NewRun, OrgId, Page, Result, RunId, RunRecord, RunStatus, Submitted,
+    check_page_limit,
 };
 
 use crate::hydrate::hydrate;
 use crate::runtime::Runtime;
 use crate::subscription::RunEvents;
+
+/// How [`Runtime::submit_with`] submits a message.
+///
+/// ```
+/// use lobu_core::MultitaskStrategy;
+/// use lobu_runtime::SubmitOptions;
+///
+/// let options = SubmitOptions::new().multitask(MultitaskStrategy::Interrupt);
+/// assert_eq!(options.strategy(), MultitaskStrategy::Interrupt);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SubmitOptions {
+    idempotency_key: Option<IdempotencyKey>,
+    multitask: MultitaskStrategy,
+}
+
+impl SubmitOptions {
+    /// Enqueue, no idempotency key.
+    pub fn new() -> Self {
+        SubmitOptions::default()
+    }
+
+    /// Make a retried submit return the first submit's run (scoped to the conversation).
+    pub fn idempotency_key(mut self, key: impl Into<Option<IdempotencyKey>>) -> Self {
+        self.idempotency_key = key.into();
+        self
+    }
+
+    /// What to do about the conversation's unfinished runs ("double texting"); see
+    /// [`MultitaskStrategy`].
+    pub fn multitask(mut self, strategy: MultitaskStrategy) -> Self {
+        self.multitask = strategy;
+        self
+    }
+
+    /// The strategy it submits with.
+    pub fn strategy(&self) -> MultitaskStrategy {
+        self.multitask
+    }
+}
 
 impl Runtime {
     /// Accept a user message for a conversation: the run is durable on the queue when this
@@ -36,6 +77,33 @@ impl Runtime {
         payload: serde_json::Value,
         idempotency_key: Option<IdempotencyKey>,
     ) -> Result<Submitted> {
+        let options = SubmitOptions::new().idempotency_key(idempotency_key);
+        self.submit_with(key, payload, options).await
+    }
+
+    /// [`submit_payload`](Self::submit_payload) with a [`MultitaskStrategy`] for a message
+    /// that arrives while the conversation's turn runs:
+    ///
+    /// * `enqueue` (the default) runs it after the conversation's earlier runs;
+    /// * `reject` is `Conflict` (naming the unfinished run; nothing queued) while the
+    ///   conversation has an unfinished run;
+    /// * `interrupt` cancels the running turn (on whichever replica: at once here, within one
+    ///   heartbeat elsewhere; nothing of it is kept) and runs the message after the runs that
+    ///   were already waiting;
+    /// * `rollback` cancels the running turn and every waiting turn, then runs the message;
+    /// * `steer` offers the message to the running turn ([`Turn::take_steered`](crate::Turn::take_steered));
+    ///   if the agent takes it, its run completes with that turn; if not, or no turn runs, it
+    ///   runs as its own turn, in order.
+    ///
+    /// Resets are never cancelled by a strategy. The check and the cancellations happen
+    /// atomically with queueing the run; a matched idempotency key returns the earlier run and
+    /// does none of it.
+    pub async fn submit_with(
+        &self,
+        key: ConversationKey,
+        payload: serde_json::Value,
+        options: SubmitOptions,
+    ) -> Result<Submitted> {
         match payload.get("text") {
             Some(serde_json::Value::String(text)) if !text.trim().is_empty() => {}
             Some(serde_json::Value::String(_)) => {
@@ -45,9 +113,10 @@ impl Runtime {
         }
         let settings = &self.shared.settings;
         let run = NewRun {
-            idempotency_key,
+            idempotency_key: options.idempotency_key,
             max_attempts: settings.max_attempts,
             retry_delay: settings.retry_delay,
+            multitask: options.multitask,
             ..NewRun::turn(key, payload)
         };
         self.enqueue(run).await
@@ -105,8 +174,16 @@ impl Runtime {
 
     async fn enqueue(&self, run: NewRun) -> Result<Submitted> {
         let key = run.key.clone();
+        let cancels = matches!(
+            run.multitask,
+            MultitaskStrategy::Interrupt | MultitaskStrategy::Rollback
+        );
         let submitted = self.shared.backend.queue.submit(run).await?;
         if submitted.created {
+            if cancels {
+                // A turn it cancelled that runs here stops now, not at its next heartbeat.
+                self.shared.local_turns.poke_conversation(&key);
+            }
             self.shared.wake.notify_one();
         }
         tracing::debug!(%key, run = %submitted.run, created = submitted.created, "run accepted");
@@ -114,8 +191,9 @@ impl Runtime {
     }
 
     /// Cancel a run, on whichever replica it runs: a waiting run ends `cancelled` and never
-    /// runs; a running one is stopped by its worker at its next heartbeat (at most
-    /// [`Settings::heartbeat_interval`](crate::Settings::heartbeat_interval) later), nothing
+    /// runs; a running one is stopped by its worker: at once when it runs in this process,
+    /// else at its next heartbeat (at most
+    /// [`Settings::heartbeat_interval`](crate::Settings::heartbeat_interval) later); nothing
     /// of its turn is persisted, and it ends `cancelled` with a terminal event; the
     /// conversation's next run proceeds. A finished run is left as it is
     /// ([`CancelOutcome::Finished`] says how it ended). Unknown runs and other orgs' runs
@@ -123,6 +201,10 @@ impl Runtime {
     pub async fn cancel(&self, org: &OrgId, run: &RunId) -> Result<CancelOutcome> {
         let queue = &self.shared.backend.queue;
         let outcome = queue.cancel(org, run, "cancelled on request").await?;
+        if outcome == Some(CancelOutcome::Requested) {
+            // If the run executes here, its turn stops now rather than at its next heartbeat.
+            self.shared.local_turns.poke_run(run);
+        }
         outcome.ok_or_else(|| Error::not_found(format!("no run {run} in org {org}")))
     }
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lobu_core::{Claim, ErrorKind};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -62,12 +63,14 @@ impl Heartbeat {
     /// errors are logged and retried at the next beat, but only until shortly before the
     /// last renewal runs out: then the turn is cancelled too, as another worker may take
     /// over at the expiry (fencing would refuse this worker's late writes, but the two
-    /// agents would overlap). `claimed_at` is when the claim call was sent.
+    /// agents would overlap). `claimed_at` is when the claim call was sent. A `poke` renews
+    /// at once (a cancellation asked for in this process is heard within one round trip).
     pub(crate) fn start(
         shared: Arc<Shared>,
         claim: Claim,
         claimed_at: Instant,
         turn: CancellationToken,
+        poke: Arc<Notify>,
     ) -> Self {
         let ttl = shared.settings.claim_ttl;
         let held = Arc::new(Mutex::new(Held {
@@ -86,7 +89,10 @@ impl Heartbeat {
                 loop {
                     let deadline = lock(&record).deadline(margin);
                     let beat = async {
-                        tick.tick().await;
+                        tokio::select! {
+                            _ = tick.tick() => {}
+                            () = poke.notified() => {}
+                        }
                         let sent = Instant::now();
                         (sent, shared.backend.queue.heartbeat(&claim, ttl).await)
                     };

@@ -15,6 +15,7 @@ use crate::agent::Agent;
 use crate::cache::TranscriptCache;
 use crate::config::Settings;
 use crate::hub::EventHub;
+use crate::local_turns::LocalTurns;
 use crate::metrics::{Counters, Metrics};
 
 /// lobu's gateway and worker loop, embedded in the host's process.
@@ -60,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) loop_running: AtomicBool,
     /// Wakes the worker loop (a local submit, a run finished).
     pub(crate) wake: Notify,
+    /// The runs executing here, for cancellations asked for here.
+    pub(crate) local_turns: Arc<LocalTurns>,
 }
 
 impl Runtime {
@@ -199,6 +202,7 @@ impl RuntimeBuilder {
                 tracker: TaskTracker::new(),
                 loop_running: AtomicBool::new(false),
                 wake: Notify::new(),
+                local_turns: Arc::default(),
                 settings,
             }),
         })

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::FutureExt;
 use lobu_core::transcript::TranscriptWriter;
-use lobu_core::{BoxError, Claim, Commit, Error, TerminalStatus};
+use lobu_core::{BoxError, Claim, Commit, Error, ErrorKind, TerminalStatus};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::Permanent;
@@ -21,6 +21,7 @@ use crate::hydrate::{Hydrated, hydrate_claimed};
 use crate::recorder::EventRecorder;
 use crate::runtime::Shared;
 use crate::scratch::ScratchDir;
+use crate::steer::Steering;
 
 pub(crate) async fn run_turn(
     shared: &Arc<Shared>,
@@ -87,6 +88,11 @@ async fn attempt(
         output: sink.clone(),
         scratch: scratch.to_path_buf(),
         cancel: cancel.clone(),
+        steering: Arc::new(Steering::new(
+            shared.backend.queue.clone(),
+            claim.clone(),
+            log.clone(),
+        )),
     };
     log.push(RunEvent::Started {
         attempt: claim.attempt,
@@ -127,6 +133,11 @@ async fn attempt(
         ),
         End::Returned(Err(_)) | End::Cancelled if cancel.is_cancelled() => Outcome::Interrupted,
         End::Returned(Err(e)) if e.is::<Permanent>() => Outcome::Permanent(describe(e.as_ref())),
+        // The turn learnt through the store (taking steered messages) that it lost the run.
+        End::Returned(Err(e)) if store_said(e.as_ref(), ErrorKind::Fenced) => Outcome::TakenOver,
+        End::Returned(Err(e)) if store_said(e.as_ref(), ErrorKind::Cancelled) => {
+            Outcome::Failed(TerminalStatus::Cancelled, describe(e.as_ref()))
+        }
         End::Returned(Err(e)) => Outcome::Failed(TerminalStatus::Failed, describe(e.as_ref())),
         End::Cancelled => Outcome::Interrupted,
     }
@@ -135,7 +146,18 @@ async fn attempt(
 /// The commit a finished turn makes: the bytes it appended to the head it started from, or
 /// nothing when it appended nothing. Checked against the size limit first. The parse of the
 /// new transcript is the hydrated one plus this turn's entries (no parse of the history).
+///
+/// The steered messages the turn took complete with the commit.
 fn finish(shared: &Shared, turn: Turn) -> Outcome {
+    let steered = turn.steering.taken();
+    let mut outcome = commit_of(shared, turn);
+    if let Outcome::Commit(commit, _) = &mut outcome {
+        commit.steered = steered;
+    }
+    outcome
+}
+
+fn commit_of(shared: &Shared, turn: Turn) -> Outcome {
     if turn.writer.appended().is_empty() {
         // Nothing to write: the head stays, and so does its parse.
         let appended = Appended {
@@ -173,6 +195,12 @@ fn finish(shared: &Shared, turn: Turn) -> Outcome {
         transcript: Some(transcript),
     };
     Outcome::Commit(Commit::append(new_bytes, expected, base), appended)
+}
+
+/// Whether the agent's error is the store's `kind` (from a [`Turn`] call such as
+/// `take_steered`).
+fn store_said(error: &(dyn StdError + 'static), kind: ErrorKind) -> bool {
+    error.downcast_ref::<Error>().is_some_and(|e| e.is(kind))
 }
 
 /// An error with its sources, `outer: inner: …`.

@@ -52,6 +52,12 @@ macro_rules! all_scenarios {
             cancelling_a_running_turn_on_another_replica_stops_it_and_persists_nothing,
             a_permanent_error_fails_the_run_after_one_attempt,
             retries_back_off_exponentially_within_the_cap,
+            reject_while_a_turn_runs_is_refused_and_queues_nothing,
+            interrupt_stops_the_running_turn_and_runs_the_new_message,
+            rollback_cancels_the_running_and_the_waiting_turns,
+            a_steered_message_taken_by_the_running_turn_appears_once_in_that_turn,
+            a_steered_message_the_turn_does_not_take_runs_next_as_its_own_turn,
+            a_steered_message_taken_by_a_failed_attempt_is_taken_again_not_lost_or_doubled,
         );
     };
 }

@@ -79,6 +79,13 @@
 //! idempotency keys, as lobu-store-pg does: a retry with the key of a pruned run creates a
 //! new run.
 //!
+//! A submit's [`MultitaskStrategy`](lobu_core::MultitaskStrategy) is applied under the
+//! queue lock: `reject`, `interrupt` and `rollback` read the conversation's unfinished runs
+//! (its lane's markers and their records) and cancel as `cancel` does; `enqueue` and `steer`
+//! read no record. A commit that takes steered runs first notes them in its run's record,
+//! so that a crash after its commit point is finished by whatever looks at the run next,
+//! with the steered runs completed too, and a crash before it leaves them waiting.
+//!
 //! ## Run events
 //!
 //! [`record_events`](lobu_core::RunQueue::record_events) appends a run's events to its log

@@ -79,6 +79,8 @@ pub(crate) enum Step {
     IdempotencyReserved,
     /// A queue change wrote one of its two files (marker or record), not the other.
     QueueHalfway,
+    /// A commit that took steered runs wrote its run's completed record, not yet theirs.
+    SteeredPending,
 }
 
 #[derive(Serialize, Deserialize)]

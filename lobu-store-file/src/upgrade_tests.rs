@@ -1,15 +1,17 @@
 //! A root written by the previous version (contract v1: per-run claim tokens, claims that
 //! never touched `state.json`) opens without a migration step: its transcripts hydrate, its
-//! queued runs are claimed with conversation fences, and they complete.
+//! queued runs are claimed with conversation fences, and they complete; its records, written
+//! before steering, read as runs submitted without it.
 
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use lobu_core::control::CancelOutcome;
+use lobu_core::multitask::steered_output;
 use lobu_core::{
-    Commit, ConversationKey, ConversationLocks, Fence, RunId, RunQueue, RunStatus, SessionStore,
-    Version, WorkerId,
+    Commit, ConversationKey, ConversationLocks, Fence, MultitaskStrategy, NewRun, RunId, RunQueue,
+    RunStatus, SessionStore, Version, WorkerId,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -233,6 +235,46 @@ async fn a_run_record_written_before_cancellation_reads_and_cancels() {
         "no request, no field: {}",
         records[0]
     );
+}
+
+#[tokio::test]
+async fn a_run_record_written_before_steering_reads_and_takes_steered_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    write_previous_version(dir.path());
+    let store = FileStore::open(dir.path()).await.unwrap();
+    let c2 = key("c2");
+    let steer = NewRun::turn(c2.clone(), json!({"text": "also"}));
+    let steer = store
+        .submit(steer.multitask(MultitaskStrategy::Steer))
+        .await;
+    let steer = steer.unwrap().run;
+    // A rejected submit reads the old record as the conversation's unfinished run.
+    let rejected = NewRun::turn(c2.clone(), json!({})).multitask(MultitaskStrategy::Reject);
+    let err = store.submit(rejected).await.unwrap_err();
+    assert!(err.message().contains(PENDING), "{err}");
+    let worker = WorkerId::generate();
+    let first = store.claim(&worker, LONG).await.unwrap().expect("c1's run");
+    assert_eq!(first.run.as_str(), RUNNING);
+    assert_eq!(store.steerable(&first).await.unwrap(), []);
+    store.complete(&first, Commit::default()).await.unwrap();
+    let old = store.claim(&worker, LONG).await.unwrap().expect("c2's run");
+    assert_eq!(old.run.as_str(), PENDING);
+    let offered = store.steerable(&old).await.unwrap();
+    assert_eq!(offered.len(), 1);
+    assert_eq!(
+        (&offered[0].run, &offered[0].payload),
+        (&steer, &json!({"text": "also"}))
+    );
+    let mut commit = Commit::transcript(Bytes::from_static(TRANSCRIPT.as_bytes()), None);
+    commit.steered = vec![steer.clone()];
+    assert_eq!(
+        store.complete(&old, commit).await.unwrap(),
+        Some(Version(1))
+    );
+    let taken = store.status(&c2.org, &steer).await.unwrap().unwrap();
+    assert_eq!(taken.status, RunStatus::Completed);
+    assert_eq!(taken.output, Some(steered_output(&old.run)));
+    assert!(store.claim(&worker, LONG).await.unwrap().is_none());
 }
 
 /// The contents of every file called `name` under `dir`.

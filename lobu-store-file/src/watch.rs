@@ -4,7 +4,8 @@
 //!
 //! Every such change touches one of the run's two files: an append writes its event log
 //! (`events/<run>`), and a claim, heartbeat, completion, failure or release replaces its
-//! record (`queue/runs/<run>`, renamed into place). One [`notify`] watcher per store (inotify
+//! record (`queue/runs/<run>`, renamed into place); a steer submit bumps the modification
+//! time of the running run's record (its followers' hint that a message waits). One [`notify`] watcher per store (inotify
 //! on Linux, the platform's equivalent elsewhere) watches both directories, started when a
 //! follower first waits; its thread maps each changed path back to its run and signals the
 //! store's [`RunSignals`](lobu_core::RunSignals), which the waits use. This process's own
@@ -198,7 +199,7 @@ fn wall_clock(since: Instant) -> Option<SystemTime> {
 
 #[cfg(test)]
 mod tests {
-    use lobu_core::{Claim, ConversationKey, NewRun, RunQueue, WorkerId};
+    use lobu_core::{Claim, ConversationKey, MultitaskStrategy, NewRun, RunQueue, WorkerId};
 
     use super::*;
 
@@ -274,6 +275,32 @@ mod tests {
             waited >= Duration::from_millis(600),
             "a read woke it: {waited:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_steer_submit_elsewhere_wakes_the_running_runs_followers_watching_or_polling() {
+        for watching in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let (a, b, claim) = two_stores_and_a_claim(dir.path()).await;
+            if !watching {
+                *lock(&b.inner) = Watch::Unavailable;
+            }
+            let waited = wait_during(&b, &claim, async || {
+                let steer = NewRun::turn(claim.key.clone(), serde_json::json!({}));
+                a.submit(steer.multitask(MultitaskStrategy::Steer))
+                    .await
+                    .unwrap();
+            })
+            .await;
+            assert!(
+                waited >= Duration::from_millis(100),
+                "{watching}: too early"
+            );
+            assert!(
+                waited < Duration::from_millis(400),
+                "{watching}: not woken: {waited:?}"
+            );
+        }
     }
 
     #[test]

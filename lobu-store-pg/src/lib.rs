@@ -69,6 +69,14 @@
 //! [`poll_interval`](PgStoreConfig::poll_interval), so work is found even when notifications
 //! never arrive.
 //!
+//! Double texting and steering ([`MultitaskStrategy`](lobu_core::MultitaskStrategy)): an
+//! `enqueue` or `steer` submit stays one statement (a steer run is flagged, and wakes the
+//! followers of the conversation's claimed run); `reject`, `interrupt` and `rollback` read and
+//! lock the conversation's unfinished runs under its submit lock, let lobu-core plan, cancel
+//! as `cancel` does and queue, in one transaction. A turn's
+//! [`steerable`](lobu_core::RunQueue::steerable) look is one statement that takes nothing; a
+//! commit that took steered runs checks them under its locks and completes them with it.
+//!
 //! Run events ([`record_events`](lobu_core::RunQueue::record_events)) are rows of
 //! `run_events`, numbered per run by one statement that checks the claim (the run's newest,
 //! run unfinished) under the run's row lock and commits asynchronously: a finished run's
@@ -118,6 +126,7 @@ mod error;
 mod events;
 mod locks;
 mod migrate;
+mod multitask;
 mod persist;
 mod persist_fast;
 mod prune;

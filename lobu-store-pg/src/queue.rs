@@ -6,6 +6,9 @@
 //! idempotent submits, `NOTIFY` wake-ups.
 //!
 //! Round trips per call (each statement or transaction control is one):
+//! * `submit`: 1 (sql/submit.sql); +4 when a key used concurrently sends it to the locked
+//!   transaction (BEGIN, lock, the statement again, COMMIT); with `reject`, `interrupt` or
+//!   `rollback`: 5 or 6, see multitask.rs.
 //! * `claim`: 1 (the claim statement). At most once a second per store, +1 for the reaper
 //!   first; and when a claim finds nothing, +1 for the reaper (at most every 100 ms) and, if
 //!   it reaped something, +1 for a second claim.
@@ -13,7 +16,9 @@
 //! * `complete` without a transcript: 1; with one: 4 (BEGIN, lock and read, write the head
 //!   and complete the run in one statement, COMMIT), or 1 on the fast path (commit_fast.rs).
 //!   A refused or retried call costs one more lookup to say why (or to answer the first
-//!   call's version).
+//!   call's version). With steered runs: 5, its own path (multitask.rs); without, never more
+//!   than before.
+//! * `steerable`: 1, see multitask.rs.
 //!
 //! Cancellation (`cancel`, sql/cancel.sql) of a claimed run marks it (`cancel_requested`):
 //! the claim-holder statements that extend or commit (heartbeat, complete, commit_fast) match
@@ -27,18 +32,20 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use lobu_core::control::{CancelOutcome, Failure, Retry};
 use lobu_core::events::EventPage;
+use lobu_core::multitask::check_steered;
 use lobu_core::run_state::error_text;
 use lobu_core::{
-    AfterFailure, Claim, Commit, ConversationKey, Error, ErrorKind, Fence, NewRun, OrgId, Result,
-    RunId, RunKind, RunQueue, RunRecord, RunStatus, Submitted, Version, WorkerId,
-    check_lease_duration,
+    AfterFailure, Claim, Commit, ConversationKey, Error, ErrorKind, Fence, MultitaskStrategy,
+    NewRun, OrgId, Result, RunId, RunKind, RunQueue, RunRecord, RunStatus, Steered, Submitted,
+    Version, WorkerId, check_lease_duration,
 };
 use sqlx::postgres::{PgArguments, Postgres};
 use sqlx::types::Json;
-use sqlx::{FromRow, SqlStr};
+use sqlx::{FromRow, PgConnection, SqlStr};
 use time::OffsetDateTime;
 
 use crate::error::{PgStoreError, stored};
+use crate::multitask::{CLAIM_LANE, Lane, commit_lock_sql};
 use crate::persist::{Head, RunSnapshot};
 use crate::sessions::{Finish, Written, version};
 use crate::store::{PgStore, db, micros, offset_date_time, sql, system_time};
@@ -52,7 +59,7 @@ const REAP_WHEN_IDLE: Duration = Duration::from_millis(100);
 /// The queue statements, for one schema.
 #[derive(Debug)]
 pub(crate) struct QueueSql {
-    submit_lock: SqlStr,
+    pub(crate) submit_lock: SqlStr,
     submit: SqlStr,
     reap: SqlStr,
     claim: SqlStr,
@@ -87,7 +94,7 @@ impl QueueSql {
             // A run whose cancellation was requested is not held by the statements that
             // extend or commit its claim; fail and release take it (and end it cancelled).
             heartbeat: claim_sql(include_str!("sql/heartbeat.sql"), schema, NOT_CANCELLED),
-            commit_lock: sql(include_str!("sql/commit_lock.sql"), schema),
+            commit_lock: commit_lock_sql(schema, false),
             commit_fast: claim_sql(include_str!("sql/commit_fast.sql"), schema, NOT_CANCELLED),
             complete: claim_sql(include_str!("sql/complete.sql"), schema, NOT_CANCELLED),
             fail: claim_sql(include_str!("sql/fail.sql"), schema, ""),
@@ -232,6 +239,9 @@ struct CommitRow {
     earlier_status: Vec<String>,
     earlier_size: Vec<i64>,
     earlier_digest: Vec<Vec<u8>>,
+    /// The conversation's lane, read only for a commit with steered runs.
+    #[sqlx(flatten)]
+    lane: Lane,
 }
 
 impl CommitRow {
@@ -330,12 +340,13 @@ fn stored_error(error: &str) -> String {
 }
 
 impl PgStore {
-    /// sql/submit.sql with its parameters bound.
-    fn submit_statement<'q>(
+    /// sql/submit.sql with its parameters bound: the run's id, whether it was created, and
+    /// for a steer run the conversation's claimed run it woke.
+    pub(crate) fn submit_statement<'q>(
         &'q self,
         run: &'q NewRun,
         id: &'q RunId,
-    ) -> sqlx::query::QueryAs<'q, Postgres, (String, bool), PgArguments> {
+    ) -> sqlx::query::QueryAs<'q, Postgres, Submit, PgArguments> {
         let key = &run.key;
         sqlx::query_as(self.inner.queue.submit.clone())
             .bind(key.org.as_str())
@@ -348,6 +359,7 @@ impl PgStore {
             .bind(i32::try_from(run.max_attempts).unwrap_or(i32::MAX))
             .bind(micros(run.retry_delay))
             .bind(self.channel())
+            .bind(run.multitask == MultitaskStrategy::Steer)
     }
 
     /// [`RunQueue::complete`] without the local wake-up.
@@ -358,10 +370,21 @@ impl PgStore {
             expected,
             output,
             base_len,
+            steered,
         } = commit;
-        if let Some(transcript) = transcript {
+        if let Some(transcript) = &transcript {
             let len = base_len.unwrap_or(0).saturating_add(transcript.len());
             self.check_size(&claim.key, len)?;
+        }
+        if !steered.is_empty() {
+            // The slower path of its own (multitask.rs): the lane is read and checked under
+            // the locks the commit holds. Commits without steered runs never come here.
+            let write = transcript.map(|t| claim.completed_write(t, expected, base_len));
+            return self
+                .commit_locked(claim, fence, write, output.as_ref(), &steered)
+                .await;
+        }
+        if let Some(transcript) = transcript {
             if let (Some(expected), Some(base_len)) = (expected, base_len) {
                 let fast = self.commit_fast(claim, fence, &transcript, expected, base_len, &output);
                 if let Some(seq) = fast.await? {
@@ -370,7 +393,7 @@ impl PgStore {
             }
             let write = claim.completed_write(transcript, expected, base_len);
             return self
-                .commit_transcript(claim, fence, write, output.as_ref())
+                .commit_locked(claim, fence, Some(write), output.as_ref(), &[])
                 .await;
         }
         if self
@@ -403,7 +426,7 @@ impl PgStore {
 
     /// Why a claim-holder statement matched nothing: the run is gone, the claim is stale, or
     /// the run's cancellation was requested.
-    async fn claim_refused(&self, claim: &Claim) -> Error {
+    pub(crate) async fn claim_refused(&self, claim: &Claim) -> Error {
         match self.claim_state(claim).await {
             Ok(Some(state)) => state.refusal(claim),
             Ok(None) => Error::not_found(format!("run {} does not exist", claim.run)),
@@ -411,8 +434,40 @@ impl PgStore {
         }
     }
 
+    /// Cancel `runs` of `org` with `reason` (already cut) in one statement (sql/cancel.sql,
+    /// lobu-core's `cancel_outcome` in SQL), on `conn`: the pool for `cancel`, a submit's
+    /// transaction for its strategy. Returns what became of each run the org has.
+    pub(crate) async fn cancel_runs(
+        &self,
+        conn: impl sqlx::PgExecutor<'_>,
+        org: &OrgId,
+        runs: &[RunId],
+        reason: &str,
+    ) -> Result<Vec<(RunId, CancelOutcome)>> {
+        let ids: Vec<&str> = runs.iter().map(RunId::as_str).collect();
+        let rows: Vec<(String, String, String, i64)> =
+            sqlx::query_as(self.inner.queue.cancel.clone())
+                .bind(org.as_str())
+                .bind(&ids)
+                .bind(stored_error(reason))
+                .bind(self.channel())
+                .fetch_all(conn)
+                .await
+                .map_err(db("cancel"))?;
+        rows.into_iter()
+            .map(|(id, before, outcome, _)| {
+                let outcome = match outcome.as_str() {
+                    "cancelled" => CancelOutcome::Cancelled,
+                    "requested" => CancelOutcome::Requested,
+                    _ => CancelOutcome::Finished(stored("run status", RunStatus::parse(&before))?),
+                };
+                Ok((stored("run id", RunId::new(id))?, outcome))
+            })
+            .collect()
+    }
+
     /// The claim's fence as stored; a fence that does not fit was never issued.
-    fn fence(claim: &Claim) -> Result<i64> {
+    pub(crate) fn fence(claim: &Claim) -> Result<i64> {
         i64::try_from(claim.fence.0).map_err(|_| stale(claim))
     }
 
@@ -465,14 +520,17 @@ impl PgStore {
         Ok(done > 0)
     }
 
-    /// The commit of a turn with a transcript, in one transaction: lock and check, write the
-    /// head and complete the run (one statement), commit. 4 round trips.
-    async fn commit_transcript(
+    /// The commit of a turn with a transcript, or with steered runs, in one transaction:
+    /// lock and check (with steered runs, also read the lane and check what the turn took,
+    /// multitask.rs), write the head and complete the run (one statement), complete the
+    /// steered runs (one statement), commit. 4 round trips, 5 with steered runs.
+    async fn commit_locked(
         &self,
         claim: &Claim,
         fence: i64,
-        write: lobu_core::Persist,
+        write: Option<lobu_core::Persist>,
         output: Option<&serde_json::Value>,
+        steered: &[RunId],
     ) -> Result<Option<Version>> {
         let key = &claim.key;
         let mut tx = self
@@ -481,11 +539,22 @@ impl PgStore {
             .begin()
             .await
             .map_err(db("complete: begin"))?;
-        let row: Option<CommitRow> = sqlx::query_as(self.inner.queue.commit_lock.clone())
+        let lock = if steered.is_empty() {
+            sqlx::query_as(self.inner.queue.commit_lock.clone())
+        } else {
+            sqlx::query_as(self.inner.multitask.commit_lock.clone())
+        };
+        let lock = lock
             .bind(key.org.as_str())
             .bind(key.agent.as_str())
             .bind(key.conversation.as_str())
-            .bind(claim.run.as_str())
+            .bind(claim.run.as_str());
+        let lock = if steered.is_empty() {
+            lock
+        } else {
+            lock.bind(CLAIM_LANE)
+        };
+        let row: Option<CommitRow> = lock
             .fetch_optional(&mut *tx)
             .await
             .map_err(db("complete: lock run and conversation"))?;
@@ -499,15 +568,51 @@ impl PgStore {
             return versions(committed); // this claim's commit already landed: a retry
         }
         row.claim.check(claim)?; // the run is locked: a requested cancellation refuses here
+        // A taken run that was cancelled, or taken out of order, refuses the whole commit.
+        check_steered(&claim.run, &row.lane.queued()?, steered)?;
+        let seq = match write {
+            Some(write) => Some(
+                self.write_commit(&mut tx, claim, fence, write, output, row)
+                    .await?,
+            ),
+            None => {
+                if !self.finish(&mut *tx, claim, fence, output, None).await? {
+                    return Err(stale(claim));
+                }
+                None
+            }
+        };
+        if !steered.is_empty() {
+            self.complete_steered(&mut tx, claim, steered).await?;
+        }
+        tx.commit().await.map_err(db("complete: commit"))?;
+        for run in steered {
+            // Their followers here wake now; other replicas' by the NOTIFY.
+            self.inner.wakeup.run_changed(run);
+        }
+        versions(seq)
+    }
+
+    /// The head write of a commit in `tx` (the run and the conversation locked and checked
+    /// as `row` read them), which also completes the run: one statement.
+    async fn write_commit(
+        &self,
+        tx: &mut PgConnection,
+        claim: &Claim,
+        fence: i64,
+        write: lobu_core::Persist,
+        output: Option<&serde_json::Value>,
+        row: CommitRow,
+    ) -> Result<i64> {
         let head = row.head();
         let finish = Finish::Commit {
             output,
             channel: self.channel(),
         };
         let written = self
-            .write_planned(&mut tx, key, &write, &head, row.earlier(), finish)
+            .write_planned(tx, &claim.key, &write, &head, row.earlier(), finish)
             .await?;
-        let seq = match written {
+        Ok(match written {
             Written::Stored(seq) => seq,
             // The run stored these bytes already (a persist before complete): complete it
             // with that version.
@@ -520,11 +625,18 @@ impl PgStore {
                 }
                 seq
             }
-        };
-        tx.commit().await.map_err(db("complete: commit"))?;
-        Ok(Some(version(seq)?))
+        })
     }
 }
+
+/// Whether a cancellation changed the run (ended or marked it): its followers wake.
+fn changed(outcome: CancelOutcome) -> bool {
+    matches!(outcome, CancelOutcome::Cancelled | CancelOutcome::Requested)
+}
+
+/// What sql/submit.sql returns: the run's id, whether it was created, and the claimed run a
+/// steer run woke.
+pub(crate) type Submit = (String, bool, Option<String>);
 
 fn stale(claim: &Claim) -> Error {
     Error::fenced(format!(
@@ -535,13 +647,13 @@ fn stale(claim: &Claim) -> Error {
 
 /// The extra condition of held_claim.sql for the statements that extend or commit a claim:
 /// a run whose cancellation was requested is not held.
-const NOT_CANCELLED: &str = " AND r.cancel_requested IS NULL";
+pub(crate) const NOT_CANCELLED: &str = " AND r.cancel_requested IS NULL";
 
 /// A statement of a claim holder: `{held_claim}` becomes the check and row locks of the
 /// newest claim (parameters $1–$6, see sql/held_claim.sql, with `not_cancelled` added to the
 /// run's condition) and `{end_ownership}` the update that ends the conversation's ownership,
 /// so the rule is written once for heartbeat, complete, fail and release.
-fn claim_sql(template: &str, schema: &str, not_cancelled: &str) -> SqlStr {
+pub(crate) fn claim_sql(template: &str, schema: &str, not_cancelled: &str) -> SqlStr {
     let held = include_str!("sql/held_claim.sql")
         .trim_end()
         .replace("{not_cancelled}", not_cancelled);
@@ -556,6 +668,16 @@ fn claim_sql(template: &str, schema: &str, not_cancelled: &str) -> SqlStr {
 impl RunQueue for PgStore {
     async fn submit(&self, run: NewRun) -> Result<Submitted> {
         run.validate()?;
+        if run.multitask.looks_at_the_lane() {
+            // A transaction of its own (multitask.rs): 5 or 6 round trips.
+            let (submitted, cancelled) = self.submit_to_lane(&run).await?;
+            for (run, outcome) in &cancelled {
+                if changed(*outcome) {
+                    self.inner.wakeup.run_changed(run);
+                }
+            }
+            return Ok(submitted);
+        }
         let id = RunId::generate();
         // One autocommitted statement (1 round trip); a key used concurrently by another
         // submit comes back empty, and the locked transaction below finds its run.
@@ -564,7 +686,7 @@ impl RunQueue for PgStore {
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(db("submit"))?;
-        let (stored_id, created) = match row {
+        let (stored_id, created, running) = match row {
             Some(row) => row,
             None => {
                 let mut tx = self.inner.pool.begin().await.map_err(db("submit: begin"))?;
@@ -585,6 +707,11 @@ impl RunQueue for PgStore {
                 row
             }
         };
+        if let Some(running) = running.and_then(|id| RunId::new(id).ok()) {
+            // A steer run: the claimed run's followers here wake now (a hint; other
+            // replicas' by the NOTIFY).
+            self.inner.wakeup.run_changed(&running);
+        }
         Ok(Submitted {
             run: stored("run id", RunId::new(stored_id))?,
             created,
@@ -721,27 +848,22 @@ impl RunQueue for PgStore {
         reason: &str,
     ) -> Result<Option<CancelOutcome>> {
         let reason = &lobu_core::control::cancel_reason(reason);
-        let row: Option<(String, String, i64)> = sqlx::query_as(self.inner.queue.cancel.clone())
-            .bind(org.as_str())
-            .bind(run.as_str())
-            .bind(stored_error(reason))
-            .bind(self.channel())
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(db("cancel"))?;
-        let Some((before, outcome, _)) = row else {
+        let runs = std::slice::from_ref(run);
+        let outcome = self
+            .cancel_runs(&self.inner.pool, org, runs, reason)
+            .await?;
+        let Some((_, outcome)) = outcome.into_iter().next() else {
             return Ok(None);
         };
-        let outcome = match outcome.as_str() {
-            "cancelled" => CancelOutcome::Cancelled,
-            "requested" => CancelOutcome::Requested,
-            _ => CancelOutcome::Finished(stored("run status", RunStatus::parse(&before))?),
-        };
-        if outcome == CancelOutcome::Cancelled || outcome == CancelOutcome::Requested {
+        if changed(outcome) {
             // Followers and workers here wake now; other replicas' by the NOTIFY.
             self.inner.wakeup.run_changed(run);
         }
         Ok(Some(outcome))
+    }
+
+    async fn steerable(&self, claim: &Claim) -> Result<Vec<Steered>> {
+        self.offer(claim).await
     }
 
     async fn status(&self, org: &OrgId, run: &RunId) -> Result<Option<RunRecord>> {

@@ -12,6 +12,7 @@ use crate::config::PgStoreConfig;
 use crate::error::PgStoreError;
 use crate::events::EventSql;
 use crate::locks::LockSql;
+use crate::multitask::MultitaskSql;
 use crate::prune::PruneSql;
 use crate::queue::{QueueSql, Reaper};
 use crate::sessions::SessionSql;
@@ -37,6 +38,7 @@ pub(crate) struct Inner {
     pub(crate) locks: LockSql,
     pub(crate) prune: PruneSql,
     pub(crate) queue: QueueSql,
+    pub(crate) multitask: MultitaskSql,
     pub(crate) events: EventSql,
     pub(crate) reaper: Reaper,
     pub(crate) wakeup: Wakeup,
@@ -64,6 +66,7 @@ impl PgStore {
                 locks: LockSql::new(schema),
                 prune: PruneSql::new(schema),
                 queue: QueueSql::new(schema),
+                multitask: MultitaskSql::new(schema),
                 events: EventSql::new(schema),
                 reaper: Reaper::new(),
                 wakeup: Wakeup::new(format!("{schema}_runs")),

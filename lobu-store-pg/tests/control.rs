@@ -11,11 +11,10 @@ use lobu_core::{
     AfterFailure, CancelOutcome, Claim, Commit, ErrorKind, Failure, NewRun, Retry, RunQueue,
     RunStatus, SessionStore, TerminalStatus, WorkerId,
 };
-use lobu_store_pg::{MIGRATOR, PgStore};
+use lobu_store_pg::PgStore;
 use serde_json::json;
 use sqlx::PgPool;
-use sqlx::migrate::{Migration, Migrator};
-use support::{LONG, assert_kind, key, replica_pool};
+use support::{LONG, assert_kind, key, release_before, replica_pool, submit_before_v7};
 
 async fn claim_next(store: &PgStore) -> Claim {
     let worker = WorkerId::generate();
@@ -119,22 +118,14 @@ async fn an_append_commit_of_a_cancelled_claim_is_refused_and_writes_nothing(poo
 
 #[sqlx::test(migrations = false)]
 async fn a_schema_5_database_upgrades_to_6_and_cancels_its_runs(pool: PgPool) {
-    let old: Vec<Migration> = MIGRATOR
-        .iter()
-        .filter(|m| m.version < 20261202000000)
-        .cloned()
-        .collect();
-    assert_eq!(old.len(), 5, "schema version 5");
-    let mut v5 = Migrator::with_migrations(old);
-    v5.dangerous_set_table_name("lobu._sqlx_migrations");
-    v5.create_schema("lobu");
+    let v5 = release_before(20261202000000, 5);
     v5.run(&pool).await.expect("schema version 5");
     let store = PgStore::new(pool.clone());
     // As version 5 left them: one run claimed, one waiting.
     let mut runs = Vec::new();
     for conversation in ["v5-claimed", "v5-pending"] {
-        let submitted = store.submit(NewRun::turn(key("acme", "bot", conversation), json!({})));
-        runs.push(submitted.await.expect("submit").run);
+        let k = key("acme", "bot", conversation);
+        runs.push(submit_before_v7(&pool, &k, json!({})).await);
     }
     let claim = claim_next(&store).await;
     assert_eq!(claim.run, runs[0]);

@@ -14,7 +14,9 @@ use lobu_store_pg::{MIGRATOR, PgStore, PgStoreConfig};
 use serde_json::json;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{PgPool, SqlSafeStr};
-use support::{assert_kind, key, lease, replica_pool, turn, write};
+use support::{
+    assert_kind, key, lease, release_before, replica_pool, submit_before_v7, turn, write,
+};
 
 /// The tables of `schema`, sorted.
 async fn tables(pool: &PgPool, schema: &str) -> Vec<String> {
@@ -217,20 +219,6 @@ fn previous_release() -> Migrator {
     release_before(20260601000000, 2)
 }
 
-/// The schema as it stood before migration `version` (`count` migrations).
-fn release_before(version: i64, count: usize) -> Migrator {
-    let old: Vec<Migration> = MIGRATOR
-        .iter()
-        .filter(|m| m.version < version)
-        .cloned()
-        .collect();
-    assert_eq!(old.len(), count, "the schema before {version}");
-    let mut migrator = Migrator::with_migrations(old);
-    migrator.dangerous_set_table_name("lobu._sqlx_migrations");
-    migrator.create_schema("lobu");
-    migrator
-}
-
 #[sqlx::test(migrations = false)]
 async fn data_left_by_the_previous_version_opens_and_its_runs_claim_and_complete(pool: PgPool) {
     previous_release()
@@ -246,17 +234,9 @@ async fn data_left_by_the_previous_version_opens_and_its_runs_claim_and_complete
     let held = lease(&store, &leased).await;
     let head_bytes = Bytes::from_static(b"{\"type\":\"session\"}\n{\"n\":1}\n");
     let v1 = old_head(&pool, &leased, &head_bytes).await;
-    let pending = store
-        .submit(NewRun::turn(leased.clone(), json!({"text": "next"})))
-        .await
-        .expect("submit")
-        .run;
+    let pending = submit_before_v7(&pool, &leased, json!({"text": "next"})).await;
     let orphan_key = key("acme", "bot", "old-claim");
-    let orphan = store
-        .submit(NewRun::turn(orphan_key.clone(), json!({"text": "lost"})))
-        .await
-        .expect("submit")
-        .run;
+    let orphan = submit_before_v7(&pool, &orphan_key, json!({"text": "lost"})).await;
     sqlx::query(
         "UPDATE lobu.runs SET status = 'running', attempts = 1, claimed_by = 'old-worker', \
                 claim_token = 1, claim_expires_at = now() - interval '1 second' \
@@ -446,8 +426,7 @@ async fn runs_stored_before_run_events_existed_upgrade_and_then_record_and_read_
     let mut runs = Vec::new();
     for conversation in ["v4-claimed", "v4-done", "v4-pending"] {
         let k = key("acme", "bot", conversation);
-        let submitted = store.submit(NewRun::turn(k, json!({"text": conversation})));
-        runs.push(submitted.await.expect("submit").run);
+        runs.push(submit_before_v7(&pool, &k, json!({"text": conversation})).await);
     }
     let claimed = store.claim(&worker, lease).await.expect("claim");
     let claimed = claimed.expect("the first run");

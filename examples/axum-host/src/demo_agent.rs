@@ -32,6 +32,11 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 ///   answers; it stops at once when the turn is cancelled. A bad MS fails the turn;
 /// * `/tool`: the assistant calls the `conversation_stats` tool, the tool's result is
 ///   appended, then the assistant answers.
+///
+/// Steering: messages sent with the `steer` strategy while a turn runs are taken between
+/// steps (after each `/sleep` progress step, and before the answer), appended as user
+/// messages where the turn is, announced as `[steered: S]`, and answered in the same turn
+/// (`… Then you said: S.`).
 #[derive(Debug, Clone)]
 pub struct DemoAgent {
     word_delay: Duration,
@@ -118,15 +123,21 @@ impl Agent for DemoAgent {
         let command = Command::parse(&text)?;
         // The prompt a model would read: the whole transcript so far.
         let mut prompt_bytes = turn.transcript().len() + text.len();
+        let mut steered = Vec::new();
         match command {
             Command::Say => {}
             Command::Fail => return Err("the demo agent was asked to fail (/fail)".into()),
-            Command::Sleep(ms) => sleep_with_progress(turn, ms, &cancel).await?,
+            Command::Sleep(ms) => steered = sleep_with_progress(turn, ms, &cancel).await?,
             Command::Tool => {
                 prompt_bytes += call_stats_tool(turn, turn_number)?;
             }
         }
-        let answer = format!("You said: {text} (turn {turn_number})");
+        steered.extend(take_steered(turn).await?);
+        let mut answer = format!("You said: {text} (turn {turn_number})");
+        if !steered.is_empty() {
+            prompt_bytes += steered.iter().map(String::len).sum::<usize>();
+            answer.push_str(&format!(" Then you said: {}.", steered.join(" / ")));
+        }
         self.stream_words(turn, &answer, &cancel).await?;
         let mut reply =
             AssistantMessage::new(DEMO_PROVIDER, DEMO_MODEL, vec![ContentBlock::text(&answer)]);
@@ -167,20 +178,37 @@ fn call_stats_tool(turn: &mut Turn, turn_number: u64) -> Result<usize, BoxError>
     Ok(result_text.len())
 }
 
+/// Sleep `ms`, reporting progress every 250 ms and taking steered messages between steps;
+/// returns their texts.
 async fn sleep_with_progress(
-    turn: &Turn,
+    turn: &mut Turn,
     ms: u64,
     cancel: &CancellationToken,
-) -> Result<(), BoxError> {
+) -> Result<Vec<String>, BoxError> {
     let total = Duration::from_millis(ms);
     let mut slept = Duration::ZERO;
+    let mut steered = Vec::new();
     while slept < total {
         let step = PROGRESS_EVERY.min(total - slept);
         pause(step, cancel).await?;
         slept += step;
         turn.output(format!("[slept {} of {ms} ms]\n", slept.as_millis()));
+        steered.extend(take_steered(turn).await?);
     }
-    Ok(())
+    Ok(steered)
+}
+
+/// Take the steered messages waiting (one store read), append each as a user message where
+/// the turn is now and announce it; returns their texts.
+async fn take_steered(turn: &mut Turn) -> Result<Vec<String>, BoxError> {
+    let mut texts = Vec::new();
+    for steered in turn.take_steered().await? {
+        let text = steered.text().to_owned();
+        turn.writer().user_text(&text)?;
+        turn.output(format!("[steered: {text}]\n"));
+        texts.push(text);
+    }
+    Ok(texts)
 }
 
 /// Wait `delay`, or fail as soon as the turn is cancelled.

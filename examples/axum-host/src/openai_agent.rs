@@ -16,13 +16,21 @@ use crate::config::LlmConfig;
 const PROVIDER: &str = "openai-compatible";
 /// How long to wait for the endpoint to start answering.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times one turn asks the model again for steered messages; later ones run as
+/// their own turns.
+pub(crate) const MAX_STEER_ROUNDS: usize = 8;
 
 /// Sends the conversation's user and assistant texts plus the new message to
 /// `<base>/chat/completions` with `stream: true`, streams the answer's pieces as they arrive
 /// and appends the user message and the answer (with the endpoint's token usage) to the
 /// transcript. A `model_change` is recorded whenever the configured model differs from the
 /// transcript's current one. A non-2xx answer, a broken stream or cancellation fails the
-/// turn, so nothing of it reaches the transcript. Plain `http://` only: this example carries
+/// turn, so nothing of it reaches the transcript.
+///
+/// Steering: after each answer the agent takes the messages sent with the `steer` strategy
+/// meanwhile; if there are any, the answer and those user messages are appended and the
+/// model is asked again with them (at most 8 times), so one turn answers
+/// them all. Plain `http://` only: this example carries
 /// no TLS client (use a local server such as Ollama, vLLM or llama.cpp, or a TLS proxy).
 #[derive(Debug, Clone)]
 pub struct OpenAiAgent {
@@ -125,15 +133,30 @@ impl Agent for OpenAiAgent {
             }
             writer.user_text(&text)?;
         }
-        let (answer, usage) = self.complete(turn, messages).await?;
-        let mut reply = AssistantMessage::new(
-            PROVIDER,
-            &self.config.model,
-            vec![ContentBlock::text(answer)],
-        );
-        reply.api = Some("openai-completions".to_owned());
-        reply.usage = usage;
-        turn.writer().assistant(&reply)?;
+        for round in 0..=MAX_STEER_ROUNDS {
+            let (answer, usage) = self.complete(turn, messages.clone()).await?;
+            messages.push(json!({ "role": "assistant", "content": answer }));
+            let mut reply = AssistantMessage::new(
+                PROVIDER,
+                &self.config.model,
+                vec![ContentBlock::text(answer)],
+            );
+            reply.api = Some("openai-completions".to_owned());
+            reply.usage = usage;
+            turn.writer().assistant(&reply)?;
+            if round == MAX_STEER_ROUNDS {
+                break;
+            }
+            let steered = turn.take_steered().await?;
+            if steered.is_empty() {
+                break;
+            }
+            for message in steered {
+                turn.writer().user_text(message.text())?;
+                messages.push(json!({ "role": "user", "content": message.text() }));
+                turn.output("\n\n");
+            }
+        }
         Ok(())
     }
 }

@@ -10,7 +10,10 @@ use common::{Store, segment, sse_events_with_ids};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-on_both_stores!(a_run_retried_after_a_sigkill_streams_both_attempts_and_replays_after_restarts);
+on_both_stores!(
+    a_run_retried_after_a_sigkill_streams_both_attempts_and_replays_after_restarts,
+    a_steered_message_taken_before_a_sigkill_is_answered_once_by_the_retry,
+);
 
 const KEY: &str = "alpha-key-0001";
 
@@ -94,6 +97,83 @@ async fn a_run_retried_after_a_sigkill_streams_both_attempts_and_replays_after_r
         "the replay after restarts is what was seen live"
     );
     restarted.terminate().await;
+    if let Some(db) = db {
+        db.drop().await;
+    }
+}
+
+/// The worker takes a steered message into its turn, then dies before the commit: the
+/// retry on another worker is offered the message again, and it appears once, answered once.
+async fn a_steered_message_taken_before_a_sigkill_is_answered_once_by_the_retry(store: Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut vars, db) = store_vars(store, dir.path()).await;
+    vars.push(("LOBU_API_KEYS", KEYS.to_owned()));
+    vars.push(("LOBU_CLAIM_TTL_MS", "2000".to_owned()));
+    vars.push(("LOBU_RETRY_DELAY_MS", "50".to_owned()));
+    let mut gateway_vars = vars.clone();
+    gateway_vars.push(("LOBU_WORKERS", "0".to_owned()));
+    let mut worker_vars = vars.clone();
+    worker_vars.push(("LOBU_INTAKE", "0".to_owned()));
+    let (gateway_vars, worker_vars) = (borrowed(&gateway_vars), borrowed(&worker_vars));
+
+    let gateway = Replica::start(&gateway_vars, dir.path()).await;
+    let first_worker = Replica::start(&worker_vars, dir.path()).await;
+    let api = gateway.api(Some(KEY));
+    let run = api.submit("support", "steer:1", "/sleep 3000").await;
+    let stream = tokio::spawn({
+        let api = api.clone();
+        let path = format!("/v1/runs/{}/events", segment(&run));
+        async move {
+            let response = api.request(Method::GET, &path).send().await.unwrap();
+            sse_events_with_ids(&response.text().await.unwrap())
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while api.get(&format!("/v1/runs/{}", segment(&run))).await.json["status"] != "running" {
+        assert!(tokio::time::Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let path = format!(
+        "{}/messages",
+        common::Api::conversation("support", "steer:1")
+    );
+    let body = serde_json::json!({ "text": "extra", "multitask_strategy": "steer" });
+    let reply = api.post_json(&path, &body).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:?}");
+    let steered = reply.json["run_id"].as_str().unwrap().to_owned();
+    // The demo agent takes it at its next 250 ms step; then the worker dies.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    first_worker.kill().await;
+    let second_worker = Replica::start(&worker_vars, dir.path()).await;
+    let seen = tokio::time::timeout(Duration::from_secs(60), stream)
+        .await
+        .expect("the stream ends with the run")
+        .unwrap();
+    let taken: Vec<&Value> = seen
+        .iter()
+        .filter(|(_, name, _)| name == "steered")
+        .map(|(_, _, data)| &data["attempt"])
+        .collect();
+    assert_eq!(taken, [&Value::from(1), &Value::from(2)], "{seen:?}");
+    let (_, last, _) = seen.last().unwrap();
+    assert_eq!(last, "completed", "{seen:?}");
+    let done = api.wait_run(&steered).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["output"]["steered_into"], run.as_str(), "{done}");
+    let lines = api.lines("support", "steer:1").await;
+    assert_eq!(
+        lines.iter().filter(|l| *l == "user: extra").count(),
+        1,
+        "{lines:?}"
+    );
+    let answers: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("assistant:"))
+        .collect();
+    assert_eq!(answers.len(), 1, "{lines:?}");
+    assert!(answers[0].contains("Then you said: extra."), "{lines:?}");
+    gateway.terminate().await;
+    second_worker.terminate().await;
     if let Some(db) = db {
         db.drop().await;
     }

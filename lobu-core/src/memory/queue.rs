@@ -14,8 +14,12 @@ use crate::error::{Error, Result};
 use crate::events::EventPage;
 use crate::id::{ConversationKey, IdempotencyKey, OrgId, RunId, WorkerId};
 use crate::lock::check_lease_duration;
+use crate::multitask::{
+    MultitaskStrategy, Queued, check_steered, interrupted_reason, plan_submit, steerable,
+    steered_output,
+};
 use crate::queue::{
-    AfterFailure, Claim, Commit, NewRun, RunQueue, RunRecord, RunStatus, Submitted,
+    AfterFailure, Claim, Commit, NewRun, RunQueue, RunRecord, RunStatus, Steered, Submitted,
 };
 use crate::run_state::{Due, error_text, exhausted_error, redelivered_error};
 use crate::session::Version;
@@ -38,18 +42,33 @@ impl QueueTable {
         self.runs.len()
     }
 
-    fn submit(&mut self, new: NewRun, now: SystemTime) -> Submitted {
+    /// Queue `new` after applying its strategy; also returns the runs whose followers must
+    /// be woken (those it cancelled, and for a steer the conversation's claimed run).
+    fn submit(&mut self, new: NewRun, now: SystemTime) -> Result<(Submitted, Vec<RunId>)> {
         if let Some(idempotency_key) = &new.idempotency_key
             && let Some(run) = self
                 .idempotency
                 .get(&(new.key.clone(), idempotency_key.clone()))
         {
-            return Submitted {
+            let earlier = Submitted {
                 run: run.clone(),
                 created: false,
             };
+            return Ok((earlier, Vec::new()));
         }
+        let lane = self.lane_of(&new.key);
+        let mut woken = plan_submit(new.multitask, &lane)?;
         let id = RunId::generate();
+        let reason = interrupted_reason(new.multitask, &id);
+        for cancelled in &woken {
+            self.cancel(&new.key.org, cancelled, &reason, now);
+        }
+        if new.multitask == MultitaskStrategy::Steer
+            && let Some(front) = lane.first()
+            && front.status == RunStatus::Running
+        {
+            woken.push(front.run.clone());
+        }
         self.last_seq += 1;
         if let Some(idempotency_key) = new.idempotency_key {
             self.idempotency
@@ -83,12 +102,45 @@ impl QueueTable {
             events: Vec::new(),
             event_seq: 0,
             cancel: None,
+            steer: new.multitask == MultitaskStrategy::Steer,
         };
         self.runs.insert(id.clone(), run);
-        Submitted {
+        let submitted = Submitted {
             run: id,
             created: true,
-        }
+        };
+        Ok((submitted, woken))
+    }
+
+    /// The conversation's unfinished runs, oldest first, as the multitask rules see them.
+    fn lane_of(&self, key: &ConversationKey) -> Vec<Queued> {
+        let Some(lane) = self.lanes.get(key) else {
+            return Vec::new();
+        };
+        lane.iter()
+            .filter_map(|id| self.runs.get(id))
+            .map(|run| Queued {
+                run: run.record.run.clone(),
+                kind: run.record.kind,
+                status: run.record.status,
+                attempts: run.record.attempts,
+                steer: run.steer,
+                cancel_requested: run.cancel.is_some(),
+            })
+            .collect()
+    }
+
+    fn steerable(&mut self, owners: &LeaseTable, claim: &Claim) -> Result<Vec<Steered>> {
+        self.held(owners, claim)?.check_not_cancelled()?;
+        let offered = steerable(&claim.run, &self.lane_of(&claim.key));
+        Ok(offered
+            .into_iter()
+            .filter_map(|id| self.runs.get(&id))
+            .map(|run| Steered {
+                run: run.record.run.clone(),
+                payload: run.record.payload.clone(),
+            })
+            .collect())
     }
 
     fn front(&self, lane: &VecDeque<RunId>) -> Option<&Run> {
@@ -222,6 +274,7 @@ impl QueueTable {
             return Ok(run.committed); // this claim's commit already landed: a retry
         }
         self.held(owners, claim)?.check_not_cancelled()?;
+        check_steered(&claim.run, &self.lane_of(&claim.key), &commit.steered)?;
         let version = match commit.transcript {
             Some(transcript) => {
                 let write = claim.completed_write(transcript, commit.expected, commit.base_len);
@@ -238,6 +291,15 @@ impl QueueTable {
         let key = run.record.key.clone();
         owners.end(&key, claim.fence);
         self.finish(&key, &claim.run);
+        let output = steered_output(&claim.run);
+        for id in &commit.steered {
+            if let Some(steered) = self.runs.get_mut(id) {
+                steered.record.status = RunStatus::Completed;
+                steered.record.output = Some(output.clone());
+                steered.record.updated_at = now;
+            }
+            self.finish(&key, id);
+        }
         Ok(version)
     }
 
@@ -368,8 +430,11 @@ impl QueueTable {
 impl RunQueue for MemoryBackend {
     async fn submit(&self, run: NewRun) -> Result<Submitted> {
         run.validate()?;
-        let submitted = self.state()?.queue.submit(run, SystemTime::now());
+        let (submitted, woken) = self.state()?.queue.submit(run, SystemTime::now())?;
         self.work.notify_waiters();
+        for run in &woken {
+            self.runs.signal(run);
+        }
         Ok(submitted)
     }
 
@@ -405,6 +470,7 @@ impl RunQueue for MemoryBackend {
             self.check_size(&claim.key, len)?;
         }
         let now = SystemTime::now();
+        let steered = commit.steered.clone();
         let version = {
             let mut state = self.state()?;
             let State {
@@ -417,6 +483,9 @@ impl RunQueue for MemoryBackend {
         // The conversation's next run is claimable now.
         self.work.notify_waiters();
         self.runs.signal(&claim.run);
+        for run in &steered {
+            self.runs.signal(run);
+        }
         Ok(version)
     }
 
@@ -449,6 +518,12 @@ impl RunQueue for MemoryBackend {
             self.runs.signal(run);
         }
         Ok(outcome)
+    }
+
+    async fn steerable(&self, claim: &Claim) -> Result<Vec<Steered>> {
+        let mut state = self.state()?;
+        let State { leases, queue, .. } = &mut *state;
+        queue.steerable(leases, claim)
     }
 
     async fn release(&self, claim: &Claim) -> Result<()> {

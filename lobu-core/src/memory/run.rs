@@ -29,6 +29,8 @@ pub(super) struct Run {
     pub(super) event_seq: u64,
     /// A cancellation was requested while the run was claimed (its reason).
     pub(super) cancel: Option<String>,
+    /// Submitted with the `steer` strategy: offered to the running turn.
+    pub(super) steer: bool,
 }
 
 pub(super) struct Holder {

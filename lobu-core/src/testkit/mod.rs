@@ -65,6 +65,7 @@ mod history;
 pub mod hostile;
 mod isolation;
 mod leases;
+mod multitask;
 mod ownership;
 mod queue;
 mod retries;
@@ -114,6 +115,13 @@ pub use leases::{
     a_held_lease_is_busy_for_everyone_else, an_expired_lease_is_taken_over_with_a_larger_fence,
     an_expired_lease_nobody_took_can_be_renewed, durations_out_of_range_are_invalid_input,
     fences_grow_across_release_expiry_and_clear, renewing_keeps_a_lease_alive,
+};
+pub use multitask::{
+    a_commit_taking_a_run_no_longer_offered_conflicts_and_changes_nothing,
+    interrupt_cancels_the_started_turn_and_keeps_the_waiting_runs,
+    reject_refuses_while_a_run_is_unfinished_and_queues_nothing,
+    rollback_cancels_every_turn_and_runs_the_new_one,
+    steered_runs_complete_with_the_turn_that_took_them,
 };
 pub use ownership::{
     a_claim_and_a_lease_of_one_conversation_exclude_each_other,
@@ -334,6 +342,11 @@ macro_rules! conformance_tests {
             cancelling_a_waiting_run_ends_it_and_it_never_runs
             a_cancelled_claim_is_told_at_its_heartbeat_and_cannot_commit
             releasing_a_cancelled_claim_ends_the_run
+            reject_refuses_while_a_run_is_unfinished_and_queues_nothing
+            interrupt_cancels_the_started_turn_and_keeps_the_waiting_runs
+            rollback_cancels_every_turn_and_runs_the_new_one
+            steered_runs_complete_with_the_turn_that_took_them
+            a_commit_taking_a_run_no_longer_offered_conflicts_and_changes_nothing
         );
         $crate::conformance_tests!(@each with_capabilities $attrs $args $setup
             non_utf8_transcripts_round_trip_or_are_refused

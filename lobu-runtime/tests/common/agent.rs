@@ -11,6 +11,9 @@
 //! * `/gate`: waits until the test opens the gate, then answers;
 //! * `/big BYTES`: appends an entry of about BYTES bytes, then answers;
 //! * `/permanent`: fails with a [`lobu_runtime::Permanent`] error;
+//! * `/steer`: waits (up to 30 s) until a steered message waits, takes every one waiting
+//!   and appends each as a user message, then answers;
+//! * `/steer-fail-once`: as `/steer`, but attempt 1 fails after taking them;
 //! * `/panic`: panics.
 
 use std::path::PathBuf;
@@ -196,6 +199,16 @@ impl Agent for ScriptAgent {
             "/hang" if state.hang => {
                 turn.cancelled().cancelled().await;
                 return Err("cancelled".into());
+            }
+            "/steer" | "/steer-fail-once" => {
+                let waiting = turn.steered_waiting();
+                tokio::time::timeout(Duration::from_secs(30), waiting).await??;
+                for steered in turn.take_steered().await? {
+                    turn.writer().user_text(steered.text())?;
+                }
+                if command == "/steer-fail-once" && turn.attempt() == 1 {
+                    return Err("failing after taking steered messages".into());
+                }
             }
             "/gate" => {
                 let mut gate = state.gate.subscribe();

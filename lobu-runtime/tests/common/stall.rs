@@ -236,6 +236,9 @@ impl RunQueue for Stall {
     ) -> Result<Option<CancelOutcome>> {
         self.inner.queue.cancel(org, run, reason).await
     }
+    async fn steerable(&self, claim: &Claim) -> Result<Vec<lobu_core::Steered>> {
+        self.inner.queue.steerable(claim).await
+    }
     async fn release(&self, claim: &Claim) -> Result<()> {
         self.inner.queue.release(claim).await
     }

@@ -1,5 +1,5 @@
-//! `claim` and the changes a claim holder makes: heartbeat, complete, fail, release; and
-//! `cancel`.
+//! `claim` and the changes a claim holder makes: heartbeat, complete, fail, release
+//! (`cancel` is in [`super::cancel`], steering's part of a commit in [`super::steering`]).
 //!
 //! A claim is its conversation's ownership (contract v2): claiming draws the conversation's
 //! next fence from `state.json` (the counter leases use) and writes the claim there as the
@@ -19,11 +19,9 @@
 //!   `history.jsonl` 1 each, `state.json` 2 committing the head and ending the ownership
 //!   together, run record 2, marker 1); a rewrite adds the staged file's 2 and its rename's 1.
 //!   Without a transcript: 5 (run record 2, marker 1, `state.json` 2).
-//! * `fail` and `release`: 5 (run record 2, marker 1, `state.json` 2).
-//! * `cancel`: a waiting run 3 (run record 2, marker 1), one whose claim lapsed 5 (and
-//!   `state.json` 2 ending the lapsed lease); a claimed run 2 (run record only); a finished,
-//!   unknown or other org's run none. A cancelled claim's `heartbeat` and `complete` sync
+//!   Taking steered runs adds 2 + 3 per run (see [`super::steering`]); taking none adds
 //!   nothing.
+//! * `fail` and `release`: 5 (run record 2, marker 1, `state.json` 2).
 //!
 //! A claimed run whose cancellation was requested and whose claim then lapses ends
 //! `cancelled` when the next claim finds it, instead of being re-delivered.
@@ -31,16 +29,16 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use lobu_core::control::{CancelOutcome, cancel_outcome};
 use lobu_core::run_state::{Due, error_text, exhausted_error, redelivered_error};
 use lobu_core::{
-    AfterFailure, Claim, Commit, Error, ErrorKind, Failure, Fence, OrgId, Result, RunId, RunStatus,
+    AfterFailure, Claim, Commit, Error, ErrorKind, Failure, Fence, Result, RunId, RunStatus,
     TerminalStatus, Version, WorkerId,
 };
 
 use super::files::Queue;
 use super::markers::{self, Marker};
 use super::runs::{Holder, RunFile};
+use super::steering;
 use crate::atomic::FileLock;
 use crate::clock;
 use crate::persist;
@@ -84,7 +82,11 @@ pub(crate) fn claim(inner: &Inner, worker: &WorkerId, lease: Duration) -> Result
         let file = match queue.load_run(&marker.run)? {
             Some(file) if file.seq == marker.seq && !file.record.status.is_terminal() => file,
             // A crashed submit's marker, or a finished run's marker left by a crash.
-            _ => {
+            stale => {
+                if let Some(file) = stale.filter(|f| f.seq == marker.seq) {
+                    // Its commit may have stopped before the steered runs it took.
+                    steering::finish(&queue, &file, now)?;
+                }
                 queue.remove_marker(&marker)?;
                 forget(&mut lanes, &marker);
                 continue;
@@ -165,7 +167,7 @@ fn start_attempt(
     }
     if let Some(version) = committed {
         // A commit that stopped between the transcript and the run record: finish it.
-        complete_recovered(queue, file, marker, version, now)?;
+        complete_recovered(queue, file, Some(marker), version, now)?;
         return Ok(Outcome::LaneMovesOn);
     }
     if let Some(reason) = file.cancel_requested.clone() {
@@ -189,6 +191,8 @@ fn start_attempt(
     // Counted when the attempt starts, so a worker that dies mid-run still used it.
     record.attempts += 1;
     record.updated_at = now;
+    // What an earlier attempt meant to take (its commit never landed) is not this one's.
+    file.steering.clear();
     file.holder = Some(Holder {
         worker: worker.clone(),
         fence,
@@ -277,11 +281,12 @@ fn damaged(
     Ok(outcome)
 }
 
-/// Complete a run whose transcript was committed (at `version`) but whose record was not.
-fn complete_recovered(
+/// Complete a run whose transcript was committed (at `version`) but whose record was not,
+/// with the steered runs its commit took.
+pub(super) fn complete_recovered(
     queue: &Queue<'_>,
     mut file: RunFile,
-    marker: Marker,
+    marker: Option<Marker>,
     version: u64,
     now: SystemTime,
 ) -> Result<()> {
@@ -290,7 +295,7 @@ fn complete_recovered(
     file.record.status = RunStatus::Completed;
     file.record.updated_at = now;
     file.committed = Some(version);
-    queue.commit(&mut file, Some(marker))
+    steering::commit_completed(queue, &mut file, marker, now)
 }
 
 /// The claim of the run's last attempt expired: the run fails (or ends `cancelled` if a
@@ -302,25 +307,8 @@ fn expire(
     marker: Marker,
     now: SystemTime,
 ) -> Result<Outcome> {
-    let key = file.key().clone();
-    let conversation = Conversation::new(queue.inner, &key);
-    let committed = (|| {
-        if !conversation.exists() {
-            return Ok(None);
-        }
-        let _shared = conversation.lock_shared()?;
-        match conversation.load()? {
-            Some(state) => committed_version(&conversation, &state, &file.record.run),
-            None => Ok(None),
-        }
-    })();
-    let committed = committed.unwrap_or_else(|e| {
-        // Nothing says the run committed: it fails as its claim lapsed.
-        tracing::warn!(conversation = %key, error = %e, "could not read the conversation");
-        None
-    });
-    if let Some(version) = committed {
-        complete_recovered(queue, file, marker, version, now)?;
+    if let Some(version) = committed_of(queue, &file) {
+        complete_recovered(queue, file, Some(marker), version, now)?;
         return Ok(Outcome::LaneMovesOn);
     }
     if let Some(reason) = file.cancel_requested.clone() {
@@ -335,13 +323,34 @@ fn expire(
     Ok(Outcome::LaneMovesOn)
 }
 
+/// The version at which `file`'s run's transcript was committed, if it was, read under the
+/// conversation's shared lock. A conversation that cannot be read says nothing: logged, `None`.
+pub(super) fn committed_of(queue: &Queue<'_>, file: &RunFile) -> Option<u64> {
+    let key = file.key();
+    let conversation = Conversation::new(queue.inner, key);
+    let committed = (|| {
+        if !conversation.exists() {
+            return Ok(None);
+        }
+        let _shared = conversation.lock_shared()?;
+        match conversation.load()? {
+            Some(state) => committed_version(&conversation, &state, &file.record.run),
+            None => Ok(None),
+        }
+    })();
+    committed.unwrap_or_else(|e| {
+        tracing::warn!(conversation = %key, error = %e, "could not read the conversation");
+        None
+    })
+}
+
 /// A claimed run with its conversation, both locked (queue first) for one change.
-struct Held<'a> {
-    queue: Queue<'a>,
+pub(super) struct Held<'a> {
+    pub(super) queue: Queue<'a>,
     conversation: Conversation<'a>,
     /// `None`: the conversation has no state (nothing was ever claimed or leased).
     state: Option<State>,
-    file: RunFile,
+    pub(super) file: RunFile,
     // Released in this order when dropped: the conversation's lock, then the queue's.
     _conversation_lock: Option<FileLock>,
     _queue_lock: FileLock,
@@ -412,7 +421,7 @@ impl<'a> Held<'a> {
 }
 
 /// Held, checked, and the conversation's state: a checked claim always has one.
-fn checked<'a>(inner: &'a Inner, claim: &'a Claim) -> Result<Held<'a>> {
+pub(super) fn checked<'a>(inner: &'a Inner, claim: &'a Claim) -> Result<Held<'a>> {
     let held = Held::open(inner, claim)?;
     held.check(claim)?;
     Ok(held)
@@ -447,12 +456,15 @@ pub(crate) fn complete(inner: &Inner, claim: &Claim, commit: Commit) -> Result<O
         && *held.file.key() == claim.key
         && held.file.held_by(claim)
     {
-        // This claim's commit already landed (its answer was lost): the same answer again.
+        // This claim's commit already landed (its answer was lost): the same answer again,
+        // once the steered runs it took are complete (a crash may have stopped before them).
+        steering::finish_landed(&held.queue, &held.file, SystemTime::now())?;
         return Ok(held.file.committed.map(Version));
     }
     held.check(claim)?;
     // Before the transcript: a cancelled run's commit writes nothing.
     held.file.check_not_cancelled()?;
+    steering::prepare(&mut held, claim, &commit.steered)?;
     let now = SystemTime::now();
     let version = match commit.transcript {
         Some(transcript) => {
@@ -483,7 +495,8 @@ pub(crate) fn complete(inner: &Inner, claim: &Claim, commit: Commit) -> Result<O
     record.output = commit.output;
     record.updated_at = now;
     held.file.committed = version.map(|v| v.0);
-    held.commit_run()?;
+    let marker = held.queue.find_marker(&held.file)?;
+    steering::commit_completed(&held.queue, &mut held.file, marker, now)?;
     held.end_ownership(claim)?;
     Ok(version)
 }
@@ -528,68 +541,4 @@ pub(crate) fn release(inner: &Inner, claim: &Claim) -> Result<()> {
     file.not_before = now;
     held.commit_run()?;
     held.end_ownership(claim)
-}
-
-/// Cancel `run` of `org` (see [`cancel_outcome`]): a waiting run, or one whose claim lapsed,
-/// ends `cancelled` now (record and marker, and a lapsed claim's ownership of the
-/// conversation); a claimed one is marked for its holder; a finished one is left. `None` for
-/// an unknown run or another org's.
-pub(crate) fn cancel(
-    inner: &Inner,
-    org: &OrgId,
-    run: &RunId,
-    reason: &str,
-) -> Result<Option<CancelOutcome>> {
-    let queue = Queue::new(inner);
-    let _lock = queue.lock()?;
-    let Some(mut file) = queue.load_run(run)?.filter(|f| f.key().org == *org) else {
-        return Ok(None);
-    };
-    let now = SystemTime::now();
-    let live = file.holder.as_ref().is_some_and(|h| h.expires_at > now);
-    let outcome = cancel_outcome(file.record.status, live);
-    match outcome {
-        CancelOutcome::Cancelled => {
-            let lapsed = file.record.status == RunStatus::Running;
-            file.end_cancelled(reason, now);
-            let marker = queue.find_marker(&file)?;
-            queue.commit(&mut file, marker)?;
-            if lapsed {
-                end_lapsed_ownership(&queue, &file);
-            }
-        }
-        CancelOutcome::Requested => {
-            file.cancel_requested = Some(error_text(reason));
-            // Only the record: a running run's marker does not change.
-            queue.save_run(&file)?;
-        }
-        _ => {}
-    }
-    Ok(Some(outcome))
-}
-
-/// Drop the conversation's lease if it is still the lapsed claim of `file`'s holder. Only
-/// tidiness (a lapsed lease owns nothing): a failure is logged, the cancel stands.
-fn end_lapsed_ownership(queue: &Queue<'_>, file: &RunFile) {
-    let Some(fence) = file.holder.as_ref().map(|h| h.fence) else {
-        return;
-    };
-    let conversation = Conversation::new(queue.inner, file.key());
-    let ended = (|| {
-        if !conversation.exists() {
-            return Ok(());
-        }
-        let _lock = conversation.lock()?;
-        match conversation.load()? {
-            Some(mut state) if state.lease.as_ref().is_some_and(|l| l.fence == fence) => {
-                state.lease = None;
-                conversation.save(&state)
-            }
-            _ => Ok(()),
-        }
-    })();
-    if let Err(e) = ended {
-        tracing::warn!(conversation = %file.key(), error = %e,
-            "could not end the cancelled run's lapsed ownership");
-    }
 }

@@ -47,7 +47,7 @@ impl<'a> Queue<'a> {
         self.dir.join("active")
     }
 
-    fn run_path(&self, run: &RunId) -> PathBuf {
+    pub(crate) fn run_path(&self, run: &RunId) -> PathBuf {
         nested(&self.runs_dir(), run.as_str())
     }
 

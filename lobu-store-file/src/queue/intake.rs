@@ -1,12 +1,19 @@
-//! Submitting runs (with the idempotency index), looking them up, counting and pruning them.
+//! Submitting runs (with the idempotency index and the multitask strategies), looking them
+//! up, counting and pruning them.
 
 use std::time::{Duration, SystemTime};
 
-use lobu_core::{NewRun, OrgId, Result, RunId, RunRecord, Submitted};
+use lobu_core::control::cancel_reason;
+use lobu_core::multitask::{interrupted_reason, plan_submit};
+use lobu_core::{
+    ConversationKey, MultitaskStrategy, NewRun, OrgId, Result, RunId, RunRecord, Submitted,
+};
 use serde::{Deserialize, Serialize};
 
+use super::cancel::cancel_locked;
 use super::files::Queue;
-use super::markers;
+use super::lane::of_lane;
+use super::markers::{self, Marker, lane_of};
 use super::runs::RunFile;
 use crate::atomic::read_optional;
 use crate::clock;
@@ -26,45 +33,101 @@ struct IdempotencyEntry {
     pruned: bool,
 }
 
-/// Make `new` durable. Written in this order, each step synced: the idempotency entry (so a
-/// retry after a crash finds the run id it was given), the marker, the record. A crash
-/// leaves at worst an entry or a marker without a record, which a retry completes (entry)
-/// or `claim` removes (marker); a record is never without its marker.
-pub(crate) fn submit(inner: &Inner, new: NewRun) -> Result<Submitted> {
+/// Make `new` durable, after applying its multitask strategy. Written in this order, each
+/// step synced: the idempotency entry (so a retry after a crash finds the run id it was
+/// given), the strategy's cancellations, the marker, the record. A crash leaves at worst an
+/// entry or a marker without a record, which a retry completes (entry) or `claim` removes
+/// (marker); a record is never without its marker. Also returns the runs whose followers
+/// should be woken (those cancelled; for a steer, the conversation's running run).
+///
+/// Syncs: 3 (marker 1, record 2), plus 2 for a new idempotency entry and each cancellation's
+/// (see [`super::cancel`]); `enqueue` and `steer` read no records, the others their lane's.
+pub(crate) fn submit(inner: &Inner, new: NewRun) -> Result<(Submitted, Vec<RunId>)> {
     let queue = Queue::new(inner);
-    let _lock = queue.lock()?;
+    let lock = queue.lock()?;
     let now = SystemTime::now();
     let mut reserved = None;
+    let mut entry_path = None;
     if let Some(idem) = &new.idempotency_key {
         let path = queue.idempotency_path(&new.key, idem);
         if let Some(bytes) = read_optional(&path)? {
             let entry: IdempotencyEntry =
                 serde_json::from_slice(&bytes).map_err(undecodable(&path))?;
             if entry.pruned || queue.load_run(&entry.run)?.is_some() {
-                return Ok(Submitted {
+                let earlier = Submitted {
                     run: entry.run,
                     created: false,
-                });
+                };
+                return Ok((earlier, Vec::new()));
             }
             // The first submit crashed before storing its run: store it now, same id.
             reserved = Some(entry.run);
         } else {
-            let run = RunId::generate();
-            let entry = IdempotencyEntry {
-                run: run.clone(),
-                pruned: false,
-            };
-            queue.write_json(&path, &entry)?;
-            inner.reached(Step::IdempotencyReserved)?;
-            reserved = Some(run);
+            entry_path = Some(path);
         }
     }
     let run = reserved.unwrap_or_else(RunId::generate);
+    let markers = queue.markers()?;
+    let strategy = new.multitask;
+    let lane = match strategy {
+        // Whether the conversation has an unfinished run at all: its oldest says.
+        MultitaskStrategy::Reject => queue.lane_in(&markers, &new.key, 1)?,
+        _ if strategy.looks_at_the_lane() => queue.lane_in(&markers, &new.key, usize::MAX)?,
+        _ => Vec::new(),
+    };
+    let rows: Vec<_> = lane.iter().map(RunFile::queued).collect();
+    // A rejected submit writes nothing, not even its idempotency entry.
+    let cancelled = plan_submit(strategy, &rows)?;
+    if let Some(path) = entry_path {
+        let entry = IdempotencyEntry {
+            run: run.clone(),
+            pruned: false,
+        };
+        queue.write_json(&path, &entry)?;
+        inner.reached(Step::IdempotencyReserved)?;
+    }
+    let reason = cancel_reason(&interrupted_reason(strategy, &run));
+    let mut woken = Vec::new();
+    for id in cancelled {
+        if cancel_locked(&queue, &new.key.org, &id, &reason, now)?.is_some() {
+            woken.push(id);
+        }
+    }
+    let running = match strategy {
+        MultitaskStrategy::Steer => running_front(&markers, &new.key),
+        _ => None,
+    };
     // Larger than every unfinished run's: first in, first out within each conversation.
-    let seq = queue.markers()?.iter().map(|m| m.seq).max().unwrap_or(0) + 1;
+    let seq = markers.iter().map(|m| m.seq).max().unwrap_or(0) + 1;
     let mut file = RunFile::new(seq, run.clone(), new, now);
     queue.commit(&mut file, None)?;
-    Ok(Submitted { run, created: true })
+    drop(lock);
+    if let Some(front) = running {
+        touch_record(&queue, &front);
+        woken.push(front);
+    }
+    Ok((Submitted { run, created: true }, woken))
+}
+
+/// The conversation's oldest unfinished run if its marker says it is running (a hint: the
+/// marker may be a crash's leftover).
+fn running_front(markers: &[Marker], key: &ConversationKey) -> Option<RunId> {
+    let front = of_lane(markers, &lane_of(key)).into_iter().next()?;
+    (!front.pending).then(|| front.run.clone())
+}
+
+/// Bump the modification time of `run`'s record, which other processes' watchers (and
+/// pollers) take for a change of the run: a steer submit's wake-up for the running turn's
+/// followers elsewhere. A hint, not synced; a failure is only logged.
+fn touch_record(queue: &Queue<'_>, run: &RunId) {
+    let path = queue.run_path(run);
+    let touched = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|file| file.set_modified(SystemTime::now()));
+    if let Err(e) = touched {
+        tracing::debug!(run = %run, error = %e, "could not touch the running run's record");
+    }
 }
 
 pub(crate) fn status(inner: &Inner, org: &OrgId, run: &RunId) -> Result<Option<RunRecord>> {

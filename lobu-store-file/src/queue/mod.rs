@@ -2,13 +2,18 @@
 //! claiming, an idempotency index, all changed under one queue lock held per change; run
 //! events are in [`crate::events`], wake-ups from other processes in [`crate::watch`].
 
+mod cancel;
 mod claim;
 pub(crate) mod files;
 mod intake;
+mod lane;
 pub(crate) mod markers;
 #[cfg(test)]
 mod recovery_tests;
 mod runs;
+mod steering;
+#[cfg(test)]
+mod steering_tests;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,7 +22,7 @@ use lobu_core::control::CancelOutcome;
 use lobu_core::events::{EventPage, check_events, check_read_limit};
 use lobu_core::{
     AfterFailure, Claim, Commit, Failure, NewRun, OrgId, Result, RunId, RunQueue, RunRecord,
-    Submitted, Version, WorkerId, check_lease_duration,
+    Steered, Submitted, Version, WorkerId, check_lease_duration,
 };
 
 use crate::events;
@@ -27,10 +32,14 @@ use crate::store::FileStore;
 impl RunQueue for FileStore {
     async fn submit(&self, run: NewRun) -> Result<Submitted> {
         run.validate()?;
-        let submitted = self
+        let (submitted, woken) = self
             .blocking(move |inner| intake::submit(inner, run))
             .await?;
         self.inner.work.notify_waiters();
+        // Runs its strategy cancelled, and for a steer the running turn (offered a message).
+        for run in &woken {
+            self.inner.runs.signal(run);
+        }
         Ok(submitted)
     }
 
@@ -56,12 +65,16 @@ impl RunQueue for FileStore {
     async fn complete(&self, claim: &Claim, commit: Commit) -> Result<Option<Version>> {
         let run = claim.run.clone();
         let claim = claim.clone();
+        let steered = commit.steered.clone();
         let version = self
             .blocking(move |inner| claim::complete(inner, &claim, commit))
             .await?;
         // The conversation's next run may be claimable now.
         self.inner.work.notify_waiters();
         self.inner.runs.signal(&run);
+        for run in &steered {
+            self.inner.runs.signal(run);
+        }
         Ok(version)
     }
 
@@ -86,7 +99,7 @@ impl RunQueue for FileStore {
         let reason = lobu_core::control::cancel_reason(reason);
         let (org, id) = (org.clone(), run.clone());
         let outcome = self
-            .blocking(move |inner| claim::cancel(inner, &org, &id, &reason))
+            .blocking(move |inner| cancel::cancel(inner, &org, &id, &reason))
             .await?;
         if outcome.is_some() {
             // Followers see the run's new state; a cancelled run's lane moves on.
@@ -94,6 +107,12 @@ impl RunQueue for FileStore {
             self.inner.runs.signal(run);
         }
         Ok(outcome)
+    }
+
+    async fn steerable(&self, claim: &Claim) -> Result<Vec<Steered>> {
+        let claim = claim.clone();
+        self.blocking(move |inner| steering::steerable(inner, &claim))
+            .await
     }
 
     async fn release(&self, claim: &Claim) -> Result<()> {

@@ -3,10 +3,11 @@
 
 use std::time::{Duration, SystemTime};
 
+use lobu_core::multitask::Queued;
 use lobu_core::run_state::{RunState, error_text};
 use lobu_core::{
-    Claim, ConversationKey, Error, ErrorKind, Fence, IdempotencyKey, NewRun, Result, RunId,
-    RunRecord, RunStatus, Version, WorkerId,
+    Claim, ConversationKey, Error, ErrorKind, Fence, IdempotencyKey, MultitaskStrategy, NewRun,
+    Result, RunId, RunRecord, RunStatus, Version, WorkerId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -44,7 +45,19 @@ pub(crate) struct RunFile {
     /// Absent in records written before cancellation (and whenever none was requested).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) cancel_requested: Option<String>,
+    /// Submitted with the `steer` strategy: offered to its conversation's running turn.
+    /// Absent in records written before steering (and whenever it is false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) steer: bool,
+    /// The steered runs this run's commit takes, written before the commit lands so that
+    /// recovery of a commit stopped halfway completes them too (see `super::steering`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) steering: Vec<RunId>,
     pub(crate) record: RunRecord,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +73,7 @@ pub(crate) struct Holder {
 impl RunFile {
     pub(crate) fn new(seq: u64, id: RunId, new: NewRun, now: SystemTime) -> Self {
         let retry_delay_ns = u64::try_from(new.retry_delay.as_nanos()).unwrap_or(u64::MAX);
+        let steer = new.multitask == MultitaskStrategy::Steer;
         RunFile {
             format: crate::store::FORMAT,
             seq,
@@ -72,6 +86,8 @@ impl RunFile {
             committed: None,
             idempotency_key: new.idempotency_key,
             cancel_requested: None,
+            steer,
+            steering: Vec::new(),
             record: RunRecord {
                 run: id,
                 key: new.key,
@@ -94,6 +110,18 @@ impl RunFile {
 
     pub(crate) fn retry_delay(&self) -> Duration {
         Duration::from_nanos(self.retry_delay_ns)
+    }
+
+    /// The run as lobu-core's multitask rules see it (one row of its conversation's lane).
+    pub(crate) fn queued(&self) -> Queued {
+        Queued {
+            run: self.record.run.clone(),
+            kind: self.record.kind,
+            status: self.record.status,
+            attempts: self.record.attempts,
+            steer: self.steer,
+            cancel_requested: self.cancel_requested.is_some(),
+        }
     }
 
     /// The run as lobu-core's run state machine sees it.

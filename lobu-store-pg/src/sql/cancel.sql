@@ -1,5 +1,6 @@
--- Cancel run $2 of org $1 with reason $3 (already cut, never empty), in one statement:
--- lobu-core's `control::cancel_outcome` in SQL. The run is locked first (as every claim
+-- Cancel the runs $2 (text[]: `cancel` passes one, a submit's multitask strategy the runs
+-- its plan names) of org $1 with reason $3 (already cut, never empty), in one statement:
+-- lobu-core's `control::cancel_outcome` in SQL. Each run is locked first (as every claim
 -- holder's statement locks it), then decided on its newest version:
 -- * pending (waiting, or waiting out a retry delay): ended `cancelled` now;
 -- * running under a live claim: marked (`cancel_requested` = $3); the claim holder is told
@@ -9,9 +10,9 @@
 -- * finished: left as it is.
 -- Ending a run clears its claim like fail.sql does (the table's CHECKs: only a running run
 -- has a holder and an expiry, only an unfinished one has no `finished_at`). A run that was
--- ended or marked wakes its followers and workers (channel $4). Returns the run's status
--- before and what was done ('cancelled', 'requested' or 'finished'); no row: no such run in
--- this org.
+-- ended or marked wakes its followers and workers (channel $4). Returns, per run, its id, its
+-- status before and what was done ('cancelled', 'requested' or 'finished'); no row for a run
+-- this org does not have.
 WITH target AS MATERIALIZED (
     SELECT r.id, r.org, r.agent, r.conversation, r.status, r.claim_token,
            CASE WHEN r.status = 'pending' THEN 'cancelled'
@@ -19,7 +20,7 @@ WITH target AS MATERIALIZED (
                 WHEN r.status = 'running' THEN 'cancelled'
                 ELSE 'finished' END AS outcome
       FROM {s}.runs r
-     WHERE r.org = $1 AND r.id = $2
+     WHERE r.org = $1 AND r.id = ANY($2)
        FOR UPDATE
 ), ended AS (
     UPDATE {s}.runs r
@@ -44,5 +45,5 @@ WITH target AS MATERIALIZED (
 ), changed AS (
     SELECT id FROM ended UNION ALL SELECT id FROM requested
 )
-SELECT t.status, t.outcome, (SELECT count(pg_notify($4, id)) FROM changed) AS notified
+SELECT t.id, t.status, t.outcome, (SELECT count(pg_notify($4, id)) FROM changed) AS notified
   FROM target t

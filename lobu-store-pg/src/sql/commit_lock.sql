@@ -1,4 +1,4 @@
--- The first statement of a `complete` with a transcript: lock the run ($4) and then its
+-- The first statement of a `complete` with a transcript (or with steered runs): lock the run ($4) and then its
 -- conversation ($1-$3), in that order (as claim does), and read everything the commit
 -- decides on: the run's claim (status, holder, fence, committed version, a requested
 -- cancellation, which refuses the commit), the conversation's
@@ -7,6 +7,9 @@
 -- from the statement's snapshot, which is enough because only this claim may write the
 -- conversation while its fence is the newest (checked on the locked row).
 -- No row: the run does not exist in this org.
+-- A commit that took steered runs also reads the conversation's lane (sql/lane.sql: after
+-- the conversation's row, its runs locked oldest first, at most $5) for lobu-core's
+-- `multitask::check_steered`; every other commit gets this statement without it.
 WITH run AS MATERIALIZED (
     SELECT status, claimed_by, claim_token, committed_seq, cancel_requested
       FROM {s}.runs WHERE org = $1 AND id = $4
@@ -17,7 +20,7 @@ WITH run AS MATERIALIZED (
       FROM {s}.conversations c, run
      WHERE c.org = $1 AND c.agent = $2 AND c.conversation = $3
        FOR UPDATE OF c
-)
+){lane}
 SELECT run.status, run.claimed_by, run.claim_token, run.committed_seq, run.cancel_requested,
        conv.fence AS newest, conv.head_seq, coalesce(conv.head_bytes, 0) AS head_bytes, conv.head_digest,
        conv.head_state,
@@ -34,5 +37,5 @@ SELECT run.status, run.claimed_by, run.claim_token, run.committed_seq, run.cance
               ORDER BY s.seq DESC) AS earlier_size,
        ARRAY(SELECT s.digest FROM {s}.snapshots s
               WHERE s.org = $1 AND s.agent = $2 AND s.conversation = $3 AND s.run = $4
-              ORDER BY s.seq DESC) AS earlier_digest
+              ORDER BY s.seq DESC) AS earlier_digest{lane_columns}
   FROM run LEFT JOIN conv ON true

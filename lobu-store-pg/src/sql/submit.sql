@@ -6,6 +6,10 @@
 -- key that committed meanwhile is caught by the unique index instead, and then no row comes
 -- back; the caller repeats the statement in a transaction that takes the lock first, whose
 -- snapshot sees that run. The notification is sent at commit.
+-- A steer run ($11) also wakes the followers of the conversation's claimed run, if it has
+-- one ('events:<run>', which wakes nobody waiting for work: see wakeup.rs), and names it
+-- (`running`) for the caller's local wake-up. A hint: a run claimed after the statement's
+-- snapshot is not woken; its turn asks `steerable` anyway.
 WITH locked AS MATERIALIZED (
     SELECT pg_advisory_xact_lock(1818391153,
                hashtext(concat_ws(chr(31), '{s}', $1::text, $2::text, $3::text))) AS done
@@ -14,8 +18,9 @@ WITH locked AS MATERIALIZED (
      WHERE org = $1 AND agent = $2 AND conversation = $3 AND idempotency_key = $5
 ), ins AS (
     INSERT INTO {s}.runs
-        (id, org, agent, conversation, kind, payload, idempotency_key, max_attempts, retry_delay_us)
-    SELECT $4, $1, $2, $3, $6, $7, $5, $8, $9
+        (id, org, agent, conversation, kind, payload, idempotency_key, max_attempts, retry_delay_us,
+         steer)
+    SELECT $4, $1, $2, $3, $6, $7, $5, $8, $9, $11
       FROM locked
      WHERE NOT EXISTS (SELECT 1 FROM existing)
     ON CONFLICT (org, agent, conversation, idempotency_key) WHERE idempotency_key IS NOT NULL
@@ -23,7 +28,13 @@ WITH locked AS MATERIALIZED (
     RETURNING id
 ), notified AS (
     SELECT count(pg_notify($10, '')) FROM ins
+), running AS MATERIALIZED (
+    SELECT r.id FROM {s}.runs r
+     WHERE $11 AND EXISTS (SELECT 1 FROM ins)
+       AND r.org = $1 AND r.agent = $2 AND r.conversation = $3 AND r.status = 'running'
+), woken AS (
+    SELECT count(pg_notify($10, 'events:' || id)) FROM running
 )
-SELECT id, true AS created FROM ins, notified
+SELECT id, true AS created, (SELECT min(id) FROM running) AS running FROM ins, notified, woken
 UNION ALL
-SELECT id, false AS created FROM existing
+SELECT id, false AS created, NULL AS running FROM existing

@@ -10,8 +10,9 @@ use lobu_core::{
     ConversationKey, ConversationLocks, ErrorKind, Lease, Persist, RunId, SessionStore,
     TerminalStatus, Version,
 };
-use lobu_store_pg::PgStore;
+use lobu_store_pg::{MIGRATOR, PgStore};
 use sqlx::PgPool;
+use sqlx::migrate::{Migration, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 /// Leases tests hold for their whole length.
@@ -150,4 +151,43 @@ pub(crate) async fn replica_pool(pool: &PgPool, connections: u32) -> PgPool {
         .connect_with(options)
         .await
         .expect("a second pool")
+}
+
+/// The schema as it stood before migration `version` (`count` migrations), in `lobu`.
+pub(crate) fn release_before(version: i64, count: usize) -> Migrator {
+    let old: Vec<Migration> = MIGRATOR
+        .iter()
+        .filter(|m| m.version < version)
+        .cloned()
+        .collect();
+    assert_eq!(old.len(), count, "the schema before {version}");
+    let mut migrator = Migrator::with_migrations(old);
+    migrator.dangerous_set_table_name("lobu._sqlx_migrations");
+    migrator.create_schema("lobu");
+    migrator
+}
+
+/// A turn (`NewRun::turn`'s 3 attempts and 2 s delay) submitted as schema versions 1 to 6
+/// did: their submit's insert, which knew no `steer` column. For data written before an
+/// upgrade (this release's submit needs version 7, and a store migrates before it serves).
+pub(crate) async fn submit_before_v7(
+    pool: &PgPool,
+    key: &ConversationKey,
+    payload: serde_json::Value,
+) -> RunId {
+    let id = RunId::generate();
+    sqlx::query(
+        "INSERT INTO lobu.runs \
+             (id, org, agent, conversation, kind, payload, max_attempts, retry_delay_us) \
+         VALUES ($1, $2, $3, $4, 'turn', $5, 3, 2000000)",
+    )
+    .bind(id.as_str())
+    .bind(key.org.as_str())
+    .bind(key.agent.as_str())
+    .bind(key.conversation.as_str())
+    .bind(sqlx::types::Json(payload))
+    .execute(pool)
+    .await
+    .expect("a submit as versions 1 to 6 made it");
+    id
 }

@@ -6,7 +6,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use lobu_core::{IdempotencyKey, RunStatus};
+use lobu_core::{IdempotencyKey, MultitaskStrategy, RunStatus};
+use lobu_runtime::SubmitOptions;
 use serde::Deserialize;
 
 use super::AppState;
@@ -21,11 +22,19 @@ struct NewMessage {
     text: String,
     #[serde(default)]
     idempotency_key: Option<String>,
+    /// `enqueue` (default), `reject`, `interrupt`, `rollback` or `steer`.
+    #[serde(default)]
+    multitask_strategy: Option<String>,
 }
 
 /// `202 {"run_id", "status"}` once the run is durable; with `Accept: text/event-stream`,
 /// `200` and the run's events as SSE until it ends. A repeated idempotency key answers with
 /// the first run (and its current status) and queues nothing.
+///
+/// `multitask_strategy` says what to do while the conversation has an unfinished run
+/// (`enqueue`, `reject`, `interrupt`, `rollback`, `steer`; see
+/// [`MultitaskStrategy`]); `reject` then answers `409 {"error"}` naming that run, and an
+/// unknown strategy is `400`.
 pub(crate) async fn post_message(
     State(state): State<AppState>,
     caller: Caller,
@@ -43,10 +52,20 @@ pub(crate) async fn post_message(
         .idempotency_key
         .map(|k| IdempotencyKey::new(k).map_err(|e| ApiError::bad_request(e.message().to_owned())))
         .transpose()?;
+    let strategy = message
+        .multitask_strategy
+        .as_deref()
+        .map(|s| MultitaskStrategy::parse(s).map_err(|e| ApiError::bad_request(e.message())))
+        .transpose()?
+        .unwrap_or_default();
 
+    let options = SubmitOptions::new()
+        .idempotency_key(idempotency_key)
+        .multitask(strategy);
+    let payload = serde_json::json!({ "text": message.text });
     let submitted = state
         .runtime
-        .submit(key.clone(), message.text, idempotency_key)
+        .submit_with(key.clone(), payload, options)
         .await?;
     let location = HeaderValue::from_str(&format!("/v1/runs/{}", submitted.run)).map_err(|_| {
         ApiError::new(
@@ -146,6 +165,7 @@ mod tests {
         assert!(refused("{}").contains("missing field `text`"));
         assert!(refused("{\"text\": 5}").contains("invalid type"));
         assert!(refused("{\"text\": \"hi\", \"idempotencyKey\": \"k\"}").contains("unknown field"));
+        assert!(refused("{\"text\": \"hi\", \"multitask_strategy\": 1}").contains("invalid type"));
     }
 
     fn content_type(value: Option<&str>) -> Result<(), ApiError> {

@@ -70,8 +70,8 @@ pub(crate) async fn events(
 
 /// `POST /v1/runs/{run_id}/cancel`: `200 {"run_id", "status": "cancelled"}` for a run that
 /// had not started (it never will), `202 {"run_id", "status": "cancelling"}` for a running
-/// one (its worker, on any replica, stops it at its next heartbeat; follow the run for its
-/// end), `409 {"error", "status"}` for a run that had already ended, naming how.
+/// one (its worker stops it: at once on this replica, at its next heartbeat on another;
+/// follow the run for its end), `409 {"error", "status"}` for a run that had already ended, naming how.
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
