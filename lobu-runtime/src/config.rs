@@ -53,6 +53,14 @@ pub struct Settings {
     /// How long the stored events of a finished run stay available for replay; the worker
     /// loop removes older ones. Default 24 h.
     pub event_retention: Duration,
+    /// How long finished runs (completed, failed, timed out, cancelled) stay on the queue,
+    /// with their idempotency keys and events; older ones are removed by the retention pass.
+    /// Transcripts never depend on it. Default 7 days.
+    pub run_retention: Duration,
+    /// Remove whole conversations whose transcript was last written longer ago than this
+    /// (and no one owns), with the forensic copies of failed attempts older than it; `None`
+    /// keeps them forever. Default `None`.
+    pub idle_retention: Option<Duration>,
     /// Whether run events are stored, so that every replica (and a restarted one) can stream
     /// them. Off, they reach only this process's subscribers, live. Default on.
     pub store_events: bool,
@@ -79,6 +87,8 @@ impl Default for Settings {
             poll_interval: Duration::from_millis(500),
             status_poll_interval: Duration::from_secs(5),
             event_retention: Duration::from_secs(24 * 3600),
+            run_retention: Duration::from_secs(7 * 24 * 3600),
+            idle_retention: None,
             store_events: true,
             max_event_bytes: 1024 * 1024,
             cache_bytes: 64 * 1024 * 1024,
@@ -152,6 +162,10 @@ impl Settings {
         positive("status_poll_interval", self.status_poll_interval)?;
         at_most_max("shutdown_grace", self.shutdown_grace)?;
         at_most_max("event_retention", self.event_retention)?;
+        positive("run_retention", self.run_retention)?;
+        if let Some(idle) = self.idle_retention {
+            positive("idle_retention", idle)?;
+        }
         Ok(())
     }
 }
@@ -185,6 +199,8 @@ mod tests {
             "status_poll_interval",
         );
         refused(|s| s.event_retention = Duration::MAX, "event_retention");
+        refused(|s| s.run_retention = Duration::MAX, "run_retention");
+        refused(|s| s.idle_retention = Some(Duration::MAX), "idle_retention");
         let longest = Settings {
             turn_timeout: MAX_SETTING_DURATION,
             shutdown_grace: MAX_SETTING_DURATION,
@@ -225,6 +241,11 @@ mod tests {
         refused(
             |s| s.status_poll_interval = Duration::ZERO,
             "status_poll_interval",
+        );
+        refused(|s| s.run_retention = Duration::ZERO, "run_retention");
+        refused(
+            |s| s.idle_retention = Some(Duration::ZERO),
+            "idle_retention",
         );
     }
 }

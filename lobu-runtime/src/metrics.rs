@@ -39,6 +39,12 @@ pub struct Metrics {
     pub events_lost: u64,
     /// Stored events removed by retention.
     pub events_pruned: u64,
+    /// Finished runs removed by retention.
+    pub runs_pruned: u64,
+    /// Idle conversations removed by retention.
+    pub conversations_pruned: u64,
+    /// Retention passes this replica ran (one replica at a time across the fleet).
+    pub retention_passes: u64,
     /// Runs pending on the queue, as last sampled by the worker loop (`None` before the
     /// first sample).
     pub queue_depth: Option<u64>,
@@ -61,6 +67,9 @@ pub(crate) struct Counters {
     pub(crate) persist_micros: AtomicU64,
     pub(crate) events_lost: AtomicU64,
     pub(crate) events_pruned: AtomicU64,
+    pub(crate) runs_pruned: AtomicU64,
+    pub(crate) conversations_pruned: AtomicU64,
+    pub(crate) retention_passes: AtomicU64,
     /// `u64::MAX` until the first sample.
     pub(crate) queue_depth: AtomicU64,
 }
@@ -108,6 +117,9 @@ impl Counters {
             persist_micros: get(&self.persist_micros),
             events_lost: get(&self.events_lost),
             events_pruned: get(&self.events_pruned),
+            runs_pruned: get(&self.runs_pruned),
+            conversations_pruned: get(&self.conversations_pruned),
+            retention_passes: get(&self.retention_passes),
             queue_depth: (depth != u64::MAX).then_some(depth),
         }
     }

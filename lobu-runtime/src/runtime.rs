@@ -177,6 +177,10 @@ impl RuntimeBuilder {
         status_poll_interval: Duration);
     setter!(/// How long stored events of finished runs are kept.
         event_retention: Duration);
+    setter!(/// How long finished runs stay on the queue.
+        run_retention: Duration);
+    setter!(/// Remove conversations idle longer than this (`None`: never).
+        idle_retention: Option<Duration>);
     setter!(/// Whether run events are stored for every replica.
         store_events: bool);
     setter!(/// How many bytes of events an attempt stores as they come.

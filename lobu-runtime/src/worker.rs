@@ -86,7 +86,7 @@ async fn claim_loop(shared: &Arc<Shared>) {
             last_sample = Some(Instant::now());
         }
         if last_prune.elapsed() >= retention::prune_every(shared) {
-            retention::prune_events(shared, &pruning);
+            retention::start_pass(shared, &pruning);
             last_prune = Instant::now();
         }
         if shared.stop_claiming.is_cancelled() {

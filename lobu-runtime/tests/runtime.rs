@@ -52,6 +52,8 @@ macro_rules! all_scenarios {
             cancelling_a_running_turn_on_another_replica_stops_it_and_persists_nothing,
             a_permanent_error_fails_the_run_after_one_attempt,
             retries_back_off_exponentially_within_the_cap,
+            retention_removes_old_finished_runs_and_keeps_every_transcript,
+            two_replicas_never_run_a_retention_pass_at_the_same_time,
             reject_while_a_turn_runs_is_refused_and_queues_nothing,
             interrupt_stops_the_running_turn_and_runs_the_new_message,
             rollback_cancels_the_running_and_the_waiting_turns,

@@ -147,6 +147,12 @@ impl Config {
         // Kubernetes waits 30 s after SIGTERM before SIGKILL: finish inside that.
         settings.shutdown_grace =
             Duration::from_secs(number(&var, "LOBU_SHUTDOWN_GRACE_SECS", 25)?);
+        let days = |d: u64| d * 24 * 3600;
+        settings.run_retention =
+            Duration::from_secs(number(&var, "LOBU_RUN_RETENTION_SECS", days(7))?);
+        // 0 (the default): idle conversations are kept forever.
+        let idle = number(&var, "LOBU_IDLE_RETENTION_SECS", 0)?;
+        settings.idle_retention = (idle > 0).then(|| Duration::from_secs(idle));
         settings
             .validate()
             .map_err(|e| Error::Config(format!("runtime settings: {}", e.message())))?;

@@ -126,6 +126,10 @@ fn bad_addresses_and_numbers_name_their_variable() {
     assert!(error.contains("concurrency"), "{error}");
     let error = config_error(&[("LOBU_MAX_ATTEMPTS", "-1")]);
     assert!(error.contains("LOBU_MAX_ATTEMPTS"), "{error}");
+    let error = config_error(&[("LOBU_RUN_RETENTION_SECS", "0")]);
+    assert!(error.contains("run_retention"), "{error}");
+    let error = config_error(&[("LOBU_IDLE_RETENTION_SECS", "99999999999")]);
+    assert!(error.contains("idle_retention"), "{error}");
 }
 
 #[test]
@@ -138,6 +142,8 @@ fn runtime_knobs_are_read() {
         ("LOBU_SHUTDOWN_GRACE_SECS", "3"),
         ("LOBU_DEMO_WORD_DELAY_MS", "0"),
         ("LOBU_CLAIM_TTL_MS", "6000"),
+        ("LOBU_RUN_RETENTION_SECS", "3600"),
+        ("LOBU_IDLE_RETENTION_SECS", "86400"),
     ])
     .unwrap();
     assert_eq!(config.addr.port(), 0);
@@ -148,7 +154,14 @@ fn runtime_knobs_are_read() {
     assert_eq!(config.demo_word_delay, Duration::ZERO);
     assert_eq!(config.settings.claim_ttl, Duration::from_secs(6));
     assert_eq!(config.settings.heartbeat_interval, Duration::from_secs(2));
+    assert_eq!(config.settings.run_retention, Duration::from_secs(3600));
+    assert_eq!(
+        config.settings.idle_retention,
+        Some(Duration::from_secs(86400))
+    );
     let defaults = Config::defaults().settings;
+    assert_eq!(defaults.run_retention, Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(defaults.idle_retention, None);
     assert_eq!(defaults.claim_ttl, Duration::from_secs(30));
     assert_eq!(defaults.heartbeat_interval, Duration::from_secs(10));
 }

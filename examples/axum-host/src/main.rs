@@ -17,6 +17,8 @@
 //! | `LOBU_API_KEYS` | `key1=org1,key2=org2`: require `Authorization: Bearer <key>`; the org comes from the key |
 //! | `LOBU_CONCURRENCY`, `LOBU_MAX_ATTEMPTS`, `LOBU_RETRY_DELAY_MS`, `LOBU_TURN_TIMEOUT_SECS` | runtime knobs (8, 3, 2000, 300) |
 //! | `LOBU_SHUTDOWN_GRACE_SECS` | how long SIGTERM/SIGINT lets turns finish (25) |
+//! | `LOBU_RUN_RETENTION_SECS` | how long finished runs stay (604800, 7 days) |
+//! | `LOBU_IDLE_RETENTION_SECS` | remove conversations idle this long (0: never, the default) |
 //! | `LOBU_CLAIM_TTL_MS` | how long a turn's claim lasts unrenewed (30000): a crashed replica's turns run again after it |
 //! | `LOBU_DEMO_WORD_DELAY_MS` | pause between the demo agent's streamed words (30) |
 //! | `LOBU_PG_MAX_CONNECTIONS` | PostgreSQL pool size (10) |

@@ -162,8 +162,13 @@ impl Transcript {
         self.entries.iter().filter_map(DisplayMessage::from_entry)
     }
 
-    /// A page of display messages after `cursor` (a message id; an unknown or empty cursor
-    /// starts at the beginning), `limit` messages long (default [`DEFAULT_MESSAGE_LIMIT`]).
+    /// A page of display messages after `cursor`, `limit` messages long (default
+    /// [`DEFAULT_MESSAGE_LIMIT`]). A cursor is what an earlier page's `next_cursor` said: the
+    /// id of that page's last message (lobu's cursor), or `@N` (continue at the `N`th shown
+    /// message) when that message has no id, or an id an earlier message also has, or an id
+    /// of that form, so every transcript pages to its end: `has_more` is never true without a
+    /// `next_cursor`, and each page starts where the last one stopped. An unknown or empty
+    /// cursor starts at the beginning (lobu's behaviour).
     ///
     /// A limit of 0 or over [`MAX_PAGE_LIMIT`](crate::MAX_PAGE_LIMIT) is an
     /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) error.
@@ -186,19 +191,16 @@ impl Transcript {
             .collect();
         let start = cursor
             .filter(|c| !c.is_empty())
-            .and_then(|c| shown.iter().position(|e| e.id() == Some(c)))
-            .map_or(0, |at| at + 1);
+            .and_then(|c| cursor_start(&shown, c))
+            .unwrap_or(0)
+            .min(shown.len());
         let end = start.saturating_add(limit).min(shown.len());
         let messages: Vec<DisplayMessage> = shown[start..end]
             .iter()
             .filter_map(|e| DisplayMessage::from_entry(e))
             .collect();
-        let has_more = start.saturating_add(limit) < shown.len();
-        let next_cursor = if has_more {
-            messages.last().and_then(|m| m.id.clone())
-        } else {
-            None
-        };
+        let has_more = end < shown.len();
+        let next_cursor = has_more.then(|| cursor_at(&shown, end));
         Ok(MessagePage {
             messages,
             next_cursor,
@@ -218,4 +220,39 @@ impl Transcript {
             _ => UNKNOWN_SESSION_ID.to_owned(),
         }
     }
+}
+
+/// Where a page after `cursor` starts among the `shown` entries: after the first message
+/// with that id, or at `N` for a positional `@N`; `None` for a cursor that names neither.
+fn cursor_start(shown: &[&Entry], cursor: &str) -> Option<usize> {
+    if let Some(at) = positional(cursor) {
+        return Some(at);
+    }
+    shown
+        .iter()
+        .position(|e| e.id() == Some(cursor))
+        .map(|at| at + 1)
+}
+
+/// The cursor of a page that ends before `shown[end]`: the id of its last message when that
+/// id leads back here (the first message with it, and not of the positional form), else
+/// `@end`.
+fn cursor_at(shown: &[&Entry], end: usize) -> String {
+    let last = end.checked_sub(1).and_then(|at| shown.get(at));
+    if let Some(id) = last.and_then(|e| e.id())
+        && positional(id).is_none()
+        && shown.iter().position(|e| e.id() == Some(id)) == Some(end - 1)
+    {
+        return id.to_owned();
+    }
+    format!("@{end}")
+}
+
+/// `N` of a positional cursor `@N`.
+fn positional(cursor: &str) -> Option<usize> {
+    let digits = cursor.strip_prefix('@')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }

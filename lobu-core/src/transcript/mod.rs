@@ -57,6 +57,8 @@ mod stats;
 mod writer;
 
 #[cfg(test)]
+mod paging_tests;
+#[cfg(test)]
 mod read_tests;
 #[cfg(test)]
 mod writer_tests;

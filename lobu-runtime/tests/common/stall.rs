@@ -40,6 +40,9 @@ pub struct Stall {
     corrupt_commits: Arc<AtomicUsize>,
     claim_answer_delay: Arc<Mutex<Duration>>,
     event_reads: Arc<AtomicUsize>,
+    prune_delay: Arc<Mutex<Duration>>,
+    prunes_in_flight: Arc<AtomicUsize>,
+    most_prunes_at_once: Arc<AtomicUsize>,
 }
 
 impl Stall {
@@ -59,7 +62,20 @@ impl Stall {
             corrupt_commits: Arc::new(AtomicUsize::new(0)),
             claim_answer_delay: Arc::new(Mutex::new(Duration::ZERO)),
             event_reads: Arc::new(AtomicUsize::new(0)),
+            prune_delay: Arc::new(Mutex::new(Duration::ZERO)),
+            prunes_in_flight: Arc::new(AtomicUsize::new(0)),
+            most_prunes_at_once: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Every `prune_runs` takes `delay` longer (a slow retention pass).
+    pub fn slow_prunes(&self, delay: Duration) {
+        *self.prune_delay.lock().unwrap() = delay;
+    }
+
+    /// The most `prune_runs` calls that were in flight at once through this wrapper.
+    pub fn most_prunes_at_once(&self) -> usize {
+        self.most_prunes_at_once.load(Ordering::SeqCst)
     }
 
     pub fn backend(&self) -> Backend {
@@ -249,7 +265,13 @@ impl RunQueue for Stall {
         self.inner.queue.depth().await
     }
     async fn prune_runs(&self, before: SystemTime) -> Result<u64> {
-        self.inner.queue.prune_runs(before).await
+        let now = self.prunes_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_prunes_at_once.fetch_max(now, Ordering::SeqCst);
+        let delay = *self.prune_delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        let pruned = self.inner.queue.prune_runs(before).await;
+        self.prunes_in_flight.fetch_sub(1, Ordering::SeqCst);
+        pruned
     }
     async fn record_events(&self, claim: &Claim, events: &[String]) -> Result<u64> {
         self.inner.queue.record_events(claim, events).await

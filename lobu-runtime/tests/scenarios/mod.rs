@@ -8,6 +8,7 @@ mod gateway;
 mod multitask;
 mod replicas;
 mod resets;
+mod retention;
 mod shutdown;
 mod turns;
 
@@ -18,5 +19,6 @@ pub use gateway::*;
 pub use multitask::*;
 pub use replicas::*;
 pub use resets::*;
+pub use retention::*;
 pub use shutdown::*;
 pub use turns::*;

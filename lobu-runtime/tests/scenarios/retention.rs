@@ -1,0 +1,67 @@
+//! Retention that runs by itself: old finished runs and their events go, transcripts stay,
+//! and one replica at a time runs a pass.
+
+use std::time::Duration;
+
+use lobu_core::{ErrorKind, RunStatus};
+
+use crate::common::stall::Stall;
+use crate::common::*;
+
+pub async fn retention_removes_old_finished_runs_and_keeps_every_transcript(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let rt = quick(fx.builder(&agent))
+        .run_retention(Duration::from_millis(200))
+        .event_retention(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let worker = start(&rt);
+    let k = key("c1");
+    let first = send(&rt, &k, "one").await;
+    assert_eq!(finished(&rt, &k, &first).await.status, RunStatus::Completed);
+    let second = send(&rt, &k, "two").await;
+    finished(&rt, &k, &second).await;
+    eventually("the finished runs to be pruned", || async {
+        let gone = rt.status(&k.org, &first).await.err()?;
+        (gone.kind() == ErrorKind::NotFound).then_some(())
+    })
+    .await;
+    let metrics = rt.metrics();
+    assert!(
+        metrics.runs_pruned >= 1 && metrics.retention_passes >= 1,
+        "{metrics:?}"
+    );
+    assert_eq!(
+        user_texts(&head(&fx.backend, &k).await),
+        ["one", "two"],
+        "transcripts never depend on run retention"
+    );
+    let third = send(&rt, &k, "three").await;
+    assert_eq!(finished(&rt, &k, &third).await.status, RunStatus::Completed);
+    stop(&rt, worker).await;
+}
+
+pub async fn two_replicas_never_run_a_retention_pass_at_the_same_time(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let stall = Stall::new(fx.replica().await);
+    // Each pass's run pruning takes 700 ms; passes are due every second on both replicas.
+    stall.slow_prunes(Duration::from_millis(700));
+    let replica = |backend| {
+        quick(fx.builder_on(backend, &agent))
+            .run_retention(Duration::from_millis(100))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (replica(stall.backend()), replica(stall.backend()));
+    let (a_worker, b_worker) = (start(&a), start(&b));
+    eventually("several retention passes", || async {
+        let passes = a.metrics().retention_passes + b.metrics().retention_passes;
+        (passes >= 4).then_some(())
+    })
+    .await;
+    assert_eq!(stall.most_prunes_at_once(), 1, "one pass at a time");
+    stop(&a, a_worker).await;
+    stop(&b, b_worker).await;
+}
