@@ -37,6 +37,7 @@
 
 mod backend;
 pub mod control;
+mod erase;
 mod error;
 pub mod events;
 mod id;
@@ -57,6 +58,7 @@ pub mod transcript;
 
 pub use backend::Backend;
 pub use control::{CancelOutcome, Failure, Retry};
+pub use erase::{EraseScope, ErasureReport};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use id::{
     AgentId, ConversationId, ConversationKey, IdempotencyKey, MAX_AGENT_ID_BYTES,

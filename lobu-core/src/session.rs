@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::erase::{EraseScope, ErasureReport};
 use crate::error::Result;
 use crate::id::{AgentId, ConversationId, ConversationKey, OrgId, RunId};
 use crate::lock::Fence;
@@ -236,6 +237,19 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     /// was last written before `idle_before` and that have no live owner, and non-completed
     /// snapshots older than it.
     async fn prune(&self, idle_before: SystemTime) -> Result<PruneReport>;
+
+    /// Remove every trace of the scope's conversations: their snapshots (completed and
+    /// forensic), head and version counters, leases and fences, and, where this store also
+    /// holds the run queue (every backend here), their runs whatever their status, with
+    /// their idempotency keys and events. Afterwards no call finds any of it (`hydrate` and
+    /// `status` are `None`, `list` skips it, a used idempotency key makes a new run) and the
+    /// store's files or tables hold none of its ids or bytes. Other conversations are left
+    /// exactly as they were. Erasing what does not exist is an empty report.
+    ///
+    /// A claim or lease taken before the erasure is refused afterwards (`NotFound` for a
+    /// claim, `Fenced` for a lease): do not erase a conversation a host is writing to on its
+    /// own. Fences start again for a conversation used after its erasure.
+    async fn erase(&self, scope: &EraseScope) -> Result<ErasureReport>;
 
     /// The size limit `persist` enforces.
     fn max_transcript_bytes(&self) -> usize;

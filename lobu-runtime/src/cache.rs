@@ -144,6 +144,20 @@ impl TranscriptCache {
         }
     }
 
+    /// Forget every conversation `covered` says yes to (an erasure).
+    pub(crate) fn remove_where(&self, covered: impl Fn(&ConversationKey) -> bool) {
+        let mut state = self.lock();
+        let mut freed = 0;
+        state.entries.retain(|key, cached| {
+            let keep = !covered(key);
+            if !keep {
+                freed += cached.snapshot.transcript.len();
+            }
+            keep
+        });
+        state.bytes -= freed;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
         // Every update leaves the state consistent before it can panic, so poison is harmless.
         self.state.lock().unwrap_or_else(|p| p.into_inner())

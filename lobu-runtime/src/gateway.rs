@@ -3,9 +3,9 @@
 use futures::StreamExt;
 use lobu_core::transcript::{MessagePage, Stats};
 use lobu_core::{
-    AgentId, CancelOutcome, ConversationKey, ConversationSummary, Error, ErrorKind, IdempotencyKey,
-    MultitaskStrategy, NewRun, OrgId, Page, Result, RunId, RunRecord, RunStatus, Submitted,
-    check_page_limit,
+    AgentId, CancelOutcome, ConversationKey, ConversationSummary, EraseScope, ErasureReport, Error,
+    ErrorKind, IdempotencyKey, MultitaskStrategy, NewRun, OrgId, Page, Result, RunId, RunRecord,
+    RunStatus, Submitted, check_page_limit,
 };
 
 use crate::hydrate::hydrate;
@@ -206,6 +206,26 @@ impl Runtime {
             self.shared.local_turns.poke_run(run);
         }
         outcome.ok_or_else(|| Error::not_found(format!("no run {run} in org {org}")))
+    }
+
+    /// Remove every trace of a conversation, of one agent's conversations in an org, or of
+    /// a whole org: transcripts and forensic copies, runs (waiting ones too), events,
+    /// idempotency keys, leases; also from this replica's cache (other replicas' cached copies
+    /// are never served again: they serve only the head a claim reports). Returns what was
+    /// removed. A turn of the scope running meanwhile cannot commit (its run is gone).
+    pub async fn erase(&self, scope: &EraseScope) -> Result<ErasureReport> {
+        self.shared.cache.remove_where(|key| scope.covers(key));
+        let report = self.shared.backend.sessions.erase(scope).await?;
+        self.shared.cache.remove_where(|key| scope.covers(key));
+        tracing::info!(
+            org = %scope.org(),
+            conversations = report.conversations,
+            snapshots = report.snapshots,
+            runs = report.runs,
+            events = report.events,
+            "erased"
+        );
+        Ok(report)
     }
 
     /// The run as the queue has it. Unknown runs and other orgs' runs are `NotFound`.

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lobu_core::{
-    ConversationKey, ConversationLocks, ErrorKind, Lease, Persist, RunId, SessionStore,
-    TerminalStatus, Version,
+    ConversationKey, ConversationLocks, EraseScope, ErrorKind, IdempotencyKey, Lease, NewRun,
+    Persist, RunId, RunQueue, SessionStore, TerminalStatus, Version,
 };
 
 use crate::store::{FileStore, Step};
@@ -317,4 +317,40 @@ async fn a_transcript_that_lost_committed_bytes_is_corrupt_not_torn() {
     fs::write(fx.file("state.json"), b"{\"format\":1,").unwrap();
     let err = store.head(&fx.key).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt);
+}
+
+#[tokio::test]
+async fn an_erasure_stopped_at_any_step_leaves_a_working_store_and_finishes_when_run_again() {
+    for step in [Step::ErasureIndexed, Step::ErasureRunsGone, Step::Cleared] {
+        let fx = Fixture::new().await;
+        let mut run = NewRun::turn(fx.key.clone(), serde_json::json!({}));
+        run.idempotency_key = Some(IdempotencyKey::new("k").unwrap());
+        let store = fx.reopen().await;
+        let waiting = store.submit(run).await.unwrap().run;
+        let scope = EraseScope::Org(fx.key.org.clone());
+        let crashing = fx.reopen().await.crashing_at(step);
+        assert!(crashing.erase(&scope).await.is_err(), "{step:?}");
+
+        let store = fx.reopen().await;
+        // Whatever is left reads as it was or as cleared, never as damaged.
+        store.hydrate(&fx.key).await.unwrap();
+        store.erase(&scope).await.unwrap();
+        assert!(store.hydrate(&fx.key).await.unwrap().is_none(), "{step:?}");
+        let org = &fx.key.org;
+        assert!(store.status(org, &waiting).await.unwrap().is_none());
+        let mut pending = vec![fx.dir.path().to_owned()];
+        while let Some(dir) = pending.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let mut text = path.display().to_string();
+                if path.is_dir() {
+                    pending.push(path.clone());
+                } else {
+                    text.push_str(&String::from_utf8_lossy(&fs::read(&path).unwrap()));
+                }
+                assert!(!text.contains("telegram"), "{step:?}: {text}");
+                assert!(!text.contains(waiting.as_str()), "{step:?}: {text}");
+            }
+        }
+    }
 }

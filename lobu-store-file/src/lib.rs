@@ -77,7 +77,10 @@
 //! files every 10 ms.
 //! [`prune_runs`](lobu_core::RunQueue::prune_runs) removes finished runs together with their
 //! idempotency keys, as lobu-store-pg does: a retry with the key of a pruned run creates a
-//! new run.
+//! new run. [`erase`](lobu_core::SessionStore::erase) removes a scope's idempotency
+//! entries, markers, event logs and run records under the queue lock, then its conversation
+//! directories and the directories they leave empty, in an order that a second erasure
+//! finishes after a crash at any point.
 //!
 //! A submit's [`MultitaskStrategy`](lobu_core::MultitaskStrategy) is applied under the
 //! queue lock: `reject`, `interrupt` and `rollback` read the conversation's unfinished runs
@@ -108,6 +111,7 @@
 
 mod atomic;
 mod clock;
+mod erase;
 mod error;
 mod events;
 mod layout;

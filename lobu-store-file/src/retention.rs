@@ -37,7 +37,7 @@ pub(crate) fn clear(inner: &Inner, key: &ConversationKey, fence: Fence) -> Resul
 }
 
 /// Remove every snapshot of a locked conversation; returns how many there were.
-fn wipe(conversation: &Conversation<'_>, state: &mut State) -> Result<u64> {
+pub(crate) fn wipe(conversation: &Conversation<'_>, state: &mut State) -> Result<u64> {
     let forensic = records::forensic(conversation, state)?.len() as u64;
     let completed = state.head.as_ref().map_or(0, |h| h.turns);
     let removed = forensic + completed;

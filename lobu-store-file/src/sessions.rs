@@ -1,13 +1,13 @@
-//! [`SessionStore`] for [`FileStore`]: hydrate, head and list here; persist, clear and prune
-//! in their own modules.
+//! [`SessionStore`] for [`FileStore`]: hydrate, head and list here; persist, clear, prune and
+//! erase in their own modules.
 
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use lobu_core::{
-    AgentId, ConversationKey, ConversationSummary, Fence, OrgId, Page, Persist, PruneReport,
-    Result, SessionStore, Snapshot, Version, check_page_limit,
+    AgentId, ConversationKey, ConversationSummary, EraseScope, ErasureReport, Fence, OrgId, Page,
+    Persist, PruneReport, Result, SessionStore, Snapshot, Version, check_page_limit,
 };
 
 use crate::atomic::read_prefix;
@@ -132,6 +132,16 @@ impl SessionStore for FileStore {
     async fn prune(&self, idle_before: SystemTime) -> Result<PruneReport> {
         self.blocking(move |inner| retention::prune(inner, idle_before))
             .await
+    }
+
+    async fn erase(&self, scope: &EraseScope) -> Result<ErasureReport> {
+        let scope = scope.clone();
+        let report = self
+            .blocking(move |inner| crate::erase::erase(inner, &scope))
+            .await?;
+        // Followers of an erased run see it gone; a lane may have lost its front.
+        self.inner.work.notify_waiters();
+        Ok(report)
     }
 
     fn max_transcript_bytes(&self) -> usize {

@@ -81,6 +81,10 @@ pub(crate) enum Step {
     QueueHalfway,
     /// A commit that took steered runs wrote its run's completed record, not yet theirs.
     SteeredPending,
+    /// An erasure removed the scope's idempotency entries and markers, not yet its runs.
+    ErasureIndexed,
+    /// An erasure removed the scope's runs, not yet its conversations.
+    ErasureRunsGone,
 }
 
 #[derive(Serialize, Deserialize)]

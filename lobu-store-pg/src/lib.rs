@@ -122,6 +122,7 @@
 mod commit_fast;
 mod config;
 mod delta;
+mod erase;
 mod error;
 mod events;
 mod locks;

@@ -5,8 +5,9 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use lobu_core::{
-    AgentId, ConversationId, ConversationKey, ConversationSummary, Error, Fence, OrgId, Page,
-    Persist, PruneReport, Result, SessionStore, Snapshot, Version, check_page_limit,
+    AgentId, ConversationId, ConversationKey, ConversationSummary, EraseScope, ErasureReport,
+    Error, Fence, OrgId, Page, Persist, PruneReport, Result, SessionStore, Snapshot, Version,
+    check_page_limit,
 };
 use sqlx::types::Json;
 use sqlx::{PgConnection, SqlStr};
@@ -614,6 +615,10 @@ impl SessionStore for PgStore {
 
     async fn prune(&self, idle_before: SystemTime) -> Result<PruneReport> {
         self.prune_in_batches(idle_before).await
+    }
+
+    async fn erase(&self, scope: &EraseScope) -> Result<ErasureReport> {
+        self.erase_scope(scope).await
     }
 
     fn max_transcript_bytes(&self) -> usize {

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use crate::commit_fast::HeadStates;
 use crate::config::PgStoreConfig;
+use crate::erase::EraseSql;
 use crate::error::PgStoreError;
 use crate::events::EventSql;
 use crate::locks::LockSql;
@@ -35,6 +36,7 @@ pub(crate) struct Inner {
     pub(crate) pool: PgPool,
     pub(crate) config: PgStoreConfig,
     pub(crate) sessions: SessionSql,
+    pub(crate) erase: EraseSql,
     pub(crate) locks: LockSql,
     pub(crate) prune: PruneSql,
     pub(crate) queue: QueueSql,
@@ -63,6 +65,7 @@ impl PgStore {
         PgStore {
             inner: Arc::new(Inner {
                 sessions: SessionSql::new(schema),
+                erase: EraseSql::new(schema),
                 locks: LockSql::new(schema),
                 prune: PruneSql::new(schema),
                 queue: QueueSql::new(schema),

@@ -17,18 +17,29 @@ on_both_stores!(
 
 const KEY: &str = "alpha-key-0001";
 
-async fn a_run_retried_after_a_sigkill_streams_both_attempts_and_replays_after_restarts(
+type Vars = Vec<(&'static str, String)>;
+
+/// The environment of a gateway and of a worker on one store: keys, a 2 s claim (a killed
+/// worker's run comes back quickly) and quick retries.
+async fn fleet_vars(
     store: Store,
-) {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut vars, db) = store_vars(store, dir.path()).await;
+    dir: &std::path::Path,
+) -> (Vars, Vars, Option<common::pg::TestDb>) {
+    let (mut vars, db) = store_vars(store, dir).await;
     vars.push(("LOBU_API_KEYS", KEYS.to_owned()));
     vars.push(("LOBU_CLAIM_TTL_MS", "2000".to_owned()));
     vars.push(("LOBU_RETRY_DELAY_MS", "50".to_owned()));
     let mut gateway_vars = vars.clone();
     gateway_vars.push(("LOBU_WORKERS", "0".to_owned()));
-    let mut worker_vars = vars.clone();
-    worker_vars.push(("LOBU_INTAKE", "0".to_owned()));
+    vars.push(("LOBU_INTAKE", "0".to_owned()));
+    (gateway_vars, vars, db)
+}
+
+async fn a_run_retried_after_a_sigkill_streams_both_attempts_and_replays_after_restarts(
+    store: Store,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (gateway_vars, worker_vars, db) = fleet_vars(store, dir.path()).await;
     let (gateway_vars, worker_vars) = (borrowed(&gateway_vars), borrowed(&worker_vars));
 
     let gateway = Replica::start(&gateway_vars, dir.path()).await;
@@ -106,14 +117,7 @@ async fn a_run_retried_after_a_sigkill_streams_both_attempts_and_replays_after_r
 /// retry on another worker is offered the message again, and it appears once, answered once.
 async fn a_steered_message_taken_before_a_sigkill_is_answered_once_by_the_retry(store: Store) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut vars, db) = store_vars(store, dir.path()).await;
-    vars.push(("LOBU_API_KEYS", KEYS.to_owned()));
-    vars.push(("LOBU_CLAIM_TTL_MS", "2000".to_owned()));
-    vars.push(("LOBU_RETRY_DELAY_MS", "50".to_owned()));
-    let mut gateway_vars = vars.clone();
-    gateway_vars.push(("LOBU_WORKERS", "0".to_owned()));
-    let mut worker_vars = vars.clone();
-    worker_vars.push(("LOBU_INTAKE", "0".to_owned()));
+    let (gateway_vars, worker_vars, db) = fleet_vars(store, dir.path()).await;
     let (gateway_vars, worker_vars) = (borrowed(&gateway_vars), borrowed(&worker_vars));
 
     let gateway = Replica::start(&gateway_vars, dir.path()).await;

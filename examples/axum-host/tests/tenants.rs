@@ -31,6 +31,12 @@ async fn requests_without_a_known_key_are_401_on_every_api_route(store: Store) {
         (Method::GET, format!("{base}/session/stats")),
         (Method::DELETE, format!("{base}/session")),
         (Method::GET, "/v1/agents/support/conversations".to_owned()),
+        (Method::DELETE, base.clone()),
+        (
+            Method::DELETE,
+            "/v1/agents/support/conversations".to_owned(),
+        ),
+        (Method::DELETE, "/v1/data".to_owned()),
         // Auth comes first: a bad id without a key is still 401.
         (
             Method::GET,

@@ -28,6 +28,20 @@ struct Held {
 }
 
 impl LeaseTable {
+    /// Forget the scope's leases and fences; returns their conversations.
+    pub(super) fn erase(&mut self, scope: &crate::erase::EraseScope) -> Vec<ConversationKey> {
+        let keys: Vec<ConversationKey> = self
+            .leases
+            .keys()
+            .filter(|key| scope.covers(key))
+            .cloned()
+            .collect();
+        for key in &keys {
+            self.leases.remove(key);
+        }
+        keys
+    }
+
     /// The newest fence issued for `key`, if any was.
     pub(super) fn newest_fence(&self, key: &ConversationKey) -> Option<Fence> {
         self.leases.get(key).map(|held| held.fence)

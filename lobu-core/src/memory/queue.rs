@@ -38,6 +38,27 @@ pub(super) struct QueueTable {
 }
 
 impl QueueTable {
+    /// Remove the scope's runs (any status), their events, lanes and idempotency keys;
+    /// returns their conversations and how many runs and events went.
+    pub(super) fn erase(
+        &mut self,
+        scope: &crate::erase::EraseScope,
+    ) -> (Vec<ConversationKey>, u64, u64) {
+        let (mut keys, mut runs, mut events) = (Vec::new(), 0, 0);
+        self.runs.retain(|_, run| {
+            if !scope.covers(&run.record.key) {
+                return true;
+            }
+            keys.push(run.record.key.clone());
+            runs += 1;
+            events += run.events.len() as u64;
+            false
+        });
+        self.lanes.retain(|key, _| !scope.covers(key));
+        self.idempotency.retain(|(key, _), _| !scope.covers(key));
+        (keys, runs, events)
+    }
+
     pub(super) fn len(&self) -> usize {
         self.runs.len()
     }

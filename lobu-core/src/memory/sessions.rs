@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{MemoryBackend, State};
+use crate::erase::{EraseScope, ErasureReport};
 use crate::error::Result;
 use crate::id::{AgentId, ConversationId, ConversationKey, OrgId, RunId};
 use crate::lock::Fence;
@@ -245,6 +246,29 @@ impl SessionTable {
         Page { items, next_cursor }
     }
 
+    /// Remove the scope's conversations; returns their keys and how many snapshots went.
+    pub(super) fn erase(&mut self, scope: &EraseScope) -> (Vec<ConversationKey>, u64) {
+        let (mut keys, mut snapshots) = (Vec::new(), 0);
+        for ((org, agent), conversations) in &mut self.agents {
+            conversations.retain(|_, conversation| {
+                let key = ConversationKey {
+                    org: org.clone(),
+                    agent: agent.clone(),
+                    conversation: conversation.id.clone(),
+                };
+                if !scope.covers(&key) {
+                    return true;
+                }
+                snapshots += conversation.snapshots.len() as u64;
+                keys.push(key);
+                false
+            });
+        }
+        self.agents
+            .retain(|_, conversations| !conversations.is_empty());
+        (keys, snapshots)
+    }
+
     /// `owned` says whether a conversation has a live owner: those are never pruned whole.
     fn prune(
         &mut self,
@@ -337,6 +361,27 @@ impl SessionStore for MemoryBackend {
             sessions, leases, ..
         } = &mut *state;
         Ok(sessions.prune(idle_before, |key| leases.is_owned(key, now)))
+    }
+
+    async fn erase(&self, scope: &EraseScope) -> Result<ErasureReport> {
+        let mut state = self.state()?;
+        let State {
+            sessions,
+            leases,
+            queue,
+        } = &mut *state;
+        let (mut keys, snapshots) = sessions.erase(scope);
+        keys.extend(leases.erase(scope));
+        let (run_keys, runs, events) = queue.erase(scope);
+        keys.extend(run_keys);
+        keys.sort_by_key(ToString::to_string);
+        keys.dedup();
+        Ok(ErasureReport {
+            conversations: keys.len() as u64,
+            snapshots,
+            runs,
+            events,
+        })
     }
 
     fn max_transcript_bytes(&self) -> usize {

@@ -58,6 +58,7 @@
 //! data, so run them on a backend of their own (the macro gives every clause its own).
 
 mod control;
+mod erase;
 mod events;
 pub mod fuzz;
 mod guards;
@@ -87,6 +88,7 @@ pub use control::{
     cancelling_a_run_whose_claim_lapsed_ends_it,
     cancelling_a_waiting_run_ends_it_and_it_never_runs, releasing_a_cancelled_claim_ends_the_run,
 };
+pub use erase::erasure_removes_every_trace_of_its_scope_and_nothing_else;
 pub use events::{
     bad_events_are_typed_errors_and_store_nothing,
     events_are_numbered_in_order_and_replayed_after_a_seq,
@@ -347,6 +349,7 @@ macro_rules! conformance_tests {
             rollback_cancels_every_turn_and_runs_the_new_one
             steered_runs_complete_with_the_turn_that_took_them
             a_commit_taking_a_run_no_longer_offered_conflicts_and_changes_nothing
+            erasure_removes_every_trace_of_its_scope_and_nothing_else
         );
         $crate::conformance_tests!(@each with_capabilities $attrs $args $setup
             non_utf8_transcripts_round_trip_or_are_refused

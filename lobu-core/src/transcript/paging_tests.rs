@@ -3,16 +3,8 @@
 
 use serde_json::{Value, json};
 
+use super::read_tests::jsonl;
 use super::*;
-
-fn jsonl(lines: &[Value]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for line in lines {
-        out.extend_from_slice(line.to_string().as_bytes());
-        out.push(b'\n');
-    }
-    out
-}
 
 /// A pi session of version 1: entries carry no `id` or `parentId`.
 fn version_1_session(messages: usize) -> Vec<u8> {

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::ErrorKind;
 
-fn jsonl(lines: &[Value]) -> Vec<u8> {
+pub(super) fn jsonl(lines: &[Value]) -> Vec<u8> {
     let mut out = Vec::new();
     for line in lines {
         out.extend_from_slice(line.to_string().as_bytes());

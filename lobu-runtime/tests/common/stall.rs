@@ -299,6 +299,9 @@ impl RunQueue for Stall {
 
 #[async_trait]
 impl SessionStore for Stall {
+    async fn erase(&self, scope: &lobu_core::EraseScope) -> Result<lobu_core::ErasureReport> {
+        self.inner.sessions.erase(scope).await
+    }
     async fn hydrate(&self, key: &ConversationKey) -> Result<Option<Snapshot>> {
         self.inner.sessions.hydrate(key).await
     }

@@ -65,3 +65,43 @@ pub async fn two_replicas_never_run_a_retention_pass_at_the_same_time(store: Sto
     stop(&a, a_worker).await;
     stop(&b, b_worker).await;
 }
+
+pub async fn an_erased_conversation_is_gone_and_starts_over_from_nothing(store: Store) {
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let rt = quick(fx.builder(&agent)).build().unwrap();
+    let worker = start(&rt);
+    let (k, kept) = (key("c1"), key("c2"));
+    let first = send(&rt, &k, "secret one").await;
+    finished(&rt, &k, &first).await;
+    let other = send(&rt, &kept, "stays").await;
+    finished(&rt, &kept, &other).await;
+    let report = rt
+        .erase(&lobu_core::EraseScope::Conversation(k.clone()))
+        .await
+        .unwrap();
+    assert_eq!((report.conversations, report.runs), (1, 1), "{report:?}");
+    let gone = rt.status(&k.org, &first).await.unwrap_err();
+    assert_eq!(gone.kind(), ErrorKind::NotFound);
+    assert!(
+        rt.messages(&k, None, None)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    let again = send(&rt, &k, "hello again").await;
+    finished(&rt, &k, &again).await;
+    let turn = agent
+        .turns()
+        .into_iter()
+        .find(|t| t.text == "hello again")
+        .unwrap();
+    assert!(
+        turn.seen.is_empty(),
+        "the next turn starts from nothing: {:?}",
+        turn.seen
+    );
+    assert_eq!(user_texts(&head(&fx.backend, &kept).await), ["stays"]);
+    stop(&rt, worker).await;
+}

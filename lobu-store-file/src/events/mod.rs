@@ -173,6 +173,12 @@ pub(crate) fn remove(inner: &Inner, run: &RunId) -> Result<()> {
     Ok(crate::atomic::remove_file(&inner.layout.event_log(run))?)
 }
 
+/// Remove `run`'s log, if it has one (erasure, under the queue lock, before the record);
+/// how many events it held.
+pub(crate) fn erase(inner: &Inner, run: &RunId) -> Result<u64> {
+    remove_counted(inner, run, &inner.layout.event_log(run))
+}
+
 /// Remove one log; the events it held, or 0 when another pruner removed it first.
 fn remove_counted(inner: &Inner, run: &RunId, path: &Path) -> Result<u64> {
     let held = match open_log(path)? {

@@ -43,7 +43,7 @@ impl<'a> Queue<'a> {
         self.inner.layout.run_records()
     }
 
-    fn active_dir(&self) -> PathBuf {
+    pub(crate) fn active_dir(&self) -> PathBuf {
         self.dir.join("active")
     }
 
@@ -51,8 +51,13 @@ impl<'a> Queue<'a> {
         nested(&self.runs_dir(), run.as_str())
     }
 
+    /// `<root>/queue/idempotency`: entries nested by org, agent and conversation.
+    pub(crate) fn idempotency_dir(&self) -> PathBuf {
+        self.dir.join("idempotency")
+    }
+
     pub(crate) fn idempotency_path(&self, key: &ConversationKey, idem: &IdempotencyKey) -> PathBuf {
-        let mut path = self.dir.join("idempotency");
+        let mut path = self.idempotency_dir();
         for part in [
             key.org.as_str(),
             key.agent.as_str(),
@@ -73,7 +78,7 @@ impl<'a> Queue<'a> {
     ) -> Result<()> {
         let path = self.idempotency_path(key, idem);
         remove_file(&path)?;
-        let top = self.dir.join("idempotency");
+        let top = self.idempotency_dir();
         let mut dir = path.parent();
         while let Some(at) = dir.filter(|d| d.starts_with(&top) && *d != top) {
             // Fails (and stops the climb) once a directory still holds other entries.

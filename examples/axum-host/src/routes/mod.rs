@@ -1,6 +1,7 @@
 //! The HTTP API: [`app`] builds the whole router over an [`AppState`].
 
 mod conversations;
+mod erase;
 mod health;
 mod messages;
 mod params;
@@ -103,7 +104,12 @@ pub fn app(state: AppState) -> Router {
             &format!("{conversation}/session"),
             axum::routing::delete(session::reset),
         )
-        .route("/v1/agents/{agent}/conversations", get(conversations::list))
+        .route(conversation, axum::routing::delete(erase::conversation))
+        .route(
+            "/v1/agents/{agent}/conversations",
+            get(conversations::list).delete(erase::agent),
+        )
+        .route("/v1/data", axum::routing::delete(erase::org))
         .route("/v1/runs/{run_id}", get(runs::status))
         .route("/v1/runs/{run_id}/events", get(runs::events))
         .route("/v1/runs/{run_id}/cancel", post(runs::cancel));

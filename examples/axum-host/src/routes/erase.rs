@@ -1,0 +1,46 @@
+//! Erasure: `DELETE /v1/agents/{agent}/conversations/{conversation}` (one conversation),
+//! `DELETE /v1/agents/{agent}/conversations` (all of one agent's) and `DELETE /v1/data`
+//! (everything of the caller's org). Each answers `200 {"conversations", "snapshots",
+//! "runs", "events"}`: what was removed (zeros when there was nothing). The org is always the
+//! caller's, so a key can erase only its own org's data.
+
+use axum::Json;
+use axum::extract::State;
+use lobu_core::{EraseScope, ErasureReport};
+
+use super::AppState;
+use super::params::{AgentPath, ConversationPath};
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// `DELETE /v1/agents/{agent}/conversations/{conversation}`.
+pub(crate) async fn conversation(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: ConversationPath,
+) -> Result<Json<ErasureReport>, ApiError> {
+    let key = path.key(&caller.org)?;
+    Ok(Json(
+        state.runtime.erase(&EraseScope::Conversation(key)).await?,
+    ))
+}
+
+/// `DELETE /v1/agents/{agent}/conversations`.
+pub(crate) async fn agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    AgentPath(agent): AgentPath,
+) -> Result<Json<ErasureReport>, ApiError> {
+    let scope = EraseScope::Agent(caller.org, agent);
+    Ok(Json(state.runtime.erase(&scope).await?))
+}
+
+/// `DELETE /v1/data`.
+pub(crate) async fn org(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<ErasureReport>, ApiError> {
+    Ok(Json(
+        state.runtime.erase(&EraseScope::Org(caller.org)).await?,
+    ))
+}
