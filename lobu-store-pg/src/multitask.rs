@@ -83,6 +83,26 @@ impl LaneOf {
     }
 }
 
+impl PgStore {
+    /// Take the conversation's submit lock (sql/submit.sql's advisory lock) in `tx`, held
+    /// until it ends: one round trip. Submits that must see the conversation's runs as they
+    /// are (a repeated idempotency key, a strategy that looks at the lane) take it first.
+    pub(crate) async fn lock_for_submit(
+        &self,
+        tx: &mut PgConnection,
+        key: &lobu_core::ConversationKey,
+    ) -> Result<()> {
+        sqlx::query(self.inner.queue.submit_lock.clone())
+            .bind(key.org.as_str())
+            .bind(key.agent.as_str())
+            .bind(key.conversation.as_str())
+            .execute(tx)
+            .await
+            .map_err(db("submit: lock conversation"))?;
+        Ok(())
+    }
+}
+
 /// sql/commit_lock.sql: with the lane (a commit that took steered runs, parameter $5 its
 /// size) or without (every other commit, exactly as before).
 pub(crate) fn commit_lock_sql(schema: &str, with_lane: bool) -> SqlStr {
@@ -216,16 +236,9 @@ impl PgStore {
         run: &NewRun,
     ) -> Result<(Submitted, Vec<(RunId, CancelOutcome)>)> {
         let key = &run.key;
-        let queue = &self.inner.queue;
         // Dropping the transaction (every early return) rolls it back.
         let mut tx = self.inner.pool.begin().await.map_err(db("submit: begin"))?;
-        sqlx::query(queue.submit_lock.clone())
-            .bind(key.org.as_str())
-            .bind(key.agent.as_str())
-            .bind(key.conversation.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db("submit: lock conversation"))?;
+        self.lock_for_submit(&mut tx, key).await?;
         let read: SubmitLane = sqlx::query_as(self.inner.multitask.submit_lane.clone())
             .bind(key.org.as_str())
             .bind(key.agent.as_str())

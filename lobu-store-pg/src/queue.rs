@@ -690,14 +690,7 @@ impl RunQueue for PgStore {
             Some(row) => row,
             None => {
                 let mut tx = self.inner.pool.begin().await.map_err(db("submit: begin"))?;
-                let key = &run.key;
-                sqlx::query(self.inner.queue.submit_lock.clone())
-                    .bind(key.org.as_str())
-                    .bind(key.agent.as_str())
-                    .bind(key.conversation.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("submit: lock conversation"))?;
+                self.lock_for_submit(&mut tx, &run.key).await?;
                 let row = self
                     .submit_statement(&run, &id)
                     .fetch_one(&mut *tx)
