@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 /// What the stand-in received: the Authorization header and the request body.
 type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
 
-/// Answers `Echo: <last user text>` in three streamed pieces, or 500 for the text `boom`.
+/// Answers `Echo: <last user text>` in three streamed pieces, or 500 for the text `boom`;
+/// the text `slow` waits a second before answering.
 async fn completions(
     State(seen): State<Seen>,
     headers: HeaderMap,
@@ -33,6 +34,9 @@ async fn completions(
         .to_owned();
     if last == "boom" {
         return (StatusCode::INTERNAL_SERVER_ERROR, "model overloaded").into_response();
+    }
+    if last == "slow" {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
     let pieces = ["Echo", ": ", &last];
     let mut stream = String::new();
@@ -132,6 +136,56 @@ async fn an_openai_compatible_endpoint_answers_with_the_whole_history() {
         "{error}"
     );
     assert_eq!(api.lines("chat", "c1").await.len(), 4);
+    host.stop().await;
+    data.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_steered_into_a_running_turn_is_answered_by_a_second_model_call_in_it() {
+    let (base_url, seen) = stand_in().await;
+    let data = Data::new(Store::File).await;
+    let mut config = test_config(&data, None);
+    config.llm = Some(LlmConfig {
+        base_url,
+        model: "stand-in-1".to_owned(),
+        api_key: None,
+    });
+    let host = Host::start(config).await;
+    let api = host.api();
+
+    let main = api.submit("chat", "steer", "slow").await;
+    // The model takes a second over `slow`: the steered message waits behind the turn.
+    let path = format!("{}/messages", common::Api::conversation("chat", "steer"));
+    let steered = api
+        .post_json(
+            &path,
+            &json!({"text": "and also this", "multitask_strategy": "steer"}),
+        )
+        .await;
+    let steered = steered.json["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(api.wait_run(&main).await["status"], "completed");
+    let taken = api.wait_run(&steered).await;
+    assert_eq!(taken["status"], "completed", "{taken}");
+    assert_eq!(taken["output"]["steered_into"], main.as_str(), "{taken}");
+    assert_eq!(
+        api.lines("chat", "steer").await,
+        [
+            "user: slow",
+            "assistant: Echo: slow",
+            "user: and also this",
+            "assistant: Echo: and also this",
+        ]
+    );
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2, "one turn, two model calls");
+    assert_eq!(
+        requests[1].1["messages"],
+        json!([
+            {"role": "user", "content": "slow"},
+            {"role": "assistant", "content": "Echo: slow"},
+            {"role": "user", "content": "and also this"},
+        ])
+    );
     host.stop().await;
     data.cleanup().await;
 }
