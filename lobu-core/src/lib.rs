@@ -40,6 +40,7 @@ pub mod control;
 mod erase;
 mod error;
 pub mod events;
+pub mod export;
 mod id;
 mod lock;
 pub mod multitask;
@@ -67,11 +68,12 @@ pub use id::{
 pub use lock::{ConversationLocks, Fence, Lease, MAX_LEASE, check_lease_duration};
 pub use multitask::MultitaskStrategy;
 pub use queue::{
-    AfterFailure, Claim, Commit, MAX_ATTEMPTS, MAX_PAYLOAD_BYTES, MAX_RETRY_DELAY, NewRun, RunKind,
-    RunQueue, RunRecord, RunStatus, Steered, Submitted, check_failure_status,
+    AfterFailure, Claim, Commit, MAX_ATTEMPTS, MAX_PAYLOAD_BYTES, MAX_RETRY_DELAY, NewRun,
+    RunFilter, RunKind, RunQueue, RunRecord, RunStatus, Steered, Submitted, check_failure_status,
 };
 pub use session::{
     ConversationSummary, DEFAULT_MAX_TRANSCRIPT_BYTES, MAX_PAGE_LIMIT, Page, Persist, PruneReport,
-    SessionStore, Snapshot, TerminalStatus, Version, check_page_limit,
+    ScanPosition, SessionStore, Snapshot, TerminalStatus, Version, check_page_limit,
+    parse_scan_cursor, scan_cursor, scan_cursor_at_org,
 };
 pub use signals::RunSignals;

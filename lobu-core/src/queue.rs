@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::control::{CancelOutcome, Failure};
 use crate::error::{Error, Result};
 use crate::events::EventPage;
-use crate::id::{ConversationKey, IdempotencyKey, OrgId, RunId, WorkerId};
+use crate::id::{AgentId, ConversationKey, IdempotencyKey, OrgId, RunId, WorkerId};
 use crate::lock::Fence;
 use crate::multitask::MultitaskStrategy;
-use crate::session::{TerminalStatus, Version};
+use crate::session::{Page, TerminalStatus, Version};
 
 /// The most attempts a run may be given.
 pub const MAX_ATTEMPTS: u32 = 100;
@@ -407,6 +407,51 @@ pub struct RunRecord {
     pub updated_at: SystemTime,
 }
 
+/// Which runs [`RunQueue::runs`] lists: all of an org's by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    /// Only this agent's runs.
+    pub agent: Option<AgentId>,
+    /// Only runs in one of these states (empty: any).
+    pub statuses: Vec<RunStatus>,
+}
+
+impl RunFilter {
+    /// Every run of the org.
+    pub fn all() -> Self {
+        RunFilter::default()
+    }
+
+    /// Runs not finished yet: pending (waiting, or waiting out a retry) and running.
+    pub fn unfinished() -> Self {
+        RunFilter::all().statuses([RunStatus::Pending, RunStatus::Running])
+    }
+
+    /// Runs that ended without completing: failed, timed out or cancelled.
+    pub fn failed() -> Self {
+        RunFilter::all().statuses([RunStatus::Failed, RunStatus::Timeout, RunStatus::Cancelled])
+    }
+
+    /// Only `agent`'s runs.
+    pub fn agent(mut self, agent: AgentId) -> Self {
+        self.agent = Some(agent);
+        self
+    }
+
+    /// Only runs in these states (added to those already asked for).
+    pub fn statuses(mut self, statuses: impl IntoIterator<Item = RunStatus>) -> Self {
+        self.statuses.extend(statuses);
+        self
+    }
+
+    /// Whether the filter takes `record` (the rule every backend applies; SQL backends say
+    /// the same in their `WHERE`).
+    pub fn matches(&self, record: &RunRecord) -> bool {
+        self.agent.as_ref().is_none_or(|a| *a == record.key.agent)
+            && (self.statuses.is_empty() || self.statuses.contains(&record.status))
+    }
+}
+
 /// What became of a run after [`RunQueue::fail`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterFailure {
@@ -539,6 +584,18 @@ pub trait RunQueue: Debug + Send + Sync + 'static {
 
     /// Look a run up within one org.
     async fn status(&self, org: &OrgId, run: &RunId) -> Result<Option<RunRecord>>;
+
+    /// The org's runs that `filter` matches, whatever their age (until pruned), ordered by
+    /// run id (a generated id is time-ordered). `cursor` is a `next_cursor` from an earlier
+    /// page (the last run id of it: the page holds ids strictly greater); `limit` is
+    /// `1..=200`. For operators (`lobu runs`): unfinished and failed runs.
+    async fn runs(
+        &self,
+        org: &OrgId,
+        filter: &RunFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RunRecord>>;
 
     /// How many runs are pending (for metrics).
     async fn depth(&self) -> Result<u64>;

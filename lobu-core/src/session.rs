@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::erase::{EraseScope, ErasureReport};
 use crate::error::Result;
+use crate::export::{Exported, Imported};
 use crate::id::{AgentId, ConversationId, ConversationKey, OrgId, RunId};
 use crate::lock::Fence;
 
@@ -251,6 +252,84 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
     /// own. Fences start again for a conversation used after its erasure.
     async fn erase(&self, scope: &EraseScope) -> Result<ErasureReport>;
 
+    /// Every conversation that has a head, across **all orgs**, ordered by org, agent and
+    /// conversation id: for operators copying or auditing a whole store (`lobu migrate`),
+    /// never for serving a tenant. `cursor` is a `next_cursor` from an earlier page (see
+    /// [`scan_cursor`]); `limit` is `1..=200`.
+    async fn scan(&self, cursor: Option<&str>, limit: usize) -> Result<Page<ConversationKey>>;
+
+    /// The conversation's head with its run, version and write time, or `None` when it has
+    /// no head. Bytes are exactly the head's.
+    async fn export(&self, key: &ConversationKey) -> Result<Option<Exported>>;
+
+    /// Make an exported conversation's transcript this conversation's head, as
+    /// [`plan_import`](crate::export::plan_import) decides (it changes nothing when it
+    /// refuses): the same head again is [`Imported::Unchanged`]; a different head is
+    /// `Conflict` (an import never overwrites); otherwise the head is written with the
+    /// exported run and write time, at the exported version when the store never issued it
+    /// or a higher one for this conversation, else at a fresh version. Later versions of
+    /// the conversation are above the imported one. The write is atomic: after a crash the
+    /// conversation holds the whole head or none.
+    async fn import(&self, conversation: &Exported) -> Result<Imported>;
+
     /// The size limit `persist` enforces.
     fn max_transcript_bytes(&self) -> usize;
+}
+
+/// The [`SessionStore::scan`] cursor that resumes after `key`: the three ids as a JSON
+/// array (ids may hold any printable text, `/` included).
+pub fn scan_cursor(key: &ConversationKey) -> String {
+    serde_json::to_string(&(
+        key.org.as_str(),
+        key.agent.as_str(),
+        key.conversation.as_str(),
+    ))
+    .expect("strings serialise")
+}
+
+/// The [`SessionStore::scan`] cursor whose page starts at `org`'s first conversation (no
+/// agent id is empty, so every key of the org comes after it).
+pub fn scan_cursor_at_org(org: &OrgId) -> String {
+    serde_json::to_string(&(org.as_str(), "", "")).expect("strings serialise")
+}
+
+/// Where a [`SessionStore::scan`] page starts: after this org, agent and conversation id
+/// (a page holds only keys strictly greater, compared in that order, byte by byte).
+/// `InvalidInput` when `cursor` is not one [`scan_cursor`] gives.
+pub fn parse_scan_cursor(cursor: &str) -> Result<ScanPosition> {
+    serde_json::from_str::<(String, String, String)>(cursor)
+        .map(|(org, agent, conversation)| ScanPosition {
+            org,
+            agent,
+            conversation,
+        })
+        .map_err(|e| {
+            crate::Error::invalid(format!("{cursor:?} is not a scan cursor")).with_source(e)
+        })
+}
+
+/// A position in a [`SessionStore::scan`]: the ids a page starts after.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ScanPosition {
+    /// The org id's text.
+    pub org: String,
+    /// The agent id's text.
+    pub agent: String,
+    /// The conversation id's text.
+    pub conversation: String,
+}
+
+impl ScanPosition {
+    /// Whether `key` comes after this position.
+    pub fn is_before(&self, key: &ConversationKey) -> bool {
+        (
+            key.org.as_str(),
+            key.agent.as_str(),
+            key.conversation.as_str(),
+        ) > (
+            self.org.as_str(),
+            self.agent.as_str(),
+            self.conversation.as_str(),
+        )
+    }
 }

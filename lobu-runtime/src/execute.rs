@@ -61,7 +61,15 @@ pub(crate) async fn bounded<T>(
     what: &str,
     call: impl Future<Output = Result<T>>,
 ) -> Result<T> {
-    let limit = shared.settings.claim_ttl;
+    within(shared.settings.claim_ttl, what, call).await
+}
+
+/// `call`, or `Unavailable` if it takes longer than `limit`.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    what: &str,
+    call: impl Future<Output = Result<T>>,
+) -> Result<T> {
     tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
         Err(Error::unavailable(format!(
             "{what} took longer than the claim ({limit:?})"

@@ -93,5 +93,6 @@ pub use config::{MAX_CONCURRENCY, MAX_SETTING_DURATION, Settings};
 pub use events::{NumberedEvent, RunEvent};
 pub use gateway::SubmitOptions;
 pub use metrics::Metrics;
+pub use retention::{RETENTION_KEY, RetentionPolicy, RetentionReport, retention_pass};
 pub use runtime::{Runtime, RuntimeBuilder};
 pub use subscription::RunEvents;

@@ -89,6 +89,18 @@
 //! so that a crash after its commit point is finished by whatever looks at the run next,
 //! with the steered runs completed too, and a crash before it leaves them waiting.
 //!
+//! ## Moving conversations
+//!
+//! [`export`](lobu_core::SessionStore::export) reads a head as `hydrate` does, with its run
+//! and write time. [`import`](lobu_core::SessionStore::import) writes a conversation's first
+//! head the way `persist` does (transcript and history line synced, then one `state.json`
+//! commit that also moves the version counter), so a crash leaves no head or the whole one.
+//! [`scan`](lobu_core::SessionStore::scan) walks `orgs/` sorting each level by the decoded
+//! ids; a conversation whose state record does not decode is scanned all the same (its
+//! export is then `Corrupt`), so a store-wide copy cannot silently leave it behind.
+//! [`runs`](lobu_core::RunQueue::runs) reads run records in id order until its page is
+//! full; one that does not decode is skipped with a warning (its `status` is `Corrupt`).
+//!
 //! ## Run events
 //!
 //! [`record_events`](lobu_core::RunQueue::record_events) appends a run's events to its log
@@ -117,6 +129,7 @@ mod events;
 mod layout;
 mod locks;
 mod persist;
+mod portable;
 mod queue;
 mod records;
 mod retention;
@@ -127,6 +140,8 @@ mod watch;
 
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod import_crash_tests;
 #[cfg(test)]
 mod upgrade_tests;
 

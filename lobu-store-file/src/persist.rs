@@ -17,7 +17,9 @@ use std::time::SystemTime;
 
 use lobu_core::persist_plan::{self, Earlier, Found, Plan};
 use lobu_core::transcript::hash::{TranscriptHash, digest, hex};
-use lobu_core::{ConversationKey, Error, Fence, Persist, Result, TerminalStatus, Version};
+use lobu_core::{
+    ConversationKey, Error, ErrorKind, Fence, Persist, Result, TerminalStatus, Version,
+};
 
 use crate::atomic::read_prefix;
 use crate::records::{self, Digests, Record};
@@ -92,7 +94,7 @@ pub(crate) fn persist_locked(
         return Ok((version, false));
     }
     let record = Record {
-        version: state.last_version + 1,
+        version: next_version(state, key)?,
         run: write.run,
         status: write.status,
         bytes: size as u64,
@@ -162,10 +164,10 @@ fn hash_append(state: &State, write: &Persist) -> Result<Option<TranscriptHash>>
 
 /// What a completed write adds to the transcript: `body` (after the head for an append, the
 /// whole transcript otherwise), the head's title and hash state.
-struct Written<'a> {
-    body: &'a [u8],
-    title: Option<String>,
-    state: String,
+pub(crate) struct Written<'a> {
+    pub(crate) body: &'a [u8],
+    pub(crate) title: Option<String>,
+    pub(crate) state: String,
 }
 
 /// An append as the whole transcript it stands for (format 1 keeps whole transcripts and
@@ -197,6 +199,17 @@ fn whole(conversation: &Conversation<'_>, state: &State, mut write: Persist) -> 
     let appended = std::mem::take(&mut write.transcript);
     write.transcript = persist_plan::rebuild(to, &head_bytes, base_len, appended);
     Ok(write)
+}
+
+/// The conversation's next version. An import may have taken the largest one (versions are
+/// the exporter's to choose): refused, never wrapped round to a version already issued.
+pub(crate) fn next_version(state: &State, key: &ConversationKey) -> Result<u64> {
+    state.last_version.checked_add(1).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Other,
+            format!("{key} has used every version up to {}", u64::MAX),
+        )
+    })
 }
 
 pub(crate) fn never_leased(key: &ConversationKey) -> Error {
@@ -243,7 +256,9 @@ fn earlier(
     Ok(earlier)
 }
 
-fn commit_completed(
+/// Write a completed snapshot and commit it as the head (an import writes its head here
+/// too): the bytes, the history line, both synced, then the state record.
+pub(crate) fn commit_completed(
     conversation: &Conversation<'_>,
     state: &mut State,
     record: Record,

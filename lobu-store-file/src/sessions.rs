@@ -1,33 +1,44 @@
-//! [`SessionStore`] for [`FileStore`]: hydrate, head and list here; persist, clear, prune and
-//! erase in their own modules.
+//! [`SessionStore`] for [`FileStore`]: hydrate, head and list here; persist, clear, prune,
+//! erase, and scan, export and import in their own modules.
 
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use lobu_core::export::{Exported, Imported};
 use lobu_core::{
     AgentId, ConversationKey, ConversationSummary, EraseScope, ErasureReport, Fence, OrgId, Page,
     Persist, PruneReport, Result, SessionStore, Snapshot, Version, check_page_limit,
+    parse_scan_cursor,
 };
 
 use crate::atomic::read_prefix;
 use crate::layout;
-use crate::state::Conversation;
+use crate::state::{Conversation, Head};
 use crate::store::{FileStore, Inner};
-use crate::{persist, retention};
+use crate::{persist, portable, retention};
 
-fn hydrate(inner: &Inner, key: &ConversationKey) -> Result<Option<Snapshot>> {
+/// The committed head and its bytes (what `hydrate` and `export` read), under the shared
+/// lock so no writer changes the state record and the transcript between the two reads.
+pub(crate) fn committed_head(
+    inner: &Inner,
+    key: &ConversationKey,
+) -> Result<Option<(Head, Vec<u8>)>> {
     let conversation = Conversation::new(inner, key);
     if !conversation.exists() {
         return Ok(None);
     }
-    // Shared, so no writer changes the state record and the transcript between the two reads.
     let _lock = conversation.lock_shared()?;
     let Some(head) = conversation.load()?.and_then(|s| s.head) else {
         return Ok(None);
     };
     let bytes = read_prefix(&conversation.transcript_path(&head), head.bytes)?;
-    Ok(Some(Snapshot {
+    Ok(Some((head, bytes)))
+}
+
+fn hydrate(inner: &Inner, key: &ConversationKey) -> Result<Option<Snapshot>> {
+    let head = committed_head(inner, key)?;
+    Ok(head.map(|(head, bytes)| Snapshot {
         version: Version(head.version),
         run: head.run,
         transcript: Bytes::from(bytes),
@@ -142,6 +153,26 @@ impl SessionStore for FileStore {
         // Followers of an erased run see it gone; a lane may have lost its front.
         self.inner.work.notify_waiters();
         Ok(report)
+    }
+
+    async fn scan(&self, cursor: Option<&str>, limit: usize) -> Result<Page<ConversationKey>> {
+        check_page_limit(limit)?;
+        let after = cursor.map(parse_scan_cursor).transpose()?;
+        self.blocking(move |inner| portable::scan(inner, after.as_ref(), limit))
+            .await
+    }
+
+    async fn export(&self, key: &ConversationKey) -> Result<Option<Exported>> {
+        let key = key.clone();
+        self.blocking(move |inner| portable::export(inner, &key))
+            .await
+    }
+
+    async fn import(&self, conversation: &Exported) -> Result<Imported> {
+        // The transcript is shared, not copied.
+        let conversation = conversation.clone();
+        self.blocking(move |inner| portable::import(inner, &conversation))
+            .await
     }
 
     fn max_transcript_bytes(&self) -> usize {

@@ -1,13 +1,14 @@
 //! A root written by the previous version (contract v1: per-run claim tokens, claims that
-//! never touched `state.json`) opens without a migration step: its transcripts hydrate, its
-//! queued runs are claimed with conversation fences, and they complete; its records, written
-//! before steering, read as runs submitted without it.
+//! never touched `state.json`) opens without a migration step: its transcripts hydrate and
+//! export, its queued runs are claimed with conversation fences, and they complete; its
+//! records, written before steering, read as runs submitted without it.
 
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use lobu_core::control::CancelOutcome;
+use lobu_core::export::{Exported, Imported};
 use lobu_core::multitask::steered_output;
 use lobu_core::{
     Commit, ConversationKey, ConversationLocks, Fence, MultitaskStrategy, NewRun, RunId, RunQueue,
@@ -15,6 +16,7 @@ use lobu_core::{
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use time::format_description::well_known::Rfc3339;
 
 use crate::clock;
 use crate::queue::markers::{Marker, lane_of};
@@ -38,7 +40,7 @@ fn put(path: &Path, bytes: &[u8]) {
 }
 
 fn millis(text: &str) -> u64 {
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339);
+    let t = time::OffsetDateTime::parse(text, &Rfc3339);
     clock::millis(t.unwrap().into())
 }
 
@@ -275,6 +277,39 @@ async fn a_run_record_written_before_steering_reads_and_takes_steered_messages()
     assert_eq!(taken.status, RunStatus::Completed);
     assert_eq!(taken.output, Some(steered_output(&old.run)));
     assert!(store.claim(&worker, LONG).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_head_written_by_the_previous_version_exports_exactly_and_imports_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    write_previous_version(dir.path());
+    let store = FileStore::open(dir.path()).await.unwrap();
+    let c1 = key("c1");
+    let written = time::OffsetDateTime::parse(WRITTEN, &Rfc3339).unwrap();
+    let expected = Exported::new(
+        c1.clone(),
+        Version(1),
+        RunId::new(OLD_RUN).unwrap(),
+        written.into(),
+        TRANSCRIPT.as_bytes(),
+    );
+    assert_eq!(store.export(&c1).await.unwrap(), Some(expected.clone()));
+    assert_eq!(store.export(&key("c2")).await.unwrap(), None, "no head");
+    let page = store.scan(None, 10).await.unwrap();
+    assert_eq!((page.items, page.next_cursor), (vec![c1.clone()], None));
+    // Compared by the SHA-256 its commit record keeps (written without a hash state).
+    assert_eq!(
+        store.import(&expected).await.unwrap(),
+        Imported::Unchanged(Version(1))
+    );
+    let other = tempfile::tempdir().unwrap();
+    let copy = FileStore::open(other.path()).await.unwrap();
+    assert_eq!(
+        copy.import(&expected).await.unwrap(),
+        Imported::Written(Version(1))
+    );
+    let back = copy.export(&c1).await.unwrap().unwrap();
+    assert_eq!(back.to_document(), expected.to_document());
 }
 
 /// The contents of every file called `name` under `dir`.

@@ -48,3 +48,14 @@ async fn pruning_a_run_removes_its_idempotency_key_and_a_retry_then_creates_a_ne
     assert!(retried.created, "a retry after run retention is a new run");
     assert_ne!(retried.run, first.run);
 }
+
+#[tokio::test]
+async fn a_store_that_never_queued_a_run_prunes_nothing_without_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).await.unwrap();
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    assert_eq!(store.prune_runs(later).await.unwrap(), 0);
+    assert_eq!(store.prune_events(later).await.unwrap(), 0);
+    let report = lobu_core::SessionStore::prune(&store, later).await.unwrap();
+    assert_eq!(report, lobu_core::PruneReport::default());
+}

@@ -84,6 +84,15 @@
 //! wakes that run's followers only; [`read_events`](lobu_core::RunQueue::read_events) reads
 //! the record and a page of events in one statement, so at one moment.
 //!
+//! Moving conversations ([`scan`](lobu_core::SessionStore::scan),
+//! [`export`](lobu_core::SessionStore::export), [`import`](lobu_core::SessionStore::import),
+//! [`runs`](lobu_core::RunQueue::runs)): a scan and a run listing are one statement each,
+//! paged by key and run id from the primary keys; an export is hydrate's read plus the head's
+//! write time. An import locks the conversation's row as persist does (creating it, without
+//! a lease or fence, when there is none), lets lobu-core's `plan_import` decide, and writes
+//! the head as one whole copy with the exported run and write time; a version it keeps moves
+//! the `versions` sequence up to it, so later versions are above it.
+//!
 //! Retention: [`prune`](lobu_core::SessionStore::prune) works on conversations (never on
 //! run history), never touches a conversation with a live owner or a running run, and also
 //! drops the rows of leases that lapsed before its cutoff on conversations with nothing
@@ -125,13 +134,16 @@ mod delta;
 mod erase;
 mod error;
 mod events;
+mod head;
 mod locks;
 mod migrate;
 mod multitask;
 mod persist;
 mod persist_fast;
+mod portable;
 mod prune;
 mod queue;
+mod runs;
 mod sessions;
 mod store;
 mod wakeup;

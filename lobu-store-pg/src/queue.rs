@@ -36,8 +36,8 @@ use lobu_core::multitask::check_steered;
 use lobu_core::run_state::error_text;
 use lobu_core::{
     AfterFailure, Claim, Commit, ConversationKey, Error, ErrorKind, Fence, MultitaskStrategy,
-    NewRun, OrgId, Result, RunId, RunKind, RunQueue, RunRecord, RunStatus, Steered, Submitted,
-    Version, WorkerId, check_lease_duration,
+    NewRun, OrgId, Page, Result, RunFilter, RunId, RunKind, RunQueue, RunRecord, RunStatus,
+    Steered, Submitted, Version, WorkerId, check_lease_duration,
 };
 use sqlx::postgres::{PgArguments, Postgres};
 use sqlx::types::Json;
@@ -867,6 +867,16 @@ impl RunQueue for PgStore {
             .await
             .map_err(db("status"))?;
         row.map(RunRow::record).transpose()
+    }
+
+    async fn runs(
+        &self,
+        org: &OrgId,
+        filter: &RunFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RunRecord>> {
+        self.list_runs(org, filter, cursor, limit).await
     }
 
     async fn depth(&self) -> Result<u64> {

@@ -4,6 +4,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use lobu_core::export::{Exported, Imported};
 use lobu_core::{
     AgentId, ConversationId, ConversationKey, ConversationSummary, EraseScope, ErasureReport,
     Error, Fence, OrgId, Page, Persist, PruneReport, Result, SessionStore, Snapshot, Version,
@@ -20,7 +21,7 @@ use crate::store::{PgStore, db, sql, system_time};
 /// The session statements, for one schema.
 #[derive(Debug)]
 pub(crate) struct SessionSql {
-    hydrate: SqlStr,
+    pub(crate) hydrate: SqlStr,
     head: SqlStr,
     lock: SqlStr,
     run_snapshots: SqlStr,
@@ -178,17 +179,6 @@ pub(crate) enum Written {
     Stored(i64),
 }
 
-/// One row of sql/hydrate.sql: the head, and one snapshot of its chain.
-#[derive(sqlx::FromRow)]
-struct ChainRow {
-    head_seq: i64,
-    head_run: String,
-    head_bytes: i64,
-    base_seq: i64,
-    seq: Option<i64>,
-    bytes: Option<Vec<u8>>,
-}
-
 #[derive(sqlx::FromRow)]
 struct Listed {
     conversation: String,
@@ -208,11 +198,7 @@ pub(crate) fn version(seq: i64) -> Result<Version> {
         .map_err(|_| PgStoreError::Corrupt(format!("negative snapshot sequence {seq}")).into())
 }
 
-fn corrupt(message: String) -> Error {
-    PgStoreError::Corrupt(message).into()
-}
-
-fn len_i64(n: usize) -> i64 {
+pub(crate) fn len_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
@@ -340,53 +326,6 @@ impl PgStore {
         // For the next append (persist_fast.rs); harmless if this rolls back.
         self.inner.head_states.remember(seq, state.clone());
         Ok(Written::Stored(seq))
-    }
-
-    /// The head snapshot in one read (sql/hydrate.sql), on `conn`: the pool, or a transaction
-    /// that holds the conversation's row lock.
-    pub(crate) async fn read_head(
-        &self,
-        conn: impl sqlx::PgExecutor<'_>,
-        key: &ConversationKey,
-    ) -> Result<Option<Snapshot>> {
-        let rows: Vec<ChainRow> = sqlx::query_as(self.inner.sessions.hydrate.clone())
-            .bind(key.org.as_str())
-            .bind(key.agent.as_str())
-            .bind(key.conversation.as_str())
-            .fetch_all(conn)
-            .await
-            .map_err(db("hydrate"))?;
-        let Some(first) = rows.first() else {
-            return Ok(None);
-        };
-        let (head_seq, head_bytes, base_seq) = (first.head_seq, first.head_bytes, first.base_seq);
-        let version = version(head_seq)?;
-        let run = stored("head run id", lobu_core::RunId::new(&first.head_run))?;
-        let first_seq = first.seq;
-        let chain_len = rows.len();
-        let mut pieces = rows.into_iter().map(|r| r.bytes);
-        // A head that is one whole copy (the common case after a re-base) is not copied.
-        let transcript = if chain_len == 1 {
-            pieces.next().flatten()
-        } else {
-            let capacity = usize::try_from(head_bytes).unwrap_or(0);
-            pieces.try_fold(Vec::with_capacity(capacity), |mut all, piece| {
-                all.extend_from_slice(&piece?);
-                Some(all)
-            })
-        };
-        let whole = transcript.filter(|t| len_i64(t.len()) == head_bytes);
-        let Some(transcript) = whole.filter(|_| first_seq == Some(base_seq)) else {
-            return Err(corrupt(format!(
-                "{key}: the chain of v{head_seq} ({chain_len} rows from {first_seq:?}) does not \
-                 rebuild {head_bytes} bytes from v{base_seq}"
-            )));
-        };
-        Ok(Some(Snapshot {
-            version,
-            run,
-            transcript: Bytes::from(transcript),
-        }))
     }
 
     /// The plan of a whole transcript. Hashing (and, for a rewrite, finding the title) is
@@ -619,6 +558,18 @@ impl SessionStore for PgStore {
 
     async fn erase(&self, scope: &EraseScope) -> Result<ErasureReport> {
         self.erase_scope(scope).await
+    }
+
+    async fn scan(&self, cursor: Option<&str>, limit: usize) -> Result<Page<ConversationKey>> {
+        self.scan_keys(cursor, limit).await
+    }
+
+    async fn export(&self, key: &ConversationKey) -> Result<Option<Exported>> {
+        self.export_head(key).await
+    }
+
+    async fn import(&self, conversation: &Exported) -> Result<Imported> {
+        self.import_head(conversation).await
     }
 
     fn max_transcript_bytes(&self) -> usize {

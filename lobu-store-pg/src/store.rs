@@ -14,8 +14,10 @@ use crate::error::PgStoreError;
 use crate::events::EventSql;
 use crate::locks::LockSql;
 use crate::multitask::MultitaskSql;
+use crate::portable::PortableSql;
 use crate::prune::PruneSql;
 use crate::queue::{QueueSql, Reaper};
+use crate::runs::RunsSql;
 use crate::sessions::SessionSql;
 use crate::wakeup::Wakeup;
 
@@ -42,6 +44,8 @@ pub(crate) struct Inner {
     pub(crate) queue: QueueSql,
     pub(crate) multitask: MultitaskSql,
     pub(crate) events: EventSql,
+    pub(crate) portable: PortableSql,
+    pub(crate) runs: RunsSql,
     pub(crate) reaper: Reaper,
     pub(crate) wakeup: Wakeup,
     pub(crate) head_states: HeadStates,
@@ -71,6 +75,8 @@ impl PgStore {
                 queue: QueueSql::new(schema),
                 multitask: MultitaskSql::new(schema),
                 events: EventSql::new(schema),
+                portable: PortableSql::new(schema),
+                runs: RunsSql::new(schema),
                 reaper: Reaper::new(),
                 wakeup: Wakeup::new(format!("{schema}_runs")),
                 head_states: HeadStates::default(),

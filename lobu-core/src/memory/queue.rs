@@ -19,10 +19,11 @@ use crate::multitask::{
     steered_output,
 };
 use crate::queue::{
-    AfterFailure, Claim, Commit, NewRun, RunQueue, RunRecord, RunStatus, Steered, Submitted,
+    AfterFailure, Claim, Commit, NewRun, RunFilter, RunQueue, RunRecord, RunStatus, Steered,
+    Submitted,
 };
 use crate::run_state::{Due, error_text, exhausted_error, redelivered_error};
-use crate::session::Version;
+use crate::session::{Page, Version, check_page_limit};
 
 #[derive(Default)]
 pub(super) struct QueueTable {
@@ -407,6 +408,27 @@ impl QueueTable {
         (run.record.key.org == *org).then(|| run.record.clone())
     }
 
+    fn runs(
+        &self,
+        org: &OrgId,
+        filter: &RunFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Page<RunRecord> {
+        let mut items: Vec<RunRecord> = self
+            .runs
+            .values()
+            .map(|run| &run.record)
+            .filter(|r| r.key.org == *org && filter.matches(r))
+            .filter(|r| cursor.is_none_or(|after| r.run.as_str() > after))
+            .cloned()
+            .collect();
+        items.sort_by(|a, b| a.run.as_str().cmp(b.run.as_str()));
+        let next_cursor = (items.len() > limit).then(|| items[limit - 1].run.to_string());
+        items.truncate(limit);
+        Page { items, next_cursor }
+    }
+
     fn depth(&self) -> u64 {
         let pending = self.lanes.values().flatten();
         pending
@@ -561,6 +583,17 @@ impl RunQueue for MemoryBackend {
 
     async fn status(&self, org: &OrgId, run: &RunId) -> Result<Option<RunRecord>> {
         Ok(self.state()?.queue.status(org, run))
+    }
+
+    async fn runs(
+        &self,
+        org: &OrgId,
+        filter: &RunFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RunRecord>> {
+        check_page_limit(limit)?;
+        Ok(self.state()?.queue.runs(org, filter, cursor, limit))
     }
 
     async fn depth(&self) -> Result<u64> {

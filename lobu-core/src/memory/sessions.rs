@@ -10,12 +10,13 @@ use bytes::Bytes;
 use super::{MemoryBackend, State};
 use crate::erase::{EraseScope, ErasureReport};
 use crate::error::Result;
+use crate::export::{ExistingHead, Exported, ImportPlan, Imported, plan_import};
 use crate::id::{AgentId, ConversationId, ConversationKey, OrgId, RunId};
 use crate::lock::Fence;
 use crate::persist_plan::{self, Earlier, Found, Plan, check_fence};
 use crate::session::{
-    ConversationSummary, Page, Persist, PruneReport, SessionStore, Snapshot, TerminalStatus,
-    Version, check_page_limit,
+    ConversationSummary, Page, Persist, PruneReport, ScanPosition, SessionStore, Snapshot,
+    TerminalStatus, Version, check_page_limit, parse_scan_cursor, scan_cursor,
 };
 use crate::transcript;
 
@@ -25,8 +26,11 @@ pub(super) struct SessionTable {
     /// any cursor text, known or not, is a valid place to start.
     agents: HashMap<(OrgId, AgentId), BTreeMap<Box<str>, Conversation>>,
     /// One counter for all conversations, so a version is never handed out twice for one
-    /// conversation, whatever was cleared or pruned.
+    /// conversation, whatever was cleared or pruned. Never below an imported version.
     last_version: u64,
+    /// The highest version given to each conversation (kept after a clear or a prune,
+    /// forgotten by an erasure), so an import knows whether its version is still unused.
+    issued: HashMap<ConversationKey, Version>,
 }
 
 struct Conversation {
@@ -185,8 +189,13 @@ impl SessionTable {
         }
         self.last_version += 1;
         let version = Version(self.last_version);
-        let conversation = self
-            .agents
+        self.conversation_mut(key).push(version, write, now);
+        self.issued.insert(key.clone(), version);
+        Ok(version)
+    }
+
+    fn conversation_mut(&mut self, key: &ConversationKey) -> &mut Conversation {
+        self.agents
             .entry((key.org.clone(), key.agent.clone()))
             .or_default()
             .entry(key.conversation.as_str().into())
@@ -194,9 +203,73 @@ impl SessionTable {
                 id: key.conversation.clone(),
                 snapshots: Vec::new(),
                 title: None,
-            });
-        conversation.push(version, write, now);
-        Ok(version)
+            })
+    }
+
+    fn scan(&self, after: Option<&ScanPosition>, limit: usize) -> Page<ConversationKey> {
+        let mut keys: Vec<ConversationKey> = self
+            .agents
+            .iter()
+            .flat_map(|((org, agent), conversations)| {
+                conversations
+                    .values()
+                    .filter(|c| c.head().is_some())
+                    .map(|c| ConversationKey::new(org.clone(), agent.clone(), c.id.clone()))
+            })
+            .filter(|key| after.is_none_or(|after| after.is_before(key)))
+            .collect();
+        keys.sort_by(|a, b| {
+            (a.org.as_str(), a.agent.as_str(), a.conversation.as_str()).cmp(&(
+                b.org.as_str(),
+                b.agent.as_str(),
+                b.conversation.as_str(),
+            ))
+        });
+        let next_cursor = (keys.len() > limit).then(|| scan_cursor(&keys[limit - 1]));
+        keys.truncate(limit);
+        Page {
+            items: keys,
+            next_cursor,
+        }
+    }
+
+    fn export(&self, key: &ConversationKey) -> Option<Exported> {
+        let head = self.get(key)?.head()?;
+        Some(Exported::new(
+            key.clone(),
+            head.version,
+            head.run.clone(),
+            head.written_at,
+            head.bytes.clone(),
+        ))
+    }
+
+    fn import(&mut self, incoming: &Exported, max_bytes: usize) -> Result<Imported> {
+        let head = self.get(&incoming.key).and_then(Conversation::head);
+        let existing = head.map(|h| ExistingHead {
+            version: h.version,
+            run: h.run.clone(),
+            digest: transcript::hash::digest(&h.bytes),
+        });
+        let last_issued = self.issued.get(&incoming.key).copied();
+        let version = match plan_import(incoming, existing.as_ref(), last_issued, max_bytes)? {
+            ImportPlan::Unchanged(version) => return Ok(Imported::Unchanged(version)),
+            ImportPlan::WriteAt(version) => version,
+            ImportPlan::WriteFresh => Version(self.last_version + 1),
+        };
+        self.last_version = self.last_version.max(version.0);
+        let write = Persist {
+            run: incoming.run.clone(),
+            status: TerminalStatus::Completed,
+            transcript: incoming.transcript.clone(),
+            expected: None,
+            fence: Fence(0),
+            base_len: None,
+        };
+        self.conversation_mut(&incoming.key)
+            .push(version, write, incoming.updated_at);
+        self.issued.insert(incoming.key.clone(), version);
+        Ok(Imported::Written(version))
     }
 
     fn clear(&mut self, key: &ConversationKey, fence: Fence, newest: Option<Fence>) -> Result<u64> {
@@ -266,6 +339,7 @@ impl SessionTable {
         }
         self.agents
             .retain(|_, conversations| !conversations.is_empty());
+        self.issued.retain(|key, _| !scope.covers(key));
         (keys, snapshots)
     }
 
@@ -382,6 +456,21 @@ impl SessionStore for MemoryBackend {
             runs,
             events,
         })
+    }
+
+    async fn scan(&self, cursor: Option<&str>, limit: usize) -> Result<Page<ConversationKey>> {
+        check_page_limit(limit)?;
+        let after = cursor.map(parse_scan_cursor).transpose()?;
+        Ok(self.state()?.sessions.scan(after.as_ref(), limit))
+    }
+
+    async fn export(&self, key: &ConversationKey) -> Result<Option<Exported>> {
+        Ok(self.state()?.sessions.export(key))
+    }
+
+    async fn import(&self, conversation: &Exported) -> Result<Imported> {
+        let max_bytes = self.max_transcript_bytes;
+        self.state()?.sessions.import(conversation, max_bytes)
     }
 
     fn max_transcript_bytes(&self) -> usize {

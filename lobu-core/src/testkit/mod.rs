@@ -68,6 +68,7 @@ mod isolation;
 mod leases;
 mod multitask;
 mod ownership;
+mod portable;
 mod queue;
 mod retries;
 mod sessions;
@@ -132,6 +133,15 @@ pub use ownership::{
     a_commit_writes_the_head_and_completes_the_run_together,
     an_append_commit_is_its_base_then_its_new_bytes, an_append_persist_sent_twice_is_stored_once,
     prune_never_removes_a_conversation_whose_run_is_claimed,
+};
+pub use portable::{
+    an_export_imported_elsewhere_exports_the_same_document,
+    an_import_never_reuses_a_version_the_conversation_had,
+    an_imported_head_is_served_and_continued_above_its_version,
+    bad_imports_are_typed_errors_and_write_nothing,
+    importing_again_is_unchanged_and_another_head_conflicts,
+    runs_lists_an_orgs_runs_by_state_and_agent_in_id_order,
+    scan_pages_through_every_orgs_conversations_in_key_order,
 };
 pub use queue::{
     a_follower_waiting_for_a_run_is_woken_when_it_ends,
@@ -350,6 +360,13 @@ macro_rules! conformance_tests {
             steered_runs_complete_with_the_turn_that_took_them
             a_commit_taking_a_run_no_longer_offered_conflicts_and_changes_nothing
             erasure_removes_every_trace_of_its_scope_and_nothing_else
+            an_export_imported_elsewhere_exports_the_same_document
+            importing_again_is_unchanged_and_another_head_conflicts
+            an_imported_head_is_served_and_continued_above_its_version
+            an_import_never_reuses_a_version_the_conversation_had
+            bad_imports_are_typed_errors_and_write_nothing
+            scan_pages_through_every_orgs_conversations_in_key_order
+            runs_lists_an_orgs_runs_by_state_and_agent_in_id_order
         );
         $crate::conformance_tests!(@each with_capabilities $attrs $args $setup
             non_utf8_transcripts_round_trip_or_are_refused

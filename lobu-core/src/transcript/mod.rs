@@ -14,6 +14,7 @@
 //!   messages and tokens; [`title`] names a conversation after its first user text.
 //!   [`MessagePage`], [`DisplayMessage`] and [`Stats`] serialise with lobu's JSON field names,
 //!   so an HTTP host can return them as they are.
+//! * [`upgrade`] brings a pi session file of version 1 or 2 to version 3, as pi does on load.
 //! * [`TranscriptWriter`] appends well-formed entries for an agent: fresh ids, the parent
 //!   chain, timestamps, and a header when the transcript is new.
 //!
@@ -54,6 +55,7 @@ mod entry;
 pub mod hash;
 mod js;
 mod stats;
+mod upgrade;
 mod writer;
 
 #[cfg(test)]
@@ -70,4 +72,5 @@ pub use display::{
 };
 pub use entry::{Entry, MessageRef, SkipReason, SkippedLine, Tokens, Transcript, parse};
 pub use stats::{Stats, TITLE_MAX_CHARS, title};
+pub use upgrade::{Upgraded, upgrade};
 pub use writer::{RESERVED_FIELDS, SESSION_VERSION, TranscriptWriter};

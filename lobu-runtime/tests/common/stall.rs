@@ -264,6 +264,15 @@ impl RunQueue for Stall {
     async fn depth(&self) -> Result<u64> {
         self.inner.queue.depth().await
     }
+    async fn runs(
+        &self,
+        org: &OrgId,
+        filter: &lobu_core::RunFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RunRecord>> {
+        self.inner.queue.runs(org, filter, cursor, limit).await
+    }
     async fn prune_runs(&self, before: SystemTime) -> Result<u64> {
         let now = self.prunes_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_prunes_at_once.fetch_max(now, Ordering::SeqCst);
@@ -325,6 +334,18 @@ impl SessionStore for Stall {
     }
     async fn prune(&self, idle_before: SystemTime) -> Result<PruneReport> {
         self.inner.sessions.prune(idle_before).await
+    }
+    async fn scan(&self, cursor: Option<&str>, limit: usize) -> Result<Page<ConversationKey>> {
+        self.inner.sessions.scan(cursor, limit).await
+    }
+    async fn export(&self, key: &ConversationKey) -> Result<Option<lobu_core::export::Exported>> {
+        self.inner.sessions.export(key).await
+    }
+    async fn import(
+        &self,
+        conversation: &lobu_core::export::Exported,
+    ) -> Result<lobu_core::export::Imported> {
+        self.inner.sessions.import(conversation).await
     }
     fn max_transcript_bytes(&self) -> usize {
         self.inner.sessions.max_transcript_bytes()

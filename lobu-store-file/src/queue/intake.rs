@@ -170,7 +170,10 @@ pub(crate) fn prune_runs(inner: &Inner, before: SystemTime) -> Result<u64> {
         queue.remove_run(&record.run)?;
         removed += 1;
     }
-    inner.disk.sync_dir(&dir)?;
+    // Nothing removed: no sync (and a store that never queued a run has no directory).
+    if removed > 0 {
+        inner.disk.sync_dir(&dir)?;
+    }
     Ok(removed)
 }
 

@@ -7,6 +7,7 @@ mod claim;
 pub(crate) mod files;
 mod intake;
 mod lane;
+mod listing;
 pub(crate) mod markers;
 #[cfg(test)]
 mod recovery_tests;
@@ -21,8 +22,8 @@ use async_trait::async_trait;
 use lobu_core::control::CancelOutcome;
 use lobu_core::events::{EventPage, check_events, check_read_limit};
 use lobu_core::{
-    AfterFailure, Claim, Commit, Failure, NewRun, OrgId, Result, RunId, RunQueue, RunRecord,
-    Steered, Submitted, Version, WorkerId, check_lease_duration,
+    AfterFailure, Claim, Commit, Failure, NewRun, OrgId, Page, Result, RunFilter, RunId, RunQueue,
+    RunRecord, Steered, Submitted, Version, WorkerId, check_lease_duration, check_page_limit,
 };
 
 use crate::events;
@@ -128,6 +129,20 @@ impl RunQueue for FileStore {
     async fn status(&self, org: &OrgId, run: &RunId) -> Result<Option<RunRecord>> {
         let (org, run) = (org.clone(), run.clone());
         self.blocking(move |inner| intake::status(inner, &org, &run))
+            .await
+    }
+
+    async fn runs(
+        &self,
+        org: &OrgId,
+        filter: &RunFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RunRecord>> {
+        check_page_limit(limit)?;
+        let (org, filter) = (org.clone(), filter.clone());
+        let cursor = cursor.map(str::to_owned);
+        self.blocking(move |inner| listing::runs(inner, &org, &filter, cursor.as_deref(), limit))
             .await
     }
 

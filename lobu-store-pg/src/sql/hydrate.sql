@@ -3,8 +3,9 @@
 -- once more, and grows its buffer by doubling). Completed rows between the head's base and
 -- the head are exactly its chain (a completed write either extends the head or starts a new
 -- base). The outer join lets the caller tell a broken chain (Corrupt: no row at the base, a
--- row without bytes, a wrong length) from no head at all (no row).
-SELECT c.head_seq, c.head_run, c.head_bytes, c.base_seq, s.seq, s.bytes
+-- row without bytes, a wrong length) from no head at all (no row). `updated_at` is when the
+-- head was written (export reports it; hydrate ignores it).
+SELECT c.head_seq, c.head_run, c.head_bytes, c.base_seq, c.updated_at, s.seq, s.bytes
   FROM {s}.conversations c
   LEFT JOIN {s}.snapshots s
          ON s.org = c.org AND s.agent = c.agent AND s.conversation = c.conversation
