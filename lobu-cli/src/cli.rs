@@ -32,7 +32,8 @@ pub enum Command {
     /// verifying each by SHA-256. Idempotent: run it again after a crash or a kill and it
     /// finishes the job without duplicating anything.
     Migrate(MigrateArgs),
-    /// Run one retention pass now (the runtime also runs them on its own).
+    /// Run one retention pass now (the runtime also runs them on its own), or with
+    /// `--dry-run` report what one would remove.
     Prune(PruneArgs),
     /// List an agent's conversations, a page at a time.
     Ls(LsArgs),
@@ -115,15 +116,30 @@ pub struct MigrateArgs {
 pub struct PruneArgs {
     #[command(flatten)]
     pub store: StoreArg,
+    /// Report what a pass would remove (up to one batch of each kind), removing nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Keep finished runs this long.
     #[arg(long, default_value = "7d", value_parser = duration, value_name = "DURATION")]
     pub runs: Duration,
     /// Keep stored events of finished runs this long.
     #[arg(long, default_value = "24h", value_parser = duration, value_name = "DURATION")]
     pub events: Duration,
+    /// Keep failed, timed-out and cancelled runs this long (default: as long as --runs).
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub failed_runs: Option<Duration>,
     /// Remove conversations idle this long (default: keep them for ever).
     #[arg(long, value_parser = duration, value_name = "DURATION")]
     pub idle: Option<Duration>,
+    /// An agent's own idle window, `AGENT=DURATION` or `AGENT=never` (repeat for more).
+    #[arg(long = "idle-agent", value_parser = agent_window, value_name = "AGENT=DURATION")]
+    pub idle_agent: Vec<(String, Option<Duration>)>,
+    /// Keep forensic copies of failed attempts this long.
+    #[arg(long, default_value = "7d", value_parser = duration, value_name = "DURATION")]
+    pub forensic: Duration,
+    /// The most items of each kind one round removes (a pass runs up to ten rounds).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: u32,
 }
 
 /// `lobu ls`.
@@ -206,6 +222,17 @@ pub struct RunsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+fn agent_window(text: &str) -> Result<(String, Option<Duration>), String> {
+    let (agent, window) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not AGENT=DURATION or AGENT=never"))?;
+    let window = match window {
+        "never" => None,
+        other => Some(duration(other)?),
+    };
+    Ok((agent.to_owned(), window))
 }
 
 fn duration(text: &str) -> Result<Duration, String> {

@@ -337,6 +337,40 @@ async fn prune_removes_finished_runs_past_their_retention() {
     let kept = lobu_ok(&["prune", "--store", &url]);
     assert!(kept.contains("0 finished runs"), "{kept}");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let dry = lobu_ok(&[
+        "prune",
+        "--store",
+        &url,
+        "--runs",
+        "1s",
+        "--events",
+        "1s",
+        "--dry-run",
+    ]);
+    assert!(
+        dry.contains("would remove") && dry.contains("1 finished runs"),
+        "{dry}"
+    );
+    let all = lobu_ok(&["runs", "--store", &url, "--org", "acme", "--state", "all"]);
+    assert!(
+        all.contains(run.run.as_str()),
+        "a dry run removes nothing: {all}"
+    );
+    let err = lobu_err(&[
+        "prune",
+        "--store",
+        &url,
+        "--runs",
+        "2d",
+        "--failed-runs",
+        "1d",
+    ]);
+    assert!(
+        err.contains("--failed-runs must be at least --runs"),
+        "{err}"
+    );
+    let out = lobu(&["prune", "--store", &url, "--idle-agent", "bot"]);
+    assert_eq!(out.status.code(), Some(2), "AGENT=DURATION is required");
     let pruned = lobu_ok(&["prune", "--store", &url, "--runs", "1s", "--events", "1s"]);
     assert!(pruned.contains("1 finished runs"), "{pruned}");
     let all = lobu_ok(&["runs", "--store", &url, "--org", "acme", "--state", "all"]);

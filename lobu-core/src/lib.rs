@@ -46,6 +46,7 @@ mod lock;
 pub mod multitask;
 pub mod persist_plan;
 mod queue;
+pub mod retention;
 pub mod run_state;
 mod session;
 mod signals;

@@ -12,6 +12,7 @@ use crate::events::EventPage;
 use crate::id::{AgentId, ConversationKey, IdempotencyKey, OrgId, RunId, WorkerId};
 use crate::lock::Fence;
 use crate::multitask::MultitaskStrategy;
+use crate::retention::{EventPrune, RunPrune};
 use crate::session::{Page, TerminalStatus, Version};
 
 /// The most attempts a run may be given.
@@ -602,7 +603,16 @@ pub trait RunQueue: Debug + Send + Sync + 'static {
 
     /// Remove terminal runs that finished before `before`; returns how many. Snapshots are
     /// not touched: transcript lifetime never depends on run retention.
-    async fn prune_runs(&self, before: SystemTime) -> Result<u64>;
+    async fn prune_runs(&self, before: SystemTime) -> Result<u64> {
+        self.prune_runs_with(&RunPrune::everything_before(before))
+            .await
+    }
+
+    /// Remove at most [`limit`](RunPrune::limit) runs that [`RunPrune::takes`] (with their
+    /// idempotency keys and events) and return how many; with
+    /// [`dry_run`](RunPrune::dry_run), count them and remove nothing. Snapshots are never
+    /// touched. A bad limit is `InvalidInput`.
+    async fn prune_runs_with(&self, prune: &RunPrune) -> Result<u64>;
 
     /// Store events of the claim's attempt, in order; returns the seq of the run's newest
     /// event afterwards.
@@ -620,7 +630,15 @@ pub trait RunQueue: Debug + Send + Sync + 'static {
     ) -> Result<Option<EventPage>>;
 
     /// Remove every event of runs that finished before `before`; returns how many events.
-    async fn prune_events(&self, before: SystemTime) -> Result<u64>;
+    async fn prune_events(&self, before: SystemTime) -> Result<u64> {
+        self.prune_events_with(&EventPrune::everything_before(before))
+            .await
+    }
+
+    /// Remove at most [`limit`](EventPrune::limit) events of runs that [`EventPrune::takes`]
+    /// and return how many (the runs stay); with [`dry_run`](EventPrune::dry_run), count
+    /// them and remove nothing. A bad limit is `InvalidInput`.
+    async fn prune_events_with(&self, prune: &EventPrune) -> Result<u64>;
 
     /// Wait until new work may be claimable, or `max` passes. Backends with a wake-up
     /// channel (NOTIFY, an in-process signal) return early; others just sleep. Callers must

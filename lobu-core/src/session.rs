@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::export::{Exported, Imported};
 use crate::id::{AgentId, ConversationId, ConversationKey, OrgId, RunId};
 use crate::lock::Fence;
+use crate::retention::IdlePrune;
 
 /// The default transcript size limit: 8 MiB (lobu refused snapshots over 4 MiB and then
 /// silently lost every later turn; we refuse with [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) instead).
@@ -236,8 +237,19 @@ pub trait SessionStore: Debug + Send + Sync + 'static {
 
     /// Retention that does not depend on run history: remove whole conversations whose head
     /// was last written before `idle_before` and that have no live owner, and non-completed
-    /// snapshots older than it.
-    async fn prune(&self, idle_before: SystemTime) -> Result<PruneReport>;
+    /// snapshots older than it ([`IdlePrune::everything_before`]; see
+    /// [`prune_with`](Self::prune_with)).
+    async fn prune(&self, idle_before: SystemTime) -> Result<PruneReport> {
+        self.prune_with(&IdlePrune::everything_before(idle_before))
+            .await
+    }
+
+    /// Remove what `prune` takes ([`IdlePrune::takes_conversation`] for conversations
+    /// without a live owner, [`IdlePrune::takes_forensic`] for forensic copies), at most
+    /// [`limit`](IdlePrune::limit) conversations and as many forensic copies, and report it;
+    /// with [`dry_run`](IdlePrune::dry_run), report the same counts and remove nothing. A
+    /// conversation removed whole counts all its snapshots. A bad limit is `InvalidInput`.
+    async fn prune_with(&self, prune: &IdlePrune) -> Result<PruneReport>;
 
     /// Remove every trace of the scope's conversations: their snapshots (completed and
     /// forensic), head and version counters, leases and fences, and, where this store also

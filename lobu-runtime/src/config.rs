@@ -1,17 +1,19 @@
 //! [`Settings`]: every knob of the runtime, with defaults and validation.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use lobu_core::{
-    DEFAULT_MAX_TRANSCRIPT_BYTES, Error, MAX_ATTEMPTS, MAX_RETRY_DELAY, Result,
+    AgentId, DEFAULT_MAX_TRANSCRIPT_BYTES, Error, MAX_ATTEMPTS, MAX_RETRY_DELAY, Result,
     check_lease_duration,
 };
 
 /// The most turns one runtime runs at once.
 pub const MAX_CONCURRENCY: usize = 1024;
 
-/// The longest any duration setting may be (30 days): longer is a mistake, and the
+/// The longest any duration setting but a retention window (see [`MAX_RETENTION`]) may be
+/// (30 days): longer is a mistake, and the
 /// runtime adds these durations to clock readings, which must not overflow.
 pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -57,10 +59,26 @@ pub struct Settings {
     /// with their idempotency keys and events; older ones are removed by the retention pass.
     /// Transcripts never depend on it. Default 7 days.
     pub run_retention: Duration,
+    /// How long failed, timed-out and cancelled runs (the dead letters) stay on the queue;
+    /// `None`: as long as [`run_retention`](Self::run_retention). Never shorter than it.
+    /// Default `None`.
+    pub failed_run_retention: Option<Duration>,
     /// Remove whole conversations whose transcript was last written longer ago than this
-    /// (and no one owns), with the forensic copies of failed attempts older than it; `None`
-    /// keeps them forever. Default `None`.
+    /// (and no one owns); `None` keeps them forever. Agents in
+    /// [`idle_retention_by_agent`](Self::idle_retention_by_agent) have their own window.
+    /// Default `None`.
     pub idle_retention: Option<Duration>,
+    /// Per-agent idle windows, in every org (short for automated sessions, longer for
+    /// people): `Some(window)`, or `None` to keep that agent's conversations forever
+    /// whatever [`idle_retention`](Self::idle_retention) says. Default empty.
+    pub idle_retention_by_agent: BTreeMap<AgentId, Option<Duration>>,
+    /// How long forensic copies of failed attempts (kept for debugging, never hydrated) are
+    /// kept. Default 7 days.
+    pub forensic_retention: Duration,
+    /// The most items one step of a retention pass removes (events, runs, conversations,
+    /// forensic copies); a pass that reaches it goes on with another round, at most ten per
+    /// pass. Default 10,000.
+    pub retention_batch: usize,
     /// Whether run events are stored, so that every replica (and a restarted one) can stream
     /// them. Off, they reach only this process's subscribers, live. Default on.
     pub store_events: bool,
@@ -88,7 +106,11 @@ impl Default for Settings {
             status_poll_interval: Duration::from_secs(5),
             event_retention: Duration::from_secs(24 * 3600),
             run_retention: Duration::from_secs(7 * 24 * 3600),
+            failed_run_retention: None,
             idle_retention: None,
+            idle_retention_by_agent: BTreeMap::new(),
+            forensic_retention: Duration::from_secs(7 * 24 * 3600),
+            retention_batch: 10_000,
             store_events: true,
             max_event_bytes: 1024 * 1024,
             cache_bytes: 64 * 1024 * 1024,
@@ -107,6 +129,24 @@ fn at_most_max(name: &str, value: Duration) -> Result<()> {
     if value > MAX_SETTING_DURATION {
         return Err(Error::invalid(format!(
             "{name} must be at most {MAX_SETTING_DURATION:?}, got {value:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The longest a retention window may be (ten years): past it is a mistake, and the pass
+/// subtracts windows from the clock.
+pub const MAX_RETENTION: Duration = Duration::from_secs(3650 * 24 * 3600);
+
+/// A retention window: more than zero and at most [`MAX_RETENTION`] (not the 30 days of
+/// other durations: conversations are commonly kept for months).
+fn retention(name: &str, value: Duration) -> Result<()> {
+    if value.is_zero() {
+        return Err(Error::invalid(format!("{name} must be more than zero")));
+    }
+    if value > MAX_RETENTION {
+        return Err(Error::invalid(format!(
+            "{name} must be at most {MAX_RETENTION:?} (ten years), got {value:?}"
         )));
     }
     Ok(())
@@ -162,9 +202,24 @@ impl Settings {
         positive("status_poll_interval", self.status_poll_interval)?;
         at_most_max("shutdown_grace", self.shutdown_grace)?;
         at_most_max("event_retention", self.event_retention)?;
-        positive("run_retention", self.run_retention)?;
-        if let Some(idle) = self.idle_retention {
-            positive("idle_retention", idle)?;
+        retention("run_retention", self.run_retention)?;
+        if let Some(failed) = self.failed_run_retention
+            && failed < self.run_retention
+        {
+            return Err(Error::invalid(
+                "failed_run_retention must be at least run_retention (failed runs are kept at least as long)",
+            ));
+        }
+        let idle_windows = self.idle_retention_by_agent.values().flatten();
+        for idle in self.idle_retention.iter().chain(idle_windows) {
+            retention("idle_retention", *idle)?;
+        }
+        retention("forensic_retention", self.forensic_retention)?;
+        if let Some(failed) = self.failed_run_retention {
+            retention("failed_run_retention", failed)?;
+        }
+        if self.retention_batch == 0 {
+            return Err(Error::invalid("retention_batch must be more than zero"));
         }
         Ok(())
     }
@@ -201,6 +256,22 @@ mod tests {
         refused(|s| s.event_retention = Duration::MAX, "event_retention");
         refused(|s| s.run_retention = Duration::MAX, "run_retention");
         refused(|s| s.idle_retention = Some(Duration::MAX), "idle_retention");
+        refused(
+            |s| s.failed_run_retention = Some(Duration::MAX),
+            "failed_run_retention",
+        );
+        refused(
+            |s| s.forensic_retention = Duration::MAX,
+            "forensic_retention",
+        );
+        let bot = AgentId::new("bot").unwrap();
+        refused(
+            |s| {
+                s.idle_retention_by_agent
+                    .insert(bot.clone(), Some(Duration::MAX));
+            },
+            "idle_retention",
+        );
         let longest = Settings {
             turn_timeout: MAX_SETTING_DURATION,
             shutdown_grace: MAX_SETTING_DURATION,
@@ -213,6 +284,35 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn retention_windows_are_checked_and_failed_runs_kept_at_least_as_long() {
+        let week = Duration::from_secs(7 * 24 * 3600);
+        refused(
+            |s| s.failed_run_retention = Some(week / 2),
+            "failed_run_retention",
+        );
+        refused(
+            |s| s.forensic_retention = Duration::ZERO,
+            "forensic_retention",
+        );
+        refused(|s| s.retention_batch = 0, "retention_batch");
+        let bot = AgentId::new("bot").unwrap();
+        refused(
+            |s| {
+                s.idle_retention_by_agent
+                    .insert(bot.clone(), Some(Duration::ZERO));
+            },
+            "idle_retention",
+        );
+        let mut tiered = Settings {
+            failed_run_retention: Some(week * 4),
+            idle_retention: Some(MAX_RETENTION),
+            ..Settings::default()
+        };
+        tiered.idle_retention_by_agent.insert(bot, None);
+        tiered.validate().unwrap();
     }
 
     #[test]

@@ -89,7 +89,7 @@ mod turn;
 mod worker;
 
 pub use agent::{Agent, EntryWriter, OutputSink, Permanent, Turn};
-pub use config::{MAX_CONCURRENCY, MAX_SETTING_DURATION, Settings};
+pub use config::{MAX_CONCURRENCY, MAX_RETENTION, MAX_SETTING_DURATION, Settings};
 pub use events::{NumberedEvent, RunEvent};
 pub use gateway::SubmitOptions;
 pub use metrics::Metrics;

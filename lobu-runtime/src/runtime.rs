@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lobu_core::{Backend, Result, WorkerId};
+use lobu_core::{AgentId, Backend, Result, WorkerId};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -179,8 +179,20 @@ impl RuntimeBuilder {
         event_retention: Duration);
     setter!(/// How long finished runs stay on the queue.
         run_retention: Duration);
+    setter!(/// Keep failed runs this long (`None`: as long as finished runs).
+        failed_run_retention: Option<Duration>);
     setter!(/// Remove conversations idle longer than this (`None`: never).
         idle_retention: Option<Duration>);
+    setter!(/// Keep forensic copies of failed attempts this long.
+        forensic_retention: Duration);
+    setter!(/// The most items one step of a retention pass removes.
+        retention_batch: usize);
+
+    /// Give `agent`'s conversations their own idle window (`None`: keep them forever).
+    pub fn idle_retention_for(mut self, agent: AgentId, window: Option<Duration>) -> Self {
+        self.settings.idle_retention_by_agent.insert(agent, window);
+        self
+    }
     setter!(/// Whether run events are stored for every replica.
         store_events: bool);
     setter!(/// How many bytes of events an attempt stores as they come.

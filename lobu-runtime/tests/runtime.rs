@@ -54,6 +54,7 @@ macro_rules! all_scenarios {
             retries_back_off_exponentially_within_the_cap,
             retention_removes_old_finished_runs_and_keeps_every_transcript,
             two_replicas_never_run_a_retention_pass_at_the_same_time,
+            ten_thousand_turns_with_retention_keep_run_records_and_files_bounded,
             an_erased_conversation_is_gone_and_starts_over_from_nothing,
             reject_while_a_turn_runs_is_refused_and_queues_nothing,
             interrupt_stops_the_running_turn_and_runs_the_new_message,

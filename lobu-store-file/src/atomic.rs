@@ -56,6 +56,38 @@ impl Disk {
         self.sync_dir(dir)
     }
 
+    /// Replace `target` with what `source` yields, as [`Disk::write_atomic`] does but streamed
+    /// (for files too large to hold in memory), through `staging`: a hidden name beside
+    /// `target` that only the caller uses (under a lock), so a leftover there is a crashed
+    /// replace's, removed first. Syncs: 2 (the staging file, the directory).
+    pub(crate) fn replace_from(
+        &self,
+        staging: &Path,
+        target: &Path,
+        source: &mut impl Read,
+    ) -> Result<()> {
+        let Some(dir) = target.parent() else {
+            return Err(FileStoreError::corrupt(target, "not a file path"));
+        };
+        remove_file(staging)?;
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(staging)
+                .map_err(io_at("create staging file", staging))?;
+            io::copy(source, &mut file).map_err(io_at("write staging file", staging))?;
+            self.sync_file(&file, staging)?;
+            drop(file);
+            fs::rename(staging, target).map_err(io_at("rename staging file to", target))
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(staging);
+        }
+        written?;
+        self.sync_dir(dir)
+    }
+
     /// Write `bytes` at `offset` of `path` (created if missing), cutting off anything past
     /// `offset` first. Not synced yet: pass the result to [`Disk::sync_appended`].
     pub(crate) fn append_at(&self, path: &Path, offset: u64, bytes: &[u8]) -> Result<Appended> {

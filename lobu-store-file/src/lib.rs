@@ -45,7 +45,10 @@
 //! is always the first level below `orgs/`, so tenants never share a conversation directory.
 //! [`FileStore::conversation_dir`] names a conversation's directory. A reset (`clear`) removes
 //! the transcript, history and forensic copies but keeps `state.json`, so versions and fences
-//! are never handed out twice.
+//! are never handed out twice. [`prune_with`](lobu_core::SessionStore::prune_with) visits the
+//! conversations of the agents it covers, each under its lock: an idle one without a live
+//! owner is reset as by `clear`, old forensic copies are removed, up to its limit of each; a
+//! dry run takes shared locks only and writes nothing.
 //!
 //! ## Crash safety
 //!
@@ -75,12 +78,13 @@
 //! of the run at once, and by other processes' through a file watcher (inotify on Linux),
 //! started when a follower first waits; where none can be started it looks at the run's
 //! files every 10 ms.
-//! [`prune_runs`](lobu_core::RunQueue::prune_runs) removes finished runs together with their
-//! idempotency keys, as lobu-store-pg does: a retry with the key of a pruned run creates a
-//! new run. [`erase`](lobu_core::SessionStore::erase) removes a scope's idempotency
-//! entries, markers, event logs and run records under the queue lock, then its conversation
-//! directories and the directories they leave empty, in an order that a second erasure
-//! finishes after a crash at any point.
+//! [`prune_runs_with`](lobu_core::RunQueue::prune_runs_with) (which the provided
+//! [`prune_runs`](lobu_core::RunQueue::prune_runs) calls) removes finished runs together with
+//! their idempotency keys and event logs, as lobu-store-pg does: a retry with the key of a
+//! pruned run creates a new run. [`erase`](lobu_core::SessionStore::erase) removes a scope's
+//! idempotency entries, markers, event logs and run records under the queue lock, then its
+//! conversation directories and the directories they leave empty, in an order that a second
+//! erasure finishes after a crash at any point.
 //!
 //! A submit's [`MultitaskStrategy`](lobu_core::MultitaskStrategy) is applied under the
 //! queue lock: `reject`, `interrupt` and `rollback` read the conversation's unfinished runs
@@ -110,8 +114,10 @@
 //! the page cache) but a power loss may lose the newest ones, and the next attempt may then
 //! number its events with their seqs again. A torn append is ignored by readers and cut off
 //! by the next appender. Readers take no lock: they read the run's record, then its log.
-//! [`prune_events`](lobu_core::RunQueue::prune_events) removes finished runs' logs, and
-//! [`prune_runs`](lobu_core::RunQueue::prune_runs) a pruned run's.
+//! [`prune_events_with`](lobu_core::RunQueue::prune_events_with) removes finished runs' logs
+//! whole while they fit in its limit; the one log that does not fit is rewritten without its
+//! first events (a synced copy renamed over it, under the queue lock), so the kept events
+//! keep their seqs and a reader resumes correctly. A dry run of any prune changes nothing.
 //!
 //! ## Errors
 //!

@@ -1,4 +1,4 @@
-//! `clear` and `prune`: forgetting conversations, with the counters kept.
+//! `clear` and `prune_with`: forgetting conversations, with the counters kept.
 //!
 //! Both commit first (the state record drops the head and marks every forensic record up to
 //! the newest version as cleared), then remove the files. A crash in between leaves files
@@ -11,6 +11,7 @@ use std::fs;
 use std::io;
 use std::time::SystemTime;
 
+use lobu_core::retention::IdlePrune;
 use lobu_core::{AgentId, ConversationKey, Fence, OrgId, PruneReport, Result};
 
 use crate::atomic::{is_staging, list_names, remove_file};
@@ -38,9 +39,7 @@ pub(crate) fn clear(inner: &Inner, key: &ConversationKey, fence: Fence) -> Resul
 
 /// Remove every snapshot of a locked conversation; returns how many there were.
 pub(crate) fn wipe(conversation: &Conversation<'_>, state: &mut State) -> Result<u64> {
-    let forensic = records::forensic(conversation, state)?.len() as u64;
-    let completed = state.head.as_ref().map_or(0, |h| h.turns);
-    let removed = forensic + completed;
+    let removed = snapshots(conversation, state)?;
     if removed > 0 {
         state.head = None;
         state.cleared_through = state.last_version;
@@ -66,8 +65,31 @@ pub(crate) fn wipe(conversation: &Conversation<'_>, state: &mut State) -> Result
     Ok(removed)
 }
 
-pub(crate) fn prune(inner: &Inner, idle_before: SystemTime) -> Result<PruneReport> {
-    let mut report = PruneReport::default();
+/// How many snapshots a conversation holds: its completed turns and live forensic copies.
+fn snapshots(conversation: &Conversation<'_>, state: &State) -> Result<u64> {
+    let forensic = records::forensic(conversation, state)?.len() as u64;
+    Ok(forensic + state.head.as_ref().map_or(0, |h| h.turns))
+}
+
+/// What one `prune_with` call has done so far, and may still do.
+struct Pass<'a> {
+    prune: &'a IdlePrune,
+    report: PruneReport,
+    conversations_left: usize,
+    forensic_left: usize,
+}
+
+/// Walk every conversation of the agents `prune` covers, each under its lock, until both
+/// limits are used up. Syncs: per conversation removed whole, as `clear` (the state record's
+/// 2 and its directory's 1); none per forensic copy (its removal may come back after a power
+/// loss, and the next prune removes it again).
+pub(crate) fn prune(inner: &Inner, prune: &IdlePrune) -> Result<PruneReport> {
+    let mut pass = Pass {
+        prune,
+        report: PruneReport::default(),
+        conversations_left: prune.limit,
+        forensic_left: prune.limit,
+    };
     let orgs = inner.layout.orgs();
     for (org, org_dir) in layout::leaves(&orgs).map_err(io_at("list", &orgs))? {
         let Ok(org) = OrgId::new(&org) else {
@@ -77,33 +99,44 @@ pub(crate) fn prune(inner: &Inner, idle_before: SystemTime) -> Result<PruneRepor
             let Some(agent) = layout::decode(&name).and_then(|a| AgentId::new(a).ok()) else {
                 continue;
             };
+            // Both of the prune's rules take only the agents it covers: skip the others'
+            // conversations without locking each.
+            if !prune.agents.covers(&agent) {
+                continue;
+            }
             let conversations =
                 layout::conversations(&agent_dir).map_err(io_at("list", &agent_dir))?;
             for (id, dir) in conversations {
+                if pass.conversations_left == 0 && pass.forensic_left == 0 {
+                    return Ok(pass.report);
+                }
                 let key = ConversationKey::new(org.clone(), agent.clone(), id);
                 let conversation = Conversation::at(inner, &key, dir);
                 // One damaged conversation must not stop retention for all the others.
-                if let Err(e) = prune_one(&conversation, idle_before, &mut report) {
+                if let Err(e) = prune_one(&conversation, &mut pass) {
                     tracing::warn!(conversation = %key, error = %e, "skipped by prune");
                 }
             }
         }
     }
-    Ok(report)
+    Ok(pass.report)
 }
 
-fn prune_one(
-    conversation: &Conversation<'_>,
-    idle_before: SystemTime,
-    report: &mut PruneReport,
-) -> Result<()> {
+fn prune_one(conversation: &Conversation<'_>, pass: &mut Pass<'_>) -> Result<()> {
     if !conversation.exists() {
         return Ok(());
     }
-    let _lock = conversation.lock()?;
+    let prune = pass.prune;
+    // A dry run only reads: the shared lock keeps writers from changing what it counts.
+    let _lock = if prune.dry_run {
+        conversation.lock_shared()?
+    } else {
+        conversation.lock()?
+    };
     let Some(mut state) = conversation.load()? else {
         return Ok(());
     };
+    let agent = &conversation.key.agent;
     // A conversation with a live owner (a claimed run or a lease) is never removed whole:
     // its owner is working on it.
     let owned = state
@@ -113,22 +146,35 @@ fn prune_one(
     let idle = state
         .head
         .as_ref()
-        .is_some_and(|h| h.written_at < idle_before);
-    if idle && !owned {
-        report.snapshots += wipe(conversation, &mut state)?;
-        report.conversations += 1;
+        .is_some_and(|h| prune.takes_conversation(agent, h.written_at));
+    if idle && !owned && pass.conversations_left > 0 {
+        pass.report.snapshots += if prune.dry_run {
+            snapshots(conversation, &state)?
+        } else {
+            wipe(conversation, &mut state)?
+        };
+        pass.report.conversations += 1;
+        pass.conversations_left -= 1;
         return Ok(());
     }
     let mut kept = BTreeSet::new();
     for forensic in records::forensic(conversation, &state)? {
-        if forensic.record.written_at < idle_before {
+        let record = &forensic.record;
+        let old = prune.takes_forensic(agent, record.status, record.written_at);
+        if !(old && pass.forensic_left > 0) {
+            kept.insert(record.version);
+            continue;
+        }
+        if !prune.dry_run {
             // The record first: without it the transcript copy is ignored leftover.
             remove_file(&forensic.record_path)?;
             remove_file(&forensic.transcript_path)?;
-            report.snapshots += 1;
-        } else {
-            kept.insert(forensic.record.version);
         }
+        pass.report.snapshots += 1;
+        pass.forensic_left -= 1;
+    }
+    if prune.dry_run {
+        return Ok(());
     }
     sweep_forensic(conversation, &kept)
 }

@@ -1,11 +1,10 @@
-//! [`SessionStore`] for [`FileStore`]: hydrate, head and list here; persist, clear, prune,
+//! [`SessionStore`] for [`FileStore`]: hydrate, head and list here; persist, clear, prune_with,
 //! erase, and scan, export and import in their own modules.
-
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use lobu_core::export::{Exported, Imported};
+use lobu_core::retention::IdlePrune;
 use lobu_core::{
     AgentId, ConversationKey, ConversationSummary, EraseScope, ErasureReport, Fence, OrgId, Page,
     Persist, PruneReport, Result, SessionStore, Snapshot, Version, check_page_limit,
@@ -140,8 +139,10 @@ impl SessionStore for FileStore {
             .await
     }
 
-    async fn prune(&self, idle_before: SystemTime) -> Result<PruneReport> {
-        self.blocking(move |inner| retention::prune(inner, idle_before))
+    async fn prune_with(&self, prune: &IdlePrune) -> Result<PruneReport> {
+        prune.validate()?;
+        let prune = prune.clone();
+        self.blocking(move |inner| retention::prune(inner, &prune))
             .await
     }
 

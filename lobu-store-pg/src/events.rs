@@ -1,34 +1,26 @@
-//! Run events on PostgreSQL ([`RunQueue::record_events`], [`RunQueue::read_events`],
-//! [`RunQueue::prune_events`]): rows of `run_events`, numbered per run under the run's row
-//! lock, fenced by the run's newest claim, read with the run's record in one snapshot.
+//! Run events on PostgreSQL ([`RunQueue::record_events`], [`RunQueue::read_events`]): rows of
+//! `run_events`, numbered per run under the run's row lock, fenced by the run's newest claim,
+//! read with the run's record in one snapshot. Their retention is in retention.rs.
 //!
 //! Round trips per call:
 //! * `record_events`: 1 (sql/record_events.sql: check, number, insert, `NOTIFY`), with an
 //!   asynchronous commit; a refused call costs one more lookup to say why (`NotFound` or
 //!   `Fenced`). Bad events are refused before any round trip.
 //! * `read_events`: 1 (sql/read_events.sql); a bad limit is refused before it.
-//! * `prune_events`: one per batch of [`PRUNE_BATCH`] finished runs, plus one that finds
-//!   nothing left.
 //!
 //! [`RunQueue::record_events`]: lobu_core::RunQueue::record_events
 //! [`RunQueue::read_events`]: lobu_core::RunQueue::read_events
-//! [`RunQueue::prune_events`]: lobu_core::RunQueue::prune_events
-
-use std::time::SystemTime;
 
 use lobu_core::events::{EventPage, StoredEvent, check_events, check_may_record, check_read_limit};
 use lobu_core::{Claim, Error, Fence, OrgId, Result, RunId, RunStatus};
 use sqlx::postgres::{PgArguments, Postgres};
 use sqlx::query::QueryScalar;
 use sqlx::{FromRow, SqlStr};
-use time::OffsetDateTime;
 
 use crate::error::{PgStoreError, stored};
 use crate::queue::{RUN_RECORD, RunRow};
-use crate::store::{PgStore, db, offset_date_time, sql};
+use crate::store::{PgStore, db, sql};
 
-/// Finished runs whose events one `prune_events` statement drops.
-const PRUNE_BATCH: i64 = 10_000;
 /// Event bytes after which a page stops (it always carries its first event): far below
 /// PostgreSQL's 1 GB limit on one array, and a bound on a reader's memory.
 const PAGE_BYTES: i64 = 16 * 1024 * 1024;
@@ -38,7 +30,6 @@ const PAGE_BYTES: i64 = 16 * 1024 * 1024;
 pub(crate) struct EventSql {
     record: SqlStr,
     read: SqlStr,
-    prune: SqlStr,
 }
 
 impl EventSql {
@@ -47,7 +38,6 @@ impl EventSql {
         EventSql {
             record: sql(include_str!("sql/record_events.sql"), schema),
             read: sql(&read, schema),
-            prune: sql(include_str!("sql/prune_events.sql"), schema),
         }
     }
 }
@@ -187,31 +177,6 @@ impl PgStore {
             .await
             .map_err(db("read_events"))?;
         row.map(PageRow::page).transpose()
-    }
-
-    /// [`RunQueue::prune_events`](lobu_core::RunQueue::prune_events): one statement per
-    /// batch of [`PRUNE_BATCH`] finished runs, oldest first, and one that finds none left.
-    pub(crate) async fn drop_events(&self, before: SystemTime) -> Result<u64> {
-        let before = offset_date_time(before);
-        let mut cursor: Option<(OffsetDateTime, String)> = None;
-        let mut removed = 0u64;
-        loop {
-            let (at, id) = cursor.unzip();
-            let row: Option<(i64, OffsetDateTime, String)> =
-                sqlx::query_as(self.inner.events.prune.clone())
-                    .bind(before)
-                    .bind(at)
-                    .bind(id)
-                    .bind(PRUNE_BATCH)
-                    .fetch_optional(&self.inner.pool)
-                    .await
-                    .map_err(db("prune_events"))?;
-            let Some((events, at, id)) = row else {
-                return Ok(removed);
-            };
-            removed += u64::try_from(events).unwrap_or(0);
-            cursor = Some((at, id));
-        }
     }
 }
 

@@ -93,13 +93,19 @@
 //! the head as one whole copy with the exported run and write time; a version it keeps moves
 //! the `versions` sequence up to it, so later versions are above it.
 //!
-//! Retention: [`prune`](lobu_core::SessionStore::prune) works on conversations (never on
-//! run history), never touches a conversation with a live owner or a running run, and also
-//! drops the rows of leases that lapsed before its cutoff on conversations with nothing
-//! stored; [`prune_runs`](lobu_core::RunQueue::prune_runs) drops
-//! finished runs, and with them their idempotency keys (client retries come within minutes;
-//! keeping every key forever would grow without bound) and their events;
-//! [`prune_events`](lobu_core::RunQueue::prune_events) drops only the events, sooner.
+//! Retention: every call removes what lobu-core's rule ([`lobu_core::retention`]) takes,
+//! the rule written once per kind as SQL the removing statements and the counting one share,
+//! at most its limit per call, in batches of one short statement each (a held row lock waits
+//! for one batch at most); with `dry_run`, one statement counts by the same rule and nothing
+//! changes. [`prune_with`](lobu_core::SessionStore::prune_with) works on conversations (never
+//! on run history), oldest head first, never touches a conversation with a live owner or a
+//! running run, removes old forensic copies by their own window, and also drops the rows of
+//! leases that lapsed before its idle cutoff on conversations with nothing stored;
+//! [`prune_runs_with`](lobu_core::RunQueue::prune_runs_with) drops finished runs (failed ones by
+//! their own window), and with them their idempotency keys (client retries come within
+//! minutes; keeping every key forever would grow without bound) and their events;
+//! [`prune_events_with`](lobu_core::RunQueue::prune_events_with) drops only the events, sooner,
+//! oldest first (a run cut short by the limit keeps its newest events, under their seqs).
 //!
 //! ## Behind a transaction-mode pooler (PgBouncer, Supavisor, RDS Proxy)
 //!
@@ -143,9 +149,11 @@ mod persist_fast;
 mod portable;
 mod prune;
 mod queue;
+mod retention;
 mod runs;
 mod sessions;
 mod store;
+mod tx;
 mod wakeup;
 
 pub use config::{DEFAULT_SCHEMA, MAX_TRANSCRIPT_BYTES_LIMIT, PgStoreConfig};

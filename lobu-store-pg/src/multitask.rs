@@ -10,8 +10,8 @@
 //!   wakes the followers of the conversation's claimed run in that statement).
 //! * `submit` with `reject`, `interrupt` or `rollback`: 5 (BEGIN, the conversation's submit
 //!   lock, the lane read and locked, the insert, COMMIT), 6 when the plan cancels runs (one
-//!   sql/cancel.sql for all of them). A refused `reject` or a matched idempotency key: 3, and
-//!   the rollback of the dropped transaction.
+//!   sql/cancel.sql for all of them). A refused `reject` or a matched idempotency key: 4
+//!   (BEGIN, the lock, the lane read, ROLLBACK at once: see tx.rs).
 //! * `steerable`: 1 (sql/steerable.sql: the claim's check and the lane); a refused claim
 //!   costs one more lookup to say why.
 //! * `complete` with steered runs: 5 (BEGIN, sql/commit_lock.sql with the lane, the head write
@@ -34,6 +34,7 @@ use sqlx::{FromRow, PgConnection, SqlStr};
 use crate::error::{PgStoreError, stored};
 use crate::queue::{NOT_CANCELLED, claim_sql};
 use crate::store::{PgStore, db, sql};
+use crate::tx::{Ending, end};
 
 /// The lane rows a claim's statements read: the claimed run and at most [`MAX_STEERED`] + 1
 /// behind it, enough for [`steerable`] and [`check_steered`](lobu_core::multitask::check_steered).
@@ -235,10 +236,20 @@ impl PgStore {
         &self,
         run: &NewRun,
     ) -> Result<(Submitted, Vec<(RunId, CancelOutcome)>)> {
-        let key = &run.key;
-        // Dropping the transaction (every early return) rolls it back.
         let mut tx = self.inner.pool.begin().await.map_err(db("submit: begin"))?;
-        self.lock_for_submit(&mut tx, key).await?;
+        let outcome = self.lane_submit(&mut tx, run).await;
+        // Refused or answered from the key: rolled back now, not when the connection is next
+        // used, so the lane's locks do not outlive the call (see tx.rs).
+        end(tx, "submit: commit", outcome).await
+    }
+
+    async fn lane_submit(
+        &self,
+        tx: &mut PgConnection,
+        run: &NewRun,
+    ) -> Result<Ending<(Submitted, Vec<(RunId, CancelOutcome)>)>> {
+        let key = &run.key;
+        self.lock_for_submit(&mut *tx, key).await?;
         let read: SubmitLane = sqlx::query_as(self.inner.multitask.submit_lane.clone())
             .bind(key.org.as_str())
             .bind(key.agent.as_str())
@@ -249,13 +260,11 @@ impl PgStore {
             .map_err(db("submit: read the conversation's runs"))?;
         if let Some(existing) = read.existing {
             let run = stored("run id", RunId::new(existing))?;
-            return Ok((
-                Submitted {
-                    run,
-                    created: false,
-                },
-                Vec::new(),
-            ));
+            let earlier = Submitted {
+                run,
+                created: false,
+            };
+            return Ok(Ending::RollBack((earlier, Vec::new())));
         }
         let cancel = plan_submit(run.multitask, &read.lane.queued()?)?;
         let id = RunId::generate();
@@ -271,9 +280,8 @@ impl PgStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(db("submit"))?;
-        tx.commit().await.map_err(db("submit: commit"))?;
         let run = stored("run id", RunId::new(stored_id))?;
-        Ok((Submitted { run, created }, cancelled))
+        Ok(Ending::Commit((Submitted { run, created }, cancelled)))
     }
 
     /// [`RunQueue::steerable`](lobu_core::RunQueue::steerable): one statement, and one

@@ -21,12 +21,13 @@ use lobu_core::{
     ConversationKey, Error, ErrorKind, Page, Result, RunId, check_page_limit, parse_scan_cursor,
     scan_cursor,
 };
-use sqlx::SqlStr;
+use sqlx::{PgConnection, SqlStr};
 
 use crate::delta::Digests;
 use crate::error::{PgStoreError, stored};
 use crate::sessions::{OFF_THREAD_BYTES, len_i64, version};
 use crate::store::{PgStore, db, offset_date_time, sql};
+use crate::tx::{Ending, end};
 
 /// The statements of scan and import, for one schema (export reads sql/hydrate.sql).
 #[derive(Debug)]
@@ -162,6 +163,18 @@ impl PgStore {
     /// [`SessionStore::import`](lobu_core::SessionStore::import) in one transaction under
     /// the conversation's row lock; round trips in the module docs.
     pub(crate) async fn import_head(&self, incoming: &Exported) -> Result<Imported> {
+        let mut tx = self.inner.pool.begin().await.map_err(db("import: begin"))?;
+        let outcome = self.import_in(&mut tx, incoming).await;
+        // Unchanged or refused: rolled back now (which also drops a row just created), so
+        // the row lock does not outlive the call (see tx.rs).
+        end(tx, "import: commit", outcome).await
+    }
+
+    async fn import_in(
+        &self,
+        tx: &mut PgConnection,
+        incoming: &Exported,
+    ) -> Result<Ending<Imported>> {
         let key = &incoming.key;
         let (org, agent, conversation) = (
             key.org.as_str(),
@@ -169,7 +182,6 @@ impl PgStore {
             key.conversation.as_str(),
         );
         let statements = &self.inner.portable;
-        let mut tx = self.inner.pool.begin().await.map_err(db("import: begin"))?;
         let created: Option<bool> = sqlx::query_scalar(statements.take.clone())
             .bind(org)
             .bind(agent)
@@ -196,9 +208,10 @@ impl PgStore {
             }
         };
         let max_bytes = self.inner.config.max_transcript_bytes;
-        // On a refusal or `Unchanged`, dropping `tx` rolls back (and drops a row we created).
         let at = match plan_import(incoming, head.as_ref(), last_issued, max_bytes)? {
-            ImportPlan::Unchanged(version) => return Ok(Imported::Unchanged(version)),
+            ImportPlan::Unchanged(version) => {
+                return Ok(Ending::RollBack(Imported::Unchanged(version)));
+            }
             ImportPlan::WriteFresh => None,
             ImportPlan::WriteAt(version) => Some(i64::try_from(version.0).map_err(|_| {
                 Error::invalid(format!(
@@ -223,7 +236,6 @@ impl PgStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(db("import: write head"))?;
-        tx.commit().await.map_err(db("import: commit"))?;
-        Ok(Imported::Written(version(seq)?))
+        Ok(Ending::Commit(Imported::Written(version(seq)?)))
     }
 }

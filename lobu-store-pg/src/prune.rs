@@ -1,11 +1,26 @@
-//! Conversation retention (`SessionStore::prune`) in batches: each batch is one statement, so
-//! its own short transaction, and skips rows locked right now. A lease or a write on some
-//! conversation thus waits for at most one batch, never for a whole prune of a large store.
+//! Conversation retention ([`SessionStore::prune_with`]) in batches: each batch is one
+//! statement, so its own short transaction, and skips rows locked right now. A lease or a
+//! write on some conversation thus waits for at most one batch, never for a whole prune of a
+//! large store. What goes is lobu-core's rule ([`IdlePrune`]), stated once in SQL
+//! (sql/idle_conversations.sql, sql/forensic_copies.sql) and spliced into the statements that
+//! remove and the one that counts, so a dry run counts what a prune removes.
+//!
+//! Round trips per call (a bad limit is refused before any):
+//! * dry run: 1 (sql/prune_count.sql).
+//! * otherwise three steps, idle conversations (sql/prune_idle.sql), forensic copies
+//!   (sql/prune_forensic.sql) and spent leases (sql/prune_leases.sql), each one statement per
+//!   batch of up to [`BATCH`] rows until a batch comes back short or the limit is used up:
+//!   `n / BATCH + 1` for `n` rows below the limit, `ceil(n / BATCH)` at it. A step without
+//!   a cutoff (`None`) costs none (spent leases go with the idle cutoff), so a prune that
+//!   finds less than a batch of each is 3 round trips, and one of forensic copies only is 1.
+//!
+//! [`SessionStore::prune_with`]: lobu_core::SessionStore::prune_with
 
-use std::time::SystemTime;
-
+use lobu_core::retention::{Agents, IdlePrune, sql_limit};
 use lobu_core::{PruneReport, Result};
 use sqlx::SqlStr;
+use sqlx::postgres::{PgArguments, PgRow, Postgres};
+use sqlx::query::QueryAs;
 use time::OffsetDateTime;
 
 use crate::store::{PgStore, db, offset_date_time, sql};
@@ -13,103 +28,162 @@ use crate::store::{PgStore, db, offset_date_time, sql};
 /// Rows one prune statement handles.
 const BATCH: i64 = 500;
 
-/// The prune statements, for one schema. Each takes the cutoff ($1) and the batch size ($2).
+/// The prune statements, for one schema. Each takes the parameters [`Params::bind`] binds.
 #[derive(Debug)]
 pub(crate) struct PruneSql {
     idle: SqlStr,
     forensic: SqlStr,
     leases: SqlStr,
+    count: SqlStr,
 }
 
 impl PruneSql {
     pub(crate) fn new(schema: &str) -> Self {
+        // The rules are written once and spliced in, as held_claim.sql is.
+        let with_rules = |template: &str| {
+            let text = template
+                .replace(
+                    "{idle_conversations}",
+                    include_str!("sql/idle_conversations.sql").trim_end(),
+                )
+                .replace(
+                    "{forensic_copies}",
+                    include_str!("sql/forensic_copies.sql").trim_end(),
+                );
+            sql(&text, schema)
+        };
         PruneSql {
-            idle: sql(include_str!("sql/prune_idle.sql"), schema),
-            // Forensic copies (failed, timed-out, cancelled turns) older than the cutoff.
-            forensic: sql(
-                "DELETE FROM {s}.snapshots \
-                  WHERE (org, agent, conversation, seq) IN ( \
-                        SELECT org, agent, conversation, seq FROM {s}.snapshots \
-                         WHERE status <> 'completed' AND created_at < $1 \
-                         LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                schema,
-            ),
-            // Rows left with no head, no snapshot and a lease that lapsed before the cutoff
-            // (and is not live now, whatever the cutoff) are only a spent lease: drop them so
-            // idle keys do not pile up. A conversation with a running run keeps its row, whose
-            // fence that run's claim is checked against. Fences come from a sequence, so a
-            // later acquisition or claim still gets a larger one.
-            leases: sql(
-                "DELETE FROM {s}.conversations \
-                  WHERE (org, agent, conversation) IN ( \
-                        SELECT c.org, c.agent, c.conversation FROM {s}.conversations c \
-                         WHERE c.head_seq IS NULL AND c.lease_expires_at < $1 \
-                           AND c.lease_expires_at <= now() \
-                           AND NOT EXISTS (SELECT 1 FROM {s}.runs r \
-                                            WHERE r.org = c.org AND r.agent = c.agent \
-                                              AND r.conversation = c.conversation \
-                                              AND r.status = 'running') \
-                           AND NOT EXISTS (SELECT 1 FROM {s}.snapshots s \
-                                            WHERE s.org = c.org AND s.agent = c.agent \
-                                              AND s.conversation = c.conversation) \
-                         LIMIT $2 FOR UPDATE OF c SKIP LOCKED)",
-                schema,
-            ),
+            idle: with_rules(include_str!("sql/prune_idle.sql")),
+            forensic: with_rules(include_str!("sql/prune_forensic.sql")),
+            leases: sql(include_str!("sql/prune_leases.sql"), schema),
+            count: with_rules(include_str!("sql/prune_count.sql")),
         }
     }
 }
 
-impl PgStore {
-    /// Idle conversations, then old forensic copies, then spent leases, each in batches
-    /// until a batch finds nothing. The counts are the sums of what each batch removed.
-    pub(crate) async fn prune_in_batches(&self, idle_before: SystemTime) -> Result<PruneReport> {
-        let cutoff = offset_date_time(idle_before);
-        let statements = &self.inner.prune;
-        let (mut conversations, mut snapshots) = (0u64, 0u64);
-        loop {
-            let (pruned, removed): (i64, i64) = sqlx::query_as(statements.idle.clone())
-                .bind(cutoff)
-                .bind(BATCH)
-                .fetch_one(&self.inner.pool)
-                .await
-                .map_err(db("prune: idle conversations"))?;
-            if pruned == 0 {
-                break;
-            }
-            conversations += u64::try_from(pruned).unwrap_or(0);
-            snapshots += u64::try_from(removed).unwrap_or(0);
+/// An [`IdlePrune`] as every prune statement takes it.
+struct Params<'a> {
+    idle_before: Option<OffsetDateTime>,
+    forensic_before: Option<OffsetDateTime>,
+    /// `Agents::Only`; `None`: every agent.
+    only: Option<&'a str>,
+    /// `Agents::AllExcept`; empty: none left out.
+    except: Vec<&'a str>,
+}
+
+impl<'a> Params<'a> {
+    fn new(prune: &'a IdlePrune) -> Self {
+        let (only, except) = match &prune.agents {
+            Agents::All => (None, Vec::new()),
+            Agents::Only(agent) => (Some(agent.as_str()), Vec::new()),
+            Agents::AllExcept(agents) => (None, agents.iter().map(|a| a.as_str()).collect()),
+        };
+        Params {
+            idle_before: prune.idle_before.map(offset_date_time),
+            forensic_before: prune.forensic_before.map(offset_date_time),
+            only,
+            except,
         }
-        snapshots += self
-            .delete_in_batches(&statements.forensic, cutoff, "prune: forensic copies")
-            .await?;
-        self.delete_in_batches(&statements.leases, cutoff, "prune: spent leases")
-            .await?;
-        Ok(PruneReport {
-            conversations,
-            snapshots,
-        })
     }
 
-    /// Runs a batched `DELETE` until it deletes nothing; returns how many rows it deleted.
-    async fn delete_in_batches(
+    /// `statement` with $1 idle_before, $2 forensic_before, $3 the only agent, $4 the agents
+    /// left out and $5 how many rows, whichever of them it reads (sqlx sends every
+    /// parameter's type, so one a statement does not read is no error).
+    fn bind<'q, O>(&'q self, statement: &SqlStr, rows: i64) -> QueryAs<'q, Postgres, O, PgArguments>
+    where
+        O: for<'r> sqlx::FromRow<'r, PgRow>,
+    {
+        sqlx::query_as(statement.clone())
+            .bind(self.idle_before)
+            .bind(self.forensic_before)
+            .bind(self.only)
+            .bind(&self.except)
+            .bind(rows)
+    }
+}
+
+impl PgStore {
+    /// [`SessionStore::prune_with`](lobu_core::SessionStore::prune_with): idle
+    /// conversations, then forensic copies, then spent leases, each in batches and each at
+    /// most `limit`; a dry run counts the first two in one statement. The counts are the sums
+    /// of what each batch removed.
+    pub(crate) async fn prune_idle(&self, prune: &IdlePrune) -> Result<PruneReport> {
+        prune.validate()?;
+        let params = Params::new(prune);
+        let limit = sql_limit(prune.limit);
+        let statements = &self.inner.prune;
+        if prune.dry_run {
+            let (conversations, snapshots, forensic): (i64, i64, i64) = params
+                .bind(&statements.count, limit)
+                .fetch_one(&self.inner.pool)
+                .await
+                .map_err(db("prune: dry run"))?;
+            return Ok(PruneReport {
+                conversations: count(conversations),
+                snapshots: count(snapshots) + count(forensic),
+            });
+        }
+        let mut report = PruneReport::default();
+        if params.idle_before.is_some() {
+            let (conversations, snapshots) = self
+                .in_batches(
+                    &statements.idle,
+                    &params,
+                    limit,
+                    "prune: idle conversations",
+                )
+                .await?;
+            report.conversations = conversations;
+            report.snapshots = snapshots;
+        }
+        if params.forensic_before.is_some() {
+            let (_, snapshots) = self
+                .in_batches(
+                    &statements.forensic,
+                    &params,
+                    limit,
+                    "prune: forensic copies",
+                )
+                .await?;
+            report.snapshots += snapshots;
+        }
+        if params.idle_before.is_some() {
+            self.in_batches(&statements.leases, &params, limit, "prune: spent leases")
+                .await?;
+        }
+        Ok(report)
+    }
+
+    /// Runs a batched prune statement (it returns how many rows it took and how many
+    /// snapshots it removed) until a batch takes fewer than it may, or `limit` rows are
+    /// taken; returns the sums.
+    async fn in_batches(
         &self,
         statement: &SqlStr,
-        cutoff: OffsetDateTime,
+        params: &Params<'_>,
+        limit: i64,
         op: &'static str,
-    ) -> Result<u64> {
-        let mut deleted = 0;
-        loop {
-            let n = sqlx::query(statement.clone())
-                .bind(cutoff)
-                .bind(BATCH)
-                .execute(&self.inner.pool)
+    ) -> Result<(u64, u64)> {
+        let (mut left, mut taken, mut snapshots) = (limit, 0, 0);
+        while left > 0 {
+            let rows = left.min(BATCH);
+            let (n, removed): (i64, i64) = params
+                .bind(statement, rows)
+                .fetch_one(&self.inner.pool)
                 .await
-                .map_err(db(op))?
-                .rows_affected();
-            if n == 0 {
-                return Ok(deleted);
+                .map_err(db(op))?;
+            taken += count(n);
+            snapshots += count(removed);
+            left -= n;
+            if n < rows {
+                break;
             }
-            deleted += n;
         }
+        Ok((taken, snapshots))
     }
+}
+
+/// A SQL count as lobu counts (a count is never negative).
+pub(crate) fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
 }

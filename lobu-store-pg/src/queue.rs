@@ -24,15 +24,17 @@
 //! the claim-holder statements that extend or commit (heartbeat, complete, commit_fast) match
 //! only a run without the mark, so a marked run changes nothing, and the lookup that says why
 //! answers `Cancelled`; fail and release end a marked run `cancelled`.
-//! * `record_events`, `read_events`, `prune_events`: see events.rs.
+//! * `record_events`, `read_events`: see events.rs; `prune_runs_with`, `prune_events_with`:
+//!   see retention.rs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use lobu_core::control::{CancelOutcome, Failure, Retry};
 use lobu_core::events::EventPage;
 use lobu_core::multitask::check_steered;
+use lobu_core::retention::{EventPrune, RunPrune};
 use lobu_core::run_state::error_text;
 use lobu_core::{
     AfterFailure, Claim, Commit, ConversationKey, Error, ErrorKind, Fence, MultitaskStrategy,
@@ -48,7 +50,7 @@ use crate::error::{PgStoreError, stored};
 use crate::multitask::{CLAIM_LANE, Lane, commit_lock_sql};
 use crate::persist::{Head, RunSnapshot};
 use crate::sessions::{Finish, Written, version};
-use crate::store::{PgStore, db, micros, offset_date_time, sql, system_time};
+use crate::store::{PgStore, db, micros, sql, system_time};
 
 /// The reaper runs before a claim at most this often per store.
 const REAP_EVERY: Duration = Duration::from_secs(1);
@@ -73,7 +75,6 @@ pub(crate) struct QueueSql {
     claim_state: SqlStr,
     status: SqlStr,
     depth: SqlStr,
-    prune: SqlStr,
 }
 
 impl QueueSql {
@@ -117,9 +118,6 @@ impl QueueSql {
                 "SELECT count(*) FROM {s}.runs WHERE status = 'pending'",
                 schema,
             ),
-            // A pruned run's events go with it: run_events' foreign key cascades (a lookup
-            // by its primary key per run).
-            prune: sql("DELETE FROM {s}.runs WHERE finished_at < $1", schema),
         }
     }
 }
@@ -887,14 +885,8 @@ impl RunQueue for PgStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    async fn prune_runs(&self, before: SystemTime) -> Result<u64> {
-        let removed = sqlx::query(self.inner.queue.prune.clone())
-            .bind(offset_date_time(before))
-            .execute(&self.inner.pool)
-            .await
-            .map_err(db("prune_runs"))?
-            .rows_affected();
-        Ok(removed)
+    async fn prune_runs_with(&self, prune: &RunPrune) -> Result<u64> {
+        self.prune_finished_runs(prune).await
     }
 
     async fn record_events(&self, claim: &Claim, events: &[String]) -> Result<u64> {
@@ -911,8 +903,8 @@ impl RunQueue for PgStore {
         self.event_page(org, run, after, limit).await
     }
 
-    async fn prune_events(&self, before: SystemTime) -> Result<u64> {
-        self.drop_events(before).await
+    async fn prune_events_with(&self, prune: &EventPrune) -> Result<u64> {
+        self.prune_finished_events(prune).await
     }
 
     async fn wait_for_work(&self, max: Duration) {

@@ -1,10 +1,9 @@
 //! [`SessionStore`] on PostgreSQL: delta-chained snapshots, fenced in the write's transaction.
 
-use std::time::SystemTime;
-
 use async_trait::async_trait;
 use bytes::Bytes;
 use lobu_core::export::{Exported, Imported};
+use lobu_core::retention::IdlePrune;
 use lobu_core::{
     AgentId, ConversationId, ConversationKey, ConversationSummary, EraseScope, ErasureReport,
     Error, Fence, OrgId, Page, Persist, PruneReport, Result, SessionStore, Snapshot, Version,
@@ -552,8 +551,8 @@ impl SessionStore for PgStore {
         Ok(Page { items, next_cursor })
     }
 
-    async fn prune(&self, idle_before: SystemTime) -> Result<PruneReport> {
-        self.prune_in_batches(idle_before).await
+    async fn prune_with(&self, prune: &IdlePrune) -> Result<PruneReport> {
+        self.prune_idle(prune).await
     }
 
     async fn erase(&self, scope: &EraseScope) -> Result<ErasureReport> {

@@ -17,6 +17,7 @@ use crate::multitask::MultitaskSql;
 use crate::portable::PortableSql;
 use crate::prune::PruneSql;
 use crate::queue::{QueueSql, Reaper};
+use crate::retention::RetentionSql;
 use crate::runs::RunsSql;
 use crate::sessions::SessionSql;
 use crate::wakeup::Wakeup;
@@ -42,6 +43,7 @@ pub(crate) struct Inner {
     pub(crate) locks: LockSql,
     pub(crate) prune: PruneSql,
     pub(crate) queue: QueueSql,
+    pub(crate) retention: RetentionSql,
     pub(crate) multitask: MultitaskSql,
     pub(crate) events: EventSql,
     pub(crate) portable: PortableSql,
@@ -73,6 +75,7 @@ impl PgStore {
                 locks: LockSql::new(schema),
                 prune: PruneSql::new(schema),
                 queue: QueueSql::new(schema),
+                retention: RetentionSql::new(schema),
                 multitask: MultitaskSql::new(schema),
                 events: EventSql::new(schema),
                 portable: PortableSql::new(schema),

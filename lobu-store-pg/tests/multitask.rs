@@ -282,3 +282,44 @@ async fn a_rollback_racing_a_commit_that_took_steered_runs_leaves_one_whole_outc
             .expect("complete");
     }
 }
+
+/// A refused `reject` (and a submit answered from its idempotency key) ends its transaction
+/// before it returns: the conversation's run is claimable at once, every time (a dropped
+/// transaction would keep the lane's row locks until its connection is next used, and a
+/// claim's `SKIP LOCKED` would skip the run).
+#[sqlx::test(migrator = "lobu_store_pg::MIGRATOR")]
+async fn a_refused_reject_leaves_the_waiting_run_claimable_at_once(pool: PgPool) {
+    let store = PgStore::new(pool);
+    for n in 0..100 {
+        let k = key("acme", "bot", &format!("c{n}"));
+        let first = submit(&store, turn(&k, 0, MultitaskStrategy::Enqueue)).await;
+        let refused = store.submit(turn(&k, 1, MultitaskStrategy::Reject)).await;
+        assert_kind(refused, ErrorKind::Conflict, "reject while a run waits");
+        let claim = claim_next(&store).await;
+        assert_eq!(claim.run, first, "{n}: claimable right after the refusal");
+        store
+            .complete(&claim, Commit::default())
+            .await
+            .expect("complete");
+        let mut keyed = turn(&k, 2, MultitaskStrategy::Reject);
+        keyed.idempotency_key = Some(IdempotencyKey::new(format!("k{n}")).unwrap());
+        let created = store
+            .submit(keyed.clone())
+            .await
+            .expect("reject when idle")
+            .run;
+        assert_eq!(
+            store.submit(keyed).await.expect("the key again").run,
+            created
+        );
+        let claim = claim_next(&store).await;
+        assert_eq!(
+            claim.run, created,
+            "{n}: claimable right after the keyed answer"
+        );
+        store
+            .complete(&claim, Commit::default())
+            .await
+            .expect("complete");
+    }
+}

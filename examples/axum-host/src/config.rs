@@ -1,10 +1,12 @@
 //! [`Config`]: everything the host reads from its environment, checked before it starts.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use lobu_core::AgentId;
 use lobu_runtime::Settings;
 
 use crate::auth::ApiKeys;
@@ -150,9 +152,18 @@ impl Config {
         let days = |d: u64| d * 24 * 3600;
         settings.run_retention =
             Duration::from_secs(number(&var, "LOBU_RUN_RETENTION_SECS", days(7))?);
+        // 0 (the default): failed runs are kept as long as the others.
+        let failed = number(&var, "LOBU_FAILED_RUN_RETENTION_SECS", 0)?;
+        settings.failed_run_retention = (failed > 0).then(|| Duration::from_secs(failed));
         // 0 (the default): idle conversations are kept forever.
         let idle = number(&var, "LOBU_IDLE_RETENTION_SECS", 0)?;
         settings.idle_retention = (idle > 0).then(|| Duration::from_secs(idle));
+        if let Some(text) = var("LOBU_IDLE_RETENTION_BY_AGENT") {
+            settings.idle_retention_by_agent = idle_windows(&text)?;
+        }
+        settings.forensic_retention =
+            Duration::from_secs(number(&var, "LOBU_FORENSIC_RETENTION_SECS", days(7))?);
+        settings.retention_batch = number(&var, "LOBU_RETENTION_BATCH", 10_000)?;
         settings
             .validate()
             .map_err(|e| Error::Config(format!("runtime settings: {}", e.message())))?;
@@ -260,6 +271,28 @@ fn number<T: std::str::FromStr>(
             .parse()
             .map_err(|_| Error::Config(format!("{name} must be a whole number, got {text:?}"))),
     }
+}
+
+/// `LOBU_IDLE_RETENTION_BY_AGENT`: `agent=seconds` or `agent=never`, comma-separated.
+fn idle_windows(text: &str) -> Result<BTreeMap<AgentId, Option<Duration>>, Error> {
+    let bad = |why: String| Error::Config(format!("LOBU_IDLE_RETENTION_BY_AGENT: {why}"));
+    let mut windows = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (agent, window) = item
+            .split_once('=')
+            .ok_or_else(|| bad(format!("{item:?} is not agent=seconds or agent=never")))?;
+        let agent = AgentId::new(agent.trim()).map_err(|e| bad(e.message().to_owned()))?;
+        let window = match window.trim() {
+            "never" => None,
+            secs => Some(Duration::from_secs(secs.parse().map_err(|_| {
+                bad(format!(
+                    "{secs:?} is not a whole number of seconds or never"
+                ))
+            })?)),
+        };
+        windows.insert(agent, window);
+    }
+    Ok(windows)
 }
 
 /// A URL with its password replaced by `***`, safe to log.

@@ -130,6 +130,55 @@ fn bad_addresses_and_numbers_name_their_variable() {
     assert!(error.contains("run_retention"), "{error}");
     let error = config_error(&[("LOBU_IDLE_RETENTION_SECS", "99999999999")]);
     assert!(error.contains("idle_retention"), "{error}");
+    for bad in ["bot", "bot=soon", "no spaces=60"] {
+        let error = config_error(&[("LOBU_IDLE_RETENTION_BY_AGENT", bad)]);
+        assert!(error.contains("LOBU_IDLE_RETENTION_BY_AGENT"), "{error}");
+    }
+    let error = config_error(&[
+        ("LOBU_RUN_RETENTION_SECS", "7200"),
+        ("LOBU_FAILED_RUN_RETENTION_SECS", "3600"),
+    ]);
+    assert!(error.contains("failed_run_retention"), "{error}");
+    let error = config_error(&[("LOBU_RETENTION_BATCH", "0")]);
+    assert!(error.contains("retention_batch"), "{error}");
+}
+
+#[test]
+fn tiered_retention_is_read() {
+    let config = config(&[
+        ("LOBU_FAILED_RUN_RETENTION_SECS", "2592000"),
+        ("LOBU_IDLE_RETENTION_SECS", "7776000"),
+        (
+            "LOBU_IDLE_RETENTION_BY_AGENT",
+            "automation=86400, concierge=never",
+        ),
+        ("LOBU_FORENSIC_RETENTION_SECS", "3600"),
+        ("LOBU_RETENTION_BATCH", "500"),
+    ])
+    .unwrap();
+    let settings = &config.settings;
+    assert_eq!(
+        settings.failed_run_retention,
+        Some(Duration::from_secs(2_592_000))
+    );
+    assert_eq!(
+        settings.idle_retention,
+        Some(Duration::from_secs(7_776_000))
+    );
+    let by_agent: Vec<(String, Option<Duration>)> = settings
+        .idle_retention_by_agent
+        .iter()
+        .map(|(agent, window)| (agent.to_string(), *window))
+        .collect();
+    assert_eq!(
+        by_agent,
+        [
+            ("automation".to_owned(), Some(Duration::from_secs(86_400))),
+            ("concierge".to_owned(), None)
+        ]
+    );
+    assert_eq!(settings.forensic_retention, Duration::from_secs(3600));
+    assert_eq!(settings.retention_batch, 500);
 }
 
 #[test]

@@ -19,6 +19,10 @@
 //! | `LOBU_SHUTDOWN_GRACE_SECS` | how long SIGTERM/SIGINT lets turns finish (25) |
 //! | `LOBU_RUN_RETENTION_SECS` | how long finished runs stay (604800, 7 days) |
 //! | `LOBU_IDLE_RETENTION_SECS` | remove conversations idle this long (0: never, the default) |
+//! | `LOBU_FAILED_RUN_RETENTION_SECS` | how long failed runs stay, at least as long as the others (0: as long, the default) |
+//! | `LOBU_IDLE_RETENTION_BY_AGENT` | per-agent idle windows, `agent=seconds` or `agent=never`, comma-separated |
+//! | `LOBU_FORENSIC_RETENTION_SECS` | how long forensic copies of failed attempts stay (604800, 7 days) |
+//! | `LOBU_RETENTION_BATCH` | the most items one step of a retention pass removes (10000) |
 //! | `LOBU_CLAIM_TTL_MS` | how long a turn's claim lasts unrenewed (30000): a crashed replica's turns run again after it |
 //! | `LOBU_DEMO_WORD_DELAY_MS` | pause between the demo agent's streamed words (30) |
 //! | `LOBU_PG_MAX_CONNECTIONS` | PostgreSQL pool size (10) |

@@ -1,12 +1,11 @@
 //! Run events in memory: kept on the run they belong to, so pruning a run drops them.
 
-use std::time::SystemTime;
-
 use super::queue::QueueTable;
 use crate::error::{Error, Result};
 use crate::events::{EventPage, StoredEvent, check_may_record};
 use crate::id::{OrgId, RunId};
 use crate::queue::Claim;
+use crate::retention::EventPrune;
 
 impl QueueTable {
     /// Append `events` under `claim` (already checked for shape); the run's newest seq after.
@@ -48,14 +47,20 @@ impl QueueTable {
         })
     }
 
-    pub(super) fn prune_events(&mut self, before: SystemTime) -> u64 {
-        let mut removed = 0;
+    pub(super) fn prune_events(&mut self, prune: &EventPrune) -> u64 {
+        let mut left = prune.limit;
         for run in self.runs.values_mut() {
-            if run.record.status.is_terminal() && run.record.updated_at < before {
-                removed += run.events.len() as u64;
-                run.events = Vec::new();
+            if left == 0 {
+                break;
+            }
+            if prune.takes(run.record.status, run.record.updated_at) {
+                let taken = run.events.len().min(left);
+                left -= taken;
+                if !prune.dry_run {
+                    run.events.drain(..taken);
+                }
             }
         }
-        removed
+        (prune.limit - left) as u64
     }
 }

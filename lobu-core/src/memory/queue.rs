@@ -22,6 +22,7 @@ use crate::queue::{
     AfterFailure, Claim, Commit, NewRun, RunFilter, RunQueue, RunRecord, RunStatus, Steered,
     Submitted,
 };
+use crate::retention::{EventPrune, RunPrune};
 use crate::run_state::{Due, error_text, exhausted_error, redelivered_error};
 use crate::session::{Page, Version, check_page_limit};
 
@@ -440,11 +441,20 @@ impl QueueTable {
             .count() as u64
     }
 
-    fn prune_runs(&mut self, before: SystemTime) -> u64 {
-        let count = self.runs.len();
-        self.runs
-            .retain(|_, run| !(run.record.status.is_terminal() && run.record.updated_at < before));
-        (count - self.runs.len()) as u64
+    fn prune_runs(&mut self, prune: &RunPrune) -> u64 {
+        let doomed: Vec<RunId> = self
+            .runs
+            .iter()
+            .filter(|(_, run)| prune.takes(run.record.status, run.record.updated_at))
+            .map(|(id, _)| id.clone())
+            .take(prune.limit)
+            .collect();
+        if !prune.dry_run {
+            for id in &doomed {
+                self.runs.remove(id);
+            }
+        }
+        doomed.len() as u64
     }
 
     /// How long until something may be claimable: zero when something is now, `None` when
@@ -600,8 +610,9 @@ impl RunQueue for MemoryBackend {
         Ok(self.state()?.queue.depth())
     }
 
-    async fn prune_runs(&self, before: SystemTime) -> Result<u64> {
-        Ok(self.state()?.queue.prune_runs(before))
+    async fn prune_runs_with(&self, prune: &RunPrune) -> Result<u64> {
+        prune.validate()?;
+        Ok(self.state()?.queue.prune_runs(prune))
     }
 
     async fn record_events(&self, claim: &Claim, events: &[String]) -> Result<u64> {
@@ -624,8 +635,9 @@ impl RunQueue for MemoryBackend {
         Ok(self.state()?.queue.read_events(org, run, after, limit))
     }
 
-    async fn prune_events(&self, before: SystemTime) -> Result<u64> {
-        Ok(self.state()?.queue.prune_events(before))
+    async fn prune_events_with(&self, prune: &EventPrune) -> Result<u64> {
+        prune.validate()?;
+        Ok(self.state()?.queue.prune_events(prune))
     }
 
     async fn wait_for_work(&self, max: Duration) {

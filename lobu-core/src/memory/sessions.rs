@@ -14,6 +14,7 @@ use crate::export::{ExistingHead, Exported, ImportPlan, Imported, plan_import};
 use crate::id::{AgentId, ConversationId, ConversationKey, OrgId, RunId};
 use crate::lock::Fence;
 use crate::persist_plan::{self, Earlier, Found, Plan, check_fence};
+use crate::retention::IdlePrune;
 use crate::session::{
     ConversationSummary, Page, Persist, PruneReport, ScanPosition, SessionStore, Snapshot,
     TerminalStatus, Version, check_page_limit, parse_scan_cursor, scan_cursor,
@@ -346,28 +347,32 @@ impl SessionTable {
     /// `owned` says whether a conversation has a live owner: those are never pruned whole.
     fn prune(
         &mut self,
-        idle_before: SystemTime,
+        prune: &IdlePrune,
         owned: impl Fn(&ConversationKey) -> bool,
     ) -> PruneReport {
         let mut report = PruneReport::default();
+        let (mut conversations_left, mut forensic_left) = (prune.limit, prune.limit);
         for ((org, agent), conversations) in &mut self.agents {
             conversations.retain(|_, conversation| {
-                let head_written = conversation.head().map(|h| h.written_at);
-                let key = || ConversationKey {
-                    org: org.clone(),
-                    agent: agent.clone(),
-                    conversation: conversation.id.clone(),
-                };
-                if head_written.is_some_and(|at| at < idle_before) && !owned(&key()) {
+                let idle = conversation
+                    .head()
+                    .is_some_and(|h| prune.takes_conversation(agent, h.written_at));
+                let key =
+                    || ConversationKey::new(org.clone(), agent.clone(), conversation.id.clone());
+                if idle && conversations_left > 0 && !owned(&key()) {
+                    conversations_left -= 1;
                     report.conversations += 1;
                     report.snapshots += conversation.snapshots.len() as u64;
-                    return false;
+                    return prune.dry_run;
                 }
-                let before = conversation.snapshots.len();
                 conversation.snapshots.retain(|s| {
-                    s.status == TerminalStatus::Completed || s.written_at >= idle_before
+                    if forensic_left > 0 && prune.takes_forensic(agent, s.status, s.written_at) {
+                        forensic_left -= 1;
+                        report.snapshots += 1;
+                        return prune.dry_run;
+                    }
+                    true
                 });
-                report.snapshots += (before - conversation.snapshots.len()) as u64;
                 !conversation.snapshots.is_empty()
             });
         }
@@ -428,13 +433,14 @@ impl SessionStore for MemoryBackend {
         Ok(self.state()?.sessions.list(org, agent, cursor, limit))
     }
 
-    async fn prune(&self, idle_before: SystemTime) -> Result<PruneReport> {
+    async fn prune_with(&self, prune: &IdlePrune) -> Result<PruneReport> {
+        prune.validate()?;
         let now = SystemTime::now();
         let mut state = self.state()?;
         let State {
             sessions, leases, ..
         } = &mut *state;
-        Ok(sessions.prune(idle_before, |key| leases.is_owned(key, now)))
+        Ok(sessions.prune(prune, |key| leases.is_owned(key, now)))
     }
 
     async fn erase(&self, scope: &EraseScope) -> Result<ErasureReport> {

@@ -55,7 +55,9 @@
 //! [`prune_never_removes_a_conversation_whose_run_is_claimed`],
 //! [`prune_runs_removes_old_terminal_runs_and_never_snapshots`] and
 //! [`prune_events_removes_events_of_runs_finished_before_the_cutoff`] delete every org's old
-//! data, so run them on a backend of their own (the macro gives every clause its own).
+//! data, as do the clauses of retention with a policy
+//! ([`a_dry_run_counts_what_a_prune_would_remove_and_removes_nothing`] and the four after it),
+//! so run them on a backend of their own (the macro gives every clause its own).
 
 mod control;
 mod erase;
@@ -70,6 +72,7 @@ mod multitask;
 mod ownership;
 mod portable;
 mod queue;
+mod retention;
 mod retries;
 mod sessions;
 mod support;
@@ -151,6 +154,12 @@ pub use queue::{
     queue_depth_counts_waiting_runs, runs_of_one_conversation_are_claimed_first_in_first_out,
     submitting_with_a_used_idempotency_key_returns_the_first_run,
     wait_for_work_returns_by_its_deadline,
+};
+pub use retention::{
+    a_bounded_prune_removes_at_most_its_limit_and_the_next_goes_on,
+    a_dry_run_counts_what_a_prune_would_remove_and_removes_nothing,
+    an_idle_prune_of_one_agent_leaves_the_others, failed_runs_are_kept_for_their_own_window,
+    forensic_copies_have_their_own_window,
 };
 pub use retries::{
     a_heartbeat_keeps_a_claim_from_being_redelivered, a_stale_claim_is_fenced_and_changes_nothing,
@@ -386,6 +395,11 @@ macro_rules! conformance_tests {
             prune_events_removes_events_of_runs_finished_before_the_cutoff
             a_failure_with_its_own_delay_is_retried_after_it
             cancelling_a_run_whose_claim_lapsed_ends_it
+            a_dry_run_counts_what_a_prune_would_remove_and_removes_nothing
+            an_idle_prune_of_one_agent_leaves_the_others
+            failed_runs_are_kept_for_their_own_window
+            forensic_copies_have_their_own_window
+            a_bounded_prune_removes_at_most_its_limit_and_the_next_goes_on
         );
     };
     (@each $how:ident $attrs:tt $args:tt $setup:tt $($clause:ident)*) => {

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use lobu_core::events::EventPage;
@@ -273,12 +273,12 @@ impl RunQueue for Stall {
     ) -> Result<Page<RunRecord>> {
         self.inner.queue.runs(org, filter, cursor, limit).await
     }
-    async fn prune_runs(&self, before: SystemTime) -> Result<u64> {
+    async fn prune_runs_with(&self, prune: &lobu_core::retention::RunPrune) -> Result<u64> {
         let now = self.prunes_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_prunes_at_once.fetch_max(now, Ordering::SeqCst);
         let delay = *self.prune_delay.lock().unwrap();
         tokio::time::sleep(delay).await;
-        let pruned = self.inner.queue.prune_runs(before).await;
+        let pruned = self.inner.queue.prune_runs_with(prune).await;
         self.prunes_in_flight.fetch_sub(1, Ordering::SeqCst);
         pruned
     }
@@ -295,8 +295,8 @@ impl RunQueue for Stall {
         self.event_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.queue.read_events(org, run, after, limit).await
     }
-    async fn prune_events(&self, before: SystemTime) -> Result<u64> {
-        self.inner.queue.prune_events(before).await
+    async fn prune_events_with(&self, prune: &lobu_core::retention::EventPrune) -> Result<u64> {
+        self.inner.queue.prune_events_with(prune).await
     }
     async fn wait_for_work(&self, max: Duration) {
         self.inner.queue.wait_for_work(max).await
@@ -332,8 +332,8 @@ impl SessionStore for Stall {
     ) -> Result<Page<ConversationSummary>> {
         self.inner.sessions.list(org, agent, cursor, limit).await
     }
-    async fn prune(&self, idle_before: SystemTime) -> Result<PruneReport> {
-        self.inner.sessions.prune(idle_before).await
+    async fn prune_with(&self, prune: &lobu_core::retention::IdlePrune) -> Result<PruneReport> {
+        self.inner.sessions.prune_with(prune).await
     }
     async fn scan(&self, cursor: Option<&str>, limit: usize) -> Result<Page<ConversationKey>> {
         self.inner.sessions.scan(cursor, limit).await

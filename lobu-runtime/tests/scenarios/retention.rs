@@ -106,3 +106,92 @@ pub async fn an_erased_conversation_is_gone_and_starts_over_from_nothing(store: 
     assert_eq!(user_texts(&head(&fx.backend, &kept).await), ["stays"]);
     stop(&rt, worker).await;
 }
+
+/// Every run record of the test's org, counted through `RunQueue::runs`.
+async fn run_records(backend: &lobu_core::Backend) -> usize {
+    let org = key("c").org;
+    let (mut count, mut cursor) = (0, None::<String>);
+    loop {
+        let filter = lobu_core::RunFilter::all();
+        let page = backend
+            .queue
+            .runs(&org, &filter, cursor.as_deref(), 200)
+            .await;
+        let page = page.expect("runs");
+        count += page.items.len();
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return count,
+        }
+    }
+}
+
+/// Files under `dir`, however deep.
+fn files_under(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => files_under(&e.path()),
+            _ => 1,
+        })
+        .sum()
+}
+
+/// With retention on, 10,000 turns over 1,000 conversations leave a bounded number of run
+/// records (and, on files, of files): what stays grows with the conversations and the
+/// retention window, not with the turns.
+pub async fn ten_thousand_turns_with_retention_keep_run_records_and_files_bounded(store: Store) {
+    const CONVERSATIONS: usize = 1_000;
+    const WAVES: usize = 10;
+    let fx = Fixture::new(store).await;
+    let agent = ScriptAgent::new();
+    let rt = quick(fx.builder(&agent))
+        .concurrency(8)
+        .run_retention(Duration::from_millis(300))
+        .event_retention(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let worker = start(&rt);
+    let keys: Vec<_> = (0..CONVERSATIONS).map(|i| key(&format!("c{i}"))).collect();
+    let (mut most_records, mut files_after_first_wave) = (0, 0);
+    for wave in 0..WAVES {
+        for k in &keys {
+            send(&rt, k, &format!("turn {wave}")).await;
+        }
+        // Runs are pruned 300 ms after they end, so the wave is awaited by the counters.
+        let done = ((wave + 1) * CONVERSATIONS) as u64;
+        eventually("the wave's turns", || async {
+            (rt.metrics().runs_completed >= done).then_some(())
+        })
+        .await;
+        most_records = most_records.max(run_records(&fx.backend).await);
+        if wave == 0 {
+            files_after_first_wave = files_under(fx.dir.path());
+        }
+    }
+    assert!(
+        most_records < 3 * CONVERSATIONS,
+        "run records stay bounded: at most {most_records} after a wave of {CONVERSATIONS}"
+    );
+    eventually("every finished run pruned", || async {
+        (run_records(&fx.backend).await == 0).then_some(())
+    })
+    .await;
+    if store == Store::File {
+        let files = files_under(fx.dir.path());
+        assert!(
+            files <= files_after_first_wave,
+            "files grow with conversations, not turns: {files} after {WAVES} waves, \
+             {files_after_first_wave} after one"
+        );
+    }
+    assert_eq!(rt.metrics().attempts_failed, 0);
+    for k in keys.iter().step_by(97) {
+        let texts = user_texts(&head(&fx.backend, k).await);
+        assert_eq!(texts.len(), WAVES, "{k}: every turn is in the transcript");
+    }
+    stop(&rt, worker).await;
+}

@@ -14,6 +14,9 @@
 //! seq does not follow the one before, or an append whose last line is missing ends the log
 //! there. Whatever follows is a torn tail (a process died mid-`write`, or a power loss kept
 //! only some pages): readers ignore it and the next appender cuts it off before it writes.
+//!
+//! A log trimmed by a bounded `prune_events` starts past seq 1 (possibly inside an append,
+//! whose remaining lines keep their `last`): the first line's seq is where numbering starts.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
@@ -28,12 +31,38 @@ use serde::{Deserialize, Serialize};
 /// damage, and is not read whole into memory.
 const MAX_LINE: u64 = 2 * MAX_EVENT_BYTES as u64 + 256;
 
-/// A known whole prefix of a log: its first `len` bytes are complete appends, the last one
-/// ending at event `seq`. The empty log is `Tail::default()`.
+/// A known whole prefix of a log: its first `len` bytes are complete appends, the first
+/// event `first` (1 unless the log was trimmed), the last one `seq`. The empty log is
+/// `Tail::default()` (`first` 0).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Tail {
     pub(crate) len: u64,
     pub(crate) seq: u64,
+    pub(crate) first: u64,
+}
+
+impl Tail {
+    /// How many events the prefix holds.
+    pub(crate) fn events(&self) -> u64 {
+        if self.len == 0 {
+            0
+        } else {
+            self.seq - self.first + 1
+        }
+    }
+
+    /// The prefix after `more` bytes holding events `seq + 1 ..= seq + count` were appended.
+    pub(crate) fn appended(&self, more: u64, count: u64) -> Tail {
+        Tail {
+            len: self.len + more,
+            seq: self.seq + count,
+            first: if self.len == 0 {
+                self.seq + 1
+            } else {
+                self.first
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -74,11 +103,13 @@ pub(crate) fn encode_append(
     Ok(out)
 }
 
-/// What a scan found: the whole prefix, and the events it was asked to keep.
+/// What a scan found: the whole prefix, the events it was asked to keep, and where the
+/// first whole event after the seq it was given starts (`None`: the prefix has none).
 #[derive(Debug)]
 pub(crate) struct Scan {
     pub(crate) tail: Tail,
     pub(crate) events: Vec<StoredEvent>,
+    pub(crate) after_at: Option<u64>,
 }
 
 /// Read `file` from `from` (a whole prefix found earlier, or the empty log) to its end or
@@ -87,8 +118,9 @@ pub(crate) fn scan(file: &File, from: Tail, after: u64, limit: usize) -> io::Res
     let mut reader = BufReader::with_capacity(64 * 1024, file);
     reader.seek(SeekFrom::Start(from.len))?;
     let mut tail = from;
-    let (mut offset, mut seq) = (from.len, from.seq);
+    let (mut offset, mut seq, mut first) = (from.len, from.seq, from.first);
     let mut events = Vec::new();
+    let mut after_at = None;
     // The kept events of an append whose last line is not read yet, and that append's end.
     let mut open: Vec<StoredEvent> = Vec::new();
     let mut open_last = None;
@@ -102,7 +134,18 @@ pub(crate) fn scan(file: &File, from: Tail, after: u64, limit: usize) -> io::Res
         if line.last() != Some(&b'\n') {
             break; // the end, or a line that never got its newline
         }
-        let want = seq + 1;
+        let want = if offset == 0 {
+            // The first line says where numbering starts (past 1 in a trimmed log).
+            match serde_json::from_slice::<Line<IgnoredAny>>(&line) {
+                Ok(line) if line.seq > 0 => line.seq,
+                _ => break,
+            }
+        } else {
+            let Some(next) = seq.checked_add(1) else {
+                break; // only a damaged first line numbers so far
+            };
+            next
+        };
         let keep = want > after && events.len() + open.len() < limit;
         let (last, kept) = if keep {
             let Ok(line) = serde_json::from_slice::<Line<String>>(&line) else {
@@ -124,18 +167,58 @@ pub(crate) fn scan(file: &File, from: Tail, after: u64, limit: usize) -> io::Res
         let Some(last) = last else {
             break;
         };
+        if offset == 0 {
+            first = want;
+        }
+        if want > after && after_at.is_none() {
+            after_at = Some(offset);
+        }
         seq = want;
         offset += n as u64;
         open.extend(kept);
         if seq == last {
-            tail = Tail { len: offset, seq };
+            tail = Tail {
+                len: offset,
+                seq,
+                first,
+            };
             events.append(&mut open);
             open_last = None;
         } else {
             open_last = Some(last);
         }
     }
-    Ok(Scan { tail, events })
+    Ok(Scan {
+        tail,
+        events,
+        after_at: after_at.filter(|at| *at < tail.len),
+    })
+}
+
+/// The seq of the log's first line, read from its first bytes (every line starts
+/// `{"seq":`); `None` when they do not say. A trimmed log's differs from the log it was
+/// trimmed from, which is how a reader tells that a prefix it remembers no longer holds.
+pub(crate) fn first_seq(file: &File) -> io::Result<Option<u64>> {
+    const PREFIX: &[u8] = b"{\"seq\":";
+    let mut head = [0; 32];
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(0))?;
+    let mut filled = 0;
+    while filled < head.len() {
+        match reader.read(&mut head[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    let Some(rest) = head[..filled].strip_prefix(PREFIX) else {
+        return Ok(None);
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == rest.len() {
+        return Ok(None); // no end to the number within the bytes read
+    }
+    let text = std::str::from_utf8(&rest[..digits]).unwrap_or_default();
+    Ok(text.parse().ok())
 }
 
 /// The line's `last` if it continues the log: its seq is the next one, and its `last` is
@@ -179,7 +262,12 @@ mod tests {
         let (_dir, file) = log_of(&bytes);
         let all = scan(&file, Tail::default(), 0, 10).unwrap();
         let len = bytes.len() as u64;
-        assert_eq!(all.tail, Tail { len, seq: 3 });
+        let whole = Tail {
+            len,
+            seq: 3,
+            first: 1,
+        };
+        assert_eq!(all.tail, whole);
         let got: Vec<(u64, u32, &str)> = all
             .events
             .iter()
@@ -199,6 +287,7 @@ mod tests {
         let resumed = Tail {
             len: first.len() as u64,
             seq: 2,
+            first: 1,
         };
         let rest = scan(&file, resumed, 2, 10).unwrap();
         assert_eq!(
@@ -215,6 +304,7 @@ mod tests {
         let kept = Tail {
             len: whole.len() as u64,
             seq: 1,
+            first: 1,
         };
         for cut in 0..batch.len() {
             let mut bytes = whole.clone();
@@ -235,5 +325,37 @@ mod tests {
             let (_dir, file) = log_of(&bytes);
             assert_eq!(scan(&file, Tail::default(), 0, 10).unwrap().tail, kept);
         }
+    }
+
+    #[test]
+    fn a_trimmed_log_numbers_from_its_first_line_even_inside_an_append() {
+        let mut bytes = encode_append(0, 1, &events(&["{}", "{}"])).unwrap();
+        bytes.extend(encode_append(2, 2, &events(&["{}", "{}", "{}"])).unwrap());
+        let (_dir, file) = log_of(&bytes);
+        let all = scan(&file, Tail::default(), 3, 0).unwrap();
+        assert_eq!(all.tail.events(), 5);
+        assert_eq!(first_seq(&file).unwrap(), Some(1));
+        // What a prune that takes 3 events keeps: the rest of the second append.
+        let cut = all.after_at.expect("events after seq 3") as usize;
+        let (_dir, trimmed) = log_of(&bytes[cut..]);
+        let found = scan(&trimmed, Tail::default(), 0, 10).unwrap();
+        let expected = Tail {
+            len: (bytes.len() - cut) as u64,
+            seq: 5,
+            first: 4,
+        };
+        assert_eq!(found.tail, expected);
+        assert_eq!(found.tail.events(), 2);
+        let seqs: Vec<u64> = found.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![4, 5]);
+        assert_eq!(first_seq(&trimmed).unwrap(), Some(4));
+        let none_after = scan(&trimmed, Tail::default(), 5, 10).unwrap();
+        assert_eq!(none_after.after_at, None);
+        let (_dir, empty) = log_of(b"");
+        assert_eq!(first_seq(&empty).unwrap(), None);
+        assert_eq!(
+            scan(&empty, Tail::default(), 0, 10).unwrap().tail.events(),
+            0
+        );
     }
 }

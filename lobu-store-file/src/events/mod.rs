@@ -18,7 +18,8 @@
 //! again by the run's next attempt. The log's directory entry is not synced either.
 //!
 //! **Reading** takes no lock: the run record first, then the log. Events are appended before
-//! the run can end, so a terminal record read first means the log read after it is whole.
+//! the run can end, so a terminal record read first means the log read after it is whole
+//! (or trimmed whole of its first events by a bounded prune, see [`mod@prune`]).
 //!
 //! Cost per call (syncs and locks):
 //!
@@ -26,23 +27,25 @@
 //!   past what this process last saw of it (nothing, when it made the last append itself);
 //!   one `write`. An empty append reads and writes nothing but the record.
 //! * `read_events`: 0 syncs, 0 locks; the record, then the log from the start, or from
-//!   where this process last saw it end when the caller has seen that far.
-//! * `prune_events`: 0 syncs, 0 locks; lists the logs and reads each one's run record.
+//!   where this process last saw it end when the caller has seen that far (then also the
+//!   log's first bytes, which tell whether a prune trimmed it since).
+//! * `prune_events_with`: 0 locks and syncs for a dry run; see [`mod@prune`] for the others.
 
 mod log;
+mod prune;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
-use std::time::SystemTime;
 
 use lobu_core::events::{EventPage, check_may_record};
 use lobu_core::{Claim, Error, Fence, OrgId, Result, RunId};
 
-use self::log::{Scan, Tail, encode_append, scan};
+use self::log::{Scan, Tail, encode_append, first_seq, scan};
+pub(crate) use self::prune::prune;
+use crate::atomic::remove_file;
 use crate::error::{FileStoreError, io_at};
-use crate::layout;
 use crate::queue::files::Queue;
 use crate::store::Inner;
 
@@ -52,7 +55,8 @@ const REMEMBERED_TAILS: usize = 4096;
 /// What this process last saw of some runs' logs (a whole prefix each): appends and reads
 /// resume there instead of reading the log from its start. Every append grows a log and
 /// only a torn tail past a whole prefix is ever cut, so a remembered prefix stays true until
-/// the log is removed with its run's events.
+/// the log is removed with its run's events, or trimmed by a bounded prune (which readers
+/// tell by the log's first seq: see [`read`]).
 pub(crate) type Tails = HashMap<RunId, Tail>;
 
 /// Append `events` (already checked) under `claim`; the run's newest seq afterwards.
@@ -98,10 +102,7 @@ pub(crate) fn record(inner: &Inner, claim: &Claim, events: &[String]) -> Result<
         forget(inner, &claim.run);
         return Err(io_at("append to", &path)(e).into());
     }
-    let appended = Tail {
-        len: tail.len + bytes.len() as u64,
-        seq: tail.seq + events.len() as u64,
-    };
+    let appended = tail.appended(bytes.len() as u64, events.len() as u64);
     remember(inner, &claim.run, appended);
     Ok(appended.seq)
 }
@@ -120,12 +121,16 @@ pub(crate) fn read(
         return Ok(None);
     };
     let path = inner.layout.event_log(run);
-    let Scan { tail, events } = match open_log(&path)? {
+    let Scan { tail, events, .. } = match open_log(&path)? {
         Some(log) => {
             let size = log.metadata().map_err(io_at("inspect", &path))?.len();
-            let from = remembered(inner, run)
-                .filter(|seen| seen.len <= size && seen.seq <= after)
-                .unwrap_or_default();
+            let from = match remembered(inner, run) {
+                Some(seen) if seen.len <= size && seen.seq <= after => {
+                    still_holds(&log, seen, &path)?.then_some(seen)
+                }
+                _ => None,
+            };
+            let from = from.unwrap_or_default();
             let found = scan(&log, from, after, limit).map_err(io_at("read", &path))?;
             remember(inner, run, found.tail);
             found
@@ -135,6 +140,7 @@ pub(crate) fn read(
             Scan {
                 tail: Tail::default(),
                 events: Vec::new(),
+                after_at: None,
             }
         }
     };
@@ -145,55 +151,49 @@ pub(crate) fn read(
     }))
 }
 
-/// Remove the logs of runs that finished before `before` (and of runs that no longer
-/// exist); how many events they held.
-pub(crate) fn prune(inner: &Inner, before: SystemTime) -> Result<u64> {
-    let queue = Queue::new(inner);
-    let dir = inner.layout.events();
-    let mut removed = 0;
-    for (text, path) in layout::leaves(&dir).map_err(io_at("list", &dir))? {
-        let Ok(run) = RunId::new(&text) else {
-            continue;
-        };
-        // A finished run's log never grows again: nobody may record events of it.
-        let done = match queue.load_run(&run)? {
-            Some(file) => file.record.status.is_terminal() && file.record.updated_at < before,
-            None => true,
-        };
-        if done {
-            removed += remove_counted(inner, &run, &path)?;
-        }
+/// Whether `seen`, a prefix this process remembers of `run`'s log, is one of `log` as it is
+/// now. Only a run's finished log changes other than by appends: a bounded prune (this
+/// process's forgets what it trims, another's cannot) may have rewritten it without its
+/// first events, and then its first seq is another.
+fn still_holds(log: &File, seen: Tail, path: &Path) -> Result<bool> {
+    if seen.len == 0 {
+        return Ok(true);
     }
-    Ok(removed)
+    let first = first_seq(log).map_err(io_at("read", path))?;
+    Ok(first == Some(seen.first))
 }
 
 /// Remove `run`'s log, if it has one (`prune_runs`, under the queue lock, before the record).
 pub(crate) fn remove(inner: &Inner, run: &RunId) -> Result<()> {
-    forget(inner, run);
-    Ok(crate::atomic::remove_file(&inner.layout.event_log(run))?)
+    unlink(inner, run, &inner.layout.event_log(run))?;
+    Ok(())
 }
 
 /// Remove `run`'s log, if it has one (erasure, under the queue lock, before the record);
 /// how many events it held.
 pub(crate) fn erase(inner: &Inner, run: &RunId) -> Result<u64> {
-    remove_counted(inner, run, &inner.layout.event_log(run))
+    let path = inner.layout.event_log(run);
+    let held = match open_log(&path)? {
+        Some(log) => count(&log, &path)?,
+        None => 0,
+    };
+    Ok(if unlink(inner, run, &path)? { held } else { 0 })
 }
 
-/// Remove one log; the events it held, or 0 when another pruner removed it first.
-fn remove_counted(inner: &Inner, run: &RunId, path: &Path) -> Result<u64> {
-    let held = match open_log(path)? {
-        Some(log) => {
-            scan(&log, Tail::default(), u64::MAX, 0)
-                .map_err(io_at("read", path))?
-                .tail
-                .seq
-        }
-        None => return Ok(0),
-    };
+/// How many events a log holds.
+fn count(log: &File, path: &Path) -> Result<u64> {
+    let found = scan(log, Tail::default(), u64::MAX, 0).map_err(io_at("read", path))?;
+    Ok(found.tail.events())
+}
+
+/// Remove a log, and what a trim that crashed left beside it (first: it is found by the
+/// log's name only); whether the log was there.
+fn unlink(inner: &Inner, run: &RunId, path: &Path) -> Result<bool> {
     forget(inner, run);
+    remove_file(&prune::staging_of(path))?;
     match fs::remove_file(path) {
-        Ok(()) => Ok(held),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(io_at("remove", path)(e).into()),
     }
 }
@@ -256,7 +256,8 @@ fn remember(inner: &Inner, run: &RunId, tail: Tail) {
         tails.clear();
     }
     let known = tails.entry(run.clone()).or_default();
-    if tail.len >= known.len {
+    // Another first seq: the log was trimmed, and what was known of the old one is void.
+    if tail.len >= known.len || tail.first != known.first {
         *known = tail;
     }
 }

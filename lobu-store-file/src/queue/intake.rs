@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use lobu_core::control::cancel_reason;
 use lobu_core::multitask::{interrupted_reason, plan_submit};
+use lobu_core::retention::RunPrune;
 use lobu_core::{
     ConversationKey, MultitaskStrategy, NewRun, OrgId, Result, RunId, RunRecord, Submitted,
 };
@@ -141,12 +142,25 @@ pub(crate) fn depth(inner: &Inner) -> Result<u64> {
     Ok(markers.iter().filter(|m| m.pending).count() as u64)
 }
 
-pub(crate) fn prune_runs(inner: &Inner, before: SystemTime) -> Result<u64> {
+/// Remove (or, for a dry run, count) at most `prune.limit` runs that `prune` takes, with
+/// their idempotency entries and events. Under the queue lock; a dry run changes nothing, so
+/// it takes none (records are replaced whole: each reads consistently).
+///
+/// Syncs: per run, 1 for an idempotency entry's directory; then 1 for the records'
+/// directory (none for a dry run).
+pub(crate) fn prune_runs(inner: &Inner, prune: &RunPrune) -> Result<u64> {
     let queue = Queue::new(inner);
-    let _lock = queue.lock()?;
+    let _lock = if prune.dry_run {
+        None
+    } else {
+        Some(queue.lock()?)
+    };
     let dir = queue.runs_dir();
     let mut removed = 0;
     for (text, path) in layout::leaves(&dir).map_err(io_at("list", &dir))? {
+        if removed == prune.limit {
+            break;
+        }
         if RunId::new(&text).is_err() {
             continue;
         }
@@ -154,7 +168,11 @@ pub(crate) fn prune_runs(inner: &Inner, before: SystemTime) -> Result<u64> {
             continue;
         };
         let record = &file.record;
-        if !(record.status.is_terminal() && record.updated_at < before) {
+        if !prune.takes(record.status, record.updated_at) {
+            continue;
+        }
+        removed += 1;
+        if prune.dry_run {
             continue;
         }
         if let Some(idem) = &file.idempotency_key {
@@ -164,17 +182,17 @@ pub(crate) fn prune_runs(inner: &Inner, before: SystemTime) -> Result<u64> {
             // the next prune.
             queue.remove_idempotency(&record.key, idem)?;
         }
-        // The events go before the record: a crash in between leaves a log without a run,
-        // which `prune_events` removes.
+        // The events go before the record: a crash in between leaves the record for the
+        // next prune. (The log's removal is not synced: after a power loss it may come back
+        // without its run, and `prune_events` removes it.)
         crate::events::remove(inner, &record.run)?;
         queue.remove_run(&record.run)?;
-        removed += 1;
     }
     // Nothing removed: no sync (and a store that never queued a run has no directory).
-    if removed > 0 {
+    if !prune.dry_run && removed > 0 {
         inner.disk.sync_dir(&dir)?;
     }
-    Ok(removed)
+    Ok(removed as u64)
 }
 
 /// How long until a run may be claimable (zero: now), from the markers alone; `None` when

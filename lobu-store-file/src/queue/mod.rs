@@ -16,11 +16,12 @@ mod steering;
 #[cfg(test)]
 mod steering_tests;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use lobu_core::control::CancelOutcome;
 use lobu_core::events::{EventPage, check_events, check_read_limit};
+use lobu_core::retention::{EventPrune, RunPrune};
 use lobu_core::{
     AfterFailure, Claim, Commit, Failure, NewRun, OrgId, Page, Result, RunFilter, RunId, RunQueue,
     RunRecord, Steered, Submitted, Version, WorkerId, check_lease_duration, check_page_limit,
@@ -150,8 +151,10 @@ impl RunQueue for FileStore {
         self.blocking(intake::depth).await
     }
 
-    async fn prune_runs(&self, before: SystemTime) -> Result<u64> {
-        self.blocking(move |inner| intake::prune_runs(inner, before))
+    async fn prune_runs_with(&self, prune: &RunPrune) -> Result<u64> {
+        prune.validate()?;
+        let prune = *prune;
+        self.blocking(move |inner| intake::prune_runs(inner, &prune))
             .await
     }
 
@@ -181,8 +184,10 @@ impl RunQueue for FileStore {
             .await
     }
 
-    async fn prune_events(&self, before: SystemTime) -> Result<u64> {
-        self.blocking(move |inner| events::prune(inner, before))
+    async fn prune_events_with(&self, prune: &EventPrune) -> Result<u64> {
+        prune.validate()?;
+        let prune = *prune;
+        self.blocking(move |inner| events::prune(inner, &prune))
             .await
     }
 

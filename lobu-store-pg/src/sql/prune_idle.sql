@@ -1,21 +1,15 @@
--- Retention by conversation, never by run history: up to $2 conversations whose head was last
--- written before $1 lose their head and every snapshot (each matched on its own org, agent and
--- conversation). The caller repeats this until it finds none, each batch its own short
--- transaction, so leases and writes of other conversations never wait for a whole prune.
--- SKIP LOCKED leaves a conversation whose row is locked right now (a write or a lease call in
--- flight) to the next prune instead of waiting for it; a write in flight makes it not idle
--- anyway. A conversation with a live owner (a lease or claim not yet expired) or a running
--- run (even one whose claim lapsed, until it is re-delivered or reaped) is never pruned: its
--- owner may still write. The row stays for its fence; spent leases are dropped separately.
+-- Retention by conversation, never by run history: up to $5 conversations that
+-- idle_conversations.sql takes (lobu-core's idle rule, see there) lose their head and every
+-- snapshot (each matched on its own org, agent and conversation). Returns how many
+-- conversations it took and how many snapshots it removed. The caller repeats it until a
+-- batch comes back short or its limit is reached, each batch its own short transaction, so
+-- leases and writes of other conversations never wait for a whole prune. SKIP LOCKED leaves
+-- a conversation whose row is locked right now (a write or a lease call in flight) to the
+-- next prune instead of waiting for it; a write in flight makes it not idle anyway. The row
+-- stays for its fence; spent leases are dropped separately (prune_leases.sql).
 WITH idle AS (
-    SELECT c.org, c.agent, c.conversation
-      FROM {s}.conversations c
-     WHERE head_seq IS NOT NULL AND updated_at < $1 AND lease_expires_at <= now()
-       AND NOT EXISTS (SELECT 1 FROM {s}.runs r
-                        WHERE r.org = c.org AND r.agent = c.agent
-                          AND r.conversation = c.conversation AND r.status = 'running')
-     LIMIT $2
-       FOR UPDATE SKIP LOCKED
+{idle_conversations}
+       FOR UPDATE OF c SKIP LOCKED
 ), gone AS (
     DELETE FROM {s}.snapshots s
      USING idle i
@@ -29,5 +23,5 @@ WITH idle AS (
       FROM idle i
      WHERE c.org = i.org AND c.agent = i.agent AND c.conversation = i.conversation
 )
-SELECT (SELECT count(*) FROM idle) AS conversations,
+SELECT (SELECT count(*) FROM idle) AS taken,
        (SELECT count(*) FROM gone) AS snapshots
