@@ -20,6 +20,7 @@ pub struct Cli {
 
 /// The commands.
 #[derive(Debug, Subcommand)]
+#[non_exhaustive]
 pub enum Command {
     /// Write conversations as lobu export documents (JSON Lines: a header line, then the
     /// transcript byte for byte), one conversation, an agent's, an org's or the whole store.
@@ -188,6 +189,7 @@ pub struct ShowArgs {
 
 /// Which runs `lobu runs` lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[non_exhaustive]
 pub enum RunState {
     /// Pending and running.
     Unfinished,

@@ -11,6 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 /// A store's URL, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StoreUrl {
     /// A file store's directory.
     File(PathBuf),
@@ -53,6 +54,7 @@ pub struct Store {
 
 /// Whether a command may create the store it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Access {
     /// It must exist already (a typo must not read as an empty store).
     Existing,

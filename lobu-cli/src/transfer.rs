@@ -153,6 +153,16 @@ pub(crate) async fn import(args: &ImportArgs) -> Result<()> {
                 unchanged += 1;
                 println!("unchanged  {} at {v}", conversation.key);
             }
+            // An outcome added to lobu-core after this command: the store took the import,
+            // so it counts as written, shown with the store's own word for it.
+            Ok(other) => {
+                written += 1;
+                println!(
+                    "written    {} at {} ({other:?})",
+                    conversation.key,
+                    other.version()
+                );
+            }
             Err(e) if matches!(e.kind(), ErrorKind::Conflict | ErrorKind::TooLarge) => {
                 refused += 1;
                 eprintln!("refused    {}: {e}", conversation.key);

@@ -12,6 +12,7 @@ use crate::session::TerminalStatus;
 
 /// When the run of a failed attempt may be tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Retry {
     /// After the run's own `retry_delay` (what it was submitted with), while attempts remain.
     AfterRunDelay,

@@ -7,6 +7,7 @@ use crate::id::{AgentId, ConversationKey, OrgId};
 
 /// What [`SessionStore::erase`](crate::SessionStore::erase) removes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum EraseScope {
     /// One conversation.
     Conversation(ConversationKey),

@@ -39,6 +39,7 @@ pub struct Found<'a> {
 
 /// What to do with a write that passed every check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Plan {
     /// The same run stored the same status and bytes already: answer with that version and
     /// write nothing.

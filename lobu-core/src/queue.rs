@@ -25,6 +25,7 @@ pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// What a run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RunKind {
     /// One agent turn.
     Turn,
@@ -54,6 +55,7 @@ impl RunKind {
 /// Where a run is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RunStatus {
     /// Waiting to be claimed (new, handed back, or waiting out a retry delay).
     Pending,
@@ -455,6 +457,7 @@ impl RunFilter {
 
 /// What became of a run after [`RunQueue::fail`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AfterFailure {
     /// It will be tried again, not before `at`.
     Retry {

@@ -14,6 +14,7 @@ use crate::session::TerminalStatus;
 
 /// Which agents' conversations an [`IdlePrune`] covers (in every org).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Agents {
     /// Every agent.
     #[default]

@@ -36,6 +36,7 @@ impl std::fmt::Display for Version {
 /// How a run ended. Only [`TerminalStatus::Completed`] snapshots become the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TerminalStatus {
     /// The turn finished; its transcript is the new head.
     Completed,

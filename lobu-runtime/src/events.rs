@@ -152,6 +152,10 @@ impl RunEvent {
             RunStatus::Cancelled => RunEvent::Cancelled { error },
             RunStatus::Completed => RunEvent::Completed { output: None },
             RunStatus::Pending | RunStatus::Running => return None,
+            // A status added to lobu-core after this crate. A finished run's stream must
+            // still end, and `failed` is the one terminal event that claims no success.
+            other if other.is_terminal() => RunEvent::Failed { error },
+            _ => return None,
         })
     }
 

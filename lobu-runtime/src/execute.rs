@@ -144,6 +144,13 @@ pub(crate) async fn execute(shared: &Arc<Shared>, claim: Claim, claimed_at: Inst
     let outcome = match claim.kind {
         RunKind::Turn => turn::run_turn(shared, &claim, &log, &cancel).await,
         RunKind::Reset => run_reset(shared, &claim).await,
+        // A kind added to lobu-core after this crate: the attempt fails and the run is
+        // retried while attempts remain, so in a fleet being upgraded a replica that knows
+        // the kind can take it; it still ends within its attempts.
+        other => Outcome::Failed(
+            TerminalStatus::Failed,
+            format!("this version of lobu-runtime cannot run a {other:?} run"),
+        ),
     };
     let held = heartbeat.stop().await;
     cancel.cancel(); // anything the agent left running must stop now
@@ -292,6 +299,9 @@ async fn record_failure(
             .await;
         }
         Ok(AfterFailure::Final(_)) => {}
+        // An outcome added to lobu-core after this crate: no `retrying` event, whose delay
+        // is unknown; a run that ended has its terminal event read from its record.
+        Ok(_) => {}
         Err(e) if e.is(ErrorKind::Fenced) => {
             tracing::info!("the run was taken over before its failure was recorded");
         }

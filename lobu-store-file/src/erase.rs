@@ -28,7 +28,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use lobu_core::{AgentId, ConversationKey, EraseScope, ErasureReport, Result, RunId};
+use lobu_core::{AgentId, ConversationKey, EraseScope, ErasureReport, Error, Result, RunId};
 
 use crate::atomic::{list_names, remove_file};
 use crate::error::io_at;
@@ -46,7 +46,7 @@ pub(crate) fn erase(inner: &Inner, scope: &EraseScope) -> Result<ErasureReport> 
     let mut synced = BTreeSet::new();
     let conversations = conversations(inner, scope)?;
     let idempotency = queue.idempotency_dir();
-    remove_tree(&scope_dir(&idempotency, scope), &idempotency, &mut synced)?;
+    remove_tree(&scope_dir(&idempotency, scope)?, &idempotency, &mut synced)?;
 
     let runs_dir = queue.runs_dir();
     let (mut all_runs, mut covered) = (HashSet::new(), Vec::new());
@@ -98,7 +98,7 @@ pub(crate) fn erase(inner: &Inner, scope: &EraseScope) -> Result<ErasureReport> 
             keys.insert(key.clone());
         }
     }
-    remove_tree(&scope_dir(&orgs, scope), &orgs, &mut synced)?;
+    remove_tree(&scope_dir(&orgs, scope)?, &orgs, &mut synced)?;
     report.conversations = keys.len() as u64;
     for dir in synced.iter().filter(|d| d.is_dir()) {
         inner.disk.sync_dir(dir)?;
@@ -147,6 +147,9 @@ fn conversations(inner: &Inner, scope: &EraseScope) -> Result<Vec<(ConversationK
                 .filter_map(|(name, _)| AgentId::new(layout::decode(&name)?).ok())
                 .collect()
         }
+        // A scope added to lobu-core after this store: refused before anything is removed
+        // (this runs first in `erase`), as erasing a guess at it could remove too much.
+        other => return Err(unknown_scope(other)),
     };
     let mut found = Vec::new();
     for agent in agents {
@@ -160,15 +163,23 @@ fn conversations(inner: &Inner, scope: &EraseScope) -> Result<Vec<(ConversationK
 
 /// `base/<org>[/<agent>[/<conversation>]]`: the layout `orgs/` and `queue/idempotency/`
 /// share.
-fn scope_dir(base: &Path, scope: &EraseScope) -> PathBuf {
+fn scope_dir(base: &Path, scope: &EraseScope) -> Result<PathBuf> {
     let org = nested(base, scope.org().as_str());
-    match scope {
+    Ok(match scope {
         EraseScope::Org(_) => org,
         EraseScope::Agent(_, agent) => nested(&org, agent.as_str()),
         EraseScope::Conversation(key) => {
             nested(&nested(&org, key.agent.as_str()), key.conversation.as_str())
         }
-    }
+        other => return Err(unknown_scope(other)),
+    })
+}
+
+/// The error for an [`EraseScope`] this store does not know (a newer lobu-core's).
+fn unknown_scope(scope: &EraseScope) -> Error {
+    Error::invalid(format!(
+        "this version of lobu-store-file cannot erase {scope:?}; nothing was erased"
+    ))
 }
 
 /// Remove the tree at `path` (if any) and the directories that leaves empty, up to `top`.

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use lobu_core::export::{ExistingHead, Exported, ImportPlan, Imported, plan_import};
 use lobu_core::transcript::hash::{self, Digest};
 use lobu_core::{
-    AgentId, ConversationKey, ErrorKind, OrgId, Page, Result, ScanPosition, TerminalStatus,
+    AgentId, ConversationKey, Error, ErrorKind, OrgId, Page, Result, ScanPosition, TerminalStatus,
     Version, scan_cursor,
 };
 
@@ -133,6 +133,13 @@ pub(crate) fn import(inner: &Inner, incoming: &Exported) -> Result<Imported> {
         ImportPlan::Unchanged(version) => return Ok(Imported::Unchanged(version)),
         ImportPlan::WriteAt(version) => version.0,
         ImportPlan::WriteFresh => persist::next_version(&state, key)?,
+        // A plan added to lobu-core after this store: refused before anything is written.
+        other => {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!("{key}: this version of lobu-store-file cannot carry out {other:?}"),
+            ));
+        }
     };
     // Whatever a crashed write (an import or a persist) left uncommitted goes first.
     conversation.recover(&state)?;

@@ -7,7 +7,7 @@
 //! conversation's finished runs (submit and claim never need one), so an erasure scans the
 //! runs table; that is bounded by run retention (`prune_runs`) and erasures are rare.
 
-use lobu_core::{AgentId, EraseScope, ErasureReport, Result};
+use lobu_core::{AgentId, EraseScope, ErasureReport, Error, Result};
 use sqlx::SqlStr;
 
 use crate::store::{PgStore, db, sql};
@@ -47,6 +47,13 @@ impl PgStore {
         let conversation = match scope {
             EraseScope::Conversation(key) => Some(key.conversation.as_str()),
             EraseScope::Agent(..) | EraseScope::Org(_) => None,
+            // A scope added to lobu-core after this store: refused before anything is
+            // removed, as erasing a guess at it could remove too much.
+            other => {
+                return Err(Error::invalid(format!(
+                    "this version of lobu-store-pg cannot erase {other:?}; nothing was erased"
+                )));
+            }
         };
         let statements = &self.inner.erase;
         let mut tx = self.inner.pool.begin().await.map_err(db("erase: begin"))?;

@@ -4,7 +4,9 @@
 use bytes::Bytes;
 use lobu_core::persist_plan::{self, Earlier, Found};
 use lobu_core::transcript::hash::TranscriptHash;
-use lobu_core::{ConversationKey, Error, Fence, Persist, Result, TerminalStatus, Version};
+use lobu_core::{
+    ConversationKey, Error, ErrorKind, Fence, Persist, Result, TerminalStatus, Version,
+};
 
 use crate::delta::{Chain, Digests, last_line_start, store_as_delta};
 
@@ -110,7 +112,17 @@ pub(crate) fn plan(
             digests,
             max_deltas,
         )),
+        other => Err(unknown_plan(key, other)),
     }
+}
+
+/// The error for a [`persist_plan::Plan`] added to lobu-core after this store: the write is
+/// refused, nothing is written.
+fn unknown_plan(key: &ConversationKey, plan: persist_plan::Plan) -> Error {
+    Error::new(
+        ErrorKind::Other,
+        format!("{key}: this version of lobu-store-pg cannot carry out {plan:?}"),
+    )
 }
 
 /// The plan of an append that extends the head it names, from the head's stored hash state:
@@ -180,6 +192,7 @@ pub(crate) fn plan_append(
                     }
                 })
             }
+            other => return Err(unknown_plan(key, other)),
         },
     )
 }

@@ -219,6 +219,14 @@ impl PgStore {
                     i64::MAX
                 ))
             })?),
+            // A plan added to lobu-core after this store: refused, the transaction rolls
+            // back with nothing written.
+            other => {
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    format!("{key}: this version of lobu-store-pg cannot carry out {other:?}"),
+                ));
+            }
         };
         let (digests, title) = digests_and_title(&incoming.transcript).await?;
         let seq: i64 = sqlx::query_scalar(statements.write.clone())

@@ -17,7 +17,7 @@
 //! [`SessionStore::prune_with`]: lobu_core::SessionStore::prune_with
 
 use lobu_core::retention::{Agents, IdlePrune, sql_limit};
-use lobu_core::{PruneReport, Result};
+use lobu_core::{Error, PruneReport, Result};
 use sqlx::SqlStr;
 use sqlx::postgres::{PgArguments, PgRow, Postgres};
 use sqlx::query::QueryAs;
@@ -72,18 +72,25 @@ struct Params<'a> {
 }
 
 impl<'a> Params<'a> {
-    fn new(prune: &'a IdlePrune) -> Self {
+    fn new(prune: &'a IdlePrune) -> Result<Self> {
         let (only, except) = match &prune.agents {
             Agents::All => (None, Vec::new()),
             Agents::Only(agent) => (Some(agent.as_str()), Vec::new()),
             Agents::AllExcept(agents) => (None, agents.iter().map(|a| a.as_str()).collect()),
+            // A selection added to lobu-core after this store: refused before any statement,
+            // as pruning a guess at it could remove conversations it does not cover.
+            other => {
+                return Err(Error::invalid(format!(
+                    "this version of lobu-store-pg cannot prune the agents {other:?}"
+                )));
+            }
         };
-        Params {
+        Ok(Params {
             idle_before: prune.idle_before.map(offset_date_time),
             forensic_before: prune.forensic_before.map(offset_date_time),
             only,
             except,
-        }
+        })
     }
 
     /// `statement` with $1 idle_before, $2 forensic_before, $3 the only agent, $4 the agents
@@ -109,7 +116,7 @@ impl PgStore {
     /// of what each batch removed.
     pub(crate) async fn prune_idle(&self, prune: &IdlePrune) -> Result<PruneReport> {
         prune.validate()?;
-        let params = Params::new(prune);
+        let params = Params::new(prune)?;
         let limit = sql_limit(prune.limit);
         let statements = &self.inner.prune;
         if prune.dry_run {

@@ -780,6 +780,13 @@ impl RunQueue for PgStore {
             Retry::AfterRunDelay => (None, true),
             Retry::After(delay) => (Some(micros(delay)), true),
             Retry::Never => (None, false),
+            // A retry added to lobu-core after this store: refused before anything is
+            // written, so the claim lapses and the claim rules re-deliver the run or end it.
+            other => {
+                return Err(Error::invalid(format!(
+                    "this version of lobu-store-pg cannot record {other:?}"
+                )));
+            }
         };
         let key = &claim.key;
         let row: Option<(String, OffsetDateTime, i64)> =

@@ -6,11 +6,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use axum::http::HeaderValue;
 use lobu_core::AgentId;
 use lobu_runtime::Settings;
 
 use crate::auth::ApiKeys;
 use crate::error::Error;
+use crate::routes::DEFAULT_MAX_STREAMS_PER_ORG;
 
 /// Where the server listens without `LOBU_ADDR`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8787";
@@ -81,6 +83,12 @@ pub struct Config {
     /// `LOBU_INTAKE` (`1` or `0`, default `1`): whether this replica serves the API. `0`
     /// makes a worker: it answers the health probes only and runs turns.
     pub intake: bool,
+    /// `LOBU_MAX_STREAMS_PER_ORG` (default 100, `1..=100000`): event streams one org may
+    /// hold open on this replica; past it a new stream is `429`.
+    pub max_streams_per_org: usize,
+    /// `LOBU_CORS_ORIGINS`: comma-separated browser origins (`https://app.example.com`)
+    /// allowed to call the API; unset, the default, leaves CORS off.
+    pub cors_origins: Vec<HeaderValue>,
 }
 
 /// An OpenAI-compatible chat completions endpoint.
@@ -187,8 +195,40 @@ impl Config {
             llm,
             workers: switch(&var, "LOBU_WORKERS")?,
             intake: switch(&var, "LOBU_INTAKE")?,
+            max_streams_per_org: max_streams_per_org(&var)?,
+            cors_origins: var("LOBU_CORS_ORIGINS")
+                .map(|text| cors_origins(&text))
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
+}
+
+fn max_streams_per_org(var: &impl Fn(&str) -> Option<String>) -> Result<usize, Error> {
+    let streams = number(var, "LOBU_MAX_STREAMS_PER_ORG", DEFAULT_MAX_STREAMS_PER_ORG)?;
+    if !(1..=100_000).contains(&streams) {
+        return Err(Error::Config(format!(
+            "LOBU_MAX_STREAMS_PER_ORG must be between 1 and 100000, got {streams}"
+        )));
+    }
+    Ok(streams)
+}
+
+/// `LOBU_CORS_ORIGINS`: each an origin (`scheme://host[:port]`, no path), comma-separated.
+fn cors_origins(text: &str) -> Result<Vec<HeaderValue>, Error> {
+    let bad = |why: String| Error::Config(format!("LOBU_CORS_ORIGINS: {why}"));
+    let mut origins = Vec::new();
+    for origin in text.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let url = url::Url::parse(origin).map_err(|_| bad(format!("{origin:?} is not a URL")))?;
+        let exact = url.origin().ascii_serialization();
+        if !url.origin().is_tuple() || exact != origin {
+            return Err(bad(format!(
+                "{origin:?} is not an origin like https://app.example.com (no path, no slash)"
+            )));
+        }
+        origins.push(HeaderValue::from_str(origin).map_err(|_| bad(format!("{origin:?}")))?);
+    }
+    Ok(origins)
 }
 
 /// A `0`/`1` switch, on when unset.
@@ -295,21 +335,42 @@ fn idle_windows(text: &str) -> Result<BTreeMap<AgentId, Option<Duration>>, Error
     Ok(windows)
 }
 
-/// A URL with its password replaced by `***`, safe to log.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+/// Query parameters whose values are secrets (libpq's, and API keys and tokens).
+const SECRET_PARAMETERS: [&str; 7] = [
+    "password",
+    "sslpassword",
+    "key",
+    "api_key",
+    "apikey",
+    "token",
+    "access_token",
+];
+
+/// A URL with its password, and the values of query parameters that carry secrets
+/// (`?password=`, `?sslpassword=`, `?key=`, tokens), replaced by `***`: safe to log. Text
+/// that is not a URL shows its scheme only.
+pub fn redact_url(text: &str) -> String {
+    let Ok(mut url) = url::Url::parse(text) else {
+        return match text.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://<not a URL>"),
+            None => "<not a URL>".to_owned(),
+        };
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}{tail}")
-        }
-        None => url.to_owned(),
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
     }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = SECRET_PARAMETERS.contains(&k.to_ascii_lowercase().as_str());
+                let v = if secret { "***".into() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 #[cfg(test)]

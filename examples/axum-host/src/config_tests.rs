@@ -244,8 +244,47 @@ fn passwords_never_reach_the_logs() {
         redact_url("postgres://postgres@127.0.0.1/x"),
         "postgres://postgres@127.0.0.1/x"
     );
+    assert_eq!(
+        redact_url("postgres://u@h/db?password=hunter2&sslmode=require&sslpassword=s3"),
+        "postgres://u@h/db?password=***&sslmode=require&sslpassword=***"
+    );
+    assert_eq!(
+        redact_url("http://h/v1/runs/r/events?key=secret-key&after=3"),
+        "http://h/v1/runs/r/events?key=***&after=3"
+    );
+    assert_eq!(redact_url("not a url with hunter2"), "<not a URL>");
+    assert_eq!(
+        redact_url("postgres://u:hunter2@[::1"),
+        "postgres://<not a URL>"
+    );
     let store = StoreChoice::Snapshot {
         database_url: "postgres://u:p%40ss@h/d".to_owned(),
     };
     assert!(!format!("{store:?}").contains("p%40ss"));
+}
+
+#[test]
+fn stream_bounds_and_cors_origins_are_read_and_checked() {
+    let defaults = config(&[]).unwrap();
+    assert_eq!(defaults.max_streams_per_org, 100);
+    assert!(defaults.cors_origins.is_empty(), "CORS is off by default");
+    let set = config(&[
+        ("LOBU_MAX_STREAMS_PER_ORG", "7"),
+        (
+            "LOBU_CORS_ORIGINS",
+            "https://app.example.com, http://localhost:5173",
+        ),
+    ])
+    .unwrap();
+    assert_eq!(set.max_streams_per_org, 7);
+    assert_eq!(set.cors_origins.len(), 2);
+    for (name, value) in [
+        ("LOBU_MAX_STREAMS_PER_ORG", "0"),
+        ("LOBU_CORS_ORIGINS", "https://app.example.com/"),
+        ("LOBU_CORS_ORIGINS", "app.example.com"),
+        ("LOBU_CORS_ORIGINS", "https://app.example.com/path"),
+    ] {
+        let error = config_error(&[(name, value)]);
+        assert!(error.contains(name), "{name}={value}: {error}");
+    }
 }

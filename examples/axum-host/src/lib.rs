@@ -59,5 +59,5 @@ pub use demo_agent::{DEMO_MODEL, DEMO_PROVIDER, DemoAgent, MAX_SLEEP_MS};
 pub use error::{ApiError, Error};
 #[cfg(feature = "openai")]
 pub use openai_agent::OpenAiAgent;
-pub use routes::{AppState, app};
+pub use routes::{AppState, DEFAULT_MAX_STREAMS_PER_ORG, app};
 pub use server::{Server, serve, shutdown_signal};

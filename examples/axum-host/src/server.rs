@@ -54,7 +54,15 @@ impl Server {
         } else {
             tracing::info!(keys = ?config.api_keys, "bearer keys required");
         }
-        let mut state = AppState::new(runtime, config.api_keys);
+        let mut state = AppState::new(runtime, config.api_keys)
+            .max_streams_per_org(config.max_streams_per_org)
+            .cors_origins(config.cors_origins.clone());
+        if !config.cors_origins.is_empty() {
+            tracing::info!(
+                origins = config.cors_origins.len(),
+                "CORS on for the configured origins"
+            );
+        }
         if !config.intake {
             tracing::info!("LOBU_INTAKE=0: worker only, serving the health probes alone");
             state = state.without_intake();

@@ -5,6 +5,7 @@
 //! server shuts down: a client then reconnects, to any replica, with `Last-Event-ID` and
 //! gets only what came after.
 
+use crate::routes::streams::StreamSlot;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -38,14 +39,19 @@ pub(crate) fn wants_event_stream(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The SSE response for `events`, ending early when `closing` fires.
+/// The SSE response for `events`, ending early when `closing` fires; it holds `slot` (one
+/// of its org's stream slots) until the client goes away or the stream ends.
 pub(crate) fn event_stream(
     events: RunEvents,
     closing: CancellationToken,
+    slot: StreamSlot,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let stream = events
         .take_until(closing.cancelled_owned())
-        .map(|event| Ok(to_sse(&event)));
+        .map(move |event| {
+            let _held = &slot;
+            Ok(to_sse(&event))
+        });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE_EVERY))
 }
 

@@ -175,3 +175,50 @@ async fn with_no_store_settings_the_binary_keeps_files_in_lobu_data() {
         .count();
     assert!(stored > 0);
 }
+
+/// With every log on (`RUST_LOG=trace`), no bearer key, query key or database password
+/// reaches the logs: not on a request that works, not on one refused.
+#[tokio::test]
+async fn secrets_never_reach_the_logs_even_at_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::pg::TestDb::create().await;
+    let with_password =
+        db.url
+            .replacen("postgres://postgres@", "postgres://postgres:hunter2pw@", 1);
+    assert_ne!(
+        with_password, db.url,
+        "the test database URL names the postgres user"
+    );
+    let vars = [
+        ("DATABASE_URL", with_password.as_str()),
+        ("LOBU_API_KEYS", "sk-live-SECRET123=acme"),
+        ("RUST_LOG", "trace"),
+        ("LOBU_DEMO_WORD_DELAY_MS", "0"),
+    ];
+    let replica = Replica::start(&vars, dir.path()).await;
+    let api = replica.api(Some("sk-live-SECRET123"));
+    let run = api.submit("demo", "c1", "hello").await;
+    api.wait_run(&run).await;
+    let keyless = replica.api(None);
+    let streamed = keyless
+        .get(&format!(
+            "/v1/runs/{run}/events?key=sk-live-SECRET123&after=0"
+        ))
+        .await;
+    assert_eq!(streamed.status, reqwest::StatusCode::OK);
+    let wrong = replica
+        .api(Some("sk-live-WRONG456"))
+        .get("/v1/agents/demo/conversations")
+        .await;
+    assert_eq!(wrong.status, reqwest::StatusCode::UNAUTHORIZED);
+    let (status, log) = replica.terminate().await;
+    assert!(status.success(), "{status}");
+    assert!(
+        log.contains("TRACE") || log.contains("trace"),
+        "trace logging was on"
+    );
+    for secret in ["SECRET123", "hunter2pw", "WRONG456"] {
+        assert!(!log.contains(secret), "{secret} reached the logs");
+    }
+    db.drop().await;
+}

@@ -14,6 +14,7 @@ pub const MAX_IMPORT_VERSION: u64 = (1 << 53) - 1;
 
 /// What [`SessionStore::import`](crate::SessionStore::import) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Imported {
     /// The conversation had no head; the imported transcript is now its head at this version.
     Written(Version),
@@ -44,6 +45,7 @@ pub struct ExistingHead {
 
 /// What a backend writes for an import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ImportPlan {
     /// Nothing: the head is already this one.
     Unchanged(Version),

@@ -8,6 +8,7 @@ use serde_json::Value;
 /// `text{text}`, `thinking{thinking}`, `image{data,mimeType}`, `toolCall{id,name,arguments}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
+#[non_exhaustive]
 pub enum ContentBlock {
     /// Plain text.
     Text {
@@ -58,6 +59,7 @@ impl ContentBlock {
 /// Why the assistant stopped (pi's spelling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub enum StopReason {
     /// A normal end of turn.
     Stop,

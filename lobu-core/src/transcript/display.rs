@@ -20,6 +20,7 @@ pub const NO_SESSION_ID: &str = "none";
 /// Which entry type a display message came from (serialised as lobu's `type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum DisplayType {
     /// A `message` entry (user, assistant, tool result, …).
     Message,

@@ -276,6 +276,13 @@ fn damaged(
             file.record.status = status;
             Outcome::LaneMovesOn
         }
+        // An outcome added to lobu-core after this store. An error here would fail every
+        // claim while the run stays first in its lane, so the run fails for good instead:
+        // it never runs again, and its record says why.
+        _ => {
+            file.record.status = RunStatus::Failed;
+            Outcome::LaneMovesOn
+        }
     };
     queue.commit(&mut file, Some(marker))?;
     Ok(outcome)
@@ -518,6 +525,14 @@ pub(crate) fn fail(inner: &Inner, claim: &Claim, failure: &Failure) -> Result<Af
             file.not_before = at;
         }
         AfterFailure::Final(status) => file.record.status = status,
+        // An outcome added to lobu-core after this store: nothing is written, so the claim
+        // lapses and the claim rules re-deliver the run or end it.
+        other => {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!("this version of lobu-store-file cannot record {other:?}"),
+            ));
+        }
     }
     held.commit_run()?;
     held.end_ownership(claim)?;

@@ -59,6 +59,11 @@ pub(crate) async fn post_message(
         .transpose()?
         .unwrap_or_default();
 
+    // A stream's slot is taken before the run is submitted: a refused stream must not leave
+    // a run the client was told failed.
+    let slot = sse::wants_event_stream(&headers)
+        .then(|| state.streams.take(&caller.org))
+        .transpose()?;
     let options = SubmitOptions::new()
         .idempotency_key(idempotency_key)
         .multitask(strategy);
@@ -74,9 +79,9 @@ pub(crate) async fn post_message(
         )
     })?;
 
-    if sse::wants_event_stream(&headers) {
+    if let Some(slot) = slot {
         let events = state.runtime.subscribe(&key.org, &submitted.run).await?;
-        let mut response = sse::event_stream(events, state.closing.clone()).into_response();
+        let mut response = sse::event_stream(events, state.closing.clone(), slot).into_response();
         response.headers_mut().insert(header::LOCATION, location);
         return Ok(response);
     }

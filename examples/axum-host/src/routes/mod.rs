@@ -8,19 +8,27 @@ mod params;
 mod run_params;
 mod runs;
 mod session;
+pub(crate) mod streams;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{StatusCode, Uri};
+use axum::body::Body;
+use axum::http::header::{self, HeaderName, HeaderValue};
+use axum::http::{Method, Request, StatusCode, Uri};
 use axum::response::Html;
 use axum::routing::{get, post};
 use lobu_runtime::Runtime;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::ApiKeys;
 use crate::error::ApiError;
+use streams::StreamSlots;
+
+/// How many event streams one org may hold open on a replica by default.
+pub const DEFAULT_MAX_STREAMS_PER_ORG: usize = 100;
 
 /// The largest request body: a message of [`params::MAX_TEXT_BYTES`] plus JSON overhead.
 /// A larger body is refused with 413 as soon as the limit is passed: it is never read to
@@ -39,6 +47,10 @@ pub struct AppState {
     pub(crate) closing: CancellationToken,
     /// Whether the API is served (off: a worker-only replica answers health probes only).
     pub(crate) intake: bool,
+    /// The event streams each org holds open on this replica.
+    pub(crate) streams: Arc<StreamSlots>,
+    /// Browser origins allowed to call the API (empty: CORS off, the default).
+    pub(crate) cors_origins: Vec<HeaderValue>,
 }
 
 impl AppState {
@@ -50,7 +62,21 @@ impl AppState {
             draining: CancellationToken::new(),
             closing: CancellationToken::new(),
             intake: true,
+            streams: StreamSlots::new(DEFAULT_MAX_STREAMS_PER_ORG),
+            cors_origins: Vec::new(),
         }
+    }
+
+    /// At most `per_org` event streams per org at once on this replica (past it: `429`).
+    pub fn max_streams_per_org(mut self, per_org: usize) -> Self {
+        self.streams = StreamSlots::new(per_org);
+        self
+    }
+
+    /// Let browsers on these origins call the API (CORS); none, the default, turns it off.
+    pub fn cors_origins(mut self, origins: Vec<HeaderValue>) -> Self {
+        self.cors_origins = origins;
+        self
     }
 
     /// The same state for a worker-only replica: [`app`] serves the health probes only.
@@ -117,12 +143,34 @@ pub fn app(state: AppState) -> Router {
 }
 
 fn finish(routes: Router<AppState>, state: AppState) -> Router {
-    routes
+    let mut routes = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
+    if !state.cors_origins.is_empty() {
+        routes = routes.layer(cors(&state.cors_origins));
+    }
+    routes
+        // The span names the method and path only: the query may carry `?key=` (the event
+        // stream's browser key) and headers carry bearer keys, neither of which is logged.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+        }))
         .with_state(state)
+}
+
+/// CORS for `origins`: the API's methods and the headers its clients send.
+fn cors(origins: &[HeaderValue]) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([header::LOCATION])
 }
 
 async fn page() -> Html<&'static str> {

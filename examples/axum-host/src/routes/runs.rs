@@ -60,12 +60,13 @@ pub(crate) async fn events(
     RunPath(run): RunPath,
     ResumeAfter(after): ResumeAfter,
 ) -> Result<impl IntoResponse, ApiError> {
+    let slot = state.streams.take(&caller.org)?;
     let events = state
         .runtime
         .subscribe_after(&caller.org, &run, after)
         .await
         .map_err(|e| not_found_as(e, &run))?;
-    Ok(sse::event_stream(events, state.closing.clone()))
+    Ok(sse::event_stream(events, state.closing.clone(), slot))
 }
 
 /// `POST /v1/runs/{run_id}/cancel`: `200 {"run_id", "status": "cancelled"}` for a run that
