@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use crate::error::{PgStoreError, stored};
 use crate::persist::{Head, Plan, RunSnapshot, check_fence, plan, plan_append};
 use crate::store::{PgStore, db, sql, system_time};
+use crate::tx::{Ending, end};
 
 /// The session statements, for one schema.
 #[derive(Debug)]
@@ -444,40 +445,16 @@ impl SessionStore for PgStore {
         if let Some(seq) = self.persist_fast(key, &write).await? {
             return version(seq);
         }
-        let sessions = &self.inner.sessions;
         let mut tx = self
             .inner
             .pool
             .begin()
             .await
             .map_err(db("persist: begin"))?;
-        let head: Option<Head> = sqlx::query_as(sessions.lock.clone())
-            .bind(key.org.as_str())
-            .bind(key.agent.as_str())
-            .bind(key.conversation.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db("persist: lock conversation"))?;
-        let head = check_fence(key, &write, head.as_ref())?;
-        // A separate statement, so it sees a same-run write committed while we waited for
-        // the row lock (READ COMMITTED takes a new snapshot per statement).
-        let earlier: Vec<RunSnapshot> = sqlx::query_as(sessions.run_snapshots.clone())
-            .bind(key.org.as_str())
-            .bind(key.agent.as_str())
-            .bind(key.conversation.as_str())
-            .bind(write.run.as_str())
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db("persist: find run"))?;
-        let written = self
-            .write_planned(&mut tx, key, &write, head, earlier, Finish::Persist)
-            .await?;
-        let seq = match written {
-            // Nothing was written: dropping `tx` rolls back and releases the row lock.
-            Written::Retry(seq) => return version(seq),
-            Written::Stored(seq) => seq,
-        };
-        tx.commit().await.map_err(db("persist: commit"))?;
+        let outcome = self.persist_in(&mut tx, key, &write).await;
+        // A retry that writes nothing, or a refusal, is rolled back now, so the row lock
+        // does not outlive the call (see tx.rs).
+        let seq = end(tx, "persist: commit", outcome).await?;
         version(seq)
     }
 
@@ -492,25 +469,9 @@ impl SessionStore for PgStore {
         };
         let wanted = i64::try_from(fence.0).map_err(|_| fenced())?;
         let mut tx = self.inner.pool.begin().await.map_err(db("clear: begin"))?;
-        // Lock first: a persist in flight commits before our DELETE takes its snapshot.
-        let newest: Option<i64> = sqlx::query_scalar(self.inner.sessions.clear_lock.clone())
-            .bind(key.org.as_str())
-            .bind(key.agent.as_str())
-            .bind(key.conversation.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db("clear: lock conversation"))?;
-        if newest != Some(wanted) {
-            return Err(fenced());
-        }
-        let removed: i64 = sqlx::query_scalar(self.inner.sessions.clear.clone())
-            .bind(key.org.as_str())
-            .bind(key.agent.as_str())
-            .bind(key.conversation.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db("clear"))?;
-        tx.commit().await.map_err(db("clear: commit"))?;
+        let outcome = self.clear_in(&mut tx, key, wanted, fenced).await;
+        // A stale fence is rolled back now, so the row lock does not outlive the call.
+        let removed = end(tx, "clear: commit", outcome).await?;
         Ok(u64::try_from(removed).unwrap_or(0))
     }
 
@@ -573,5 +534,72 @@ impl SessionStore for PgStore {
 
     fn max_transcript_bytes(&self) -> usize {
         self.inner.config.max_transcript_bytes
+    }
+}
+
+impl PgStore {
+    /// The body of a whole-transcript persist: the row lock, the fence, the run's earlier
+    /// snapshots, the planned write. `RollBack` when nothing was written (a retry).
+    async fn persist_in(
+        &self,
+        tx: &mut PgConnection,
+        key: &ConversationKey,
+        write: &Persist,
+    ) -> Result<Ending<i64>> {
+        let sessions = &self.inner.sessions;
+        let head: Option<Head> = sqlx::query_as(sessions.lock.clone())
+            .bind(key.org.as_str())
+            .bind(key.agent.as_str())
+            .bind(key.conversation.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("persist: lock conversation"))?;
+        let head = check_fence(key, write, head.as_ref())?;
+        // A separate statement, so it sees a same-run write committed while we waited for
+        // the row lock (READ COMMITTED takes a new snapshot per statement).
+        let earlier: Vec<RunSnapshot> = sqlx::query_as(sessions.run_snapshots.clone())
+            .bind(key.org.as_str())
+            .bind(key.agent.as_str())
+            .bind(key.conversation.as_str())
+            .bind(write.run.as_str())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("persist: find run"))?;
+        let written = self
+            .write_planned(tx, key, write, head, earlier, Finish::Persist)
+            .await?;
+        Ok(match written {
+            Written::Retry(seq) => Ending::RollBack(seq),
+            Written::Stored(seq) => Ending::Commit(seq),
+        })
+    }
+
+    /// The body of `clear`: lock, check the fence (`fenced` when stale), delete.
+    async fn clear_in(
+        &self,
+        tx: &mut PgConnection,
+        key: &ConversationKey,
+        wanted: i64,
+        fenced: impl Fn() -> Error,
+    ) -> Result<Ending<i64>> {
+        // Lock first: a persist in flight commits before our DELETE takes its snapshot.
+        let newest: Option<i64> = sqlx::query_scalar(self.inner.sessions.clear_lock.clone())
+            .bind(key.org.as_str())
+            .bind(key.agent.as_str())
+            .bind(key.conversation.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("clear: lock conversation"))?;
+        if newest != Some(wanted) {
+            return Err(fenced());
+        }
+        let removed: i64 = sqlx::query_scalar(self.inner.sessions.clear.clone())
+            .bind(key.org.as_str())
+            .bind(key.agent.as_str())
+            .bind(key.conversation.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("clear"))?;
+        Ok(Ending::Commit(removed))
     }
 }
