@@ -10,9 +10,12 @@ use axum::http::HeaderValue;
 use lobu_core::AgentId;
 use lobu_runtime::Settings;
 
-use crate::auth::ApiKeys;
+use lobu_axum::{
+    ApiKeys, DEFAULT_MAX_STREAMS_PER_ORG, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RESET_TIMEOUT,
+    MAX_REQUEST_TIMEOUT,
+};
+
 use crate::error::Error;
-use crate::routes::DEFAULT_MAX_STREAMS_PER_ORG;
 
 /// Where the server listens without `LOBU_ADDR`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8787";
@@ -86,6 +89,12 @@ pub struct Config {
     /// `LOBU_MAX_STREAMS_PER_ORG` (default 100, `1..=100000`): event streams one org may
     /// hold open on this replica; past it a new stream is `429`.
     pub max_streams_per_org: usize,
+    /// `LOBU_REQUEST_TIMEOUT_SECS` (default 30, `1..=3600`): how long a non-streaming request
+    /// may take before it is answered `503` (`?wait=N` adds `N`).
+    pub request_timeout: Duration,
+    /// `LOBU_RESET_TIMEOUT_SECS` (default 120, `1..=3600`): how long `DELETE …/session`
+    /// waits for its reset before answering `503` (the reset still runs).
+    pub reset_timeout: Duration,
     /// `LOBU_CORS_ORIGINS`: comma-separated browser origins (`https://app.example.com`)
     /// allowed to call the API; unset, the default, leaves CORS off.
     pub cors_origins: Vec<HeaderValue>,
@@ -142,7 +151,13 @@ impl Config {
         )?;
         let api_keys = match lookup("LOBU_API_KEYS") {
             None => ApiKeys::Open,
-            Some(spec) => ApiKeys::parse(&spec).map_err(Error::Config)?,
+            Some(spec) if spec.trim().is_empty() => {
+                return Err(Error::Config(
+                    "LOBU_API_KEYS is set but empty; unset it to run without keys".to_owned(),
+                ));
+            }
+            Some(spec) => ApiKeys::parse(&spec)
+                .map_err(|why| Error::Config(format!("LOBU_API_KEYS {why}")))?,
         };
 
         let mut settings = Settings::default();
@@ -196,6 +211,12 @@ impl Config {
             workers: switch(&var, "LOBU_WORKERS")?,
             intake: switch(&var, "LOBU_INTAKE")?,
             max_streams_per_org: max_streams_per_org(&var)?,
+            request_timeout: api_timeout(
+                &var,
+                "LOBU_REQUEST_TIMEOUT_SECS",
+                DEFAULT_REQUEST_TIMEOUT,
+            )?,
+            reset_timeout: api_timeout(&var, "LOBU_RESET_TIMEOUT_SECS", DEFAULT_RESET_TIMEOUT)?,
             cors_origins: var("LOBU_CORS_ORIGINS")
                 .map(|text| cors_origins(&text))
                 .transpose()?
@@ -294,6 +315,23 @@ fn header_read_timeout(var: &impl Fn(&str) -> Option<String>) -> Result<Duration
         return Err(Error::Config(format!(
             "{NAME} must be from 1 to {} seconds, got {secs}",
             MAX_HEADER_READ_TIMEOUT.as_secs()
+        )));
+    }
+    Ok(timeout)
+}
+
+/// A request timeout in whole seconds, `1..=3600`.
+fn api_timeout(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: Duration,
+) -> Result<Duration, Error> {
+    let secs: u64 = number(var, name, default.as_secs())?;
+    let timeout = Duration::from_secs(secs);
+    if timeout.is_zero() || timeout > MAX_REQUEST_TIMEOUT {
+        return Err(Error::Config(format!(
+            "{name} must be from 1 to {} seconds, got {secs}",
+            MAX_REQUEST_TIMEOUT.as_secs()
         )));
     }
     Ok(timeout)

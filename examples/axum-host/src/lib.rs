@@ -8,24 +8,13 @@
 //! program or a test can embed them:
 //!
 //! * [`Config`]: the environment, checked strictly before anything starts;
-//! * [`app`]: the router over an [`AppState`] (the runtime and the accepted keys);
+//! * [`app`]: the router over an [`AppState`] (lobu-axum's API, the accepted keys, the page);
 //! * [`Server`] / [`serve`]: open the store, build the runtime, listen, serve, and shut down
 //!   gracefully (stop accepting, drain turns within the grace period, end event streams);
 //! * [`DemoAgent`]: the offline, deterministic agent the server runs without a model.
 //!
-//! The HTTP API (every error is `{"error": "..."}`; a client mistake is 400, a body or text
-//! over its limit 413, a message body not declared `application/json` 415):
-//!
-//! | route | answer |
-//! |---|---|
-//! | `POST /v1/agents/{agent}/conversations/{conversation}/messages` | `202 {"run_id","status"}`, or SSE with `Accept: text/event-stream` |
-//! | `GET /v1/runs/{run_id}` | `{"run_id","status","attempts","error"}` |
-//! | `GET /v1/runs/{run_id}/events` | SSE, replayed from the start (`?key=` accepted here) |
-//! | `GET /v1/agents/{agent}/conversations/{conversation}/session/messages?cursor=&limit=` | `{"messages","nextCursor","hasMore","sessionId"}` |
-//! | `GET /v1/agents/{agent}/conversations/{conversation}/session/stats` | lobu's stats |
-//! | `DELETE /v1/agents/{agent}/conversations/{conversation}/session` | `{"deleted": n}` after the reset ran |
-//! | `GET /v1/agents/{agent}/conversations?cursor=&limit=` | `{"conversations","nextCursor","hasMore"}` |
-//! | `GET /health/live`, `GET /health/ready` | `{"status"}`; ready is 503 when the store does not answer |
+//! The HTTP API is [lobu-axum](lobu_axum)'s (its docs list the routes), authenticated by
+//! bearer keys (`LOBU_API_KEYS`), plus the chat page at `/`.
 //!
 //! ```no_run
 //! use example_axum_host::{Config, Server, shutdown_signal};
@@ -39,7 +28,6 @@
 //! ```
 #![deny(missing_docs)]
 
-mod auth;
 mod config;
 mod demo_agent;
 mod error;
@@ -48,16 +36,15 @@ mod listen;
 mod openai_agent;
 mod routes;
 mod server;
-mod sse;
 
-pub use auth::{ApiKeys, Caller, OPEN_ORG, StreamCaller};
 pub use config::{
     Config, DEFAULT_ADDR, DEFAULT_DATA_DIR, DEFAULT_HEADER_READ_TIMEOUT, LlmConfig,
     MAX_HEADER_READ_TIMEOUT, StoreChoice, redact_url,
 };
 pub use demo_agent::{DEMO_MODEL, DEMO_PROVIDER, DemoAgent, MAX_SLEEP_MS};
-pub use error::{ApiError, Error};
+pub use error::Error;
+pub use lobu_axum::{ApiError, ApiKeys, DEFAULT_MAX_STREAMS_PER_ORG, OPEN_ORG};
 #[cfg(feature = "openai")]
 pub use openai_agent::OpenAiAgent;
-pub use routes::{AppState, DEFAULT_MAX_STREAMS_PER_ORG, app};
+pub use routes::{AppState, app};
 pub use server::{Server, serve, shutdown_signal};

@@ -28,6 +28,8 @@
 //! | `LOBU_PG_MAX_CONNECTIONS` | PostgreSQL pool size (10) |
 //! | `LOBU_MAX_STREAMS_PER_ORG` | event streams one org may hold open on a replica (100); past it `429` |
 //! | `LOBU_CORS_ORIGINS` | browser origins allowed to call the API, comma-separated (unset: CORS off) |
+//! | `LOBU_REQUEST_TIMEOUT_SECS` | how long a non-streaming request may take before it is answered 503 (30; 1 to 3600) |
+//! | `LOBU_RESET_TIMEOUT_SECS` | how long a reset request waits for its reset before answering 503 (120; 1 to 3600) |
 //! | `LOBU_HEADER_READ_TIMEOUT_SECS` | how long a client may take to send a request's headers before it is disconnected (30; 1 to 600) |
 //! | `LOBU_WORKERS` | `0`: a gateway replica (takes messages, streams any run; others run the turns); default `1` |
 //! | `LOBU_INTAKE` | `0`: a worker replica (runs turns, serves only `/health/*`); default `1` |

@@ -56,6 +56,8 @@ impl Server {
         }
         let mut state = AppState::new(runtime, config.api_keys)
             .max_streams_per_org(config.max_streams_per_org)
+            .request_timeout(config.request_timeout)
+            .reset_timeout(config.reset_timeout)
             .cors_origins(config.cors_origins.clone());
         if !config.cors_origins.is_empty() {
             tracing::info!(
@@ -104,7 +106,7 @@ impl Server {
             header_read_timeout,
             workers,
         } = self;
-        let runtime = state.runtime.clone();
+        let runtime = state.runtime().clone();
         let grace = runtime.settings().shutdown_grace;
         let addr = listener.local_addr().ok();
         let worker = tokio::spawn({
@@ -112,15 +114,15 @@ impl Server {
             async move { if workers { runtime.run().await } else { Ok(()) } }
         });
 
-        let draining = state.draining.clone();
+        let api = state.api().clone();
         let http = serve_http(listener, app(state.clone()), header_read_timeout, {
-            let draining = draining.clone();
+            let api = api.clone();
             async move {
                 tokio::select! {
                     () = shutdown => {}
-                    () = draining.cancelled() => {}
+                    () = api.drained() => {}
                 }
-                draining.cancel();
+                api.begin_drain();
             }
         });
         let mut http = tokio::spawn(http);
@@ -128,16 +130,16 @@ impl Server {
 
         // Serve until shutdown begins; a panicking accept loop ends the server too.
         let served = tokio::select! {
-            () = draining.cancelled() => None,
+            () = api.drained() => None,
             result = &mut http => Some(result),
         };
-        state.begin_drain();
+        api.begin_drain();
         tracing::info!(
             ?grace,
             "shutting down: no new connections; draining in-flight turns"
         );
         runtime.shutdown_within(grace).await;
-        state.close_streams();
+        api.close_streams();
         let worker_result = worker.await;
 
         let http_result = match served {

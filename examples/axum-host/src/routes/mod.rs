@@ -1,75 +1,71 @@
-//! The HTTP API: [`app`] builds the whole router over an [`AppState`].
-
-mod conversations;
-mod erase;
-mod health;
-mod messages;
-mod params;
-mod run_params;
-mod runs;
-mod session;
-pub(crate) mod streams;
+//! The HTTP API: [`app`] builds the whole router over an [`AppState`]: lobu-axum's run and
+//! session API with bearer keys, its probes, and the host's own parts (the chat page, CORS,
+//! request spans).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::FromRef;
 use axum::http::header::{self, HeaderName, HeaderValue};
-use axum::http::{Method, Request, StatusCode, Uri};
+use axum::http::{Method, Request};
 use axum::response::Html;
-use axum::routing::{get, post};
+use axum::routing::get;
+use lobu_axum::{Api, ApiKeys, KeyCaller};
 use lobu_runtime::Runtime;
-use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
-
-use crate::auth::ApiKeys;
-use crate::error::ApiError;
-use streams::StreamSlots;
-
-/// How many event streams one org may hold open on a replica by default.
-pub const DEFAULT_MAX_STREAMS_PER_ORG: usize = 100;
-
-/// The largest request body: a message of [`params::MAX_TEXT_BYTES`] plus JSON overhead.
-/// A larger body is refused with 413 as soon as the limit is passed: it is never read to
-/// the end, whatever its declared length.
-const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// What every handler shares. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub(crate) runtime: Runtime,
+    pub(crate) api: Api,
     pub(crate) keys: Arc<ApiKeys>,
-    /// Cancelled when shutdown begins: readiness turns 503.
-    pub(crate) draining: CancellationToken,
-    /// Cancelled when the worker has stopped: event streams end and waits give up, so the
-    /// HTTP server can finish (clients reconnect to another replica and replay).
-    pub(crate) closing: CancellationToken,
     /// Whether the API is served (off: a worker-only replica answers health probes only).
     pub(crate) intake: bool,
-    /// The event streams each org holds open on this replica.
-    pub(crate) streams: Arc<StreamSlots>,
     /// Browser origins allowed to call the API (empty: CORS off, the default).
     pub(crate) cors_origins: Vec<HeaderValue>,
+}
+
+impl FromRef<AppState> for Api {
+    fn from_ref(state: &AppState) -> Api {
+        state.api.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<ApiKeys> {
+    fn from_ref(state: &AppState) -> Arc<ApiKeys> {
+        state.keys.clone()
+    }
 }
 
 impl AppState {
     /// State for a server on `runtime` accepting `keys`.
     pub fn new(runtime: Runtime, keys: ApiKeys) -> Self {
         AppState {
-            runtime,
+            api: Api::new(runtime),
             keys: Arc::new(keys),
-            draining: CancellationToken::new(),
-            closing: CancellationToken::new(),
             intake: true,
-            streams: StreamSlots::new(DEFAULT_MAX_STREAMS_PER_ORG),
             cors_origins: Vec::new(),
         }
     }
 
     /// At most `per_org` event streams per org at once on this replica (past it: `429`).
     pub fn max_streams_per_org(mut self, per_org: usize) -> Self {
-        self.streams = StreamSlots::new(per_org);
+        self.api = self.api.max_streams_per_org(per_org);
+        self
+    }
+
+    /// How long a non-streaming request may take before it is answered `503`.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.api = self.api.request_timeout(timeout);
+        self
+    }
+
+    /// How long `DELETE …/session` waits for its reset before answering `503`.
+    pub fn reset_timeout(mut self, timeout: Duration) -> Self {
+        self.api = self.api.reset_timeout(timeout);
         self
     }
 
@@ -87,66 +83,32 @@ impl AppState {
 
     /// The runtime the handlers speak to.
     pub fn runtime(&self) -> &Runtime {
-        &self.runtime
+        self.api.runtime()
     }
 
-    /// Mark the server as shutting down: `/health/ready` answers 503 from now on.
-    pub fn begin_drain(&self) {
-        self.draining.cancel();
-    }
-
-    /// End every open event stream and pending wait (call after the worker stopped).
-    pub fn close_streams(&self) {
-        self.draining.cancel();
-        self.closing.cancel();
+    /// The API's state (drain and close signals).
+    pub fn api(&self) -> &Api {
+        &self.api
     }
 }
 
 /// The whole HTTP API over `state`: the `/v1` routes (bearer-key auth), health probes and the
 /// chat page at `/`.
 pub fn app(state: AppState) -> Router {
-    let probes = Router::new()
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready));
+    let probes = state.api.probes::<AppState>();
     if !state.intake {
         return finish(probes, state);
     }
-    let conversation = "/v1/agents/{agent}/conversations/{conversation}";
-    let api = probes
-        .route("/", get(page))
-        .route(
-            &format!("{conversation}/messages"),
-            post(messages::post_message),
-        )
-        .route(
-            &format!("{conversation}/session/messages"),
-            get(session::messages),
-        )
-        .route(
-            &format!("{conversation}/session/stats"),
-            get(session::stats),
-        )
-        .route(
-            &format!("{conversation}/session"),
-            axum::routing::delete(session::reset),
-        )
-        .route(conversation, axum::routing::delete(erase::conversation))
-        .route(
-            "/v1/agents/{agent}/conversations",
-            get(conversations::list).delete(erase::agent),
-        )
-        .route("/v1/data", axum::routing::delete(erase::org))
-        .route("/v1/runs/{run_id}", get(runs::status))
-        .route("/v1/runs/{run_id}/events", get(runs::events))
-        .route("/v1/runs/{run_id}/cancel", post(runs::cancel));
+    let api = state
+        .api
+        .routes::<AppState, KeyCaller>()
+        .merge(probes)
+        .route("/", get(page));
     finish(api, state)
 }
 
 fn finish(routes: Router<AppState>, state: AppState) -> Router {
-    let mut routes = routes
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let mut routes = routes.fallback(lobu_axum::not_found);
     if !state.cors_origins.is_empty() {
         routes = routes.layer(cors(&state.cors_origins));
     }
@@ -175,15 +137,4 @@ fn cors(origins: &[HeaderValue]) -> CorsLayer {
 
 async fn page() -> Html<&'static str> {
     Html(include_str!("../page.html"))
-}
-
-async fn not_found(uri: Uri) -> ApiError {
-    ApiError::not_found(format!("no route for {}", uri.path()))
-}
-
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed on this route",
-    )
 }

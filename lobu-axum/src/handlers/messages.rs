@@ -10,10 +10,10 @@ use lobu_core::{IdempotencyKey, MultitaskStrategy, RunStatus};
 use lobu_runtime::SubmitOptions;
 use serde::Deserialize;
 
-use super::AppState;
-use super::params::{ConversationPath, MAX_TEXT_BYTES};
+use crate::api::Api;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::params::{ConversationPath, MAX_TEXT_BYTES};
 use crate::sse;
 
 #[derive(Debug, Deserialize)]
@@ -35,14 +35,14 @@ struct NewMessage {
 /// (`enqueue`, `reject`, `interrupt`, `rollback`, `steer`; see
 /// [`MultitaskStrategy`]); `reject` then answers `409 {"error"}` naming that run, and an
 /// unknown strategy is `400`.
-pub(crate) async fn post_message(
-    State(state): State<AppState>,
-    caller: Caller,
+pub(crate) async fn post_message<C: Caller>(
+    State(api): State<Api>,
+    caller: C,
     path: ConversationPath,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let key = path.key(&caller.org)?;
+    let key = path.key(caller.org())?;
     check_content_type(&headers)?;
     // Over the body limit is 413 (read no further than the limit); anything else is 400.
     let body =
@@ -62,13 +62,13 @@ pub(crate) async fn post_message(
     // A stream's slot is taken before the run is submitted: a refused stream must not leave
     // a run the client was told failed.
     let slot = sse::wants_event_stream(&headers)
-        .then(|| state.streams.take(&caller.org))
+        .then(|| api.streams.take(caller.org()))
         .transpose()?;
     let options = SubmitOptions::new()
         .idempotency_key(idempotency_key)
         .multitask(strategy);
     let payload = serde_json::json!({ "text": message.text });
-    let submitted = state
+    let submitted = api
         .runtime
         .submit_with(key.clone(), payload, options)
         .await?;
@@ -80,8 +80,8 @@ pub(crate) async fn post_message(
     })?;
 
     if let Some(slot) = slot {
-        let events = state.runtime.subscribe(&key.org, &submitted.run).await?;
-        let mut response = sse::event_stream(events, state.closing.clone(), slot).into_response();
+        let events = api.runtime.subscribe(&key.org, &submitted.run).await?;
+        let mut response = sse::event_stream(events, api.closing.clone(), slot).into_response();
         response.headers_mut().insert(header::LOCATION, location);
         return Ok(response);
     }
@@ -89,7 +89,7 @@ pub(crate) async fn post_message(
     let status = if submitted.created {
         RunStatus::Pending
     } else {
-        state.runtime.status(&key.org, &submitted.run).await?.status
+        api.runtime.status(&key.org, &submitted.run).await?.status
     };
     let body = Json(serde_json::json!({
         "run_id": submitted.run,

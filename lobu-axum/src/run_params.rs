@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::error::ApiError;
 
 /// The longest `?wait=` of `GET /v1/runs/{id}`, in seconds: past it a client should stream.
-pub(crate) const MAX_WAIT_SECS: u64 = 60;
+pub const MAX_WAIT_SECS: u64 = 60;
 
 /// `?wait=N` (seconds, `0..=60`): answer when the run ends or `N` seconds passed.
 #[derive(Debug)]

@@ -8,10 +8,10 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::AppState;
-use super::params::{AgentPath, PageParams};
+use crate::api::Api;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::params::{AgentPath, PageParams};
 
 /// One page of conversations, ordered by conversation id.
 #[derive(Debug, Serialize)]
@@ -51,16 +51,16 @@ impl From<ConversationSummary> for ConversationItem {
 }
 
 /// The org's conversations of one agent that have a transcript (default 50 per page).
-pub(crate) async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
+pub(crate) async fn list<C: Caller>(
+    State(api): State<Api>,
+    caller: C,
     AgentPath(agent): AgentPath,
     page: PageParams,
 ) -> Result<Json<ConversationList>, ApiError> {
     let limit = page.limit.unwrap_or(DEFAULT_MESSAGE_LIMIT);
-    let listed = state
+    let listed = api
         .runtime
-        .list(&caller.org, &agent, page.cursor.as_deref(), limit)
+        .list(caller.org(), &agent, page.cursor.as_deref(), limit)
         .await?;
     Ok(Json(ConversationList {
         has_more: listed.next_cursor.is_some(),

@@ -8,39 +8,41 @@ use axum::Json;
 use axum::extract::State;
 use lobu_core::{EraseScope, ErasureReport};
 
-use super::AppState;
-use super::params::{AgentPath, ConversationPath};
+use crate::api::Api;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::params::{AgentPath, ConversationPath};
 
 /// `DELETE /v1/agents/{agent}/conversations/{conversation}`.
-pub(crate) async fn conversation(
-    State(state): State<AppState>,
-    caller: Caller,
+pub(crate) async fn conversation<C: Caller>(
+    State(api): State<Api>,
+    caller: C,
     path: ConversationPath,
 ) -> Result<Json<ErasureReport>, ApiError> {
-    let key = path.key(&caller.org)?;
+    let key = path.key(caller.org())?;
     Ok(Json(
-        state.runtime.erase(&EraseScope::Conversation(key)).await?,
+        api.runtime.erase(&EraseScope::Conversation(key)).await?,
     ))
 }
 
 /// `DELETE /v1/agents/{agent}/conversations`.
-pub(crate) async fn agent(
-    State(state): State<AppState>,
-    caller: Caller,
+pub(crate) async fn agent<C: Caller>(
+    State(api): State<Api>,
+    caller: C,
     AgentPath(agent): AgentPath,
 ) -> Result<Json<ErasureReport>, ApiError> {
-    let scope = EraseScope::Agent(caller.org, agent);
-    Ok(Json(state.runtime.erase(&scope).await?))
+    let scope = EraseScope::Agent(caller.org().clone(), agent);
+    Ok(Json(api.runtime.erase(&scope).await?))
 }
 
 /// `DELETE /v1/data`.
-pub(crate) async fn org(
-    State(state): State<AppState>,
-    caller: Caller,
+pub(crate) async fn org<C: Caller>(
+    State(api): State<Api>,
+    caller: C,
 ) -> Result<Json<ErasureReport>, ApiError> {
     Ok(Json(
-        state.runtime.erase(&EraseScope::Org(caller.org)).await?,
+        api.runtime
+            .erase(&EraseScope::Org(caller.org().clone()))
+            .await?,
     ))
 }

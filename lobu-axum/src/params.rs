@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::error::ApiError;
 
 /// The longest message text, in bytes.
-pub(crate) const MAX_TEXT_BYTES: usize = 64 * 1024;
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 /// The longest cursor, in bytes (a cursor is a message id or a conversation id).
 const MAX_CURSOR_BYTES: usize = 512;
 

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use lobu_core::ConversationKey;
 use serde_json::{Value, json};
 
-use super::AppState;
+use crate::api::Api;
 
 /// How long readiness waits for the store before answering 503.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -20,15 +20,15 @@ pub(crate) async fn live() -> Json<Value> {
 
 /// Ready only when the store answers (the run queue and the session store), and not while
 /// shutting down, so a load balancer sends no new work to a draining replica.
-pub(crate) async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    if state.draining.is_cancelled() {
+pub(crate) async fn ready(State(api): State<Api>) -> (StatusCode, Json<Value>) {
+    if api.draining.is_cancelled() {
         return unavailable("shutting down");
     }
-    let backend = state.runtime.backend();
+    let backend = api.runtime.backend();
     let probe =
         ConversationKey::parse("lobu-health", "probe", "ready").expect("the probe key is valid");
     let checks = async {
-        let depth = state.runtime.queue_depth().await?;
+        let depth = api.runtime.queue_depth().await?;
         backend.sessions.head(&probe).await?;
         Ok::<u64, lobu_core::Error>(depth)
     };

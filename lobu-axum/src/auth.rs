@@ -1,16 +1,37 @@
-//! Bearer-key authentication. A request's org comes only from its key, never from the path
-//! or the body, so one org can never name another org's conversation.
+//! Who a request acts for. The org comes only from the caller's credentials, never from the
+//! path or the body, so one org can never name another org's conversation.
+//!
+//! The routes are generic over an extractor implementing [`Caller`]: a host plugs in its own
+//! authentication (sessions, JWTs, mTLS). [`KeyCaller`] is the ready-made one: bearer keys
+//! from an [`ApiKeys`] table.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Query};
+use axum::extract::{FromRef, FromRequestParts, Query};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use lobu_core::OrgId;
+use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::routes::AppState;
+
+/// An extractor that authenticates a request and yields the org it acts for. The routes
+/// extract it before anything else, so an unauthenticated request is refused (with the
+/// extractor's rejection, `401` for [`KeyCaller`]) before its path or body is looked at.
+///
+/// On the event-stream route (`GET /v1/runs/{id}/events`) the request carries an
+/// [`EventStreamRoute`] extension: a browser's `EventSource` cannot send headers, so an
+/// extractor may accept a credential from the query there, and only there.
+pub trait Caller {
+    /// The org the request acts for.
+    fn org(&self) -> &OrgId;
+}
+
+/// Marks a request to the event-stream route (see [`Caller`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EventStreamRoute;
 
 /// The org of every request when no keys are configured.
 pub const OPEN_ORG: &str = "default";
@@ -50,33 +71,28 @@ impl ApiKeys {
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut keys: Vec<(String, OrgId)> = Vec::new();
         if spec.trim().is_empty() {
-            return Err("LOBU_API_KEYS is set but empty; unset it to run without keys".to_owned());
+            return Err("the key list is empty; use ApiKeys::Open to run without keys".to_owned());
         }
         for (index, entry) in spec.split(',').enumerate() {
             let n = index + 1;
             let entry = entry.trim();
             if entry.is_empty() {
-                return Err(format!("LOBU_API_KEYS entry {n} is empty"));
+                return Err(format!("entry {n} is empty"));
             }
             let Some((key, org)) = entry.rsplit_once('=') else {
-                return Err(format!(
-                    "LOBU_API_KEYS entry {n} is not of the form key=org"
-                ));
+                return Err(format!("entry {n} is not of the form key=org"));
             };
             if key.is_empty() {
-                return Err(format!("LOBU_API_KEYS entry {n} has an empty key"));
+                return Err(format!("entry {n} has an empty key"));
             }
             if !key.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(format!(
-                    "LOBU_API_KEYS entry {n}: keys must be printable ASCII without spaces"
+                    "entry {n}: keys must be printable ASCII without spaces"
                 ));
             }
-            let org =
-                OrgId::new(org).map_err(|e| format!("LOBU_API_KEYS entry {n}: {}", e.message()))?;
+            let org = OrgId::new(org).map_err(|e| format!("entry {n}: {}", e.message()))?;
             if keys.iter().any(|(known, _)| known == key) {
-                return Err(format!(
-                    "LOBU_API_KEYS entry {n} repeats the key of an earlier entry"
-                ));
+                return Err(format!("entry {n} repeats the key of an earlier entry"));
             }
             keys.push((key.to_owned(), org));
         }
@@ -109,10 +125,8 @@ impl ApiKeys {
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    // `subtle` compares without branching on the bytes (the length is not secret).
+    a.ct_eq(b).into()
 }
 
 /// The `<key>` of an `Authorization: Bearer <key>` header (scheme case-insensitive).
@@ -123,48 +137,40 @@ fn bearer(parts: &Parts) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
 }
 
-/// The authenticated caller of a request: its org. Extract it first, so a request without a
-/// valid key gets 401 before anything else is looked at.
+/// The ready-made [`Caller`]: an `Authorization: Bearer <key>` header looked up in the
+/// state's [`ApiKeys`] (on the event-stream route also `?key=<key>`, for browsers). A missing
+/// or unknown key is `401` with a `Bearer` challenge.
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub struct KeyCaller {
     /// The org the key stands for.
     pub org: OrgId,
 }
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let org = state
-            .keys
-            .org_for(bearer(parts))
-            .ok_or_else(ApiError::unauthorized)?;
-        Ok(Caller { org })
+impl Caller for KeyCaller {
+    fn org(&self) -> &OrgId {
+        &self.org
     }
 }
 
-/// The caller of the event-stream route, which also accepts the key as `?key=<key>`:
-/// a browser's `EventSource` cannot send an `Authorization` header. Only this route reads
-/// the query key, so it cannot leak into other URLs' logs by design of the API.
-#[derive(Debug, Clone)]
-pub struct StreamCaller {
-    /// The org the key stands for.
-    pub org: OrgId,
-}
-
-impl FromRequestParts<AppState> for StreamCaller {
+impl<S> FromRequestParts<S> for KeyCaller
+where
+    S: Send + Sync,
+    Arc<ApiKeys>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let query_key = Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
-            .ok()
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let keys = Arc::<ApiKeys>::from_ref(state);
+        // Only the event-stream route reads the query key, so keys stay out of other URLs
+        // (and their logs) by design of the API.
+        let query_key = parts
+            .extensions
+            .get::<EventStreamRoute>()
+            .and_then(|_| Query::<HashMap<String, String>>::try_from_uri(&parts.uri).ok())
             .and_then(|Query(mut q)| q.remove("key"));
         let presented = bearer(parts).or(query_key.as_deref());
-        let org = state
-            .keys
-            .org_for(presented)
-            .ok_or_else(ApiError::unauthorized)?;
-        Ok(StreamCaller { org })
+        let org = keys.org_for(presented).ok_or_else(ApiError::unauthorized)?;
+        Ok(KeyCaller { org })
     }
 }
 

@@ -5,7 +5,7 @@
 //! server shuts down: a client then reconnects, to any replica, with `Last-Event-ID` and
 //! gets only what came after.
 
-use crate::routes::streams::StreamSlot;
+use crate::streams::StreamSlot;
 use std::convert::Infallible;
 use std::time::Duration;
 

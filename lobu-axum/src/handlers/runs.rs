@@ -8,26 +8,26 @@ use axum::response::{IntoResponse, Response};
 use lobu_core::{CancelOutcome, ErrorKind};
 use serde_json::{Value, json};
 
-use super::AppState;
-use super::params::RunPath;
-use super::run_params::{ResumeAfter, WaitParams};
-use crate::auth::{Caller, StreamCaller};
+use crate::api::Api;
+use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::params::RunPath;
+use crate::run_params::{ResumeAfter, WaitParams};
 use crate::sse;
 
 /// `{"run_id", "status", "attempts", "error", "output"}`; another org's run is 404, like an
 /// unknown one. With `?wait=N` the answer waits until the run ends or `N` seconds passed,
 /// whichever comes first, on any replica: the wait follows the run's events (woken by the
 /// backend), it does not poll the database.
-pub(crate) async fn status(
-    State(state): State<AppState>,
-    caller: Caller,
+pub(crate) async fn status<C: Caller>(
+    State(api): State<Api>,
+    caller: C,
     RunPath(run): RunPath,
     WaitParams { wait }: WaitParams,
 ) -> Result<Json<Value>, ApiError> {
     if let Some(wait) = wait.filter(|w| !w.is_zero()) {
-        let ended = state.runtime.wait(&caller.org, &run);
-        let closing = state.closing.cancelled();
+        let ended = api.runtime.wait(caller.org(), &run);
+        let closing = api.closing.cancelled();
         tokio::select! {
             result = tokio::time::timeout(wait, ended) => match result {
                 Ok(Err(e)) if e.is(ErrorKind::NotFound) => return Err(not_found_as(e, &run)),
@@ -37,9 +37,9 @@ pub(crate) async fn status(
             () = closing => {}
         }
     }
-    let record = state
+    let record = api
         .runtime
-        .status(&caller.org, &run)
+        .status(caller.org(), &run)
         .await
         .map_err(|e| not_found_as(e, &run))?;
     Ok(Json(json!({
@@ -54,33 +54,33 @@ pub(crate) async fn status(
 /// The run's events as SSE, each with its `id:`, replayed from the start or from after the
 /// id in `Last-Event-ID` (`?after=`), then live, from any replica. Accepts `?key=` as well
 /// as the `Authorization` header, for browsers' `EventSource`.
-pub(crate) async fn events(
-    State(state): State<AppState>,
-    caller: StreamCaller,
+pub(crate) async fn events<C: Caller>(
+    State(api): State<Api>,
+    caller: C,
     RunPath(run): RunPath,
     ResumeAfter(after): ResumeAfter,
 ) -> Result<impl IntoResponse, ApiError> {
-    let slot = state.streams.take(&caller.org)?;
-    let events = state
+    let slot = api.streams.take(caller.org())?;
+    let events = api
         .runtime
-        .subscribe_after(&caller.org, &run, after)
+        .subscribe_after(caller.org(), &run, after)
         .await
         .map_err(|e| not_found_as(e, &run))?;
-    Ok(sse::event_stream(events, state.closing.clone(), slot))
+    Ok(sse::event_stream(events, api.closing.clone(), slot))
 }
 
 /// `POST /v1/runs/{run_id}/cancel`: `200 {"run_id", "status": "cancelled"}` for a run that
 /// had not started (it never will), `202 {"run_id", "status": "cancelling"}` for a running
 /// one (its worker stops it: at once on this replica, at its next heartbeat on another;
 /// follow the run for its end), `409 {"error", "status"}` for a run that had already ended, naming how.
-pub(crate) async fn cancel(
-    State(state): State<AppState>,
-    caller: Caller,
+pub(crate) async fn cancel<C: Caller>(
+    State(api): State<Api>,
+    caller: C,
     RunPath(run): RunPath,
 ) -> Result<Response, ApiError> {
-    let outcome = state
+    let outcome = api
         .runtime
-        .cancel(&caller.org, &run)
+        .cancel(caller.org(), &run)
         .await
         .map_err(|e| not_found_as(e, &run))?;
     let (code, status) = match outcome {
