@@ -16,7 +16,10 @@
 //! let keys = ApiKeys::parse("secret-key=acme").expect("a valid key list");
 //! let app = Api::new(runtime).router(keys);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8787").await?;
-//! axum::serve(listener, app).await
+//! // Like `axum::serve`, with a deadline for request heads (slow clients are cut off).
+//! let timeout = lobu_axum::DEFAULT_HEADER_READ_TIMEOUT;
+//! lobu_axum::serve(listener, app, timeout, std::future::pending()).await;
+//! # Ok(())
 //! # }
 //! ```
 //!
@@ -84,6 +87,7 @@ mod handlers;
 mod params;
 mod router;
 mod run_params;
+mod serve;
 mod sse;
 mod streams;
 mod timeout;
@@ -97,3 +101,4 @@ pub use error::ApiError;
 pub use params::MAX_TEXT_BYTES;
 pub use router::{MAX_BODY_BYTES, method_not_allowed, not_found};
 pub use run_params::MAX_WAIT_SECS;
+pub use serve::{DEFAULT_HEADER_READ_TIMEOUT, serve};

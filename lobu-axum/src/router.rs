@@ -151,3 +151,32 @@ impl FromRef<KeyedState> for Arc<ApiKeys> {
         state.keys.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn status_of(route: MethodRouter, path: &str) -> (u16, String) {
+        let app = Router::new().route("/slow", route);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_route_timeout_is_a_503_with_an_error_body() {
+        let slow = get(|| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "late"
+        });
+        let (status, body) = status_of(within(Duration::from_millis(100), slow), "/slow").await;
+        assert_eq!(status, 503);
+        assert!(body.contains("did not finish within 100ms"), "{body}");
+
+        let quick = get(|| async { "on time" });
+        let answer = status_of(within(Duration::from_secs(5), quick), "/slow").await;
+        assert_eq!(answer, (200, "on time".to_owned()));
+    }
+}

@@ -2,7 +2,8 @@
 //!
 //! One dependency for an embed: the runtime (gateway and worker loop), the contract's types,
 //! and the stores behind features: `file` (default: one machine, any number of processes)
-//! and `pg` (a fleet sharing one PostgreSQL database). The crates behind it
+//! and `pg` (a fleet sharing one PostgreSQL database), and the HTTP API as an axum router
+//! behind `axum` ([`http`]). The crates behind it
 //! ([`lobu_core`], [`lobu_runtime`], `lobu_store_file`, `lobu_store_pg`) stay available under
 //! [`crates`] for what this facade does not name.
 //!
@@ -62,8 +63,20 @@ pub use lobu_store_pg::{PgStore, PgStoreConfig};
 #[cfg(feature = "pg")]
 pub use sqlx::PgPool;
 
+/// The run and session API as an axum `Router`: [`Api::router`](lobu_axum::Api::router)
+/// with bearer keys, or [`Api::routes`](lobu_axum::Api::routes) with a host's own state and
+/// auth (feature `axum`).
+#[cfg(feature = "axum")]
+pub mod http {
+    /// The axum version the routes are built with.
+    pub use axum;
+    pub use lobu_axum::*;
+}
+
 /// The crates behind this facade, whole.
 pub mod crates {
+    #[cfg(feature = "axum")]
+    pub use lobu_axum;
     pub use lobu_core;
     pub use lobu_runtime;
     #[cfg(feature = "file")]

@@ -21,9 +21,7 @@ use crate::error::Error;
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8787";
 /// Where the file store keeps its files without `LOBU_DATA_DIR`.
 pub const DEFAULT_DATA_DIR: &str = "./lobu-data";
-/// How long a client may take to send a request's headers without
-/// `LOBU_HEADER_READ_TIMEOUT_SECS` (hyper's own default, which `axum::serve` never applied).
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub use lobu_axum::DEFAULT_HEADER_READ_TIMEOUT;
 /// The longest header-read timeout `LOBU_HEADER_READ_TIMEOUT_SECS` accepts (ten minutes).
 pub const MAX_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(600);
 

@@ -31,7 +31,6 @@
 mod config;
 mod demo_agent;
 mod error;
-mod listen;
 #[cfg(feature = "openai")]
 mod openai_agent;
 mod routes;

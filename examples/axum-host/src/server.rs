@@ -15,7 +15,6 @@ use tokio::net::TcpListener;
 use crate::config::{Config, StoreChoice, redact_url};
 use crate::demo_agent::DemoAgent;
 use crate::error::Error;
-use crate::listen::serve_http;
 use crate::routes::{AppState, app};
 
 /// How long the HTTP server may take to finish its last responses once the worker stopped.
@@ -115,7 +114,7 @@ impl Server {
         });
 
         let api = state.api().clone();
-        let http = serve_http(listener, app(state.clone()), header_read_timeout, {
+        let http = lobu_axum::serve(listener, app(state.clone()), header_read_timeout, {
             let api = api.clone();
             async move {
                 tokio::select! {

@@ -4,8 +4,8 @@
 //! timeout never applies there: a client that sends one header byte every few seconds holds
 //! a connection and its task for as long as it likes (slowloris). This loop serves the same
 //! router with the timeout on: a connection that has not delivered a whole request head
-//! within [`Config::header_read_timeout`](crate::Config::header_read_timeout) of the server
-//! starting to read it is closed (an idle kept-alive connection too).
+//! within the header-read timeout of the server starting to read it is closed (an idle
+//! kept-alive connection too).
 
 use std::future::Future;
 use std::time::Duration;
@@ -21,10 +21,18 @@ use tokio::net::TcpListener;
 /// file descriptors, say), as `axum::serve` does, instead of spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
+/// How long a client may take to send a request's headers by default (hyper's own default,
+/// which `axum::serve` never applies).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serve `app` on `listener` until `shutdown` completes; then stop accepting, let every open
 /// connection finish its in-flight request (idle ones close at once) and return when all
 /// have closed.
-pub(crate) async fn serve_http(
+///
+/// `header_read_timeout` bounds how long a client may take to send a request's head (use
+/// [`DEFAULT_HEADER_READ_TIMEOUT`] unless you know better): use this instead of `axum::serve`,
+/// which sets none.
+pub async fn serve(
     listener: TcpListener,
     app: Router,
     header_read_timeout: Duration,
