@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use lobu_core::{
     AgentId, DEFAULT_MAX_TRANSCRIPT_BYTES, Error, MAX_ATTEMPTS, MAX_RETRY_DELAY, Result,
     check_lease_duration,
@@ -19,26 +21,46 @@ pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The runtime's settings. Build them with [`RuntimeBuilder`](crate::RuntimeBuilder); every
 /// field has a default and [`Settings::validate`] checks them all.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// They deserialize from a host's own configuration (TOML, YAML, JSON, env through a config
+/// crate): field names as here, durations in human form (`"30s"`, `"5m"`, `"7days"`), a
+/// per-agent idle window `"never"` to keep that agent's conversations, and every field
+/// optional (its default). Unknown fields are refused. Validate after loading:
+///
+/// ```
+/// let settings: lobu_runtime::Settings = serde_json::from_str(
+///     r#"{ "concurrency": 16, "turn_timeout": "2m", "idle_retention_by_agent": { "bot": "never" } }"#,
+/// ).unwrap();
+/// settings.validate().unwrap();
+/// assert_eq!(settings.turn_timeout, std::time::Duration::from_secs(120));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Settings {
     /// How many runs the worker executes at once (`1..=1024`). Default 4.
     pub concurrency: usize,
     /// How long one attempt of a turn may run before it is recorded as `timeout`. Default 5 min.
+    #[serde(with = "humantime_serde")]
     pub turn_timeout: Duration,
     /// How long a run claim (the conversation's ownership for the turn) lasts without a
     /// heartbeat. Default 30 s.
+    #[serde(with = "humantime_serde")]
     pub claim_ttl: Duration,
     /// How often a running turn renews its claim; at most half of `claim_ttl`. Default 10 s.
+    #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
     /// How many times a submitted run may be attempted (`1..=100`). Default 3.
     pub max_attempts: u32,
     /// The first retry's delay after a failed attempt: later ones double it (with jitter) up
     /// to `max_retry_delay` (at most 24 h). Default 2 s.
+    #[serde(with = "humantime_serde")]
     pub retry_delay: Duration,
     /// The longest delay between attempts (at least `retry_delay`, at most 24 h). Default 60 s.
+    #[serde(with = "humantime_serde")]
     pub max_retry_delay: Duration,
     /// How long [`Runtime::shutdown`](crate::Runtime::shutdown) lets in-flight turns finish. Default 30 s.
+    #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// The largest transcript a turn may persist; a larger one fails the run with `TooLarge`
     /// (nothing is truncated). The store's own limit applies as well. Default 8 MiB.
@@ -47,33 +69,41 @@ pub struct Settings {
     pub scratch_root: PathBuf,
     /// The longest the worker sleeps between claim attempts when the queue is idle (a backend
     /// with a wake-up channel answers sooner). Default 500 ms.
+    #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
     /// How often a followed run's events are read even without a wake-up from the backend (a
     /// backstop: PostgreSQL's `NOTIFY` and the file store's directory watch wake readers at
     /// once). One read per followed run per replica, however many subscribers. Default 5 s.
+    #[serde(with = "humantime_serde")]
     pub status_poll_interval: Duration,
     /// How long the stored events of a finished run stay available for replay; the worker
     /// loop removes older ones. Default 24 h.
+    #[serde(with = "humantime_serde")]
     pub event_retention: Duration,
     /// How long finished runs (completed, failed, timed out, cancelled) stay on the queue,
     /// with their idempotency keys and events; older ones are removed by the retention pass.
     /// Transcripts never depend on it. Default 7 days.
+    #[serde(with = "humantime_serde")]
     pub run_retention: Duration,
     /// How long failed, timed-out and cancelled runs (the dead letters) stay on the queue;
     /// `None`: as long as [`run_retention`](Self::run_retention). Never shorter than it.
     /// Default `None`.
+    #[serde(with = "humantime_serde")]
     pub failed_run_retention: Option<Duration>,
     /// Remove whole conversations whose transcript was last written longer ago than this
     /// (and no one owns); `None` keeps them forever. Agents in
     /// [`idle_retention_by_agent`](Self::idle_retention_by_agent) have their own window.
     /// Default `None`.
+    #[serde(with = "humantime_serde")]
     pub idle_retention: Option<Duration>,
     /// Per-agent idle windows, in every org (short for automated sessions, longer for
     /// people): `Some(window)`, or `None` to keep that agent's conversations forever
     /// whatever [`idle_retention`](Self::idle_retention) says. Default empty.
+    #[serde(with = "crate::config_serde::idle_windows")]
     pub idle_retention_by_agent: BTreeMap<AgentId, Option<Duration>>,
     /// How long forensic copies of failed attempts (kept for debugging, never hydrated) are
     /// kept. Default 7 days.
+    #[serde(with = "humantime_serde")]
     pub forensic_retention: Duration,
     /// The most items one step of a retention pass removes (events, runs, conversations,
     /// forensic copies); a pass that reaches it goes on with another round, at most ten per

@@ -71,6 +71,7 @@
 mod agent;
 mod cache;
 mod config;
+mod config_serde;
 mod events;
 mod execute;
 mod gateway;

@@ -29,14 +29,68 @@ const MAX_SCHEMA_BYTES: usize = 48;
 ///     .poll_interval(Duration::from_millis(500));
 /// assert_eq!(config.schema_name(), "agents_eu");
 /// ```
-#[derive(Debug, Clone)]
+///
+/// It also deserializes from a host's configuration (every field optional, durations in human
+/// form, `direct_url` a PostgreSQL URL; checked by [`PgStore::with_config`](crate::PgStore::with_config)):
+///
+/// ```
+/// let config: lobu_store_pg::PgStoreConfig = serde_json::from_str(
+///     r#"{ "schema": "agents_eu", "poll_interval": "500ms", "direct_url": "postgres://db:5432/app" }"#,
+/// ).unwrap();
+/// assert_eq!(config.schema_name(), "agents_eu");
+/// ```
+#[derive(Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PgStoreConfig {
     pub(crate) schema: String,
     pub(crate) max_transcript_bytes: usize,
     pub(crate) max_chain_deltas: u32,
+    #[serde(with = "humantime_serde")]
     pub(crate) poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
     pub(crate) migrate_lock_timeout: Duration,
+    #[serde(rename = "direct_url", deserialize_with = "connect_options")]
     pub(crate) direct: Option<PgConnectOptions>,
+}
+
+/// A PostgreSQL URL, parsed as sqlx parses it.
+fn connect_options<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<PgConnectOptions>, D::Error> {
+    use serde::Deserialize;
+    let url = Option::<String>::deserialize(deserializer)?;
+    let bad = || serde::de::Error::custom("direct_url is not a PostgreSQL URL");
+    url.map(|url| {
+        // sqlx parses any scheme; a mysql:// URL here is a mistake to say at once.
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(bad());
+        }
+        // sqlx's message may quote the URL, password included: name the field only.
+        url.parse::<PgConnectOptions>().map_err(|_| bad())
+    })
+    .transpose()
+}
+
+impl std::fmt::Debug for PgStoreConfig {
+    // sqlx's connect options print their password: show where the direct connection goes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let direct = self.direct.as_ref().map(|o| {
+            format!(
+                "{}:{}/{}",
+                o.get_host(),
+                o.get_port(),
+                o.get_database().unwrap_or("")
+            )
+        });
+        f.debug_struct("PgStoreConfig")
+            .field("schema", &self.schema)
+            .field("max_transcript_bytes", &self.max_transcript_bytes)
+            .field("max_chain_deltas", &self.max_chain_deltas)
+            .field("poll_interval", &self.poll_interval)
+            .field("migrate_lock_timeout", &self.migrate_lock_timeout)
+            .field("direct", &direct)
+            .finish()
+    }
 }
 
 impl Default for PgStoreConfig {
@@ -233,5 +287,36 @@ mod tests {
             .max_chain_deltas(1000)
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn deserialized_configs_take_defaults_and_refuse_unknown_fields_and_bad_urls() {
+        let config: PgStoreConfig =
+            serde_json::from_str(r#"{ "migrate_lock_timeout": "2s" }"#).unwrap();
+        assert_eq!(config.migrate_lock_timeout, Duration::from_secs(2));
+        assert_eq!(config.schema, DEFAULT_SCHEMA);
+        assert!(config.direct.is_none());
+        let error = serde_json::from_str::<PgStoreConfig>(r#"{ "shema": "x" }"#).unwrap_err();
+        assert!(
+            error.to_string().contains("unknown field `shema`"),
+            "{error}"
+        );
+        let error =
+            serde_json::from_str::<PgStoreConfig>(r#"{ "direct_url": "mysql://u:hunter2@h/db" }"#)
+                .unwrap_err()
+                .to_string();
+        assert!(
+            error.contains("direct_url is not a PostgreSQL URL"),
+            "{error}"
+        );
+        assert!(!error.contains("hunter2"), "{error}");
+        let config: PgStoreConfig =
+            serde_json::from_str(r#"{ "direct_url": "postgres://u:hunter2@db:5433/app" }"#)
+                .unwrap();
+        let shown = format!("{config:?}");
+        assert!(
+            shown.contains("db:5433/app") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 }

@@ -1,20 +1,22 @@
 //! [`Config`]: everything the host reads from its environment, checked before it starts.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::http::HeaderValue;
-use lobu_core::AgentId;
 use lobu_runtime::Settings;
+use lobu_store_pg::PgStoreConfig;
 
-use lobu_axum::{
-    ApiKeys, DEFAULT_MAX_STREAMS_PER_ORG, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RESET_TIMEOUT,
-    MAX_REQUEST_TIMEOUT,
+use lobu_axum::ApiKeys;
+
+use crate::config_file::{ConfigFile, StoreKeys, builtin};
+pub use crate::config_parse::redact_url;
+use crate::config_parse::{
+    check_api_timeout, check_header_read_timeout, check_streams, cors_origins, idle_windows,
+    llm_config, millis, number, secs, secs_or_never, store_choice, switch,
 };
-
 use crate::error::Error;
 
 /// Where the server listens without `LOBU_ADDR`.
@@ -22,6 +24,11 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8787";
 /// Where the file store keeps its files without `LOBU_DATA_DIR`.
 pub const DEFAULT_DATA_DIR: &str = "./lobu-data";
 pub use lobu_axum::DEFAULT_HEADER_READ_TIMEOUT;
+const HEADER_READ_TIMEOUT_VAR: &str = "LOBU_HEADER_READ_TIMEOUT_SECS";
+const STREAMS_VAR: &str = "LOBU_MAX_STREAMS_PER_ORG";
+const REQUEST_TIMEOUT_VAR: &str = "LOBU_REQUEST_TIMEOUT_SECS";
+const RESET_TIMEOUT_VAR: &str = "LOBU_RESET_TIMEOUT_SECS";
+
 /// The longest header-read timeout `LOBU_HEADER_READ_TIMEOUT_SECS` accepts (ten minutes).
 pub const MAX_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -69,6 +76,9 @@ pub struct Config {
     pub demo_word_delay: Duration,
     /// `LOBU_PG_MAX_CONNECTIONS`: the PostgreSQL pool size (snapshot mode).
     pub pg_max_connections: u32,
+    /// The PostgreSQL store's own settings (the config file's `[pg]` table): schema, limits,
+    /// timings, a direct URL for session-bound connections.
+    pub pg: PgStoreConfig,
     /// `LOBU_HEADER_READ_TIMEOUT_SECS`: how long a connection may take to send a request's
     /// headers, counted from when the server starts reading them (also the longest an idle
     /// kept-alive connection stays open). A client that trickles its headers (slowloris) is
@@ -121,34 +131,76 @@ impl fmt::Debug for LlmConfig {
 }
 
 impl Config {
-    /// Read the configuration from the process environment.
+    /// Read the configuration from the TOML file named by `LOBU_CONFIG` (if set), then the
+    /// process environment, which overrides the file.
     pub fn from_env() -> Result<Self, Error> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::load(None, |name| std::env::var(name).ok())
     }
 
-    /// The default configuration (what no environment gives), for embedding and tests.
+    /// The default configuration (what no file and no environment give), for embedding and
+    /// tests.
     pub fn defaults() -> Self {
         Self::from_lookup(|_| None).expect("the defaults are valid")
     }
 
-    /// Read the configuration through `lookup` (a variable's value, if set). Empty values
-    /// count as unset, except `LOBU_API_KEYS`: an empty key list is an error rather than an
-    /// open server.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let addr_text = var("LOBU_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_owned());
-        let addr = addr_text.parse::<SocketAddr>().map_err(|_| {
+    /// Read `file` (or the file `LOBU_CONFIG` names, when `file` is `None`), then the
+    /// variables `lookup` gives, which override it. A file that cannot be read, is not TOML,
+    /// names an unknown key or holds a bad value is an error naming the file and the key.
+    pub fn load(
+        file: Option<&Path>,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, Error> {
+        let named = lookup("LOBU_CONFIG").filter(|v| !v.trim().is_empty());
+        let path = file.map(Path::to_path_buf).or(named.map(PathBuf::from));
+        let Some(path) = path else {
+            return Self::from_lookup(lookup);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
             Error::Config(format!(
-                "LOBU_ADDR must be an IP address and port such as {DEFAULT_ADDR}, got {addr_text:?}"
+                "cannot read the config file {}: {e}",
+                path.display()
             ))
         })?;
+        let file = ConfigFile::parse(&text)
+            .map_err(|why| Error::Config(format!("config file {}: {why}", path.display())))?;
+        let (base, store) = file
+            .over(builtin())
+            .map_err(|why| Error::Config(format!("config file {}: {why}", path.display())))?;
+        Self::layered(base, store, lookup)
+    }
+
+    /// Read the configuration through `lookup` (a variable's value, if set), over the
+    /// built-in defaults. Empty values count as unset, except `LOBU_API_KEYS`: an empty key
+    /// list is an error rather than an open server.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        Self::layered(builtin(), StoreKeys::default(), lookup)
+    }
+
+    /// The environment over `base` (the built-in defaults, or those and a file); `store`
+    /// holds the file's store keys, each overridden by its variable.
+    fn layered(
+        base: Config,
+        store: StoreKeys,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, Error> {
+        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let addr = match var("LOBU_ADDR") {
+            None => base.addr,
+            Some(text) => text.parse::<SocketAddr>().map_err(|_| {
+                Error::Config(format!(
+                    "LOBU_ADDR must be an IP address and port such as {DEFAULT_ADDR}, got {text:?}"
+                ))
+            })?,
+        };
+        let mode = var("LOBU_SESSION_STORE").or(store.session_store);
+        let data_dir = var("LOBU_DATA_DIR").map(PathBuf::from).or(store.data_dir);
         let store = store_choice(
-            var("LOBU_SESSION_STORE").as_deref(),
-            var("DATABASE_URL"),
-            || PathBuf::from(var("LOBU_DATA_DIR").unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned())),
+            mode.as_deref(),
+            var("DATABASE_URL").or(store.database_url),
+            || data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
         )?;
         let api_keys = match lookup("LOBU_API_KEYS") {
-            None => ApiKeys::Open,
+            None => base.api_keys,
             Some(spec) if spec.trim().is_empty() => {
                 return Err(Error::Config(
                     "LOBU_API_KEYS is set but empty; unset it to run without keys".to_owned(),
@@ -158,39 +210,43 @@ impl Config {
                 .map_err(|why| Error::Config(format!("LOBU_API_KEYS {why}")))?,
         };
 
-        let mut settings = Settings::default();
-        settings.concurrency = number(&var, "LOBU_CONCURRENCY", 8)?;
-        settings.max_attempts = number(&var, "LOBU_MAX_ATTEMPTS", 3)?;
-        settings.retry_delay = Duration::from_millis(number(&var, "LOBU_RETRY_DELAY_MS", 2000)?);
-        settings.turn_timeout = Duration::from_secs(number(&var, "LOBU_TURN_TIMEOUT_SECS", 300)?);
+        let mut settings = base.settings;
+        settings.concurrency = number(&var, "LOBU_CONCURRENCY", settings.concurrency)?;
+        settings.max_attempts = number(&var, "LOBU_MAX_ATTEMPTS", settings.max_attempts)?;
+        settings.retry_delay = millis(&var, "LOBU_RETRY_DELAY_MS", settings.retry_delay)?;
+        settings.turn_timeout = secs(&var, "LOBU_TURN_TIMEOUT_SECS", settings.turn_timeout)?;
         // A crashed replica's turns come back after its claims lapse; a short claim (the
         // chaos harness uses one) brings them back sooner. Renewed three times per claim.
-        settings.claim_ttl = Duration::from_millis(number(&var, "LOBU_CLAIM_TTL_MS", 30_000)?);
-        settings.heartbeat_interval = (settings.claim_ttl / 3).min(settings.heartbeat_interval);
-        // Kubernetes waits 30 s after SIGTERM before SIGKILL: finish inside that.
-        settings.shutdown_grace =
-            Duration::from_secs(number(&var, "LOBU_SHUTDOWN_GRACE_SECS", 25)?);
-        let days = |d: u64| d * 24 * 3600;
-        settings.run_retention =
-            Duration::from_secs(number(&var, "LOBU_RUN_RETENTION_SECS", days(7))?);
-        // 0 (the default): failed runs are kept as long as the others.
-        let failed = number(&var, "LOBU_FAILED_RUN_RETENTION_SECS", 0)?;
-        settings.failed_run_retention = (failed > 0).then(|| Duration::from_secs(failed));
-        // 0 (the default): idle conversations are kept forever.
-        let idle = number(&var, "LOBU_IDLE_RETENTION_SECS", 0)?;
-        settings.idle_retention = (idle > 0).then(|| Duration::from_secs(idle));
+        if var("LOBU_CLAIM_TTL_MS").is_some() {
+            settings.claim_ttl = millis(&var, "LOBU_CLAIM_TTL_MS", settings.claim_ttl)?;
+            settings.heartbeat_interval = (settings.claim_ttl / 3).min(settings.heartbeat_interval);
+        }
+        settings.shutdown_grace = secs(&var, "LOBU_SHUTDOWN_GRACE_SECS", settings.shutdown_grace)?;
+        settings.run_retention = secs(&var, "LOBU_RUN_RETENTION_SECS", settings.run_retention)?;
+        // 0: failed runs are kept as long as the others.
+        settings.failed_run_retention = secs_or_never(
+            &var,
+            "LOBU_FAILED_RUN_RETENTION_SECS",
+            settings.failed_run_retention,
+        )?;
+        // 0: idle conversations are kept forever.
+        settings.idle_retention =
+            secs_or_never(&var, "LOBU_IDLE_RETENTION_SECS", settings.idle_retention)?;
         if let Some(text) = var("LOBU_IDLE_RETENTION_BY_AGENT") {
             settings.idle_retention_by_agent = idle_windows(&text)?;
         }
-        settings.forensic_retention =
-            Duration::from_secs(number(&var, "LOBU_FORENSIC_RETENTION_SECS", days(7))?);
-        settings.retention_batch = number(&var, "LOBU_RETENTION_BATCH", 10_000)?;
+        settings.forensic_retention = secs(
+            &var,
+            "LOBU_FORENSIC_RETENTION_SECS",
+            settings.forensic_retention,
+        )?;
+        settings.retention_batch = number(&var, "LOBU_RETENTION_BATCH", settings.retention_batch)?;
         settings
             .validate()
             .map_err(|e| Error::Config(format!("runtime settings: {}", e.message())))?;
 
         let llm = match var("LOBU_LLM_BASE_URL") {
-            None => None,
+            None => base.llm,
             Some(base_url) => Some(llm_config(
                 &base_url,
                 var("LOBU_LLM_MODEL"),
@@ -202,211 +258,34 @@ impl Config {
             store,
             api_keys,
             settings,
-            demo_word_delay: Duration::from_millis(number(&var, "LOBU_DEMO_WORD_DELAY_MS", 30)?),
-            pg_max_connections: number(&var, "LOBU_PG_MAX_CONNECTIONS", 10)?,
-            header_read_timeout: header_read_timeout(&var)?,
-            llm,
-            workers: switch(&var, "LOBU_WORKERS")?,
-            intake: switch(&var, "LOBU_INTAKE")?,
-            max_streams_per_org: max_streams_per_org(&var)?,
-            request_timeout: api_timeout(
-                &var,
-                "LOBU_REQUEST_TIMEOUT_SECS",
-                DEFAULT_REQUEST_TIMEOUT,
+            demo_word_delay: millis(&var, "LOBU_DEMO_WORD_DELAY_MS", base.demo_word_delay)?,
+            pg_max_connections: number(&var, "LOBU_PG_MAX_CONNECTIONS", base.pg_max_connections)?,
+            pg: base.pg,
+            header_read_timeout: check_header_read_timeout(
+                secs(&var, HEADER_READ_TIMEOUT_VAR, base.header_read_timeout)?,
+                HEADER_READ_TIMEOUT_VAR,
             )?,
-            reset_timeout: api_timeout(&var, "LOBU_RESET_TIMEOUT_SECS", DEFAULT_RESET_TIMEOUT)?,
-            cors_origins: var("LOBU_CORS_ORIGINS")
-                .map(|text| cors_origins(&text))
-                .transpose()?
-                .unwrap_or_default(),
+            llm,
+            workers: switch(&var, "LOBU_WORKERS", base.workers)?,
+            intake: switch(&var, "LOBU_INTAKE", base.intake)?,
+            max_streams_per_org: check_streams(
+                number(&var, STREAMS_VAR, base.max_streams_per_org)?,
+                STREAMS_VAR,
+            )?,
+            request_timeout: check_api_timeout(
+                secs(&var, REQUEST_TIMEOUT_VAR, base.request_timeout)?,
+                REQUEST_TIMEOUT_VAR,
+            )?,
+            reset_timeout: check_api_timeout(
+                secs(&var, RESET_TIMEOUT_VAR, base.reset_timeout)?,
+                RESET_TIMEOUT_VAR,
+            )?,
+            cors_origins: match var("LOBU_CORS_ORIGINS") {
+                None => base.cors_origins,
+                Some(text) => cors_origins(text.split(','), "LOBU_CORS_ORIGINS")?,
+            },
         })
     }
-}
-
-fn max_streams_per_org(var: &impl Fn(&str) -> Option<String>) -> Result<usize, Error> {
-    let streams = number(var, "LOBU_MAX_STREAMS_PER_ORG", DEFAULT_MAX_STREAMS_PER_ORG)?;
-    if !(1..=100_000).contains(&streams) {
-        return Err(Error::Config(format!(
-            "LOBU_MAX_STREAMS_PER_ORG must be between 1 and 100000, got {streams}"
-        )));
-    }
-    Ok(streams)
-}
-
-/// `LOBU_CORS_ORIGINS`: each an origin (`scheme://host[:port]`, no path), comma-separated.
-fn cors_origins(text: &str) -> Result<Vec<HeaderValue>, Error> {
-    let bad = |why: String| Error::Config(format!("LOBU_CORS_ORIGINS: {why}"));
-    let mut origins = Vec::new();
-    for origin in text.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-        let url = url::Url::parse(origin).map_err(|_| bad(format!("{origin:?} is not a URL")))?;
-        let exact = url.origin().ascii_serialization();
-        if !url.origin().is_tuple() || exact != origin {
-            return Err(bad(format!(
-                "{origin:?} is not an origin like https://app.example.com (no path, no slash)"
-            )));
-        }
-        origins.push(HeaderValue::from_str(origin).map_err(|_| bad(format!("{origin:?}")))?);
-    }
-    Ok(origins)
-}
-
-/// A `0`/`1` switch, on when unset.
-fn switch(var: &impl Fn(&str) -> Option<String>, name: &str) -> Result<bool, Error> {
-    match var(name).as_deref().map(str::trim) {
-        None | Some("1") => Ok(true),
-        Some("0") => Ok(false),
-        Some(other) => Err(Error::Config(format!(
-            "{name} must be 0 or 1, got {other:?}"
-        ))),
-    }
-}
-
-/// Snapshot is the default wherever a database is configured (lobu PR #871); `file` is the
-/// opt-out. Values are case-sensitive: lobu read `FILE` as snapshot, we refuse it.
-fn store_choice(
-    mode: Option<&str>,
-    database_url: Option<String>,
-    data_dir: impl FnOnce() -> PathBuf,
-) -> Result<StoreChoice, Error> {
-    match (mode, database_url) {
-        (None | Some("snapshot"), Some(database_url)) => Ok(StoreChoice::Snapshot { database_url }),
-        (Some("snapshot"), None) => Err(Error::Config(
-            "LOBU_SESSION_STORE=snapshot needs DATABASE_URL (a PostgreSQL URL); \
-             use LOBU_SESSION_STORE=file, or leave both unset, for the file store"
-                .to_owned(),
-        )),
-        (None | Some("file"), _) => Ok(StoreChoice::File { dir: data_dir() }),
-        (Some(other), _) => Err(Error::Config(format!(
-            "LOBU_SESSION_STORE must be `snapshot` or `file`, got {other:?}"
-        ))),
-    }
-}
-
-fn llm_config(
-    base_url: &str,
-    model: Option<String>,
-    api_key: Option<String>,
-) -> Result<LlmConfig, Error> {
-    // The example's HTTP client carries no TLS stack; say so now rather than on every turn.
-    if !base_url.starts_with("http://") {
-        return Err(Error::Config(format!(
-            "LOBU_LLM_BASE_URL must be a plain http:// URL (this example has no TLS client; \
-             put a TLS-terminating proxy in front of a remote API), got {:?}",
-            redact_url(base_url)
-        )));
-    }
-    let model = model.ok_or_else(|| {
-        Error::Config("LOBU_LLM_BASE_URL is set, so LOBU_LLM_MODEL must name the model".to_owned())
-    })?;
-    Ok(LlmConfig {
-        base_url: base_url.trim_end_matches('/').to_owned(),
-        model,
-        api_key,
-    })
-}
-
-fn header_read_timeout(var: &impl Fn(&str) -> Option<String>) -> Result<Duration, Error> {
-    const NAME: &str = "LOBU_HEADER_READ_TIMEOUT_SECS";
-    let secs: u64 = number(var, NAME, DEFAULT_HEADER_READ_TIMEOUT.as_secs())?;
-    let timeout = Duration::from_secs(secs);
-    if timeout.is_zero() || timeout > MAX_HEADER_READ_TIMEOUT {
-        return Err(Error::Config(format!(
-            "{NAME} must be from 1 to {} seconds, got {secs}",
-            MAX_HEADER_READ_TIMEOUT.as_secs()
-        )));
-    }
-    Ok(timeout)
-}
-
-/// A request timeout in whole seconds, `1..=3600`.
-fn api_timeout(
-    var: &impl Fn(&str) -> Option<String>,
-    name: &str,
-    default: Duration,
-) -> Result<Duration, Error> {
-    let secs: u64 = number(var, name, default.as_secs())?;
-    let timeout = Duration::from_secs(secs);
-    if timeout.is_zero() || timeout > MAX_REQUEST_TIMEOUT {
-        return Err(Error::Config(format!(
-            "{name} must be from 1 to {} seconds, got {secs}",
-            MAX_REQUEST_TIMEOUT.as_secs()
-        )));
-    }
-    Ok(timeout)
-}
-
-fn number<T: std::str::FromStr>(
-    var: &impl Fn(&str) -> Option<String>,
-    name: &str,
-    default: T,
-) -> Result<T, Error> {
-    match var(name) {
-        None => Ok(default),
-        Some(text) => text
-            .trim()
-            .parse()
-            .map_err(|_| Error::Config(format!("{name} must be a whole number, got {text:?}"))),
-    }
-}
-
-/// `LOBU_IDLE_RETENTION_BY_AGENT`: `agent=seconds` or `agent=never`, comma-separated.
-fn idle_windows(text: &str) -> Result<BTreeMap<AgentId, Option<Duration>>, Error> {
-    let bad = |why: String| Error::Config(format!("LOBU_IDLE_RETENTION_BY_AGENT: {why}"));
-    let mut windows = BTreeMap::new();
-    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let (agent, window) = item
-            .split_once('=')
-            .ok_or_else(|| bad(format!("{item:?} is not agent=seconds or agent=never")))?;
-        let agent = AgentId::new(agent.trim()).map_err(|e| bad(e.message().to_owned()))?;
-        let window = match window.trim() {
-            "never" => None,
-            secs => Some(Duration::from_secs(secs.parse().map_err(|_| {
-                bad(format!(
-                    "{secs:?} is not a whole number of seconds or never"
-                ))
-            })?)),
-        };
-        windows.insert(agent, window);
-    }
-    Ok(windows)
-}
-
-/// Query parameters whose values are secrets (libpq's, and API keys and tokens).
-const SECRET_PARAMETERS: [&str; 7] = [
-    "password",
-    "sslpassword",
-    "key",
-    "api_key",
-    "apikey",
-    "token",
-    "access_token",
-];
-
-/// A URL with its password, and the values of query parameters that carry secrets
-/// (`?password=`, `?sslpassword=`, `?key=`, tokens), replaced by `***`: safe to log. Text
-/// that is not a URL shows its scheme only.
-pub fn redact_url(text: &str) -> String {
-    let Ok(mut url) = url::Url::parse(text) else {
-        return match text.split_once("://") {
-            Some((scheme, _)) => format!("{scheme}://<not a URL>"),
-            None => "<not a URL>".to_owned(),
-        };
-    };
-    if url.password().is_some() {
-        let _ = url.set_password(Some("***"));
-    }
-    if url.query().is_some() {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| {
-                let secret = SECRET_PARAMETERS.contains(&k.to_ascii_lowercase().as_str());
-                let v = if secret { "***".into() } else { v.into_owned() };
-                (k.into_owned(), v)
-            })
-            .collect();
-        url.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    url.to_string()
 }
 
 #[cfg(test)]

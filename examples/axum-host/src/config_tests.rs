@@ -288,3 +288,164 @@ fn stream_bounds_and_cors_origins_are_read_and_checked() {
         assert!(error.contains(name), "{name}={value}: {error}");
     }
 }
+
+fn file_config(text: &str, vars: &[(&str, &str)]) -> Result<Config, Error> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lobu.toml");
+    std::fs::write(&path, text).unwrap();
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Config::load(Some(&path), |name| vars.get(name).cloned())
+}
+
+#[test]
+fn a_config_file_sets_settings_in_human_form_and_the_environment_overrides_it() {
+    let text = r#"
+        addr = "127.0.0.1:9999"
+        request_timeout = "45s"
+        api_keys = ["file-key=acme"]
+        [runtime]
+        turn_timeout = "90s"
+        max_event_bytes = 4096
+        [runtime.idle_retention_by_agent]
+        bot = "never"
+        [pg]
+        schema = "agents_eu"
+    "#;
+    let config = file_config(text, &[]).unwrap();
+    assert_eq!(config.addr.to_string(), "127.0.0.1:9999");
+    assert_eq!(config.request_timeout, Duration::from_secs(45));
+    assert_eq!(config.settings.turn_timeout, Duration::from_secs(90));
+    assert_eq!(config.settings.max_event_bytes, 4096);
+    // A runtime key the file leaves out keeps the host's default, not the library's.
+    assert_eq!(config.settings.concurrency, 8);
+    assert_eq!(config.settings.shutdown_grace, Duration::from_secs(25));
+    assert_eq!(config.pg.schema_name(), "agents_eu");
+    assert_eq!(
+        config.api_keys.org_for(Some("file-key")).unwrap().as_str(),
+        "acme"
+    );
+
+    let config = file_config(
+        text,
+        &[
+            ("LOBU_ADDR", "127.0.0.1:7777"),
+            ("LOBU_TURN_TIMEOUT_SECS", "30"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.addr.to_string(), "127.0.0.1:7777");
+    assert_eq!(config.settings.turn_timeout, Duration::from_secs(30));
+    assert_eq!(config.request_timeout, Duration::from_secs(45));
+}
+
+#[test]
+fn the_config_file_is_found_through_lobu_config_and_its_store_keys_meet_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lobu.toml");
+    std::fs::write(
+        &path,
+        "session_store = \"file\"\ndata_dir = \"/srv/lobu\"\n",
+    )
+    .unwrap();
+    let path_text = path.to_str().unwrap();
+    let config = config(&[("LOBU_CONFIG", path_text)]);
+    // `Config::from_lookup` reads the environment only; `load` follows LOBU_CONFIG.
+    assert_eq!(
+        config.unwrap().store,
+        StoreChoice::File {
+            dir: "./lobu-data".into()
+        }
+    );
+    let loaded = Config::load(None, |name| {
+        (name == "LOBU_CONFIG").then(|| path_text.to_owned())
+    })
+    .unwrap();
+    assert_eq!(
+        loaded.store,
+        StoreChoice::File {
+            dir: "/srv/lobu".into()
+        }
+    );
+    let url = "postgres://postgres@127.0.0.1:5432/app";
+    let snapshot = Config::load(None, |name| match name {
+        "LOBU_CONFIG" => Some(path_text.to_owned()),
+        "DATABASE_URL" => Some(url.to_owned()),
+        "LOBU_SESSION_STORE" => Some("snapshot".to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(
+        snapshot.store,
+        StoreChoice::Snapshot {
+            database_url: url.to_owned()
+        }
+    );
+}
+
+#[test]
+fn a_bad_config_file_names_the_file_and_the_key() {
+    for (text, named) in [
+        ("adress = \"x\"", "unknown field `adress`"),
+        ("request_timeout = \"soon\"", "request_timeout"),
+        (
+            "request_timeout = \"2h\"",
+            "request_timeout must be from 1 to 3600 seconds",
+        ),
+        (
+            "max_streams_per_org = 0",
+            "max_streams_per_org must be between 1 and 100000",
+        ),
+        (
+            "cors_origins = [\"https://a.example/path\"]",
+            "cors_origins",
+        ),
+        (
+            "api_keys = [\"no-org\"]",
+            "api_keys: entry 1 is not of the form key=org",
+        ),
+        (
+            "[runtime]\nconcurency = 1",
+            "[runtime] unknown field `concurency`",
+        ),
+        ("[runtime]\nconcurrency = 0", "[runtime] concurrency"),
+        ("[pg]\nshema = \"x\"", "unknown field `shema`"),
+        (
+            "[llm]\nbase_url = \"http://127.0.0.1:1/v1\"",
+            "LOBU_LLM_MODEL",
+        ),
+        ("not toml at all", "config file"),
+    ] {
+        let error = file_config(text, &[]).expect_err(text).to_string();
+        assert!(error.contains("lobu.toml"), "{text}: {error}");
+        assert!(error.contains(named), "{text}: {error}");
+    }
+    let missing = Config::load(Some(Path::new("/nonexistent/lobu.toml")), |_| None);
+    let error = missing.unwrap_err().to_string();
+    assert!(
+        error.contains("cannot read the config file /nonexistent/lobu.toml"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_default_config_file_of_help_loads_back_to_the_defaults() {
+    let text = crate::default_config_file();
+    let loaded = file_config(&text, &[]).unwrap();
+    let defaults = Config::defaults();
+    assert_eq!(loaded.settings, defaults.settings);
+    assert_eq!(loaded.addr, defaults.addr);
+    assert_eq!(loaded.store, defaults.store);
+    assert_eq!(loaded.request_timeout, defaults.request_timeout);
+    assert_eq!(loaded.max_streams_per_org, defaults.max_streams_per_org);
+    let help = crate::settings_help();
+    for name in [
+        "LOBU_REQUEST_TIMEOUT_SECS",
+        "turn_timeout = \"5m\"",
+        "[runtime]",
+    ] {
+        assert!(help.contains(name), "--help lacks {name}");
+    }
+}

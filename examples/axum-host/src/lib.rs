@@ -29,8 +29,11 @@
 #![deny(missing_docs)]
 
 mod config;
+mod config_file;
+mod config_parse;
 mod demo_agent;
 mod error;
+mod help;
 #[cfg(feature = "openai")]
 mod openai_agent;
 mod routes;
@@ -40,8 +43,10 @@ pub use config::{
     Config, DEFAULT_ADDR, DEFAULT_DATA_DIR, DEFAULT_HEADER_READ_TIMEOUT, LlmConfig,
     MAX_HEADER_READ_TIMEOUT, StoreChoice, redact_url,
 };
+pub use config_file::default_config_file;
 pub use demo_agent::{DEMO_MODEL, DEMO_PROVIDER, DemoAgent, MAX_SLEEP_MS};
 pub use error::Error;
+pub use help::settings_help;
 pub use lobu_axum::{ApiError, ApiKeys, DEFAULT_MAX_STREAMS_PER_ORG, OPEN_ORG};
 #[cfg(feature = "openai")]
 pub use openai_agent::OpenAiAgent;

@@ -238,7 +238,8 @@ async fn open_backend(config: &Config) -> Result<Backend, Error> {
                             .with_source(e),
                     )
                 })?;
-            let store = PgStore::new(pool);
+            let store = PgStore::with_config(pool, config.pg.clone())
+                .map_err(|e| Error::store("the [pg] settings", e))?;
             store
                 .migrate()
                 .await
