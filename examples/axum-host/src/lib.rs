@@ -46,6 +46,7 @@ mod error;
 mod listen;
 #[cfg(feature = "openai")]
 mod openai_agent;
+mod page;
 mod routes;
 mod server;
 mod sse;

@@ -16,7 +16,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::{Method, Request, StatusCode, Uri};
-use axum::response::Html;
 use axum::routing::{get, post};
 use lobu_runtime::Runtime;
 use tokio_util::sync::CancellationToken;
@@ -113,7 +112,7 @@ pub fn app(state: AppState) -> Router {
     }
     let conversation = "/v1/agents/{agent}/conversations/{conversation}";
     let api = probes
-        .route("/", get(page))
+        .merge(crate::page::routes())
         .route(
             &format!("{conversation}/messages"),
             post(messages::post_message),
@@ -171,10 +170,6 @@ fn cors(origins: &[HeaderValue]) -> CorsLayer {
             HeaderName::from_static("last-event-id"),
         ])
         .expose_headers([header::LOCATION])
-}
-
-async fn page() -> Html<&'static str> {
-    Html(include_str!("../page.html"))
 }
 
 async fn not_found(uri: Uri) -> ApiError {
