@@ -36,6 +36,7 @@ mod error;
 mod help;
 #[cfg(feature = "openai")]
 mod openai_agent;
+mod page;
 mod routes;
 mod server;
 

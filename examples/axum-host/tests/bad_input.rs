@@ -246,8 +246,10 @@ async fn health_probes_and_the_chat_page_answer(store: Store) {
             .starts_with("text/html")
     );
     let html = page.text().await.unwrap();
+    assert!(html.contains("/page/app.js"), "the page loads its script");
+    let script = api.request(Method::GET, "/page/app.js").send().await.unwrap();
     assert!(
-        html.contains("new EventSource("),
+        script.text().await.unwrap().contains("new EventSource("),
         "the page streams answers"
     );
     t.finish().await;

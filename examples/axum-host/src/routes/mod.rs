@@ -10,8 +10,6 @@ use axum::body::Body;
 use axum::extract::FromRef;
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::{Method, Request};
-use axum::response::Html;
-use axum::routing::get;
 use lobu_axum::{Api, ApiKeys, KeyCaller};
 use lobu_runtime::Runtime;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -103,7 +101,7 @@ pub fn app(state: AppState) -> Router {
         .api
         .routes::<AppState, KeyCaller>()
         .merge(probes)
-        .route("/", get(page));
+        .merge(crate::page::routes());
     finish(api, state)
 }
 
@@ -135,6 +133,3 @@ fn cors(origins: &[HeaderValue]) -> CorsLayer {
         .expose_headers([header::LOCATION])
 }
 
-async fn page() -> Html<&'static str> {
-    Html(include_str!("../page.html"))
-}
