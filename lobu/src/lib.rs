@@ -2,9 +2,12 @@
 //!
 //! One dependency for an embed: the runtime (gateway and worker loop), the contract's types,
 //! and the stores behind features: `file` (default: one machine, any number of processes)
-//! and `pg` (a fleet sharing one PostgreSQL database). The crates behind it
-//! ([`lobu_core`], [`lobu_runtime`], `lobu_store_file`, `lobu_store_pg`) stay available under
-//! [`crates`] for what this facade does not name.
+//! and `pg` (a fleet sharing one PostgreSQL database; `pg-rustls` adds TLS to it for
+//! `sslmode=require`/`verify-full` URLs). Feature `openai` adds [`openai`]: an agent for
+//! OpenAI-compatible endpoints over HTTPS. TLS is rustls throughout, never the system's
+//! OpenSSL. The crates behind it ([`lobu_core`], [`lobu_runtime`], `lobu_store_file`,
+//! `lobu_store_pg`, `lobu_openai`) stay available under [`crates`] for what this facade does
+//! not name.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -62,9 +65,16 @@ pub use lobu_store_pg::{PgStore, PgStoreConfig};
 #[cfg(feature = "pg")]
 pub use sqlx::PgPool;
 
+/// An agent for OpenAI-compatible chat completions endpoints over HTTPS (feature `openai`):
+/// the `lobu-openai` crate.
+#[cfg(feature = "openai")]
+pub use lobu_openai as openai;
+
 /// The crates behind this facade, whole.
 pub mod crates {
     pub use lobu_core;
+    #[cfg(feature = "openai")]
+    pub use lobu_openai;
     pub use lobu_runtime;
     #[cfg(feature = "file")]
     pub use lobu_store_file;

@@ -74,8 +74,8 @@ pub struct Config {
     /// disconnected when it runs out, so it cannot hold a task forever. `1..=600` s,
     /// default [`DEFAULT_HEADER_READ_TIMEOUT`].
     pub header_read_timeout: Duration,
-    /// `LOBU_LLM_BASE_URL`, `LOBU_LLM_MODEL`, `LOBU_LLM_API_KEY`: the OpenAI-compatible
-    /// endpoint to use instead of the demo agent (feature `openai`).
+    /// `LOBU_LLM_BASE_URL`, `LOBU_LLM_MODEL`, `LOBU_LLM_API_KEY`, `LOBU_LLM_CA_FILE`: the
+    /// OpenAI-compatible endpoint to use instead of the demo agent (feature `openai`).
     pub llm: Option<LlmConfig>,
     /// `LOBU_WORKERS` (`1` or `0`, default `1`): whether this replica runs turns. `0` makes
     /// a gateway: it takes messages and streams any run, others execute them.
@@ -94,13 +94,16 @@ pub struct Config {
 /// An OpenAI-compatible chat completions endpoint.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LlmConfig {
-    /// The API base, plain HTTP, e.g. `http://127.0.0.1:11434/v1` (requests go to
-    /// `<base>/chat/completions`).
+    /// The API base, `http://` or `https://`, e.g. `http://127.0.0.1:11434/v1` or
+    /// `https://api.openai.com/v1` (requests go to `<base>/chat/completions`).
     pub base_url: String,
     /// The model name sent with each request.
     pub model: String,
     /// Sent as `Authorization: Bearer <key>` when set.
     pub api_key: Option<String>,
+    /// PEM root CA certificates trusted besides the system's (`LOBU_LLM_CA_FILE`, read when
+    /// the configuration is): for an endpoint behind a private CA.
+    pub ca_pem: Option<String>,
 }
 
 impl fmt::Debug for LlmConfig {
@@ -109,6 +112,7 @@ impl fmt::Debug for LlmConfig {
             .field("base_url", &redact_url(&self.base_url))
             .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("ca_pem", &self.ca_pem.as_ref().map(|pem| pem.len()))
             .finish()
     }
 }
@@ -182,6 +186,7 @@ impl Config {
                 &base_url,
                 var("LOBU_LLM_MODEL"),
                 var("LOBU_LLM_API_KEY"),
+                var("LOBU_LLM_CA_FILE").map(PathBuf::from),
             )?),
         };
         Ok(Config {
@@ -267,22 +272,33 @@ fn llm_config(
     base_url: &str,
     model: Option<String>,
     api_key: Option<String>,
+    ca_file: Option<PathBuf>,
 ) -> Result<LlmConfig, Error> {
-    // The example's HTTP client carries no TLS stack; say so now rather than on every turn.
-    if !base_url.starts_with("http://") {
+    // The agent's client speaks http and https (rustls); say so now rather than on every turn.
+    if !base_url.starts_with("http://") && !base_url.starts_with("https://") {
         return Err(Error::Config(format!(
-            "LOBU_LLM_BASE_URL must be a plain http:// URL (this example has no TLS client; \
-             put a TLS-terminating proxy in front of a remote API), got {:?}",
+            "LOBU_LLM_BASE_URL must be an http:// or https:// URL, got {:?}",
             redact_url(base_url)
         )));
     }
     let model = model.ok_or_else(|| {
         Error::Config("LOBU_LLM_BASE_URL is set, so LOBU_LLM_MODEL must name the model".to_owned())
     })?;
+    let ca_pem = ca_file
+        .map(|path| {
+            std::fs::read_to_string(&path).map_err(|e| {
+                Error::Config(format!(
+                    "LOBU_LLM_CA_FILE: cannot read {}: {e}",
+                    path.display()
+                ))
+            })
+        })
+        .transpose()?;
     Ok(LlmConfig {
         base_url: base_url.trim_end_matches('/').to_owned(),
         model,
         api_key,
+        ca_pem,
     })
 }
 

@@ -44,8 +44,6 @@ mod config;
 mod demo_agent;
 mod error;
 mod listen;
-#[cfg(feature = "openai")]
-mod openai_agent;
 mod routes;
 mod server;
 mod sse;
@@ -57,7 +55,8 @@ pub use config::{
 };
 pub use demo_agent::{DEMO_MODEL, DEMO_PROVIDER, DemoAgent, MAX_SLEEP_MS};
 pub use error::{ApiError, Error};
+/// The `openai` feature's agent, from the `lobu-openai` crate.
 #[cfg(feature = "openai")]
-pub use openai_agent::OpenAiAgent;
+pub use lobu_openai::OpenAiAgent;
 pub use routes::{AppState, DEFAULT_MAX_STREAMS_PER_ORG, app};
 pub use server::{Server, serve, shutdown_signal};

@@ -31,7 +31,7 @@
 //! | `LOBU_HEADER_READ_TIMEOUT_SECS` | how long a client may take to send a request's headers before it is disconnected (30; 1 to 600) |
 //! | `LOBU_WORKERS` | `0`: a gateway replica (takes messages, streams any run; others run the turns); default `1` |
 //! | `LOBU_INTAKE` | `0`: a worker replica (runs turns, serves only `/health/*`); default `1` |
-//! | `LOBU_LLM_BASE_URL`, `LOBU_LLM_MODEL`, `LOBU_LLM_API_KEY` | an OpenAI-compatible endpoint instead of the demo agent (feature `openai`) |
+//! | `LOBU_LLM_BASE_URL`, `LOBU_LLM_MODEL`, `LOBU_LLM_API_KEY`, `LOBU_LLM_CA_FILE` | an OpenAI-compatible endpoint (`http://` or `https://`; the CA file: extra PEM roots) instead of the demo agent (feature `openai`) |
 //! | `RUST_LOG` | log filter, default `info` |
 //!
 //! Several copies on different ports with the same `DATABASE_URL` serve the same
