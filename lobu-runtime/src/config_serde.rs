@@ -55,9 +55,11 @@ mod tests {
 
     #[test]
     fn settings_round_trip_through_toml_with_human_durations() {
-        let mut settings = Settings::default();
-        settings.turn_timeout = Duration::from_secs(90);
-        settings.idle_retention = Some(Duration::from_secs(30 * 24 * 3600));
+        let mut settings = Settings {
+            turn_timeout: Duration::from_secs(90),
+            idle_retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            ..Settings::default()
+        };
         let bot = AgentId::new("bot").unwrap();
         let people = AgentId::new("people").unwrap();
         settings.idle_retention_by_agent.insert(bot.clone(), None);

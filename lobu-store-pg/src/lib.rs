@@ -28,6 +28,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## TLS
+//!
+//! Feature `rustls` turns on sqlx's rustls TLS (ring, the system's roots; never the system's
+//! OpenSSL), so `sslmode=require`, `verify-ca` and `verify-full` URLs connect, with
+//! `sslrootcert=<ca.pem>` for a private CA. Without it a URL that requires TLS fails to
+//! connect. A server whose certificate does not verify is `Unavailable`, the certificate
+//! problem in the error's sources.
+//!
 //! ## Schema and migrations
 //!
 //! Everything lives in one schema of lobu's own (default `lobu`, see

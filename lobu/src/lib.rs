@@ -2,10 +2,12 @@
 //!
 //! One dependency for an embed: the runtime (gateway and worker loop), the contract's types,
 //! and the stores behind features: `file` (default: one machine, any number of processes)
-//! and `pg` (a fleet sharing one PostgreSQL database), and the HTTP API as an axum router
-//! behind `axum` ([`http`]). The crates behind it
-//! ([`lobu_core`], [`lobu_runtime`], `lobu_store_file`, `lobu_store_pg`) stay available under
-//! [`crates`] for what this facade does not name.
+//! and `pg` (a fleet sharing one PostgreSQL database; `pg-rustls` adds TLS to it for
+//! `sslmode=require`/`verify-full` URLs). Feature `openai` adds [`openai`]: an agent for
+//! OpenAI-compatible endpoints over HTTPS; feature `axum` adds [`http`]: the HTTP API as an
+//! axum router. TLS is rustls throughout, never the system's OpenSSL. The crates behind it
+//! ([`lobu_core`], [`lobu_runtime`], `lobu_store_file`, `lobu_store_pg`, `lobu_openai`,
+//! `lobu_axum`) stay available under [`crates`] for what this facade does not name.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -73,11 +75,18 @@ pub mod http {
     pub use lobu_axum::*;
 }
 
+/// An agent for OpenAI-compatible chat completions endpoints over HTTPS (feature `openai`):
+/// the `lobu-openai` crate.
+#[cfg(feature = "openai")]
+pub use lobu_openai as openai;
+
 /// The crates behind this facade, whole.
 pub mod crates {
     #[cfg(feature = "axum")]
     pub use lobu_axum;
     pub use lobu_core;
+    #[cfg(feature = "openai")]
+    pub use lobu_openai;
     pub use lobu_runtime;
     #[cfg(feature = "file")]
     pub use lobu_store_file;

@@ -85,8 +85,8 @@ pub struct Config {
     /// disconnected when it runs out, so it cannot hold a task forever. `1..=600` s,
     /// default [`DEFAULT_HEADER_READ_TIMEOUT`].
     pub header_read_timeout: Duration,
-    /// `LOBU_LLM_BASE_URL`, `LOBU_LLM_MODEL`, `LOBU_LLM_API_KEY`: the OpenAI-compatible
-    /// endpoint to use instead of the demo agent (feature `openai`).
+    /// `LOBU_LLM_BASE_URL`, `LOBU_LLM_MODEL`, `LOBU_LLM_API_KEY`, `LOBU_LLM_CA_FILE`: the
+    /// OpenAI-compatible endpoint to use instead of the demo agent (feature `openai`).
     pub llm: Option<LlmConfig>,
     /// `LOBU_WORKERS` (`1` or `0`, default `1`): whether this replica runs turns. `0` makes
     /// a gateway: it takes messages and streams any run, others execute them.
@@ -111,13 +111,16 @@ pub struct Config {
 /// An OpenAI-compatible chat completions endpoint.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LlmConfig {
-    /// The API base, plain HTTP, e.g. `http://127.0.0.1:11434/v1` (requests go to
-    /// `<base>/chat/completions`).
+    /// The API base, `http://` or `https://`, e.g. `http://127.0.0.1:11434/v1` or
+    /// `https://api.openai.com/v1` (requests go to `<base>/chat/completions`).
     pub base_url: String,
     /// The model name sent with each request.
     pub model: String,
     /// Sent as `Authorization: Bearer <key>` when set.
     pub api_key: Option<String>,
+    /// PEM root CA certificates trusted besides the system's (`LOBU_LLM_CA_FILE`, read when
+    /// the configuration is): for an endpoint behind a private CA.
+    pub ca_pem: Option<String>,
 }
 
 impl fmt::Debug for LlmConfig {
@@ -126,6 +129,7 @@ impl fmt::Debug for LlmConfig {
             .field("base_url", &redact_url(&self.base_url))
             .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("ca_pem", &self.ca_pem.as_ref().map(|pem| pem.len()))
             .finish()
     }
 }
@@ -251,6 +255,7 @@ impl Config {
                 &base_url,
                 var("LOBU_LLM_MODEL"),
                 var("LOBU_LLM_API_KEY"),
+                var("LOBU_LLM_CA_FILE").map(PathBuf::from),
             )?),
         };
         Ok(Config {

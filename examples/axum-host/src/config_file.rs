@@ -58,6 +58,8 @@ struct LlmFile {
     base_url: String,
     model: Option<String>,
     api_key: Option<String>,
+    /// Extra root certificates (PEM) to trust for an https endpoint.
+    ca_file: Option<PathBuf>,
 }
 
 /// The store keys of a file, each overridden by its variable before the store is chosen.
@@ -113,7 +115,7 @@ impl ConfigFile {
         }
         if let Some(llm) = self.llm {
             base.llm = Some(
-                llm_config(&llm.base_url, llm.model, llm.api_key)
+                llm_config(&llm.base_url, llm.model, llm.api_key, llm.ca_file)
                     .map_err(|e| format!("[llm] {}", message(e)))?,
             );
         }
@@ -195,6 +197,6 @@ pub fn default_config_file() -> String {
          #           idle_retention (unset: keep idle conversations for ever)\n\
          # [pg]  schema = \"lobu\", max_transcript_bytes, max_chain_deltas, poll_interval = \"1s\",\n\
          #       migrate_lock_timeout = \"60s\", direct_url = \"postgres://…\"\n\
-         # [llm] base_url = \"http://127.0.0.1:11434/v1\", model = \"…\", api_key = \"…\"\n"
+         # [llm] base_url = \"https://…/v1\", model = \"…\", api_key = \"…\", ca_file = \"ca.pem\"\n"
     )
 }

@@ -83,22 +83,33 @@ pub(crate) fn llm_config(
     base_url: &str,
     model: Option<String>,
     api_key: Option<String>,
+    ca_file: Option<PathBuf>,
 ) -> Result<LlmConfig, Error> {
-    // The example's HTTP client carries no TLS stack; say so now rather than on every turn.
-    if !base_url.starts_with("http://") {
+    // The agent's client speaks http and https (rustls); say so now rather than on every turn.
+    if !base_url.starts_with("http://") && !base_url.starts_with("https://") {
         return Err(Error::Config(format!(
-            "LOBU_LLM_BASE_URL must be a plain http:// URL (this example has no TLS client; \
-             put a TLS-terminating proxy in front of a remote API), got {:?}",
+            "LOBU_LLM_BASE_URL must be an http:// or https:// URL, got {:?}",
             redact_url(base_url)
         )));
     }
     let model = model.ok_or_else(|| {
         Error::Config("LOBU_LLM_BASE_URL is set, so LOBU_LLM_MODEL must name the model".to_owned())
     })?;
+    let ca_pem = ca_file
+        .map(|path| {
+            std::fs::read_to_string(&path).map_err(|e| {
+                Error::Config(format!(
+                    "LOBU_LLM_CA_FILE: cannot read {}: {e}",
+                    path.display()
+                ))
+            })
+        })
+        .transpose()?;
     Ok(LlmConfig {
         base_url: base_url.trim_end_matches('/').to_owned(),
         model,
         api_key,
+        ca_pem,
     })
 }
 

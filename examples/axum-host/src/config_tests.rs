@@ -216,13 +216,29 @@ fn runtime_knobs_are_read() {
 }
 
 #[test]
-fn an_llm_endpoint_needs_a_model_and_an_http_url() {
+fn an_llm_endpoint_needs_a_model_and_an_http_or_https_url() {
     let error = config_error(&[("LOBU_LLM_BASE_URL", "http://127.0.0.1:11434/v1")]);
     assert!(error.contains("LOBU_LLM_MODEL"), "{error}");
-    for url in ["ftp://x", "https://api.example.com/v1"] {
+    for url in ["ftp://x", "api.example.com/v1"] {
         let error = config_error(&[("LOBU_LLM_BASE_URL", url), ("LOBU_LLM_MODEL", "m")]);
-        assert!(error.contains("plain http:// URL"), "{error}");
+        assert!(error.contains("http:// or https:// URL"), "{error}");
     }
+    let https = config(&[
+        ("LOBU_LLM_BASE_URL", "https://api.example.com/v1"),
+        ("LOBU_LLM_MODEL", "m"),
+    ])
+    .unwrap();
+    assert_eq!(https.llm.unwrap().base_url, "https://api.example.com/v1");
+    let missing = "/nonexistent/lobu-ca.pem";
+    let error = config_error(&[
+        ("LOBU_LLM_BASE_URL", "https://api.example.com/v1"),
+        ("LOBU_LLM_MODEL", "m"),
+        ("LOBU_LLM_CA_FILE", missing),
+    ]);
+    assert!(
+        error.contains("LOBU_LLM_CA_FILE") && error.contains(missing),
+        "{error}"
+    );
     let config = config(&[
         ("LOBU_LLM_BASE_URL", "http://127.0.0.1:11434/v1/"),
         ("LOBU_LLM_MODEL", "llama3"),

@@ -95,8 +95,8 @@ const VARIABLES: &[(&str, &str)] = &[
         "0: a worker replica (runs turns, serves only /health/*); default 1",
     ),
     (
-        "LOBU_LLM_BASE_URL, LOBU_LLM_MODEL, LOBU_LLM_API_KEY",
-        "an OpenAI-compatible endpoint instead of the demo agent (feature openai)",
+        "LOBU_LLM_BASE_URL, LOBU_LLM_MODEL, LOBU_LLM_API_KEY, LOBU_LLM_CA_FILE",
+        "an OpenAI-compatible endpoint (http:// or https://; the CA file: extra PEM roots) instead of the demo agent (feature openai)",
     ),
     ("RUST_LOG", "log filter, default info"),
 ];

@@ -34,8 +34,6 @@ mod config_parse;
 mod demo_agent;
 mod error;
 mod help;
-#[cfg(feature = "openai")]
-mod openai_agent;
 mod page;
 mod routes;
 mod server;
@@ -49,7 +47,8 @@ pub use demo_agent::{DEMO_MODEL, DEMO_PROVIDER, DemoAgent, MAX_SLEEP_MS};
 pub use error::Error;
 pub use help::settings_help;
 pub use lobu_axum::{ApiError, ApiKeys, DEFAULT_MAX_STREAMS_PER_ORG, OPEN_ORG};
+/// The `openai` feature's agent, from the `lobu-openai` crate.
 #[cfg(feature = "openai")]
-pub use openai_agent::OpenAiAgent;
+pub use lobu_openai::OpenAiAgent;
 pub use routes::{AppState, app};
 pub use server::{Server, serve, shutdown_signal};

@@ -258,7 +258,27 @@ fn choose_agent(config: &Config) -> Result<Arc<dyn Agent>, Error> {
         #[cfg(feature = "openai")]
         Some(llm) => {
             tracing::info!(base_url = %redact_url(&llm.base_url), model = %llm.model, "agent: OpenAI-compatible endpoint");
-            Ok(Arc::new(crate::openai_agent::OpenAiAgent::new(llm.clone())))
+            let mut builder = lobu_openai::OpenAiConfig::builder(&llm.base_url, &llm.model);
+            if let Some(key) = &llm.api_key {
+                builder = builder.api_key(key);
+            }
+            if let Some(pem) = &llm.ca_pem {
+                builder = builder.extra_root_pem(pem.as_bytes());
+            }
+            let agent = builder
+                .build()
+                .and_then(lobu_openai::OpenAiAgent::new)
+                .map_err(|e| {
+                    // The config error is text: keep the sources' words (a PEM's fault).
+                    let mut message = format!("LOBU_LLM_*: {e}");
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(inner) = source {
+                        message.push_str(&format!(": {inner}"));
+                        source = inner.source();
+                    }
+                    Error::Config(message)
+                })?;
+            Ok(Arc::new(agent))
         }
         #[cfg(not(feature = "openai"))]
         Some(_) => Err(Error::Config(

@@ -69,6 +69,7 @@ async fn an_openai_compatible_endpoint_answers_with_the_whole_history() {
         base_url,
         model: "stand-in-1".to_owned(),
         api_key: Some("sk-test".to_owned()),
+        ca_pem: None,
     });
     config.settings.max_attempts = 1;
     let host = Host::start(config).await;
@@ -149,6 +150,7 @@ async fn a_message_steered_into_a_running_turn_is_answered_by_a_second_model_cal
         base_url,
         model: "stand-in-1".to_owned(),
         api_key: None,
+        ca_pem: None,
     });
     let host = Host::start(config).await;
     let api = host.api();
