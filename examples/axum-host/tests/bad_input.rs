@@ -247,7 +247,11 @@ async fn health_probes_and_the_chat_page_answer(store: Store) {
     );
     let html = page.text().await.unwrap();
     assert!(html.contains("/page/app.js"), "the page loads its script");
-    let script = api.request(Method::GET, "/page/app.js").send().await.unwrap();
+    let script = api
+        .request(Method::GET, "/page/app.js")
+        .send()
+        .await
+        .unwrap();
     assert!(
         script.text().await.unwrap().contains("new EventSource("),
         "the page streams answers"

@@ -132,4 +132,3 @@ fn cors(origins: &[HeaderValue]) -> CorsLayer {
         ])
         .expose_headers([header::LOCATION])
 }
-
