@@ -19,6 +19,9 @@
 //! * **[`run_state`]** and **[`persist_plan`]**: the run state machine and the persist
 //!   decision, which every backend applies the same way.
 //! * **[`Error`]** with an [`ErrorKind`] callers branch on; sources are kept.
+//! * **[`TraceParent`]** and **[`RunTrace`]**: the W3C trace context a run carries from its
+//!   submit to whichever replica claims it, under the reserved payload key
+//!   [`TRACE_PAYLOAD_KEY`].
 //! * **[`memory`]**: an in-memory backend, the reference implementation and a fast test double.
 //! * **`testkit`** (feature `testkit`): the conformance suite every backend runs.
 //!
@@ -52,6 +55,7 @@ mod session;
 mod signals;
 #[doc(hidden)]
 pub mod time_serde;
+mod trace;
 
 pub mod memory;
 #[cfg(any(test, feature = "testkit"))]
@@ -78,3 +82,4 @@ pub use session::{
     parse_scan_cursor, scan_cursor, scan_cursor_at_org,
 };
 pub use signals::RunSignals;
+pub use trace::{RunTrace, TRACE_PAYLOAD_KEY, TraceParent};

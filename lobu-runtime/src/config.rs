@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::instruments::OrgLabel;
 use lobu_core::{
     AgentId, DEFAULT_MAX_TRANSCRIPT_BYTES, Error, MAX_ATTEMPTS, MAX_RETRY_DELAY, Result,
     check_lease_duration,
@@ -117,6 +118,9 @@ pub struct Settings {
     pub max_event_bytes: usize,
     /// How many bytes of transcripts the in-process cache keeps. Default 64 MiB; 0 disables it.
     pub cache_bytes: usize,
+    /// Which orgs label the runtime's metrics with `org` (see [`OrgLabel`]; every label
+    /// value is a time series, and orgs can be unbounded). Default [`OrgLabel::Off`].
+    pub metrics_org_label: OrgLabel,
 }
 
 impl Default for Settings {
@@ -144,6 +148,7 @@ impl Default for Settings {
             store_events: true,
             max_event_bytes: 1024 * 1024,
             cache_bytes: 64 * 1024 * 1024,
+            metrics_org_label: OrgLabel::Off,
         }
     }
 }
@@ -251,7 +256,7 @@ impl Settings {
         if self.retention_batch == 0 {
             return Err(Error::invalid("retention_batch must be more than zero"));
         }
-        Ok(())
+        self.metrics_org_label.validate()
     }
 }
 
@@ -328,6 +333,10 @@ mod tests {
             "forensic_retention",
         );
         refused(|s| s.retention_batch = 0, "retention_batch");
+        refused(
+            |s| s.metrics_org_label = OrgLabel::Only(Default::default()),
+            "metrics_org_label",
+        );
         let bot = AgentId::new("bot").unwrap();
         refused(
             |s| {

@@ -73,6 +73,18 @@ mod tests {
     }
 
     #[test]
+    fn the_org_label_reads_as_off_every_or_a_list() {
+        use crate::OrgLabel;
+        let every: Settings = toml::from_str("metrics_org_label = \"every\"").unwrap();
+        assert_eq!(every.metrics_org_label, OrgLabel::Every);
+        let only: Settings =
+            toml::from_str("metrics_org_label = { only = [\"acme\"] }").unwrap();
+        let acme = lobu_core::OrgId::new("acme").unwrap();
+        assert_eq!(only.metrics_org_label, OrgLabel::Only([acme].into()));
+        assert!(toml::from_str::<Settings>("metrics_org_label = \"some\"").is_err());
+    }
+
+    #[test]
     fn missing_fields_take_their_defaults() {
         let settings: Settings =
             toml::from_str("concurrency = 16\nretry_delay = \"500ms\"").unwrap();

@@ -5,52 +5,16 @@ use lobu_core::transcript::{MessagePage, Stats};
 use lobu_core::{
     AgentId, CancelOutcome, ConversationKey, ConversationSummary, EraseScope, ErasureReport, Error,
     ErrorKind, IdempotencyKey, MultitaskStrategy, NewRun, OrgId, Page, Result, RunId, RunRecord,
-    RunStatus, Submitted, check_page_limit,
+    RunStatus, RunTrace, Submitted, TraceParent, check_page_limit,
 };
+use tracing::field::Empty;
 
 use crate::hydrate::hydrate;
+use crate::instruments;
 use crate::runtime::Runtime;
+use crate::spans;
+use crate::submit_options::SubmitOptions;
 use crate::subscription::RunEvents;
-
-/// How [`Runtime::submit_with`] submits a message.
-///
-/// ```
-/// use lobu_core::MultitaskStrategy;
-/// use lobu_runtime::SubmitOptions;
-///
-/// let options = SubmitOptions::new().multitask(MultitaskStrategy::Interrupt);
-/// assert_eq!(options.strategy(), MultitaskStrategy::Interrupt);
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct SubmitOptions {
-    idempotency_key: Option<IdempotencyKey>,
-    multitask: MultitaskStrategy,
-}
-
-impl SubmitOptions {
-    /// Enqueue, no idempotency key.
-    pub fn new() -> Self {
-        SubmitOptions::default()
-    }
-
-    /// Make a retried submit return the first submit's run (scoped to the conversation).
-    pub fn idempotency_key(mut self, key: impl Into<Option<IdempotencyKey>>) -> Self {
-        self.idempotency_key = key.into();
-        self
-    }
-
-    /// What to do about the conversation's unfinished runs ("double texting"); see
-    /// [`MultitaskStrategy`].
-    pub fn multitask(mut self, strategy: MultitaskStrategy) -> Self {
-        self.multitask = strategy;
-        self
-    }
-
-    /// The strategy it submits with.
-    pub fn strategy(&self) -> MultitaskStrategy {
-        self.multitask
-    }
-}
 
 impl Runtime {
     /// Accept a user message for a conversation: the run is durable on the queue when this
@@ -70,7 +34,9 @@ impl Runtime {
     }
 
     /// [`submit`](Self::submit) with a whole payload: a JSON object with a non-empty string
-    /// `text` and any other fields the agent reads (they are kept as they are).
+    /// `text` and any other fields the agent reads (they are kept as they are). The field
+    /// [`TRACE_PAYLOAD_KEY`](lobu_core::TRACE_PAYLOAD_KEY) (`"lobu_trace"`) is reserved for
+    /// the runtime: a payload with it is `InvalidInput`.
     pub async fn submit_payload(
         &self,
         key: ConversationKey,
@@ -98,6 +64,20 @@ impl Runtime {
     /// Resets are never cancelled by a strategy. The check and the cancellations happen
     /// atomically with queueing the run; a matched idempotency key returns the earlier run and
     /// does none of it.
+    ///
+    /// [`SubmitOptions::trace_parent`] carries the request's trace context with the run.
+    #[tracing::instrument(
+        name = "lobu.submit",
+        skip_all,
+        fields(
+            org = %key.org,
+            agent = %key.agent,
+            conversation = %key.conversation,
+            gen_ai.conversation.id = %key,
+            run = Empty,
+            trace_id = options.trace().map(|p| p.trace_id()),
+        )
+    )]
     pub async fn submit_with(
         &self,
         key: ConversationKey,
@@ -111,15 +91,17 @@ impl Runtime {
             }
             _ => return Err(Error::invalid("payload must have a string field \"text\"")),
         }
+        RunTrace::check_unreserved(&payload)?;
         let settings = &self.shared.settings;
+        let (idempotency_key, multitask, trace_parent) = options.into_parts();
         let run = NewRun {
-            idempotency_key: options.idempotency_key,
+            idempotency_key,
             max_attempts: settings.max_attempts,
             retry_delay: settings.retry_delay,
-            multitask: options.multitask,
+            multitask,
             ..NewRun::turn(key, payload)
         };
-        self.enqueue(run).await
+        self.enqueue(run, trace_parent).await
     }
 
     /// Queue a reset of the conversation and return its run at once. The reset waits behind
@@ -135,6 +117,17 @@ impl Runtime {
     /// reset again (after a timeout): the key answers with the first reset's run and queues
     /// nothing more (`created: false`). Without one, every call is another reset, and a
     /// retried reset whose first copy arrives late clears the turns sent in between.
+    #[tracing::instrument(
+        name = "lobu.reset",
+        skip_all,
+        fields(
+            org = %key.org,
+            agent = %key.agent,
+            conversation = %key.conversation,
+            gen_ai.conversation.id = %key,
+            run = Empty,
+        )
+    )]
     pub async fn reset_with_key(
         &self,
         key: ConversationKey,
@@ -147,7 +140,7 @@ impl Runtime {
             idempotency_key,
             ..NewRun::reset(key)
         };
-        self.enqueue(run).await
+        self.enqueue(run, None).await
     }
 
     /// Reset the conversation and wait for it: returns how many snapshots were deleted (0
@@ -172,14 +165,19 @@ impl Runtime {
         }
     }
 
-    async fn enqueue(&self, run: NewRun) -> Result<Submitted> {
-        let key = run.key.clone();
+    async fn enqueue(&self, mut run: NewRun, trace: Option<TraceParent>) -> Result<Submitted> {
+        // Carried in the payload (no store needs another column), for the claiming replica.
+        RunTrace::submitted_now(trace).insert_into(&mut run.payload)?;
+        let (key, kind) = (run.key.clone(), run.kind);
         let cancels = matches!(
             run.multitask,
             MultitaskStrategy::Interrupt | MultitaskStrategy::Rollback
         );
         let submitted = self.shared.backend.queue.submit(run).await?;
+        tracing::Span::current().record("run", tracing::field::display(&submitted.run));
         if submitted.created {
+            let labels = instruments::labels(&self.shared.settings, &key);
+            instruments::run_submitted(&labels, kind);
             if cancels {
                 // A turn it cancelled that runs here stops now, not at its next heartbeat.
                 self.shared.local_turns.poke_conversation(&key);
@@ -198,6 +196,11 @@ impl Runtime {
     /// conversation's next run proceeds. A finished run is left as it is
     /// ([`CancelOutcome::Finished`] says how it ended). Unknown runs and other orgs' runs
     /// are `NotFound`.
+    #[tracing::instrument(
+        name = "lobu.cancel",
+        skip_all,
+        fields(org = %org, run = %run)
+    )]
     pub async fn cancel(&self, org: &OrgId, run: &RunId) -> Result<CancelOutcome> {
         let queue = &self.shared.backend.queue;
         let outcome = queue.cancel(org, run, "cancelled on request").await?;
@@ -213,6 +216,7 @@ impl Runtime {
     /// idempotency keys, leases; also from this replica's cache (other replicas' cached copies
     /// are never served again: they serve only the head a claim reports). Returns what was
     /// removed. A turn of the scope running meanwhile cannot commit (its run is gone).
+    #[tracing::instrument(name = "lobu.erase", skip_all, fields(org = %scope.org(), scope = ?scope))]
     pub async fn erase(&self, scope: &EraseScope) -> Result<ErasureReport> {
         self.shared.cache.remove_where(|key| scope.covers(key));
         let report = self.shared.backend.sessions.erase(scope).await?;
@@ -229,12 +233,19 @@ impl Runtime {
     }
 
     /// The run as the queue has it. Unknown runs and other orgs' runs are `NotFound`.
+    #[tracing::instrument(
+        name = "lobu.status",
+        level = "debug",
+        skip_all,
+        fields(org = %org, run = %run, agent = Empty, conversation = Empty, gen_ai.conversation.id = Empty)
+    )]
     pub async fn status(&self, org: &OrgId, run: &RunId) -> Result<RunRecord> {
         self.shared
             .backend
             .queue
             .status(org, run)
             .await?
+            .map(without_trace)
             .ok_or_else(|| Error::not_found(format!("no run {run} in org {org}")))
     }
 
@@ -248,6 +259,12 @@ impl Runtime {
     /// [`subscribe`](Self::subscribe) from after the event with seq `after` (a client that
     /// reconnects: SSE's `Last-Event-ID`); `None` is from the start. Nothing at or before
     /// `after` is sent again, and nothing after it is skipped.
+    #[tracing::instrument(
+        name = "lobu.subscribe",
+        level = "debug",
+        skip_all,
+        fields(org = %org, run = %run, after = ?after)
+    )]
     pub async fn subscribe_after(
         &self,
         org: &OrgId,
@@ -259,6 +276,12 @@ impl Runtime {
     }
 
     /// Wait until the run is over and return its final record.
+    #[tracing::instrument(
+        name = "lobu.wait",
+        level = "debug",
+        skip_all,
+        fields(org = %org, run = %run, agent = Empty, conversation = Empty, gen_ai.conversation.id = Empty)
+    )]
     pub async fn wait(&self, org: &OrgId, run: &RunId) -> Result<RunRecord> {
         let mut events = self.subscribe(org, run).await?;
         while let Some(numbered) = events.next().await {
@@ -268,7 +291,7 @@ impl Runtime {
         }
         // The terminal event was made from the record read with the run's last events.
         if let Some(record) = events.final_record() {
-            return Ok(record);
+            return Ok(without_trace(record));
         }
         let record = self.status(org, run).await?;
         if record.status.is_terminal() {
@@ -285,6 +308,17 @@ impl Runtime {
     /// A page of the conversation's display messages (lobu's history view): `cursor` is a
     /// `next_cursor` from an earlier page, `limit` at most 200 (default 50). A conversation
     /// without a transcript gives an empty page.
+    #[tracing::instrument(
+        name = "lobu.messages",
+        level = "debug",
+        skip_all,
+        fields(
+            org = %key.org,
+            agent = %key.agent,
+            conversation = %key.conversation,
+            gen_ai.conversation.id = %key,
+        )
+    )]
     pub async fn messages(
         &self,
         key: &ConversationKey,
@@ -299,6 +333,17 @@ impl Runtime {
     }
 
     /// Message and token counts and the current model of the conversation.
+    #[tracing::instrument(
+        name = "lobu.stats",
+        level = "debug",
+        skip_all,
+        fields(
+            org = %key.org,
+            agent = %key.agent,
+            conversation = %key.conversation,
+            gen_ai.conversation.id = %key,
+        )
+    )]
     pub async fn stats(&self, key: &ConversationKey) -> Result<Stats> {
         let head = hydrate(&self.shared, key).await?;
         Ok(head.parsed.stats())
@@ -306,6 +351,12 @@ impl Runtime {
 
     /// The org's conversations of one agent, ordered by conversation id, with title, turn
     /// count, size and last update. `limit` is `1..=200`.
+    #[tracing::instrument(
+        name = "lobu.list",
+        level = "debug",
+        skip_all,
+        fields(org = %org, agent = %agent, gen_ai.agent.name = %agent)
+    )]
     pub async fn list(
         &self,
         org: &OrgId,
@@ -320,4 +371,11 @@ impl Runtime {
             .list(org, agent, cursor, limit)
             .await
     }
+}
+
+/// The record as a caller sees it: the payload without the runtime's trace context.
+fn without_trace(mut record: RunRecord) -> RunRecord {
+    RunTrace::take_from(&mut record.payload);
+    spans::record_key(&tracing::Span::current(), &record.key);
+    record
 }

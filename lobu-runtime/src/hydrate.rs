@@ -1,15 +1,18 @@
 //! Reading a conversation's head through the cache.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lobu_core::transcript::{self, Transcript};
 use lobu_core::{ConversationKey, Result, RunId, Version};
 
 use crate::cache::Parse;
+use crate::instruments;
 use crate::metrics::{add, add_time, bump};
 use crate::runtime::Shared;
+use crate::spans::conversation_span;
+use tracing::Instrument;
 
 /// A conversation's head as a turn starts from it.
 #[derive(Debug, Clone, Default)]
@@ -27,9 +30,15 @@ pub(crate) struct Hydrated {
 /// version, the transcript is not read again (lobu re-read the whole transcript every turn).
 pub(crate) async fn hydrate(shared: &Shared, key: &ConversationKey) -> Result<Hydrated> {
     let started = Instant::now();
-    let result = read(shared, key).await;
-    add_time(&shared.counters.hydrate_micros, started.elapsed());
+    let span = conversation_span!("lobu.hydrate", key);
+    let result = read(shared, key).instrument(span).await;
+    timed(shared, key, started.elapsed());
     result
+}
+
+fn timed(shared: &Shared, key: &ConversationKey, took: Duration) {
+    add_time(&shared.counters.hydrate_micros, took);
+    instruments::hydrated(&instruments::labels(&shared.settings, key), took);
 }
 
 /// The head of a claimed conversation, whose head version the claim reported: nobody else
@@ -43,13 +52,18 @@ pub(crate) async fn hydrate_claimed(
 ) -> Result<Hydrated> {
     let started = Instant::now();
     let result = match head {
-        Some(head) => from_head(shared, key, head, Parse::Take).await,
+        Some(head) => {
+            let span = conversation_span!("lobu.hydrate", key, head = %head);
+            from_head(shared, key, head, Parse::Take)
+                .instrument(span)
+                .await
+        }
         None => {
             shared.cache.remove(key);
             Ok(Hydrated::default())
         }
     };
-    add_time(&shared.counters.hydrate_micros, started.elapsed());
+    timed(shared, key, started.elapsed());
     result
 }
 

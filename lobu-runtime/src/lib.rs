@@ -26,6 +26,16 @@
 //! expire and another replica re-runs the turn from the last completed transcript; a turn
 //! already committed is completed, never run twice.
 //!
+//! ## Observability
+//!
+//! Metrics go through the [`metrics`](https://docs.rs/metrics) facade to whatever recorder
+//! the host installed (see [`describe_metrics`] for every name, label and unit); the
+//! [`Metrics`] snapshot is kept as well. Spans carry `org`, `agent`, `conversation` and
+//! OpenTelemetry's `gen_ai.*` fields; a request's W3C trace context given to
+//! [`SubmitOptions::trace_parent`] travels with the run (in the reserved payload key
+//! [`TRACE_PAYLOAD_KEY`](lobu_core::TRACE_PAYLOAD_KEY), never shown to the agent) to the
+//! replica that runs it, whose `lobu.run` span records `trace_id` and `parent_span_id`.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use lobu_core::{Backend, BoxError, ConversationKey, memory::MemoryBackend};
@@ -78,13 +88,17 @@ mod gateway;
 mod heartbeat;
 mod hub;
 mod hydrate;
+mod instruments;
 mod local_turns;
 mod metrics;
 mod recorder;
+mod report;
 mod retention;
 mod runtime;
 mod scratch;
+mod spans;
 mod steer;
+mod submit_options;
 mod subscription;
 mod turn;
 mod worker;
@@ -92,8 +106,9 @@ mod worker;
 pub use agent::{Agent, EntryWriter, OutputSink, Permanent, Turn};
 pub use config::{MAX_CONCURRENCY, MAX_RETENTION, MAX_SETTING_DURATION, Settings};
 pub use events::{NumberedEvent, RunEvent};
-pub use gateway::SubmitOptions;
+pub use instruments::{MAX_LABELLED_ORGS, OrgLabel, describe_metrics};
 pub use metrics::Metrics;
 pub use retention::{RETENTION_KEY, RetentionPolicy, RetentionReport, retention_pass};
 pub use runtime::{Runtime, RuntimeBuilder};
+pub use submit_options::SubmitOptions;
 pub use subscription::RunEvents;

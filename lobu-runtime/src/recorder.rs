@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::events::{NumberedEvent, RunEvent};
 use crate::execute::bounded;
+use crate::instruments::{self, FirstOutput};
 use crate::metrics::bump;
 use crate::runtime::Shared;
 
@@ -41,6 +42,7 @@ pub(crate) struct EventRecorder {
     state: Mutex<Waiting>,
     wake: Notify,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    first_output: FirstOutput,
 }
 
 #[derive(Default)]
@@ -73,13 +75,18 @@ fn weight(event: &RunEvent) -> usize {
 
 impl EventRecorder {
     /// A recorder for `claim`'s attempt, with its writer task running.
-    pub(crate) fn start(shared: &Arc<Shared>, claim: &Claim) -> Arc<Self> {
+    pub(crate) fn start(
+        shared: &Arc<Shared>,
+        claim: &Claim,
+        first_output: FirstOutput,
+    ) -> Arc<Self> {
         let recorder = Arc::new(EventRecorder {
             shared: shared.clone(),
             claim: claim.clone(),
             state: Mutex::new(Waiting::default()),
             wake: Notify::new(),
             task: Mutex::new(None),
+            first_output,
         });
         let task = tokio::spawn(recorder.clone().write_loop());
         *recorder.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
@@ -91,6 +98,9 @@ impl EventRecorder {
         let mut waiting = lock(&self.state);
         if waiting.closing || waiting.fenced {
             return;
+        }
+        if matches!(event, RunEvent::Output { .. }) {
+            self.first_output.output();
         }
         waiting.bytes += weight(&event);
         waiting.since.get_or_insert_with(Instant::now);
@@ -213,6 +223,7 @@ impl EventRecorder {
             }
             Err(error) => {
                 bump(&shared.counters.events_lost);
+                instruments::events_lost(batch.len() as u64);
                 tracing::warn!(%error, events = batch.len(), "recording run events failed; they are not stored");
             }
         }

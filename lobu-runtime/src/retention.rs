@@ -25,6 +25,7 @@ use lobu_core::{AgentId, Backend, ConversationKey, Result};
 
 use crate::config::Settings;
 use crate::execute::within;
+use crate::instruments;
 use crate::metrics::{add, bump};
 use crate::runtime::Shared;
 
@@ -80,6 +81,12 @@ async fn leased_pass(shared: &Shared) -> Result<()> {
     add(&counters.events_pruned, report.events);
     add(&counters.runs_pruned, report.runs);
     add(&counters.conversations_pruned, report.conversations);
+    instruments::retention_pass(&[
+        ("events", report.events),
+        ("runs", report.runs),
+        ("conversations", report.conversations),
+        ("snapshots", report.snapshots),
+    ]);
     if report.is_empty() {
         tracing::debug!("retention pass found nothing to remove");
     } else {

@@ -15,6 +15,7 @@ use crate::agent::Agent;
 use crate::cache::TranscriptCache;
 use crate::config::Settings;
 use crate::hub::EventHub;
+use crate::instruments::OrgLabel;
 use crate::local_turns::LocalTurns;
 use crate::metrics::{Counters, Metrics};
 
@@ -106,6 +107,7 @@ impl Runtime {
             .counters
             .queue_depth
             .store(depth, std::sync::atomic::Ordering::Relaxed);
+        crate::instruments::queue_depth(depth);
         Ok(depth)
     }
 }
@@ -199,10 +201,13 @@ impl RuntimeBuilder {
         max_event_bytes: usize);
     setter!(/// The transcript cache budget in bytes (0 disables it).
         cache_bytes: usize);
+    setter!(/// Which orgs label metrics with `org` (default: none).
+        metrics_org_label: OrgLabel);
 
     /// Check the settings and build. Bad settings are `InvalidInput`.
     pub fn build(self) -> Result<Runtime> {
         self.settings.validate()?;
+        crate::instruments::describe_metrics();
         let settings = self.settings;
         Ok(Runtime {
             shared: Arc::new(Shared {

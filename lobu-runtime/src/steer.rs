@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lobu_core::{Claim, Result, RunId, RunQueue, Steered};
+use lobu_core::{Claim, Result, RunId, RunQueue, RunTrace, Steered};
 use tokio::time::Instant;
 
 use crate::events::RunEvent;
@@ -54,7 +54,11 @@ impl Steering {
     /// Take every message waiting, oldest first (one store read); each is told to the run's
     /// subscribers as [`RunEvent::Steered`].
     pub(crate) async fn take(&self) -> Result<Vec<Steered>> {
-        let offered = self.queue.steerable(&self.claim).await?;
+        let mut offered = self.queue.steerable(&self.claim).await?;
+        // The trace context is the runtime's: the agent and the events never see it.
+        for steered in &mut offered {
+            RunTrace::take_from(&mut steered.payload);
+        }
         let mut taken = self.lock();
         // Filtered under the lock, so two takes at once never take one message twice.
         let fresh: Vec<Steered> = offered

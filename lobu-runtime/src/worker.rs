@@ -4,15 +4,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use lobu_core::{Claim, Error, ErrorKind, Result};
+use lobu_core::{Claim, Error, ErrorKind, Result, RunTrace};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::execute::{self, bounded};
+use crate::instruments;
 use crate::metrics::bump;
 use crate::retention;
 use crate::runtime::{Runtime, Shared};
+use crate::spans;
 
 impl Runtime {
     /// Claim runs and execute them, up to the configured concurrency, until
@@ -148,18 +150,14 @@ fn start(
     if shared.stop_claiming.is_cancelled() {
         return Some(claim);
     }
-    let span = tracing::info_span!(
-        "lobu.run",
-        key = %claim.key,
-        run = %claim.run,
-        kind = claim.kind.as_str(),
-        attempt = claim.attempt,
-        fence = claim.fence.0,
-    );
+    // The trace context leaves the payload here: the agent and the events never see it.
+    let mut claim = claim;
+    let trace = RunTrace::take_from(&mut claim.payload);
+    let span = spans::run_span(&claim, &trace);
     let task_shared = shared.clone();
     shared.tracker.spawn(
         async move {
-            execute::execute(&task_shared, claim, claimed_at).await;
+            execute::execute(&task_shared, claim, claimed_at, trace).await;
             drop(permit);
             // The conversation's next run may be claimable now.
             task_shared.wake.notify_one();
@@ -193,7 +191,10 @@ const DEPTH_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 async fn sample_depth(shared: &Shared) {
     match shared.backend.queue.depth().await {
-        Ok(depth) => shared.counters.queue_depth.store(depth, Ordering::Relaxed),
+        Ok(depth) => {
+            shared.counters.queue_depth.store(depth, Ordering::Relaxed);
+            instruments::queue_depth(depth);
+        }
         Err(error) => tracing::debug!(%error, "sampling queue depth failed"),
     }
 }
