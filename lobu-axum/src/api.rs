@@ -23,7 +23,7 @@ pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The run and session API's shared state: the runtime, the event-stream bound and the
 /// shutdown signals. Cheap to clone. A host with its own state holds one and implements
-/// [`FromRef`](axum::extract::FromRef) for it (see [`routes`](crate::routes)).
+/// [`FromRef`](axum::extract::FromRef) for it (see [`routes`](Api::routes)).
 #[derive(Debug, Clone)]
 pub struct Api {
     pub(crate) runtime: Runtime,

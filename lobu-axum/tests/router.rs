@@ -240,3 +240,27 @@ async fn a_reset_past_its_timeout_answers_503_and_still_runs() {
     let (_, page) = get(&client, format!("{conversation}/session/messages"), &[]).await;
     assert_eq!(page["messages"], json!([]), "{page}");
 }
+
+#[tokio::test]
+async fn a_traceparent_header_travels_with_the_run_and_a_malformed_one_is_ignored() {
+    let runtime = runtime();
+    let backend = runtime.backend().clone();
+    let base = format!(
+        "http://{}",
+        serve(Api::new(runtime).router(ApiKeys::Open)).await
+    );
+    let client = reqwest::Client::new();
+    let messages = format!("{base}/v1/agents/bot/conversations/traced/messages");
+    let org = OrgId::new(lobu_axum::OPEN_ORG).unwrap();
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    for (header, carried) in [(parent, Some(parent)), ("00-not-a-trace", None)] {
+        let (status, body) =
+            post(&client, messages.clone(), &[("traceparent", header)], "hi").await;
+        assert_eq!(status, 202, "{body}");
+        let run = lobu_core::RunId::new(body["run_id"].as_str().unwrap()).unwrap();
+        let stored = backend.queue.status(&org, &run).await.unwrap().unwrap();
+        let trace = &stored.payload[lobu_core::TRACE_PAYLOAD_KEY]["traceparent"];
+        assert_eq!(trace.as_str(), carried, "{}", stored.payload);
+    }
+}

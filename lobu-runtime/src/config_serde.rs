@@ -77,8 +77,7 @@ mod tests {
         use crate::OrgLabel;
         let every: Settings = toml::from_str("metrics_org_label = \"every\"").unwrap();
         assert_eq!(every.metrics_org_label, OrgLabel::Every);
-        let only: Settings =
-            toml::from_str("metrics_org_label = { only = [\"acme\"] }").unwrap();
+        let only: Settings = toml::from_str("metrics_org_label = { only = [\"acme\"] }").unwrap();
         let acme = lobu_core::OrgId::new("acme").unwrap();
         assert_eq!(only.metrics_org_label, OrgLabel::Only([acme].into()));
         assert!(toml::from_str::<Settings>("metrics_org_label = \"some\"").is_err());

@@ -50,11 +50,11 @@ pub use tokio_util::sync::CancellationToken;
 pub use lobu_core::{
     AgentId, Backend, BoxError, ConversationId, ConversationKey, ConversationSummary, EraseScope,
     ErasureReport, Error, ErrorKind, MultitaskStrategy, OrgId, Page, Result, RunFilter, RunId,
-    RunKind, RunRecord, RunStatus, Version, transcript,
+    RunKind, RunRecord, RunStatus, TraceParent, Version, transcript,
 };
 pub use lobu_runtime::{
-    Agent, Metrics, NumberedEvent, RetentionPolicy, RetentionReport, RunEvent, RunEvents, Runtime,
-    RuntimeBuilder, Settings, SubmitOptions, Turn,
+    Agent, Metrics, NumberedEvent, OrgLabel, RetentionPolicy, RetentionReport, RunEvent, RunEvents,
+    Runtime, RuntimeBuilder, Settings, SubmitOptions, Turn, describe_metrics,
 };
 
 #[cfg(feature = "file")]

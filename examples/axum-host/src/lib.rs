@@ -34,6 +34,7 @@ mod config_parse;
 mod demo_agent;
 mod error;
 mod help;
+mod metrics;
 mod page;
 mod routes;
 mod server;

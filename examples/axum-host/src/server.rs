@@ -34,6 +34,8 @@ pub struct Server {
 impl Server {
     /// Open the store, build the runtime with the configured agent and bind the address.
     pub async fn bind(config: Config) -> Result<Server, Error> {
+        // The metrics recorder goes in before the runtime records anything.
+        crate::metrics::prometheus();
         let backend = open_backend(&config).await?;
         let agent = choose_agent(&config)?;
         let runtime = Runtime::builder(backend, agent)

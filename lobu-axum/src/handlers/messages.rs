@@ -6,7 +6,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use lobu_core::{IdempotencyKey, MultitaskStrategy, RunStatus};
+use lobu_core::{IdempotencyKey, MultitaskStrategy, RunStatus, TraceParent};
 use lobu_runtime::SubmitOptions;
 use serde::Deserialize;
 
@@ -30,6 +30,9 @@ struct NewMessage {
 /// `202 {"run_id", "status"}` once the run is durable; with `Accept: text/event-stream`,
 /// `200` and the run's events as SSE until it ends. A repeated idempotency key answers with
 /// the first run (and its current status) and queues nothing.
+///
+/// A `traceparent` header (W3C Trace Context) follows the run through the queue to the
+/// turn's span on whichever replica runs it.
 ///
 /// `multitask_strategy` says what to do while the conversation has an unfinished run
 /// (`enqueue`, `reject`, `interrupt`, `rollback`, `steer`; see
@@ -66,7 +69,8 @@ pub(crate) async fn post_message<C: Caller>(
         .transpose()?;
     let options = SubmitOptions::new()
         .idempotency_key(idempotency_key)
-        .multitask(strategy);
+        .multitask(strategy)
+        .trace_parent(trace_parent(&headers));
     let payload = serde_json::json!({ "text": message.text });
     let submitted = api
         .runtime
@@ -96,6 +100,20 @@ pub(crate) async fn post_message<C: Caller>(
         "status": status.as_str(),
     }));
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], body).into_response())
+}
+
+/// The request's W3C `traceparent`, carried with the run to the replica that runs it (its
+/// turn's span records the trace). A malformed one is ignored, as the W3C spec asks of a
+/// receiver: the message is still taken.
+fn trace_parent(headers: &HeaderMap) -> Option<TraceParent> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    match TraceParent::parse(value) {
+        Ok(parent) => Some(parent),
+        Err(error) => {
+            tracing::debug!(%error, "ignoring a malformed traceparent header");
+            None
+        }
+    }
 }
 
 /// `415` unless the body is declared JSON: `application/json` or `application/<x>+json`,

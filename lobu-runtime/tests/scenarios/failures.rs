@@ -11,7 +11,14 @@ use crate::common::*;
 pub async fn a_failed_turn_leaves_the_transcript_as_before(store: Store) {
     let fx = Fixture::new(store).await;
     let agent = ScriptAgent::new();
-    let rt = fx.builder(&agent).max_attempts(2).build().unwrap();
+    // The `retrying` event is stored after the failure is recorded; a retry claimed sooner
+    // (the fixture's 50 ms, on a loaded machine) fences it out, so give it room here.
+    let rt = fx
+        .builder(&agent)
+        .max_attempts(2)
+        .retry_delay(Duration::from_millis(500))
+        .build()
+        .unwrap();
     let worker = start(&rt);
     let k = key("c1");
     let first = send(&rt, &k, "first").await;

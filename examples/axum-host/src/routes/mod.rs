@@ -90,10 +90,15 @@ impl AppState {
     }
 }
 
-/// The whole HTTP API over `state`: the `/v1` routes (bearer-key auth), health probes and the
-/// chat page at `/`.
+/// The whole HTTP API over `state`: the `/v1` routes (bearer-key auth), health probes,
+/// `/metrics` (Prometheus) and the chat page at `/`.
 pub fn app(state: AppState) -> Router {
-    let probes = state.api.probes::<AppState>();
+    // Probes and metrics are served by every replica, worker-only ones too, without a key:
+    // scrapers and load balancers reach them on the internal network.
+    let probes = state
+        .api
+        .probes::<AppState>()
+        .route("/metrics", axum::routing::get(crate::metrics::render));
     if !state.intake {
         return finish(probes, state);
     }
