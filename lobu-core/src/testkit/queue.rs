@@ -363,13 +363,28 @@ pub async fn a_follower_waiting_for_a_run_is_woken_when_it_ends(backend: &Backen
     submit(backend, new_turn(&key, 0, 3)).await;
     let claim = claim_mine(backend, &worker, LONG, &[&key]).await;
 
-    // The first wait may start a listener, whose connecting wakes everyone once (a hint).
-    let quiet = Duration::from_millis(50);
+    // The first wait may start a listener, whose connecting wakes everyone once (a hint);
+    // connecting may take a while (TLS, a loaded machine). Wait until ten waits in a row
+    // (half a second) passed whole: the listener is up, and from then on only a change may
+    // end a wait early.
     let (org, run) = (&key.org, &claim.run);
-    backend
-        .queue
-        .wait_for_run(org, run, Instant::now(), quiet)
-        .await;
+    let mut quiet_in_a_row = 0;
+    for _ in 0..200 {
+        let started = Instant::now();
+        backend
+            .queue
+            .wait_for_run(org, run, started, Duration::from_millis(50))
+            .await;
+        let whole = started.elapsed() >= Duration::from_millis(50);
+        quiet_in_a_row = if whole { quiet_in_a_row + 1 } else { 0 };
+        if quiet_in_a_row == 10 {
+            break;
+        }
+    }
+    assert_eq!(
+        quiet_in_a_row, 10,
+        "waits on a run that did not change kept ending early"
+    );
     let quiet = Instant::now();
     backend
         .queue
