@@ -2,7 +2,7 @@
 //!
 //! * `lobu::turn: turn started run=… key=… kind=… fence=… attempt=…` when a claimed run's
 //!   owner starts, and `turn ended … outcome=…` when its agent has stopped;
-//! * `lobu.run{… run=… fence=…}: lobu_runtime::execute: run completed` when a claim's commit
+//! * `lobu.run{… run=… fence=…}: lobu::turn: run completed` when a claim's commit
 //!   was accepted.
 //!
 //! The line's first token is its RFC 3339 timestamp (all replicas run on this machine, so
@@ -82,7 +82,7 @@ pub(crate) fn parse_line(line: &str) -> Option<LogEvent> {
     if rest.contains("the claim is about to run out unrenewed") {
         return Some(LogEvent::StoppedAtDeadline);
     }
-    if rest.contains(" lobu_runtime::execute: run completed") {
+    if rest.contains(" lobu::turn: run completed") {
         let (_, span) = rest.split_once("lobu.run{")?;
         let (span, _) = span.split_once("}: ")?;
         return Some(LogEvent::Committed {
@@ -134,7 +134,7 @@ mod tests {
 
     const STARTED: &str = r#"2026-06-01T10:00:00.000100Z  INFO lobu.run{key="acme"/"support"/"chat-0" run=0197-a kind="turn" attempt=1 fence=5}: lobu::turn: turn started run=0197-a key="acme"/"support"/"chat-0" kind="turn" fence=5 attempt=1"#;
     const ENDED: &str = r#"2026-06-01T10:00:01.5Z  INFO lobu.run{key="acme"/"support"/"chat-0" run=0197-a kind="turn" attempt=1 fence=5}: lobu::turn: turn ended run=0197-a key="acme"/"support"/"chat-0" kind="turn" fence=5 attempt=1 outcome="commit""#;
-    const COMMITTED: &str = r#"2026-06-01T10:00:01.6Z  INFO lobu.run{key="acme"/"support"/"chat-0" run=0197-a kind="turn" attempt=1 fence=5}: lobu_runtime::execute: run completed"#;
+    const COMMITTED: &str = r#"2026-06-01T10:00:01.6Z  INFO lobu.run{key="acme"/"support"/"chat-0" run=0197-a kind="turn" attempt=1 fence=5}: lobu::turn: run completed"#;
 
     /// The runtime's rendering of a conversation key.
     fn key_of(org: &str, agent: &str, conversation: &str) -> String {
@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn a_write_refused_by_the_fence_is_recognised() {
-        let line = "2026-06-01T10:00:01.6Z  INFO lobu.run{run=x fence=5}: lobu_runtime::execute: \
+        let line = "2026-06-01T10:00:01.6Z  INFO lobu.run{run=x fence=5}: lobu::turn: \
                     the run was taken over before it was committed";
         assert_eq!(parse_line(line), Some(LogEvent::Refused));
     }

@@ -197,7 +197,8 @@ async fn complete(
                         .put(key, version, run, transcript, appended.parsed);
                 }
                 bump(&shared.counters.runs_completed);
-                tracing::info!("run completed");
+                // A stable target: the fault harness finds accepted commits by this line.
+                tracing::info!(target: "lobu::turn", "run completed");
                 return Ok(TurnOutcome::Ended(TerminalStatus::Completed));
             }
             Err(error) if error.is(ErrorKind::Fenced) => {
