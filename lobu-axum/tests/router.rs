@@ -23,7 +23,6 @@ impl Agent for Echo {
         if text == "slow" {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
-        turn.writer().user_text(&text)?;
         turn.output(format!("echo: {text}"));
         Ok(())
     }

@@ -55,6 +55,12 @@ impl OpenAiAgent {
 
 #[async_trait]
 impl Agent for OpenAiAgent {
+    /// The agent writes the user's message itself, after a `model_change` when the model
+    /// changed (pi's order: the model first, then what it answers).
+    fn appends_user_message(&self) -> bool {
+        true
+    }
+
     async fn run_turn(&self, turn: &mut Turn) -> Result<(), BoxError> {
         let model = self.config.model();
         let text = turn.text().to_owned();

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use lobu_core::transcript::{Entry, Transcript, TranscriptWriter};
+use lobu_core::transcript::{Entry, Transcript, TranscriptWriter, UserInput};
 use lobu_core::{BoxError, ConversationKey, RunId, Steered, Version};
 use tokio_util::sync::CancellationToken;
 
@@ -19,8 +19,11 @@ use crate::steer::Steering;
 /// The host's agent: runs one turn of a conversation.
 ///
 /// The runtime calls [`run_turn`](Self::run_turn) with the conversation's last completed
-/// transcript already hydrated. Append what the turn produces through [`Turn::writer`] and
-/// stream text through [`Turn::output`]. Return `Ok(())` and the working transcript becomes
+/// transcript already hydrated and the user's message (the payload's text and images)
+/// already appended to the turn's working transcript (unless
+/// [`appends_user_message`](Self::appends_user_message) says the agent does it). Append what
+/// the turn produces through [`Turn::writer`] and stream text through [`Turn::output`] (or
+/// [`EntryWriter::output`] while a writer is open). Return `Ok(())` and the working transcript becomes
 /// the conversation's new head; return an error (or run past the turn timeout, or be
 /// cancelled) and nothing of this attempt reaches the head: the next attempt starts from the
 /// same transcript.
@@ -32,6 +35,26 @@ use crate::steer::Steering;
 pub trait Agent: Send + Sync + 'static {
     /// Run one turn.
     async fn run_turn(&self, turn: &mut Turn) -> Result<(), BoxError>;
+
+    /// Whether this agent appends the user's message to the transcript itself. `false`, the
+    /// default: the runtime appends it (a `user` message of the payload's `text` and
+    /// `images`; nothing for a payload with neither) before [`run_turn`](Self::run_turn), so
+    /// it is in [`Turn::appended`]. Return `true` to write it your own way.
+    fn appends_user_message(&self) -> bool {
+        false
+    }
+}
+
+/// An agent behind an `Arc` (`Arc<dyn Agent>` included) is an agent.
+#[async_trait]
+impl<A: Agent + ?Sized> Agent for Arc<A> {
+    async fn run_turn(&self, turn: &mut Turn) -> Result<(), BoxError> {
+        (**self).run_turn(turn).await
+    }
+
+    fn appends_user_message(&self) -> bool {
+        (**self).appends_user_message()
+    }
 }
 
 /// Everything one attempt of a turn needs.
@@ -91,6 +114,22 @@ impl Turn {
     /// The whole run payload as submitted, unknown fields included.
     pub fn payload(&self) -> &serde_json::Value {
         &self.payload
+    }
+
+    /// The payload as the host's own type (what it gave
+    /// [`Runtime::submit_payload`](crate::Runtime::submit_payload)). A payload that does not
+    /// fit is a [`Permanent`] error: return it with `?` and the run fails at once (retrying
+    /// cannot change the payload).
+    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, Permanent> {
+        T::deserialize(&self.payload).map_err(|e| {
+            Permanent::new(format!("the run payload does not fit {}: {e}", std::any::type_name::<T>()))
+        })
+    }
+
+    /// The user's message in the payload: its text and images.
+    pub fn user_input(&self) -> UserInput {
+        // Checked at submit; a payload queued some other way reads as what it holds.
+        UserInput::from_payload(&self.payload).unwrap_or_default()
     }
 
     /// The version of the hydrated transcript (`None`: the conversation had none).
@@ -166,6 +205,17 @@ impl Turn {
         self.steering.waiting().await
     }
 
+    /// Append the payload's user message (text and images; nothing for a payload with
+    /// neither) and publish it.
+    pub(crate) fn record_user_message(&mut self) -> lobu_core::Result<()> {
+        let input = UserInput::from_payload(&self.payload)?;
+        if !input.is_empty() {
+            self.writer.user(&input.content())?;
+            self.publish_new_entries();
+        }
+        Ok(())
+    }
+
     fn publish_new_entries(&mut self) {
         let appended = self.writer.appended();
         for entry in appended.get(self.published..).unwrap_or_default() {
@@ -200,6 +250,13 @@ impl Deref for EntryWriter<'_> {
 impl DerefMut for EntryWriter<'_> {
     fn deref_mut(&mut self) -> &mut TranscriptWriter {
         &mut self.turn.writer
+    }
+}
+
+impl EntryWriter<'_> {
+    /// Stream a piece of output while the writer is open (the same as [`Turn::output`]).
+    pub fn output(&self, text: impl Into<String>) {
+        self.turn.output.send(text);
     }
 }
 

@@ -9,12 +9,12 @@
 //! a turn takes the parse out, appends its own entries and puts it back with the new head
 //! (the cost of a turn follows the turn, not the conversation's length).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use lobu_core::transcript::Transcript;
 use lobu_core::{ConversationKey, RunId, Snapshot, Version};
+use lru::LruCache;
 
 #[derive(Debug)]
 pub(crate) struct TranscriptCache {
@@ -22,11 +22,12 @@ pub(crate) struct TranscriptCache {
     budget: usize,
 }
 
-#[derive(Debug, Default)]
+/// Entries in recency order (the `lru` crate: eviction takes the oldest in O(1)), bounded
+/// by their bytes rather than their number.
+#[derive(Debug)]
 struct CacheState {
-    entries: HashMap<ConversationKey, Cached>,
+    entries: LruCache<ConversationKey, Cached>,
     bytes: usize,
-    clock: u64,
 }
 
 #[derive(Debug)]
@@ -34,7 +35,6 @@ struct Cached {
     snapshot: Snapshot,
     /// `parse(snapshot.transcript)`, unless a turn has taken it out.
     parsed: Option<Arc<Transcript>>,
-    last_used: u64,
 }
 
 /// A cached head: its snapshot and, when the cache had it, its parse.
@@ -57,7 +57,10 @@ impl TranscriptCache {
     /// A cache holding at most `budget` bytes of transcripts (0: never caches).
     pub(crate) fn new(budget: usize) -> Self {
         TranscriptCache {
-            state: Mutex::new(CacheState::default()),
+            state: Mutex::new(CacheState {
+                entries: LruCache::unbounded(),
+                bytes: 0,
+            }),
             budget,
         }
     }
@@ -70,13 +73,10 @@ impl TranscriptCache {
         parse: Parse,
     ) -> Option<CachedHead> {
         let mut state = self.lock();
-        state.clock += 1;
-        let now = state.clock;
         let cached = state.entries.get_mut(key)?;
         if cached.snapshot.version != version {
             return None;
         }
-        cached.last_used = now;
         let parsed = match parse {
             Parse::Share => cached.parsed.clone(),
             Parse::Take => cached.parsed.take(),
@@ -102,44 +102,28 @@ impl TranscriptCache {
             return;
         }
         let mut state = self.lock();
-        state.clock += 1;
-        let last_used = state.clock;
         let size = bytes.len();
         let snapshot = Snapshot {
             version,
             run,
             transcript: bytes,
         };
-        if let Some(old) = state.entries.insert(
-            key.clone(),
-            Cached {
-                snapshot,
-                parsed,
-                last_used,
-            },
-        ) {
+        if let Some(old) = state.entries.put(key.clone(), Cached { snapshot, parsed }) {
             state.bytes -= old.snapshot.transcript.len();
         }
         state.bytes += size;
         while state.bytes > self.budget {
-            let Some(oldest) = state
-                .entries
-                .iter()
-                .min_by_key(|(_, c)| c.last_used)
-                .map(|(k, _)| k.clone())
-            else {
+            let Some((_, gone)) = state.entries.pop_lru() else {
                 break;
             };
-            if let Some(gone) = state.entries.remove(&oldest) {
-                state.bytes -= gone.snapshot.transcript.len();
-            }
+            state.bytes -= gone.snapshot.transcript.len();
         }
     }
 
     /// Forget `key` (after a reset, a failed write, or when the store has no head).
     pub(crate) fn remove(&self, key: &ConversationKey) {
         let mut state = self.lock();
-        if let Some(gone) = state.entries.remove(key) {
+        if let Some(gone) = state.entries.pop(key) {
             state.bytes -= gone.snapshot.transcript.len();
         }
     }
@@ -147,15 +131,17 @@ impl TranscriptCache {
     /// Forget every conversation `covered` says yes to (an erasure).
     pub(crate) fn remove_where(&self, covered: impl Fn(&ConversationKey) -> bool) {
         let mut state = self.lock();
-        let mut freed = 0;
-        state.entries.retain(|key, cached| {
-            let keep = !covered(key);
-            if !keep {
-                freed += cached.snapshot.transcript.len();
+        let gone: Vec<ConversationKey> = state
+            .entries
+            .iter()
+            .filter(|(key, _)| covered(key))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in gone {
+            if let Some(cached) = state.entries.pop(&key) {
+                state.bytes -= cached.snapshot.transcript.len();
             }
-            keep
-        });
-        state.bytes -= freed;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {

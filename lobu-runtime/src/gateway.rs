@@ -1,7 +1,7 @@
 //! The gateway side: accept runs, follow them, read conversations.
 
 use futures::StreamExt;
-use lobu_core::transcript::{MessagePage, Stats};
+use lobu_core::transcript::{MessagePage, Stats, UserInput};
 use lobu_core::{
     AgentId, CancelOutcome, ConversationKey, ConversationSummary, EraseScope, ErasureReport, Error,
     ErrorKind, IdempotencyKey, MultitaskStrategy, NewRun, OrgId, Page, Result, RunId, RunRecord,
@@ -33,14 +33,29 @@ impl Runtime {
         self.submit_payload(key, payload, idempotency_key).await
     }
 
-    /// [`submit`](Self::submit) with a whole payload: a JSON object with a non-empty string
-    /// `text` and any other fields the agent reads (they are kept as they are). The field
+    /// [`submit`](Self::submit) and [`wait`](Self::wait) for the run's end in one call.
+    pub async fn submit_and_wait(
+        &self,
+        key: ConversationKey,
+        text: impl Into<String>,
+    ) -> Result<RunRecord> {
+        let org = key.org.clone();
+        let submitted = self.submit(key, text, None).await?;
+        self.wait(&org, &submitted.run).await
+    }
+
+    /// [`submit`](Self::submit) with a whole payload, any `Serialize` value that is a JSON
+    /// object (a `serde_json::Value` or a type of the host's, which the agent reads back with
+    /// [`Turn::payload_as`](crate::Turn::payload_as)): a non-blank string `text`, `images`
+    /// (`[{"data": <base64>, "mimeType": "image/png"}]`), either or both, and any other fields
+    /// the agent reads, kept as they are (checked by
+    /// [`UserInput::from_payload`](lobu_core::transcript::UserInput::from_payload)). The field
     /// [`TRACE_PAYLOAD_KEY`](lobu_core::TRACE_PAYLOAD_KEY) (`"lobu_trace"`) is reserved for
     /// the runtime: a payload with it is `InvalidInput`.
     pub async fn submit_payload(
         &self,
         key: ConversationKey,
-        payload: serde_json::Value,
+        payload: impl serde::Serialize,
         idempotency_key: Option<IdempotencyKey>,
     ) -> Result<Submitted> {
         let options = SubmitOptions::new().idempotency_key(idempotency_key);
@@ -81,16 +96,13 @@ impl Runtime {
     pub async fn submit_with(
         &self,
         key: ConversationKey,
-        payload: serde_json::Value,
+        payload: impl serde::Serialize,
         options: SubmitOptions,
     ) -> Result<Submitted> {
-        match payload.get("text") {
-            Some(serde_json::Value::String(text)) if !text.trim().is_empty() => {}
-            Some(serde_json::Value::String(_)) => {
-                return Err(Error::invalid("message text must not be empty"));
-            }
-            _ => return Err(Error::invalid("payload must have a string field \"text\"")),
-        }
+        let payload = serde_json::to_value(payload).map_err(|e| {
+            Error::invalid(format!("the payload does not serialize to JSON: {e}"))
+        })?;
+        UserInput::from_payload(&payload)?;
         RunTrace::check_unreserved(&payload)?;
         let settings = &self.shared.settings;
         let (idempotency_key, multitask, trace_parent) = options.into_parts();

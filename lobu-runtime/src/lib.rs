@@ -47,16 +47,16 @@
 //! #[async_trait::async_trait]
 //! impl Agent for Echo {
 //!     async fn run_turn(&self, turn: &mut Turn) -> Result<(), BoxError> {
-//!         let text = turn.text().to_owned();
-//!         turn.writer().user_text(&text)?;
-//!         turn.output(format!("You said: {text}"));
+//!         // The runtime has appended the user's message; add the answer's entries with
+//!         // `turn.writer()`, which become the next head when this returns `Ok`.
+//!         turn.output(format!("You said: {}", turn.text()));
 //!         Ok(())
 //!     }
 //! }
 //!
 //! # async fn demo() -> lobu_core::Result<()> {
 //! let backend = Backend::from_shared(Arc::new(MemoryBackend::new()));
-//! let runtime = Runtime::builder(backend, Arc::new(Echo)).concurrency(8).build()?;
+//! let runtime = Runtime::builder(backend, Echo).concurrency(8).build()?;
 //! let worker = tokio::spawn({
 //!     let runtime = runtime.clone();
 //!     async move { runtime.run().await }

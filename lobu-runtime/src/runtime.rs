@@ -67,11 +67,11 @@ pub(crate) struct Shared {
 }
 
 impl Runtime {
-    /// Start building a runtime on `backend` with `agent`.
-    pub fn builder(backend: Backend, agent: Arc<dyn Agent>) -> RuntimeBuilder {
+    /// Start building a runtime on `backend` with `agent` (any [`Agent`], or an `Arc` of one).
+    pub fn builder(backend: Backend, agent: impl Agent) -> RuntimeBuilder {
         RuntimeBuilder {
             backend,
-            agent,
+            agent: Arc::new(agent),
             settings: Settings::default(),
             worker: None,
         }

@@ -97,6 +97,13 @@ async fn attempt(
     log.push(RunEvent::Started {
         attempt: claim.attempt,
     });
+    if !shared.agent.appends_user_message() {
+        if let Err(error) = turn.record_user_message() {
+            // Checked at submit; a payload queued some other way may not fit: no retry fixes it.
+            sink.close();
+            return Outcome::Permanent(format!("the user's message: {}", error.message()));
+        }
+    }
     let limit = shared.settings.turn_timeout;
     let timed_out = AtomicBool::new(false);
     // At the deadline the token fires while the agent is still alive, so the agent (and

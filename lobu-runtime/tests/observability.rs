@@ -28,7 +28,6 @@ impl Agent for Echo {
     async fn run_turn(&self, turn: &mut Turn) -> Result<(), BoxError> {
         self.payloads.lock().unwrap().push(turn.payload().clone());
         let text = turn.text().to_owned();
-        turn.writer().user_text(&text)?;
         if text == "/fail-once" && turn.attempt() == 1 {
             return Err("the first attempt fails".into());
         }

@@ -18,16 +18,16 @@
 //! #[lobu::async_trait]
 //! impl Agent for Echo {
 //!     async fn run_turn(&self, turn: &mut Turn) -> Result<(), BoxError> {
-//!         let text = turn.text().to_owned();
-//!         turn.writer().user_text(&text)?; // the entries become the next head on success
-//!         turn.output(format!("You said: {text}"));
+//!         // The runtime has appended the user's message; entries added with
+//!         // `turn.writer()` become the next head when this returns `Ok`.
+//!         turn.output(format!("You said: {}", turn.text()));
 //!         Ok(())
 //!     }
 //! }
 //!
 //! # async fn demo() -> lobu::Result<()> {
 //! let backend = FileStore::open("./lobu-data").await?.into_backend();
-//! let runtime = Runtime::builder(backend, Arc::new(Echo)).build()?;
+//! let runtime = Runtime::builder(backend, Echo).build()?;
 //! tokio::spawn({ let r = runtime.clone(); async move { r.run().await } });
 //!
 //! let key = ConversationKey::parse("acme", "support-bot", "telegram:42")?;

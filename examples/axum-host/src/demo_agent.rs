@@ -105,6 +105,12 @@ impl DemoAgent {
 
 #[async_trait]
 impl Agent for DemoAgent {
+    /// The demo writes the user's message itself, after a `model_change` on a first turn
+    /// (pi's order: the model first, then what it answers).
+    fn appends_user_message(&self) -> bool {
+        true
+    }
+
     async fn run_turn(&self, turn: &mut Turn) -> Result<(), BoxError> {
         let text = turn.text().to_owned();
         let cancel = turn.cancelled().clone();

@@ -56,6 +56,7 @@ pub mod hash;
 mod js;
 mod stats;
 mod upgrade;
+mod user_input;
 mod writer;
 
 #[cfg(test)]
@@ -73,4 +74,5 @@ pub use display::{
 pub use entry::{Entry, MessageRef, SkipReason, SkippedLine, Tokens, Transcript, parse};
 pub use stats::{Stats, TITLE_MAX_CHARS, title};
 pub use upgrade::{Upgraded, upgrade};
+pub use user_input::{MAX_IMAGES, UserInput};
 pub use writer::{RESERVED_FIELDS, SESSION_VERSION, TranscriptWriter};

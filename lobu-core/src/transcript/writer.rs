@@ -89,12 +89,16 @@ impl TranscriptWriter {
 
     /// Append a user message with one text block.
     pub fn user_text(&mut self, text: &str) -> Result<&Entry> {
+        self.user(&[ContentBlock::text(text)])
+    }
+
+    /// Append a user message with these content blocks (text and images).
+    pub fn user(&mut self, content: &[ContentBlock]) -> Result<&Entry> {
         #[derive(Serialize)]
         struct UserContent<'a> {
             content: &'a [ContentBlock],
         }
-        let content = [ContentBlock::text(text)];
-        self.push_message("user", &UserContent { content: &content })
+        self.push_message("user", &UserContent { content })
     }
 
     /// Append an assistant message (text, thinking and tool call blocks, model, usage).

@@ -181,7 +181,7 @@ impl Agent for ScriptAgent {
             cancel: turn.cancelled().clone(),
         };
 
-        turn.writer().user_text(&text)?;
+        // The runtime has appended the user's message (the default).
         let mut words = text.split_whitespace();
         let command = words.next().unwrap_or_default();
         let arg: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);

@@ -121,8 +121,14 @@ pub async fn bad_input_is_a_typed_error_and_queues_nothing(store: Store) {
     let invalid = |e: lobu_core::Error| assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     invalid(rt.submit(k.clone(), "", None).await.unwrap_err());
     invalid(rt.submit(k.clone(), " \n\t ", None).await.unwrap_err());
+    // A payload needs text, an image or a field of the agent's; `images` is a list.
     invalid(
-        rt.submit_payload(k.clone(), serde_json::json!({"txt": "x"}), None)
+        rt.submit_payload(k.clone(), serde_json::json!({}), None)
+            .await
+            .unwrap_err(),
+    );
+    invalid(
+        rt.submit_payload(k.clone(), serde_json::json!({"images": "x"}), None)
             .await
             .unwrap_err(),
     );
