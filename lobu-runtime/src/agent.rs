@@ -122,7 +122,10 @@ impl Turn {
     /// cannot change the payload).
     pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, Permanent> {
         T::deserialize(&self.payload).map_err(|e| {
-            Permanent::new(format!("the run payload does not fit {}: {e}", std::any::type_name::<T>()))
+            Permanent::new(format!(
+                "the run payload does not fit {}: {e}",
+                std::any::type_name::<T>()
+            ))
         })
     }
 

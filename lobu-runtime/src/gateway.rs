@@ -99,9 +99,8 @@ impl Runtime {
         payload: impl serde::Serialize,
         options: SubmitOptions,
     ) -> Result<Submitted> {
-        let payload = serde_json::to_value(payload).map_err(|e| {
-            Error::invalid(format!("the payload does not serialize to JSON: {e}"))
-        })?;
+        let payload = serde_json::to_value(payload)
+            .map_err(|e| Error::invalid(format!("the payload does not serialize to JSON: {e}")))?;
         UserInput::from_payload(&payload)?;
         RunTrace::check_unreserved(&payload)?;
         let settings = &self.shared.settings;

@@ -97,12 +97,12 @@ async fn attempt(
     log.push(RunEvent::Started {
         attempt: claim.attempt,
     });
-    if !shared.agent.appends_user_message() {
-        if let Err(error) = turn.record_user_message() {
-            // Checked at submit; a payload queued some other way may not fit: no retry fixes it.
-            sink.close();
-            return Outcome::Permanent(format!("the user's message: {}", error.message()));
-        }
+    // Checked at submit; a payload queued some other way may not fit: no retry fixes it.
+    if !shared.agent.appends_user_message()
+        && let Err(error) = turn.record_user_message()
+    {
+        sink.close();
+        return Outcome::Permanent(format!("the user's message: {}", error.message()));
     }
     let limit = shared.settings.turn_timeout;
     let timed_out = AtomicBool::new(false);

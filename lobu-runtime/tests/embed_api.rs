@@ -6,7 +6,7 @@ use std::time::Duration;
 use lobu_core::memory::MemoryBackend;
 use lobu_core::transcript::{AssistantMessage, ContentBlock, parse};
 use lobu_core::{Backend, BoxError, ConversationKey, RunStatus};
-use lobu_runtime::{Agent, Runtime, RunEvent, Turn};
+use lobu_runtime::{Agent, RunEvent, Runtime, Turn};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -83,7 +83,10 @@ async fn the_runtime_records_the_users_message_before_the_agent_answers() {
     let record = runtime.submit_and_wait(key.clone(), "hello").await.unwrap();
     assert_eq!(record.status, RunStatus::Completed);
     let messages = messages(&backend, &key).await;
-    assert_eq!(messages[0], ("user".into(), json!([{"type": "text", "text": "hello"}])));
+    assert_eq!(
+        messages[0],
+        ("user".into(), json!([{"type": "text", "text": "hello"}]))
+    );
     assert_eq!(messages[1].0, "assistant");
     assert_eq!(messages.len(), 2, "{messages:?}");
     runtime.shutdown().await;
@@ -96,7 +99,13 @@ async fn an_agent_that_appends_the_users_message_itself_gets_it_once() {
     let key = ConversationKey::parse("acme", "own", "c1").unwrap();
     runtime.submit_and_wait(key.clone(), "hi").await.unwrap();
     let messages = messages(&backend, &key).await;
-    assert_eq!(messages, [("user".into(), json!([{"type": "text", "text": "[quoted] hi"}]))]);
+    assert_eq!(
+        messages,
+        [(
+            "user".into(),
+            json!([{"type": "text", "text": "[quoted] hi"}])
+        )]
+    );
     runtime.shutdown().await;
 }
 
@@ -109,7 +118,10 @@ async fn a_payload_of_the_hosts_type_reads_back_and_one_that_does_not_fit_fails_
         text: "ship it".into(),
         order_id: 42,
     };
-    let run = runtime.submit_payload(key.clone(), &order, None).await.unwrap();
+    let run = runtime
+        .submit_payload(key.clone(), &order, None)
+        .await
+        .unwrap();
     let record = runtime.wait(&key.org, &run.run).await.unwrap();
     assert_eq!(record.status, RunStatus::Completed);
     let events = runtime.subscribe(&key.org, &run.run).await.unwrap();
@@ -119,7 +131,10 @@ async fn a_payload_of_the_hosts_type_reads_back_and_one_that_does_not_fit_fails_
 
     // An order id that is not a number does not fit `Order`: no retry can fix it.
     let bad = json!({"text": "ship it", "order_id": "forty-two"});
-    let run = runtime.submit_payload(key.clone(), bad, None).await.unwrap();
+    let run = runtime
+        .submit_payload(key.clone(), bad, None)
+        .await
+        .unwrap();
     let record = runtime.wait(&key.org, &run.run).await.unwrap();
     assert_eq!((record.status, record.attempts), (RunStatus::Failed, 1));
     assert!(record.error.unwrap().contains("does not fit"));
@@ -133,12 +148,18 @@ async fn an_image_only_message_is_recorded_as_an_image_and_bad_payloads_queue_no
     let key = ConversationKey::parse("acme", "clerk", "photos").unwrap();
     let image = json!({"data": "iVBORw0KGgo=", "mimeType": "image/png"});
     let payload = json!({ "images": [image] });
-    let run = runtime.submit_payload(key.clone(), payload, None).await.unwrap();
+    let run = runtime
+        .submit_payload(key.clone(), payload, None)
+        .await
+        .unwrap();
     runtime.wait(&key.org, &run.run).await.unwrap();
     let messages = messages(&backend, &key).await;
     assert_eq!(
         messages[0],
-        ("user".into(), json!([{"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"}]))
+        (
+            "user".into(),
+            json!([{"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"}])
+        )
     );
 
     for bad in [
@@ -147,10 +168,17 @@ async fn an_image_only_message_is_recorded_as_an_image_and_bad_payloads_queue_no
         json!({"images": [{"data": "AAAA", "mimeType": "text/html"}]}),
         json!(["not", "an", "object"]),
     ] {
-        let error = runtime.submit_payload(key.clone(), &bad, None).await.unwrap_err();
+        let error = runtime
+            .submit_payload(key.clone(), &bad, None)
+            .await
+            .unwrap_err();
         assert_eq!(error.kind(), lobu_core::ErrorKind::InvalidInput, "{bad}");
     }
-    let queued = backend.queue.runs(&key.org, &Default::default(), None, 100).await.unwrap();
+    let queued = backend
+        .queue
+        .runs(&key.org, &Default::default(), None, 100)
+        .await
+        .unwrap();
     assert_eq!(queued.items.len(), 1, "only the image turn was queued");
     runtime.shutdown().await;
 }

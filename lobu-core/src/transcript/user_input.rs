@@ -53,7 +53,9 @@ impl UserInput {
             Some(Value::Array(items)) => images(items)?,
             Some(_) => return Err(Error::invalid("payload field \"images\" must be a list")),
         };
-        if fields.is_empty() || (fields.len() == 1 && fields.contains_key("images") && images.is_empty()) {
+        if fields.is_empty()
+            || (fields.len() == 1 && fields.contains_key("images") && images.is_empty())
+        {
             return Err(Error::invalid(
                 "a turn payload needs text, an image or a field the agent reads",
             ));
@@ -91,12 +93,17 @@ fn images(items: &[Value]) -> Result<Vec<ContentBlock>> {
         .map(|(index, item)| {
             let bad = |why: &str| Error::invalid(format!("image {}: {why}", index + 1));
             let data = item.get("data").and_then(Value::as_str).unwrap_or_default();
-            let mime = item.get("mimeType").and_then(Value::as_str).unwrap_or_default();
+            let mime = item
+                .get("mimeType")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if data.is_empty() || !data.bytes().all(is_base64) {
                 return Err(bad("\"data\" must be non-empty base64"));
             }
             if !IMAGE_TYPES.contains(&mime) {
-                return Err(bad("\"mimeType\" must be image/png, image/jpeg, image/gif or image/webp"));
+                return Err(bad(
+                    "\"mimeType\" must be image/png, image/jpeg, image/gif or image/webp",
+                ));
             }
             Ok(ContentBlock::Image {
                 data: data.to_owned(),
@@ -116,8 +123,8 @@ mod tests {
 
     use super::*;
 
-    fn refused(payload: Value) -> String {
-        UserInput::from_payload(&payload)
+    fn refused(payload: &Value) -> String {
+        UserInput::from_payload(payload)
             .expect_err(&payload.to_string())
             .message()
             .to_owned()
@@ -137,17 +144,20 @@ mod tests {
 
     #[test]
     fn every_malformed_payload_is_refused_naming_its_problem() {
-        assert_eq!(refused(json!([])), "a turn payload must be a JSON object");
-        assert_eq!(refused(json!({"text": " \n"})), "message text must not be empty");
-        assert!(refused(json!({"text": 5})).contains("\"text\" must be a string"));
-        assert!(refused(json!({})).contains("needs text, an image"));
-        assert!(refused(json!({"images": []})).contains("needs text, an image"));
-        assert!(refused(json!({"images": {}})).contains("must be a list"));
+        assert_eq!(refused(&json!([])), "a turn payload must be a JSON object");
+        assert_eq!(
+            refused(&json!({"text": " \n"})),
+            "message text must not be empty"
+        );
+        assert!(refused(&json!({"text": 5})).contains("\"text\" must be a string"));
+        assert!(refused(&json!({})).contains("needs text, an image"));
+        assert!(refused(&json!({"images": []})).contains("needs text, an image"));
+        assert!(refused(&json!({"images": {}})).contains("must be a list"));
         let bad_data = json!({"images": [{"data": "not base64!", "mimeType": "image/png"}]});
-        assert!(refused(bad_data).starts_with("image 1: \"data\""));
+        assert!(refused(&bad_data).starts_with("image 1: \"data\""));
         let bad_type = json!({"images": [{"data": "AAAA", "mimeType": "text/html"}]});
-        assert!(refused(bad_type).starts_with("image 1: \"mimeType\""));
+        assert!(refused(&bad_type).starts_with("image 1: \"mimeType\""));
         let many = vec![json!({"data": "AAAA", "mimeType": "image/png"}); MAX_IMAGES + 1];
-        assert!(refused(json!({"images": many})).contains("at most 16 images"));
+        assert!(refused(&json!({"images": many})).contains("at most 16 images"));
     }
 }
