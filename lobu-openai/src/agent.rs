@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use lobu_core::BoxError;
 use lobu_core::transcript::{AssistantMessage, ContentBlock, Entry};
-use lobu_runtime::{Agent, Turn};
+use lobu_runtime::{Agent, Permanent, Turn};
 use serde_json::{Value, json};
 
 use crate::client::http_client;
@@ -81,7 +81,9 @@ impl Agent for OpenAiAgent {
             writer.user_text(&text)?;
         }
         for round in 0..=MAX_STEER_ROUNDS {
-            let (answer, usage) = complete(&self.client, &self.config, turn, &messages).await?;
+            let (answer, usage) = complete(&self.client, &self.config, turn, &messages)
+                .await
+                .map_err(permanent_if_refused)?;
             messages.push(json!({ "role": "assistant", "content": answer }));
             let mut reply =
                 AssistantMessage::new(PROVIDER, model, vec![ContentBlock::text(answer)]);
@@ -124,4 +126,18 @@ fn chat_message(entry: &Entry) -> Option<Value> {
         _ => return None,
     };
     (!text.is_empty()).then(|| json!({ "role": role, "content": text }))
+}
+
+/// A 4xx answer (a bad key, a malformed request, a model that does not exist) will be the
+/// same on every attempt: it fails the run at once ([`Permanent`]). 408 and 429 (timeouts and
+/// rate limits) pass, and 5xx and transport errors are retried.
+fn permanent_if_refused(error: OpenAiError) -> BoxError {
+    match error {
+        OpenAiError::Status { status, .. }
+            if (400..500).contains(&status) && status != 408 && status != 429 =>
+        {
+            Permanent::new(error).into()
+        }
+        other => other.into(),
+    }
 }
