@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::FutureExt;
 use lobu_core::{Claim, Error, ErrorKind, Result, RunTrace};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -101,6 +102,10 @@ async fn claim_loop(shared: &Arc<Shared>) {
             },
             () = shared.stop_claiming.cancelled() => return,
         };
+        // A wake-up stored before this claim is answered by it: the change it announces was
+        // made before the claim is sent. Dropping it saves an empty claim after every turn
+        // that the store's own wake-up already started.
+        let _ = shared.wake.notified().now_or_never();
         // Not raced against shutdown: a claim that succeeded must be executed or handed back.
         // The claim's deadlines count from when it was sent, on this machine's clock.
         let claimed_at = Instant::now();

@@ -11,6 +11,8 @@
 //! [`RunQueue::record_events`]: lobu_core::RunQueue::record_events
 //! [`RunQueue::read_events`]: lobu_core::RunQueue::read_events
 
+use std::time::Instant;
+
 use lobu_core::events::{EventPage, StoredEvent, check_events, check_may_record, check_read_limit};
 use lobu_core::{Claim, Error, Fence, OrgId, Result, RunId, RunStatus};
 use sqlx::postgres::{PgArguments, Postgres};
@@ -102,6 +104,7 @@ impl PgStore {
     /// [`RunQueue::record_events`](lobu_core::RunQueue::record_events): 1 round trip (an
     /// asynchronous commit, see sql/record_events.sql), 2 when refused.
     pub(crate) async fn append_events(&self, claim: &Claim, events: &[String]) -> Result<u64> {
+        let sent = Instant::now();
         check_events(events)?;
         // A fence or attempt that does not fit was never issued: no claim of the run has it.
         let refused = || refusal(claim, RunStatus::Pending, None);
@@ -117,7 +120,7 @@ impl PgStore {
         };
         if !events.is_empty() {
             // Followers here wake now; other replicas' by the NOTIFY the statement sent.
-            self.inner.wakeup.run_changed(&claim.run);
+            self.inner.wakeup.events_changed(&claim.run, sent);
         }
         u64::try_from(last).map_err(|_| PgStoreError::Corrupt(format!("event seq {last}")).into())
     }

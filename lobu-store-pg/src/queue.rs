@@ -530,6 +530,7 @@ impl PgStore {
         output: Option<&serde_json::Value>,
         steered: &[RunId],
     ) -> Result<Option<Version>> {
+        let sent = Instant::now();
         let key = &claim.key;
         let mut tx = self
             .inner
@@ -585,8 +586,8 @@ impl PgStore {
         }
         tx.commit().await.map_err(db("complete: commit"))?;
         for run in steered {
-            // Their followers here wake now; other replicas' by the NOTIFY.
-            self.inner.wakeup.run_changed(run);
+            // Their followers here wake now; other replicas' by the NOTIFY ('events:<run>').
+            self.inner.wakeup.events_changed(run, sent);
         }
         versions(seq)
     }
@@ -665,14 +666,18 @@ pub(crate) fn claim_sql(template: &str, schema: &str, not_cancelled: &str) -> Sq
 #[async_trait]
 impl RunQueue for PgStore {
     async fn submit(&self, run: NewRun) -> Result<Submitted> {
+        let sent = Instant::now();
         run.validate()?;
         if run.multitask.looks_at_the_lane() {
             // A transaction of its own (multitask.rs): 5 or 6 round trips.
             let (submitted, cancelled) = self.submit_to_lane(&run).await?;
             for (run, outcome) in &cancelled {
                 if changed(*outcome) {
-                    self.inner.wakeup.run_changed(run);
+                    self.inner.wakeup.run_changed(run, sent);
                 }
+            }
+            if submitted.created {
+                self.inner.wakeup.submitted(&submitted.run, sent);
             }
             return Ok(submitted);
         }
@@ -701,7 +706,11 @@ impl RunQueue for PgStore {
         if let Some(running) = running.and_then(|id| RunId::new(id).ok()) {
             // A steer run: the claimed run's followers here wake now (a hint; other
             // replicas' by the NOTIFY).
-            self.inner.wakeup.run_changed(&running);
+            self.inner.wakeup.events_changed(&running, sent);
+        }
+        if created {
+            // This process's workers claim it now, not after the NOTIFY's round trip.
+            self.inner.wakeup.submitted(&id, sent);
         }
         Ok(Submitted {
             run: stored("run id", RunId::new(stored_id))?,
@@ -767,13 +776,15 @@ impl RunQueue for PgStore {
     }
 
     async fn complete(&self, claim: &Claim, commit: Commit) -> Result<Option<Version>> {
+        let sent = Instant::now();
         let version = self.commit(claim, commit).await?;
         // Followers here wake now; other replicas' by the NOTIFY the commit sent.
-        self.inner.wakeup.run_changed(&claim.run);
+        self.inner.wakeup.run_ended_here(&claim.run, sent);
         Ok(version)
     }
 
     async fn fail(&self, claim: &Claim, failure: &Failure) -> Result<AfterFailure> {
+        let sent = Instant::now();
         failure.validate()?;
         // sql/fail.sql's $10 (delay, NULL: the run's own) and $11 (retried at all).
         let (delay, retried) = match failure.retry {
@@ -808,7 +819,7 @@ impl RunQueue for PgStore {
         let Some((stored_status, run_at, _)) = row else {
             return Err(self.claim_refused(claim).await);
         };
-        self.inner.wakeup.run_changed(&claim.run);
+        self.inner.wakeup.run_ended_here(&claim.run, sent);
         Ok(
             match stored("run status", RunStatus::parse(&stored_status))? {
                 RunStatus::Pending => AfterFailure::Retry {
@@ -820,6 +831,7 @@ impl RunQueue for PgStore {
     }
 
     async fn release(&self, claim: &Claim) -> Result<()> {
+        let sent = Instant::now();
         let key = &claim.key;
         let back: i64 = sqlx::query_scalar(self.inner.queue.release.clone())
             .bind(key.org.as_str())
@@ -835,7 +847,7 @@ impl RunQueue for PgStore {
         if back == 0 {
             return Err(self.claim_refused(claim).await);
         }
-        self.inner.wakeup.run_changed(&claim.run);
+        self.inner.wakeup.run_ended_here(&claim.run, sent);
         Ok(())
     }
 
@@ -845,6 +857,7 @@ impl RunQueue for PgStore {
         run: &RunId,
         reason: &str,
     ) -> Result<Option<CancelOutcome>> {
+        let sent = Instant::now();
         let reason = &lobu_core::control::cancel_reason(reason);
         let runs = std::slice::from_ref(run);
         let outcome = self
@@ -855,7 +868,7 @@ impl RunQueue for PgStore {
         };
         if changed(outcome) {
             // Followers and workers here wake now; other replicas' by the NOTIFY.
-            self.inner.wakeup.run_changed(run);
+            self.inner.wakeup.run_changed(run, sent);
         }
         Ok(Some(outcome))
     }

@@ -5,7 +5,8 @@
 -- `existing` reads the statement's snapshot, taken before the lock: a submit with the same
 -- key that committed meanwhile is caught by the unique index instead, and then no row comes
 -- back; the caller repeats the statement in a transaction that takes the lock first, whose
--- snapshot sees that run. The notification is sent at commit.
+-- snapshot sees that run. The notification (the new run's id: this process drops its echo,
+-- see wakeup.rs) is sent at commit.
 -- A steer run ($11) also wakes the followers of the conversation's claimed run, if it has
 -- one ('events:<run>', which wakes nobody waiting for work: see wakeup.rs), and names it
 -- (`running`) for the caller's local wake-up. A hint: a run claimed after the statement's
@@ -27,7 +28,7 @@ WITH locked AS MATERIALIZED (
     DO NOTHING
     RETURNING id
 ), notified AS (
-    SELECT count(pg_notify($10, '')) FROM ins
+    SELECT count(pg_notify($10, id)) FROM ins
 ), running AS MATERIALIZED (
     SELECT r.id FROM {s}.runs r
      WHERE $11 AND EXISTS (SELECT 1 FROM ins)
