@@ -5,8 +5,8 @@
 //! page a conversation's messages, list conversations, reset, erase, and health probes.
 //! Every error is `{"error": "..."}` with a status a client can branch on: 400 for a bad
 //! id, body or parameter, 401 without credentials, 404 for what this caller cannot see,
-//! 409 for a conflict (a `reject` strategy, a reset that ended badly), 413 for a body or
-//! text over its limit, 415 for a body not declared JSON, 429 past an org's open-stream
+//! 409 for a conflict (a `reject` strategy, a reset that ended badly), 413 for a body,
+//! text or message payload over its limit, 415 for a body not declared JSON, 429 past an org's open-stream
 //! bound, 503 when the store cannot answer, the server drains or a request times out.
 //!
 //! ```no_run
@@ -99,6 +99,6 @@ pub use api::{
 pub use auth::{ApiKeys, Caller, EventStreamRoute, KeyCaller, OPEN_ORG};
 pub use error::ApiError;
 pub use params::MAX_TEXT_BYTES;
-pub use router::{MAX_BODY_BYTES, method_not_allowed, not_found};
+pub use router::{MAX_BODY_BYTES, MAX_MESSAGE_BODY_BYTES, method_not_allowed, not_found};
 pub use run_params::MAX_WAIT_SECS;
 pub use serve::{DEFAULT_HEADER_READ_TIMEOUT, serve};

@@ -21,11 +21,16 @@ use crate::timeout::bounded;
 /// JSON overhead. A larger body is refused with 413 as soon as the limit is passed: it is
 /// never read to the end, whatever its declared length.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// The largest body of a posted message, which may carry images (base64): a run's payload
+/// limit ([`MAX_PAYLOAD_BYTES`](lobu_core::MAX_PAYLOAD_BYTES), 1 MiB; a bigger payload is
+/// `413` too) and room for the other fields.
+pub const MAX_MESSAGE_BODY_BYTES: usize = lobu_core::MAX_PAYLOAD_BYTES + 64 * 1024;
 
 impl Api {
     /// The run and session API (`/v1/…`) for a host's state `S` (which yields this [`Api`]
     /// through [`FromRef`]) and its authentication `C` (an extractor that yields the org,
-    /// see [`Caller`]). Bodies over [`MAX_BODY_BYTES`] are `413`; non-streaming routes are
+    /// see [`Caller`]). Bodies over [`MAX_BODY_BYTES`] (a message: over
+    /// [`MAX_MESSAGE_BODY_BYTES`]) are `413`; non-streaming routes are
     /// bounded by the [request timeout](Api::request_timeout); a method a route does not
     /// serve is `405 {"error"}`. Add [`probes`](Api::probes), a fallback
     /// ([`not_found`]) and the host's own layers (tracing, CORS) around it.
@@ -40,9 +45,11 @@ impl Api {
         let status = request + Duration::from_secs(MAX_WAIT_SECS);
         let conversation = "/v1/agents/{agent}/conversations/{conversation}";
         Router::new()
+            // Inside the router-wide limit below, so this one applies to this route.
             .route(
                 &format!("{conversation}/messages"),
-                within(request, post(messages::post_message::<C>)),
+                within(request, post(messages::post_message::<C>))
+                    .layer(DefaultBodyLimit::max(MAX_MESSAGE_BODY_BYTES)),
             )
             .route(
                 &format!("{conversation}/session/messages"),

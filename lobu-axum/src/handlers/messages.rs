@@ -19,7 +19,13 @@ use crate::sse;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewMessage {
-    text: String,
+    /// The message text; optional when the message carries images.
+    #[serde(default)]
+    text: Option<String>,
+    /// `[{"data": <base64>, "mimeType": "image/png|jpeg|gif|webp"}]`, checked by
+    /// [`UserInput`](lobu_core::transcript::UserInput) (at most 16).
+    #[serde(default)]
+    images: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     idempotency_key: Option<String>,
     /// `enqueue` (default), `reject`, `interrupt`, `rollback` or `steer`.
@@ -27,6 +33,9 @@ struct NewMessage {
     multitask_strategy: Option<String>,
 }
 
+/// The body is `{"text"}`, `{"images"}` or both (images as in lobu's `image` content
+/// block: base64 `data` and a `mimeType` of PNG, JPEG, GIF or WebP, at most 16; the body
+/// may then be up to [`MAX_MESSAGE_BODY_BYTES`](crate::MAX_MESSAGE_BODY_BYTES)).
 /// `202 {"run_id", "status"}` once the run is durable; with `Accept: text/event-stream`,
 /// `200` and the run's events as SSE until it ends. A repeated idempotency key answers with
 /// the first run (and its current status) and queues nothing.
@@ -71,10 +80,17 @@ pub(crate) async fn post_message<C: Caller>(
         .idempotency_key(idempotency_key)
         .multitask(strategy)
         .trace_parent(trace_parent(&headers));
-    let payload = serde_json::json!({ "text": message.text });
+    let mut payload = serde_json::Map::new();
+    if let Some(text) = message.text {
+        payload.insert("text".to_owned(), text.into());
+    }
+    if let Some(images) = message.images {
+        payload.insert("images".to_owned(), images.into());
+    }
+    // A bad image is the runtime's InvalidInput (400), checked before anything is queued.
     let submitted = api
         .runtime
-        .submit_with(key.clone(), payload, options)
+        .submit_with(key.clone(), serde_json::Value::Object(payload), options)
         .await?;
     let location = HeaderValue::from_str(&format!("/v1/runs/{}", submitted.run)).map_err(|_| {
         ApiError::new(
@@ -154,15 +170,21 @@ fn parse_body(body: &[u8]) -> Result<NewMessage, ApiError> {
     }
     let message: NewMessage = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))?;
-    if message.text.trim().is_empty() {
+    let Some(text) = &message.text else {
+        if message.images.as_ref().is_none_or(Vec::is_empty) {
+            return Err(ApiError::bad_request("a message needs text or images"));
+        }
+        return Ok(message);
+    };
+    if text.trim().is_empty() {
         return Err(ApiError::bad_request("text must not be empty"));
     }
-    if message.text.len() > MAX_TEXT_BYTES {
+    if text.len() > MAX_TEXT_BYTES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "text is {} bytes; the limit is {MAX_TEXT_BYTES}",
-                message.text.len()
+                text.len()
             ),
         ));
     }
@@ -185,7 +207,17 @@ mod tests {
         assert!(refused("").starts_with("bad JSON body"));
         assert!(refused("{\"text\": ").starts_with("bad JSON body"));
         assert!(refused("[]").starts_with("bad JSON body"));
-        assert!(refused("{}").contains("missing field `text`"));
+        assert_eq!(refused("{}"), "a message needs text or images");
+        assert_eq!(
+            refused("{\"images\": []}"),
+            "a message needs text or images"
+        );
+        assert!(refused("{\"images\": {}}").contains("invalid type"));
+        let image = r#"{"images": [{"data": "iVBORw0KGgo=", "mimeType": "image/png"}]}"#;
+        assert!(
+            parse_body(image.as_bytes()).is_ok(),
+            "an image alone is a message"
+        );
         assert!(refused("{\"text\": 5}").contains("invalid type"));
         assert!(refused("{\"text\": \"hi\", \"idempotencyKey\": \"k\"}").contains("unknown field"));
         assert!(refused("{\"text\": \"hi\", \"multitask_strategy\": 1}").contains("invalid type"));
