@@ -132,6 +132,7 @@ mod clock;
 mod erase;
 mod error;
 mod events;
+mod history_index;
 mod layout;
 mod locks;
 mod persist;

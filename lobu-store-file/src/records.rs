@@ -10,7 +10,7 @@ use lobu_core::transcript::hash::{TranscriptHash, hex};
 use lobu_core::{Result, RunId, TerminalStatus};
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{list_names, read_optional, read_prefix};
+use crate::atomic::{list_names, read_optional};
 use crate::error::{to_json, undecodable};
 use crate::state::{Conversation, FORENSIC, HISTORY, State};
 
@@ -84,11 +84,7 @@ pub(crate) fn completed_of_run(
     state: &State,
     run: &RunId,
 ) -> Result<Vec<Record>> {
-    let needle = format!(
-        "\"run\":{}",
-        serde_json::to_string(run.as_str()).unwrap_or_default()
-    );
-    scan_history(conversation, state, &needle, |r| r.run == *run)
+    scan_history(conversation, state, |r| r.run == *run)
 }
 
 /// The committed completed record of `version`, if it is in the history.
@@ -97,39 +93,28 @@ pub(crate) fn completed(
     state: &State,
     version: u64,
 ) -> Result<Option<Record>> {
-    let needle = format!("\"version\":{version},");
-    let found = scan_history(conversation, state, &needle, |r| r.version == version)?;
+    let found = scan_history(conversation, state, |r| r.version == version)?;
     Ok(found.into_iter().next())
 }
 
-/// The committed history records that `keep`, oldest first. Only lines holding `needle` are
-/// decoded: a long history costs a scan, not a parse.
+/// The committed history records that `keep`, oldest first, through this process's
+/// [`HistoryIndex`](crate::history_index::HistoryIndex): a persist reads the lines written
+/// since the last one, not the whole history.
 fn scan_history(
     conversation: &Conversation<'_>,
     state: &State,
-    needle: &str,
     keep: impl Fn(&Record) -> bool,
 ) -> Result<Vec<Record>> {
     let Some(head) = &state.head else {
         return Ok(Vec::new());
     };
     let path = conversation.path(HISTORY);
-    let history = read_prefix(&path, head.history_bytes)?;
-    let mut found = Vec::new();
-    for line in history.split(|b| *b == b'\n') {
-        if line.is_empty() || !contains(line, needle.as_bytes()) {
-            continue;
-        }
-        let record: Record = serde_json::from_slice(line).map_err(undecodable(&path))?;
-        if keep(&record) {
-            found.push(record);
-        }
-    }
-    Ok(found)
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    conversation
+        .inner
+        .history
+        .with_records(&path, head.history_bytes, |records| {
+            records.iter().filter(|r| keep(r)).cloned().collect()
+        })
 }
 
 fn forensic_name(version: u64, status: TerminalStatus, extension: &str) -> String {

@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use crate::atomic::{Disk, read_optional};
 use crate::error::{FileStoreError, io_at, to_json, undecodable};
 use crate::events::Tails;
+use crate::history_index::HistoryIndex;
 use crate::layout::Layout;
 use crate::watch::Watch;
 
@@ -57,6 +58,8 @@ pub(crate) struct Inner {
     /// Lanes this process's last claims found owned by a lease, with when it lapses (ms):
     /// a hint that keeps `wait_for_work` from reporting their due runs as claimable now.
     pub(crate) owned_lanes: Arc<Mutex<HashMap<String, u64>>>,
+    /// The history records this process has read, per conversation.
+    pub(crate) history: Arc<HistoryIndex>,
     #[cfg(test)]
     pub(crate) crash_at: Option<Step>,
 }
@@ -114,6 +117,7 @@ impl FileStore {
                 watch: Arc::default(),
                 event_tails: Arc::default(),
                 owned_lanes: Arc::default(),
+                history: Arc::default(),
                 #[cfg(test)]
                 crash_at: None,
             }),

@@ -1,0 +1,248 @@
+//! [`HistoryIndex`]: the records of conversations' `history.jsonl` this process has read,
+//! so that a persist reads only the lines written since its last look instead of the whole
+//! history (which grows by a line a turn: 10,000 turns are about 2 MB read per persist).
+//!
+//! History is append-only below its committed length, which only a reset (`clear`) or an
+//! erasure shrinks by removing the file. A cached entry is used only if the committed
+//! length did not shrink and the file still holds, at the cached end, the exact last line
+//! read (a run id, a SHA-256 and a time: a file written anew never matches it by chance),
+//! so lines written by other processes are read, and a history removed and written again
+//! is read again from its start.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use lobu_core::Result;
+use lru::LruCache;
+
+use crate::error::{FileStoreError, io_at, undecodable};
+use crate::records::Record;
+
+/// How many conversations' histories stay cached (a record is about 150 bytes held).
+const CONVERSATIONS: usize = 256;
+
+#[derive(Debug)]
+pub(crate) struct HistoryIndex {
+    entries: Mutex<LruCache<PathBuf, Indexed>>,
+    /// Bytes read from history files, for tests of what a lookup costs.
+    #[cfg(test)]
+    read: std::sync::atomic::AtomicU64,
+}
+
+impl Default for HistoryIndex {
+    fn default() -> Self {
+        let capacity = NonZeroUsize::new(CONVERSATIONS).unwrap_or(NonZeroUsize::MIN);
+        HistoryIndex {
+            entries: Mutex::new(LruCache::new(capacity)),
+            #[cfg(test)]
+            read: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+/// One history read up to `len` bytes.
+#[derive(Debug, Default)]
+struct Indexed {
+    len: u64,
+    /// The last line read, with its newline.
+    last_line: Vec<u8>,
+    records: Vec<Record>,
+}
+
+impl HistoryIndex {
+    /// `f` over the records of the history at `path` whose first `committed` bytes are
+    /// committed, oldest first; reads only what this process has not read yet.
+    pub(crate) fn with_records<T>(
+        &self,
+        path: &Path,
+        committed: u64,
+        f: impl FnOnce(&[Record]) -> T,
+    ) -> Result<T> {
+        // Taken out while its file is read, so other conversations never wait on this one.
+        let cached = self.lock().pop(path);
+        let mut indexed = match cached {
+            Some(entry) if entry.len <= committed && self.still_holds(path, &entry)? => entry,
+            _ => Indexed::default(),
+        };
+        if indexed.len < committed {
+            let tail = self.read_range(path, indexed.len, committed)?;
+            indexed.extend(path, &tail)?;
+        }
+        let answer = f(&indexed.records);
+        self.lock().put(path.to_owned(), indexed);
+        Ok(answer)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<PathBuf, Indexed>> {
+        // Every update is one put or pop: a poisoned lock holds consistent data.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the file still holds the entry's last line where the entry ends.
+    fn still_holds(&self, path: &Path, entry: &Indexed) -> Result<bool> {
+        if entry.last_line.is_empty() {
+            return Ok(true); // nothing read yet: nothing to check
+        }
+        let Some(start) = entry.len.checked_sub(entry.last_line.len() as u64) else {
+            return Ok(false);
+        };
+        match self.read_range(path, start, entry.len) {
+            Ok(bytes) => Ok(bytes == entry.last_line),
+            // Gone or shorter: written anew since.
+            Err(_) => Ok(false),
+        }
+    }
+
+    fn read_range(&self, path: &Path, from: u64, to: u64) -> Result<Vec<u8>> {
+        let bytes = read_range(path, from, to)?;
+        #[cfg(test)]
+        self.read
+            .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(bytes)
+    }
+}
+
+impl Indexed {
+    /// Decode the whole lines of `tail`, the bytes after `len`.
+    fn extend(&mut self, path: &Path, tail: &[u8]) -> Result<()> {
+        for line in tail.split_inclusive(|b| *b == b'\n') {
+            if line.last() != Some(&b'\n') {
+                // Committed history ends with a whole line; anything else is damage.
+                return Err(
+                    FileStoreError::corrupt(path, "committed history ends mid-line").into(),
+                );
+            }
+            let record: Record = serde_json::from_slice(line).map_err(undecodable(path))?;
+            self.records.push(record);
+            self.last_line = line.to_vec();
+        }
+        self.len += tail.len() as u64;
+        Ok(())
+    }
+}
+
+/// Bytes `from..to` of `path`; a file that ends before `to` lost committed bytes: `Corrupt`.
+fn read_range(path: &Path, from: u64, to: u64) -> Result<Vec<u8>> {
+    let mut file = File::open(path).map_err(io_at("open", path))?;
+    let size = file.metadata().map_err(io_at("inspect", path))?.len();
+    let short = || {
+        FileStoreError::corrupt(
+            path,
+            format!("{to} bytes are committed but only {size} remain"),
+        )
+    };
+    let want = usize::try_from(to.saturating_sub(from)).map_err(|_| short())?;
+    if size < to {
+        return Err(short().into());
+    }
+    file.seek(SeekFrom::Start(from))
+        .map_err(io_at("seek", path))?;
+    let mut bytes = vec![0; want];
+    file.read_exact(&mut bytes).map_err(|_| short())?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    use std::time::SystemTime;
+
+    use lobu_core::{RunId, TerminalStatus};
+
+    use super::*;
+
+    fn line(version: u64) -> Vec<u8> {
+        let record = Record {
+            version,
+            run: RunId::generate(),
+            status: TerminalStatus::Completed,
+            bytes: version * 10,
+            sha256: format!("{version:064x}"),
+            written_at: SystemTime::now(),
+        };
+        let mut line = serde_json::to_vec(&record).unwrap();
+        line.push(b'\n');
+        line
+    }
+
+    fn append(path: &Path, bytes: &[u8]) -> u64 {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        file.write_all(bytes).unwrap();
+        file.metadata().unwrap().len()
+    }
+
+    fn versions(index: &HistoryIndex, path: &Path, committed: u64) -> Vec<u64> {
+        index
+            .with_records(path, committed, |records| {
+                records.iter().map(|r| r.version).collect()
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_second_look_reads_only_the_lines_written_since_and_the_last_one_it_knew() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let index = HistoryIndex::default();
+        let mut committed = 0;
+        for version in 1..=100 {
+            committed = append(&path, &line(version));
+        }
+        assert_eq!(
+            versions(&index, &path, committed),
+            (1..=100).collect::<Vec<_>>()
+        );
+        assert_eq!(index.read.swap(0, Ordering::Relaxed), committed);
+        // Another writer (another process) appends a line and commits it.
+        let (last, next) = (line(100).len() as u64, line(101));
+        let grown = append(&path, &next);
+        assert_eq!(versions(&index, &path, grown).last(), Some(&101));
+        let read = index.read.load(Ordering::Relaxed);
+        assert!(
+            read <= last + next.len() as u64 + 8,
+            "read {read} bytes again"
+        );
+        // Uncommitted bytes past the committed length are not read.
+        append(&path, b"{\"torn\":");
+        assert_eq!(versions(&index, &path, grown).len(), 101);
+    }
+
+    #[test]
+    fn a_history_written_anew_is_read_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let index = HistoryIndex::default();
+        let committed = append(&path, &[line(1), line(2)].concat());
+        assert_eq!(versions(&index, &path, committed), vec![1, 2]);
+        // A reset removes it; the next turns write a new one, longer than the old.
+        std::fs::remove_file(&path).unwrap();
+        let anew = append(&path, &[line(7), line(8), line(9)].concat());
+        assert_eq!(versions(&index, &path, anew), vec![7, 8, 9]);
+        // A committed length below what was read (a reset, then one turn) starts over too.
+        std::fs::remove_file(&path).unwrap();
+        let shorter = append(&path, &line(10));
+        assert_eq!(versions(&index, &path, shorter), vec![10]);
+    }
+
+    #[test]
+    fn committed_history_that_ends_mid_line_or_short_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let index = HistoryIndex::default();
+        let whole = append(&path, &line(1));
+        let torn = append(&path, b"{\"version\":2");
+        let error = index.with_records(&path, torn, |_| ()).unwrap_err();
+        assert!(error.is(lobu_core::ErrorKind::Corrupt), "{error}");
+        let error = index.with_records(&path, torn + 5, |_| ()).unwrap_err();
+        assert!(error.is(lobu_core::ErrorKind::Corrupt), "{error}");
+        assert_eq!(versions(&index, &path, whole), vec![1]);
+    }
+}
