@@ -67,8 +67,11 @@
 //! `FOR UPDATE SKIP LOCKED` (first in first out per conversation, never two at once per
 //! conversation, never a conversation with a live lease) and takes the conversation as
 //! `try_acquire` does, in one statement, so the claim carries the conversation's fence and
-//! head version. Heartbeat, complete, fail and release check the run and the conversation's
-//! fence. `complete` is one transaction: the transcript becomes the head (checked as a
+//! head version. It walks lanes, one row per conversation with unfinished runs (kept exact by
+//! every statement that adds or ends a run), oldest first: a claim costs the conversations
+//! it passes over (owned ones, ones waiting out a retry), never the runs queued behind them.
+//! Heartbeat, complete, fail and release check the run and the conversation's fence.
+//! `complete` is one transaction: the transcript becomes the head (checked as a
 //! completed persist) and the run completes, or neither. Claims that lapsed on their last
 //! attempt are failed by a reaper that runs at most once a second per store (and when a
 //! claim finds nothing); a lapsed run whose transcript is the head is completed instead.

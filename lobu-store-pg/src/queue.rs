@@ -114,8 +114,13 @@ impl QueueSql {
                 &format!("SELECT {RUN_RECORD} FROM {{s}}.runs r WHERE r.org = $1 AND r.id = $2"),
                 schema,
             ),
+            // Pending runs: the lanes' unfinished runs less the claimed ones, both read by
+            // partial indexes (lanes with work, running runs), so sampling the depth never
+            // walks the backlog. One statement, one snapshot: exact.
             depth: sql(
-                "SELECT count(*) FROM {s}.runs WHERE status = 'pending'",
+                "SELECT (SELECT coalesce(sum(unfinished), 0) FROM {s}.lanes \
+                          WHERE unfinished > 0) \
+                      - (SELECT count(*) FROM {s}.runs WHERE status = 'running')",
                 schema,
             ),
         }

@@ -101,16 +101,19 @@ impl SessionSql {
 
 /// The end of write_delta.sql / write_base.sql for `complete` (`$11` output, `$12` the NOTIFY
 /// channel; `$4` is the run): the run becomes completed with the new head as its committed
-/// version, in the statement that moved the head. The claim was checked under the run's and
-/// the conversation's row locks earlier in the same transaction (sql/commit_lock.sql).
+/// version, in the statement that moved the head, and leaves its lane (sql/lane_left.sql).
+/// The claim was checked under the run's and the conversation's row locks earlier in the
+/// same transaction (sql/commit_lock.sql).
 const COMMIT_TAIL: &str = ", done AS (
     UPDATE {s}.runs r
        SET status = 'completed', output = $11, committed_seq = head.seq,
            claim_expires_at = NULL, finished_at = now(), updated_at = now()
       FROM head
      WHERE r.org = $1 AND r.id = $4
-    RETURNING r.id, head.seq
-)
+    RETURNING r.id, head.seq, r.org, r.agent, r.conversation, r.seq AS run_seq
+), ended_runs AS (
+    SELECT org, agent, conversation, run_seq AS seq, id FROM done
+), {lane_left}
 SELECT seq, count(pg_notify($12, id)) AS notified FROM done GROUP BY seq";
 
 /// The whole copy of a re-base that an append triggers, built in the server: the head's

@@ -115,9 +115,14 @@ impl PgStore {
 }
 
 /// A statement for `schema`: templates name lobu's objects `{s}.table`. The schema was
-/// validated as a plain identifier, so splicing it cannot inject anything.
+/// validated as a plain identifier, so splicing it cannot inject anything. `{lane_left}`
+/// becomes sql/lane_left.sql, the lane update of every statement that ends runs (they name
+/// those runs `ended_runs`), filled in here so no such statement can be built without it.
 pub(crate) fn sql(template: &str, schema: &str) -> SqlStr {
-    AssertSqlSafe(Arc::<str>::from(template.replace("{s}", schema))).into_sql_str()
+    let text = template
+        .replace("{lane_left}", include_str!("sql/lane_left.sql").trim_end())
+        .replace("{s}", schema);
+    AssertSqlSafe(Arc::<str>::from(text)).into_sql_str()
 }
 
 /// A duration as whole microseconds for `n * interval '1 microsecond'` (callers pass

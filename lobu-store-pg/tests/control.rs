@@ -14,7 +14,9 @@ use lobu_core::{
 use lobu_store_pg::PgStore;
 use serde_json::json;
 use sqlx::PgPool;
-use support::{LONG, assert_kind, key, release_before, replica_pool, submit_before_v7};
+use support::{
+    LONG, assert_kind, claim_before_v8, key, release_before, replica_pool, submit_before_v7,
+};
 
 async fn claim_next(store: &PgStore) -> Claim {
     let worker = WorkerId::generate();
@@ -127,7 +129,8 @@ async fn a_schema_5_database_upgrades_to_6_and_cancels_its_runs(pool: PgPool) {
         let k = key("acme", "bot", conversation);
         runs.push(submit_before_v7(&pool, &k, json!({})).await);
     }
-    let claim = claim_next(&store).await;
+    let claim = claim_before_v8(&pool, &WorkerId::generate(), LONG).await;
+    let claim = claim.expect("the first run");
     assert_eq!(claim.run, runs[0]);
 
     store.migrate().await.expect("upgrade");

@@ -350,6 +350,8 @@ async fn stored_values_that_no_longer_parse_are_corrupt_and_keep_the_parse_error
     for damage in [
         "UPDATE lobu.conversations SET head_run = '' WHERE conversation = 'damaged'",
         "UPDATE lobu.runs SET conversation = '' WHERE conversation = 'damaged'",
+        // The run's lane goes with it, as the run queue keeps them together.
+        "UPDATE lobu.lanes SET conversation = '' WHERE conversation = 'damaged'",
     ] {
         sqlx::query(damage).execute(&pool).await.expect(damage);
     }

@@ -15,7 +15,8 @@ use serde_json::json;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{PgPool, SqlSafeStr};
 use support::{
-    assert_kind, key, lease, release_before, replica_pool, submit_before_v7, turn, write,
+    assert_kind, claim_before_v8, key, lease, release_before, replica_pool, submit_before_v7, turn,
+    write,
 };
 
 /// The tables of `schema`, sorted.
@@ -70,6 +71,7 @@ async fn replicas_migrating_at_once_all_succeed_and_apply_each_migration_once(po
         [
             "_sqlx_migrations",
             "conversations",
+            "lanes",
             "run_events",
             "runs",
             "snapshots"
@@ -106,6 +108,7 @@ async fn a_configured_schema_holds_every_table_and_its_own_tracking_table(pool: 
     let expected = [
         "_sqlx_migrations",
         "conversations",
+        "lanes",
         "run_events",
         "runs",
         "snapshots",
@@ -428,9 +431,9 @@ async fn runs_stored_before_run_events_existed_upgrade_and_then_record_and_read_
         let k = key("acme", "bot", conversation);
         runs.push(submit_before_v7(&pool, &k, json!({"text": conversation})).await);
     }
-    let claimed = store.claim(&worker, lease).await.expect("claim");
+    let claimed = claim_before_v8(&pool, &worker, lease).await;
     let claimed = claimed.expect("the first run");
-    let done = store.claim(&worker, lease).await.expect("claim");
+    let done = claim_before_v8(&pool, &worker, lease).await;
     let done = done.expect("the second run");
     // Completed as version 4's complete did (this release's statements read version 6's
     // `cancel_requested`, and a store migrates before it serves).

@@ -15,7 +15,9 @@ use lobu_core::{
 use lobu_store_pg::PgStore;
 use serde_json::json;
 use sqlx::PgPool;
-use support::{LONG, assert_kind, key, release_before, replica_pool, submit_before_v7};
+use support::{
+    LONG, assert_kind, claim_before_v8, key, release_before, replica_pool, submit_before_v7,
+};
 
 fn turn(key: &ConversationKey, n: usize, strategy: MultitaskStrategy) -> NewRun {
     NewRun::turn(key.clone(), json!({ "n": n })).multitask(strategy)
@@ -43,13 +45,14 @@ async fn runs_written_by_schema_6_upgrade_and_take_part_in_steering_and_rollback
         .expect("schema version 6");
     let store = PgStore::new(pool.clone());
     // As version 6 left them: a conversation with a claimed run and one waiting behind it,
-    // and another with a waiting run (claim.sql has not changed since).
+    // and another with a waiting run (claimed by version 6's claim statement).
     let talk = key("acme", "bot", "v6-talk");
     let first = submit_before_v7(&pool, &talk, json!({"text": "first"})).await;
     let second = submit_before_v7(&pool, &talk, json!({"text": "second"})).await;
     let quiet = key("acme", "bot", "v6-quiet");
     let waiting = submit_before_v7(&pool, &quiet, json!({"text": "waiting"})).await;
-    let claim = claim_next(&store).await;
+    let claim = claim_before_v8(&pool, &WorkerId::generate(), LONG).await;
+    let claim = claim.expect("the first run");
     assert_eq!(claim.run, first);
 
     store.migrate().await.expect("upgrade");

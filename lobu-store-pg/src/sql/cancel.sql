@@ -28,8 +28,10 @@ WITH target AS MATERIALIZED (
            finished_at = now(), updated_at = now()
       FROM target t
      WHERE r.id = t.id AND t.outcome = 'cancelled'
-    RETURNING r.id
-), requested AS (
+    RETURNING r.id, r.org, r.agent, r.conversation, r.seq
+), ended_runs AS (
+    SELECT org, agent, conversation, seq, id FROM ended
+), {lane_left}, requested AS (
     UPDATE {s}.runs r
        SET cancel_requested = $3, updated_at = now()
       FROM target t

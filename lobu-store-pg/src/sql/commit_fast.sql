@@ -41,6 +41,8 @@ WITH {held_claim}, conv AS MATERIALIZED (
            claim_expires_at = NULL, finished_at = now(), updated_at = now()
       FROM head
      WHERE r.org = $1 AND r.id = $2
-    RETURNING r.id, head.seq
-)
+    RETURNING r.id, head.seq, r.org, r.agent, r.conversation, r.seq AS run_seq
+), ended_runs AS (
+    SELECT org, agent, conversation, run_seq AS seq, id FROM done
+), {lane_left}
 SELECT seq, count(pg_notify($16, id)) AS notified FROM done GROUP BY seq

@@ -10,6 +10,8 @@ WITH {held_claim}, done AS (
            claim_expires_at = NULL, finished_at = now(), updated_at = now()
       FROM held, owner
      WHERE r.id = held.id
-    RETURNING r.id
-), {end_ownership}
+    RETURNING r.id, r.org, r.agent, r.conversation, r.seq
+), ended_runs AS (
+    SELECT org, agent, conversation, seq, id FROM done
+), {lane_left}, {end_ownership}
 SELECT count(pg_notify($9, id)) FROM done

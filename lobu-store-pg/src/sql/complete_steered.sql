@@ -8,6 +8,8 @@ WITH done AS (
     UPDATE {s}.runs r
        SET status = 'completed', output = $3, finished_at = now(), updated_at = now()
      WHERE r.org = $1 AND r.id = ANY($2) AND r.status = 'pending'
-    RETURNING r.id
-)
+    RETURNING r.id, r.org, r.agent, r.conversation, r.seq
+), ended_runs AS (
+    SELECT org, agent, conversation, seq, id FROM done
+), {lane_left}
 SELECT count(pg_notify($4, 'events:' || id)) FROM done

@@ -5,6 +5,8 @@
 -- where they are, so neither is ever reused. $1 org, $2 agent, $3 conversation as in the lock.
 -- Events are deleted here rather than left to the cascade from `runs` so that they can be
 -- counted; the cascade, run at the end of the statement, then finds nothing left.
+-- The scope's lanes go too: every run they counted is deleted here (sql/erase_lock.sql
+-- locked them, after any submit that counted a run in one of them).
 -- `conversations` counts the distinct conversations anything was deleted of (a run, a
 -- snapshot or a row); `heads` names the erased heads, whose hash states the store forgets.
 WITH runs AS (
@@ -27,6 +29,10 @@ WITH runs AS (
      WHERE org = $1 AND ($2::text IS NULL OR agent = $2)
        AND ($3::text IS NULL OR conversation = $3)
     RETURNING agent, conversation, head_seq
+), lanes AS (
+    DELETE FROM {s}.lanes
+     WHERE org = $1 AND ($2::text IS NULL OR agent = $2)
+       AND ($3::text IS NULL OR conversation = $3)
 ), touched AS (
     SELECT agent, conversation FROM runs
     UNION SELECT agent, conversation FROM snapshots

@@ -8,6 +8,9 @@
 --      commits after the erasure's delete is simply a later use of the conversation.
 --   2. The scope's runs, oldest first (claim and commit lock a run before its conversation).
 --   3. The conversations' rows (persist, clear, leases and claims lock them).
+--   4. The scope's lanes (every submit and every end of a run updates its lane, last). A
+--      submit that counted a run in one of them has committed before this returns, so the
+--      delete sees its run; one that comes later waits, and counts its run in a new lane.
 -- Each step is a one-time filter (an uncorrelated sub-select in WHERE) on the next, so it is
 -- done before the next step scans anything. The erasure's delete (sql/erase.sql) then runs
 -- in a statement of its own, whose snapshot sees whatever a writer we waited for committed.
@@ -31,5 +34,13 @@ WITH gate AS MATERIALIZED (
        AND ($3::text IS NULL OR c.conversation = $3)
      ORDER BY c.agent, c.conversation
        FOR UPDATE
+), lanes AS MATERIALIZED (
+    SELECT l.conversation
+      FROM {s}.lanes l
+     WHERE (SELECT count(*) FROM conversations) >= 0
+       AND l.org = $1 AND ($2::text IS NULL OR l.agent = $2)
+       AND ($3::text IS NULL OR l.conversation = $3)
+     ORDER BY l.agent, l.conversation
+       FOR UPDATE
 )
-SELECT count(*) FROM conversations
+SELECT (SELECT count(*) FROM lanes) + count(*) FROM conversations

@@ -22,8 +22,11 @@ WITH {held_claim}, failed AS (
            claimed_by = NULL, claim_expires_at = NULL, updated_at = now()
       FROM held, owner
      WHERE r.id = held.id
-    RETURNING r.id, r.status, r.run_at
-), {end_ownership}
+    RETURNING r.id, r.status, r.run_at, r.org, r.agent, r.conversation, r.seq
+), ended_runs AS (
+    -- A retried run stays unfinished, in its lane.
+    SELECT org, agent, conversation, seq, id FROM failed WHERE status <> 'pending'
+), {lane_left}, {end_ownership}
 SELECT status, run_at, count(pg_notify($9, id)) AS notified
   FROM failed
  GROUP BY status, run_at

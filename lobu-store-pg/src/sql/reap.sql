@@ -31,7 +31,9 @@ WITH lapsed AS (
            claim_expires_at = NULL, finished_at = now(), updated_at = now()
       FROM lapsed l
      WHERE r.id = l.id
-    RETURNING r.id
-)
+    RETURNING r.id, r.org, r.agent, r.conversation, r.seq
+), ended_runs AS (
+    SELECT org, agent, conversation, seq, id FROM reaped
+), {lane_left}
 -- Each reaped run's id is the payload: its followers on any replica wake.
 SELECT count(pg_notify($1, id)) FROM reaped

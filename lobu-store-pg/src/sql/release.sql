@@ -13,6 +13,9 @@ WITH {held_claim}, back AS (
            claimed_by = NULL, claim_expires_at = NULL, updated_at = now()
       FROM held, owner
      WHERE r.id = held.id
-    RETURNING r.id
-), {end_ownership}
+    RETURNING r.id, r.status, r.org, r.agent, r.conversation, r.seq
+), ended_runs AS (
+    -- A run handed back stays unfinished, in its lane.
+    SELECT org, agent, conversation, seq, id FROM back WHERE status <> 'pending'
+), {lane_left}, {end_ownership}
 SELECT count(pg_notify($7, id)) FROM back

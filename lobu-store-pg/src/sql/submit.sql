@@ -26,7 +26,15 @@ WITH locked AS MATERIALIZED (
      WHERE NOT EXISTS (SELECT 1 FROM existing)
     ON CONFLICT (org, agent, conversation, idempotency_key) WHERE idempotency_key IS NOT NULL
     DO NOTHING
-    RETURNING id
+    RETURNING id, seq
+), lane AS (
+    -- The conversation's lane counts the new run (migration 20261204000000). A lane that
+    -- had no unfinished run now starts at this run; any other keeps its head.
+    INSERT INTO {s}.lanes AS l (org, agent, conversation, unfinished, ready_seq)
+    SELECT $1, $2, $3, 1, ins.seq FROM ins
+    ON CONFLICT (org, agent, conversation) DO UPDATE
+       SET unfinished = l.unfinished + 1,
+           ready_seq = CASE WHEN l.unfinished = 0 THEN excluded.ready_seq ELSE l.ready_seq END
 ), notified AS (
     SELECT count(pg_notify($10, id)) FROM ins
 ), running AS MATERIALIZED (

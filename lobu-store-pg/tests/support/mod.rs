@@ -191,3 +191,64 @@ pub(crate) async fn submit_before_v7(
     .expect("a submit as versions 1 to 6 made it");
     id
 }
+
+/// A claim by `worker` as schema versions 3 to 7 made it (their claim statement, which knew
+/// no lanes), for runs claimed before an upgrade: this release's claim needs version 8, and
+/// a store migrates before it serves. `None`: nothing was claimable.
+pub(crate) async fn claim_before_v8(
+    pool: &PgPool,
+    worker: &lobu_core::WorkerId,
+    lease: Duration,
+) -> Option<lobu_core::Claim> {
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        sqlx::types::Json<serde_json::Value>,
+    );
+    type Rest = (i32, i32, i64, time::OffsetDateTime, Option<i64>);
+    let row: Option<(Row, Rest)> = sqlx::query(include_str!("claim_before_v8.sql"))
+        .bind(worker.as_str())
+        .bind(i64::try_from(lease.as_micros()).expect("a short lease"))
+        .try_map(|row: sqlx::postgres::PgRow| {
+            use sqlx::Row as _;
+            let text = |name: &str| row.try_get::<String, _>(name);
+            Ok((
+                (
+                    text("id")?,
+                    text("org")?,
+                    text("agent")?,
+                    text("conversation")?,
+                    text("kind")?,
+                    row.try_get("payload")?,
+                ),
+                (
+                    row.try_get("attempts")?,
+                    row.try_get("max_attempts")?,
+                    row.try_get("fence")?,
+                    row.try_get("claim_expires_at")?,
+                    row.try_get("head_seq")?,
+                ),
+            ))
+        })
+        .fetch_optional(pool)
+        .await
+        .expect("a claim as versions 3 to 7 made it");
+    let ((id, org, agent, conversation, kind, payload), rest) = row?;
+    let (attempts, max_attempts, fence, expires_at, head) = rest;
+    let count = |n: i32| u32::try_from(n).expect("a count");
+    Some(lobu_core::Claim {
+        run: RunId::new(id).expect("a run id"),
+        key: key(&org, &agent, &conversation),
+        kind: lobu_core::RunKind::parse(&kind).expect("a run kind"),
+        payload: payload.0,
+        attempt: count(attempts),
+        max_attempts: count(max_attempts),
+        worker: worker.clone(),
+        fence: lobu_core::Fence(u64::try_from(fence).expect("a fence")),
+        head: head.map(|seq| Version(u64::try_from(seq).expect("a version"))),
+        expires_at: expires_at.into(),
+    })
+}
