@@ -11,8 +11,6 @@
 //! [`RunQueue::record_events`]: lobu_core::RunQueue::record_events
 //! [`RunQueue::read_events`]: lobu_core::RunQueue::read_events
 
-use std::time::Instant;
-
 use lobu_core::events::{EventPage, StoredEvent, check_events, check_may_record, check_read_limit};
 use lobu_core::{Claim, Error, Fence, OrgId, Result, RunId, RunStatus};
 use sqlx::postgres::{PgArguments, Postgres};
@@ -104,12 +102,13 @@ impl PgStore {
     /// [`RunQueue::record_events`](lobu_core::RunQueue::record_events): 1 round trip (an
     /// asynchronous commit, see sql/record_events.sql), 2 when refused.
     pub(crate) async fn append_events(&self, claim: &Claim, events: &[String]) -> Result<u64> {
-        let sent = Instant::now();
         check_events(events)?;
         // A fence or attempt that does not fit was never issued: no claim of the run has it.
         let refused = || refusal(claim, RunStatus::Pending, None);
         let fence = i64::try_from(claim.fence.0).map_err(|_| refused())?;
         let attempt = i32::try_from(claim.attempt).map_err(|_| refused())?;
+        // Awaited before the statement: the notification may come back before its answer.
+        let echo = (!events.is_empty()).then(|| self.inner.wakeup.events_echo(&claim.run));
         let last = self
             .record_statement(claim, fence, attempt, events)
             .fetch_optional(&self.inner.pool)
@@ -118,9 +117,10 @@ impl PgStore {
         let Some(last) = last else {
             return Err(self.events_refused(claim).await);
         };
-        if !events.is_empty() {
+        if let Some(echo) = echo {
+            echo.sent();
             // Followers here wake now; other replicas' by the NOTIFY the statement sent.
-            self.inner.wakeup.events_changed(&claim.run, sent);
+            self.inner.wakeup.events_changed(&claim.run);
         }
         u64::try_from(last).map_err(|_| PgStoreError::Corrupt(format!("event seq {last}")).into())
     }

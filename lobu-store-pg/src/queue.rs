@@ -535,7 +535,6 @@ impl PgStore {
         output: Option<&serde_json::Value>,
         steered: &[RunId],
     ) -> Result<Option<Version>> {
-        let sent = Instant::now();
         let key = &claim.key;
         let mut tx = self
             .inner
@@ -592,7 +591,7 @@ impl PgStore {
         tx.commit().await.map_err(db("complete: commit"))?;
         for run in steered {
             // Their followers here wake now; other replicas' by the NOTIFY ('events:<run>').
-            self.inner.wakeup.events_changed(run, sent);
+            self.inner.wakeup.events_changed(run);
         }
         versions(seq)
     }
@@ -671,22 +670,24 @@ pub(crate) fn claim_sql(template: &str, schema: &str, not_cancelled: &str) -> Sq
 #[async_trait]
 impl RunQueue for PgStore {
     async fn submit(&self, run: NewRun) -> Result<Submitted> {
-        let sent = Instant::now();
         run.validate()?;
         if run.multitask.looks_at_the_lane() {
             // A transaction of its own (multitask.rs): 5 or 6 round trips.
             let (submitted, cancelled) = self.submit_to_lane(&run).await?;
             for (run, outcome) in &cancelled {
                 if changed(*outcome) {
-                    self.inner.wakeup.run_changed(run, sent);
+                    self.inner.wakeup.run_changed(run);
                 }
             }
             if submitted.created {
-                self.inner.wakeup.submitted(&submitted.run, sent);
+                // Its echo is not awaited here (the id is drawn inside): it wakes again.
+                self.inner.wakeup.submitted();
             }
             return Ok(submitted);
         }
         let id = RunId::generate();
+        // Awaited before the statement: the notification may come back before its answer.
+        let echo = self.inner.wakeup.echo(id.as_str().to_owned());
         // One autocommitted statement (1 round trip); a key used concurrently by another
         // submit comes back empty, and the locked transaction below finds its run.
         let row = self
@@ -711,11 +712,12 @@ impl RunQueue for PgStore {
         if let Some(running) = running.and_then(|id| RunId::new(id).ok()) {
             // A steer run: the claimed run's followers here wake now (a hint; other
             // replicas' by the NOTIFY).
-            self.inner.wakeup.events_changed(&running, sent);
+            self.inner.wakeup.events_changed(&running);
         }
         if created {
             // This process's workers claim it now, not after the NOTIFY's round trip.
-            self.inner.wakeup.submitted(&id, sent);
+            echo.sent();
+            self.inner.wakeup.submitted();
         }
         Ok(Submitted {
             run: stored("run id", RunId::new(stored_id))?,
@@ -781,15 +783,15 @@ impl RunQueue for PgStore {
     }
 
     async fn complete(&self, claim: &Claim, commit: Commit) -> Result<Option<Version>> {
-        let sent = Instant::now();
+        let echo = self.inner.wakeup.echo(claim.run.as_str().to_owned());
         let version = self.commit(claim, commit).await?;
+        echo.sent();
         // Followers here wake now; other replicas' by the NOTIFY the commit sent.
-        self.inner.wakeup.run_ended_here(&claim.run, sent);
+        self.inner.wakeup.run_ended_here(&claim.run);
         Ok(version)
     }
 
     async fn fail(&self, claim: &Claim, failure: &Failure) -> Result<AfterFailure> {
-        let sent = Instant::now();
         failure.validate()?;
         // sql/fail.sql's $10 (delay, NULL: the run's own) and $11 (retried at all).
         let (delay, retried) = match failure.retry {
@@ -805,6 +807,7 @@ impl RunQueue for PgStore {
             }
         };
         let key = &claim.key;
+        let echo = self.inner.wakeup.echo(claim.run.as_str().to_owned());
         let row: Option<(String, OffsetDateTime, i64)> =
             sqlx::query_as(self.inner.queue.fail.clone())
                 .bind(key.org.as_str())
@@ -824,7 +827,8 @@ impl RunQueue for PgStore {
         let Some((stored_status, run_at, _)) = row else {
             return Err(self.claim_refused(claim).await);
         };
-        self.inner.wakeup.run_ended_here(&claim.run, sent);
+        echo.sent();
+        self.inner.wakeup.run_ended_here(&claim.run);
         Ok(
             match stored("run status", RunStatus::parse(&stored_status))? {
                 RunStatus::Pending => AfterFailure::Retry {
@@ -836,8 +840,8 @@ impl RunQueue for PgStore {
     }
 
     async fn release(&self, claim: &Claim) -> Result<()> {
-        let sent = Instant::now();
         let key = &claim.key;
+        let echo = self.inner.wakeup.echo(claim.run.as_str().to_owned());
         let back: i64 = sqlx::query_scalar(self.inner.queue.release.clone())
             .bind(key.org.as_str())
             .bind(claim.run.as_str())
@@ -852,7 +856,8 @@ impl RunQueue for PgStore {
         if back == 0 {
             return Err(self.claim_refused(claim).await);
         }
-        self.inner.wakeup.run_ended_here(&claim.run, sent);
+        echo.sent();
+        self.inner.wakeup.run_ended_here(&claim.run);
         Ok(())
     }
 
@@ -862,8 +867,8 @@ impl RunQueue for PgStore {
         run: &RunId,
         reason: &str,
     ) -> Result<Option<CancelOutcome>> {
-        let sent = Instant::now();
         let reason = &lobu_core::control::cancel_reason(reason);
+        let echo = self.inner.wakeup.echo(run.as_str().to_owned());
         let runs = std::slice::from_ref(run);
         let outcome = self
             .cancel_runs(&self.inner.pool, org, runs, reason)
@@ -873,7 +878,8 @@ impl RunQueue for PgStore {
         };
         if changed(outcome) {
             // Followers and workers here wake now; other replicas' by the NOTIFY.
-            self.inner.wakeup.run_changed(run, sent);
+            echo.sent();
+            self.inner.wakeup.run_changed(run);
         }
         Ok(Some(outcome))
     }

@@ -55,38 +55,48 @@ impl Wakeup {
         &self.channel
     }
 
-    /// A run this process submitted (its statement sent the run id): wake the waiters for
-    /// work here at once instead of after the notification's round trip.
-    ///
-    /// `sent` (here and below) is when the statement that notified was sent: only if this
-    /// store was listening before then does its echo come, and only then is it dropped.
-    pub(crate) fn submitted(&self, run: &RunId, sent: Instant) {
-        self.echoes.expect(run.as_str().to_owned(), sent);
+    /// The echo of a notification with `payload` that a statement about to be sent will
+    /// send: taken before the statement is sent, since the echo may come back before its
+    /// answer. Mark it [`sent`](Echo::sent) once the statement did notify; dropped without
+    /// that (an error, a statement that changed nothing), it is awaited no more.
+    pub(crate) fn echo(&self, payload: String) -> Echo<'_> {
+        let awaited = self.echoes.expect(&payload);
+        Echo {
+            echoes: &self.echoes,
+            payload: awaited.then_some(payload),
+        }
+    }
+
+    /// [`echo`](Self::echo) of a run's `events:<run>` notification.
+    pub(crate) fn events_echo(&self, run: &RunId) -> Echo<'_> {
+        self.echo(format!("{EVENTS}{run}"))
+    }
+
+    /// A run this process submitted: wake the waiters for work here at once instead of
+    /// after the notification's round trip.
+    pub(crate) fn submitted(&self) {
         self.notify.notify_waiters();
     }
 
-    /// A run changed by this process (a cancel, a strategy's cancellation; the statement sent
-    /// the run id): wake its followers and the waiters for work here at once (other
-    /// replicas learn of it by the notification the write sent).
-    pub(crate) fn run_changed(&self, run: &RunId, sent: Instant) {
-        self.echoes.expect(run.as_str().to_owned(), sent);
+    /// A run changed by this process (a cancel, a strategy's cancellation): wake its
+    /// followers and the waiters for work here at once (other replicas learn of it by the
+    /// notification the write sent).
+    pub(crate) fn run_changed(&self, run: &RunId) {
         self.runs.signal(run);
         self.notify.notify_waiters();
     }
 
-    /// A run its claim holder here ended or handed back (complete, fail, release; the
-    /// statement sent the run id): wake its followers. Not the waiters for work: the
-    /// runtime that held the claim wakes its own claim loop, without losing the wake-up
-    /// when the loop is mid-claim, and a second wake-up here would only cost an empty claim.
-    pub(crate) fn run_ended_here(&self, run: &RunId, sent: Instant) {
-        self.echoes.expect(run.as_str().to_owned(), sent);
+    /// A run its claim holder here ended or handed back (complete, fail, release): wake its
+    /// followers. Not the waiters for work: the runtime that held the claim wakes its own
+    /// claim loop, without losing the wake-up when the loop is mid-claim, and a second
+    /// wake-up here would only cost an empty claim.
+    pub(crate) fn run_ended_here(&self, run: &RunId) {
         self.runs.signal(run);
     }
 
-    /// Events of a run recorded (or a steered run taken) by this process; the statement sent
-    /// `events:<run>`: wake the run's followers here.
-    pub(crate) fn events_changed(&self, run: &RunId, sent: Instant) {
-        self.echoes.expect(format!("{EVENTS}{run}"), sent);
+    /// Events of a run recorded (or a steered run taken) by this process: wake the run's
+    /// followers here.
+    pub(crate) fn events_changed(&self, run: &RunId) {
         self.runs.signal(run);
     }
 
@@ -205,6 +215,29 @@ async fn listen(
     }
 }
 
+/// An awaited echo (see [`Wakeup::echo`]).
+#[must_use = "mark the echo sent once its statement notified, or drop it"]
+pub(crate) struct Echo<'a> {
+    echoes: &'a Echoes,
+    /// `None`: not awaited (nobody listened), or sent.
+    payload: Option<String>,
+}
+
+impl Echo<'_> {
+    /// The statement notified: its echo is dropped when it comes.
+    pub(crate) fn sent(mut self) {
+        self.payload = None;
+    }
+}
+
+impl Drop for Echo<'_> {
+    fn drop(&mut self) {
+        if let Some(payload) = self.payload.take() {
+            self.echoes.withdraw(&payload);
+        }
+    }
+}
+
 /// How long a sent notification's echo is waited for. An echo normally arrives within
 /// milliseconds; one that never comes (the write changed nothing, the connection dropped)
 /// must not swallow another replica's notification with the same payload for long.
@@ -222,8 +255,8 @@ struct Echoes {
 #[derive(Debug, Default)]
 struct EchoState {
     sent: HashMap<String, (u32, Instant)>,
-    /// Since when `LISTEN` is in effect (`None`: not listening). A notification committed
-    /// after that comes back; one sent before may not.
+    /// Since when `LISTEN` is in effect (`None`: not listening): a notification committed
+    /// from then on comes back.
     listening_since: Option<Instant>,
 }
 
@@ -240,10 +273,12 @@ impl Echoes {
         state.listening_since = listening.then(Instant::now);
     }
 
-    fn expect(&self, payload: String, sent: Instant) {
+    /// Await the echo of `payload`, if the listener listens now (a statement sent from now
+    /// on notifies it). Whether it is awaited.
+    fn expect(&self, payload: &str) -> bool {
         let mut state = self.lock();
-        if state.listening_since.is_none_or(|since| since > sent) {
-            return; // its notification may have been missed: no echo to drop
+        if state.listening_since.is_none() {
+            return false; // nobody listens: no echo will come
         }
         let now = Instant::now();
         if state.sent.len() >= ECHO_SWEEP_ABOVE {
@@ -251,9 +286,21 @@ impl Echoes {
                 .sent
                 .retain(|_, (_, at)| now.duration_since(*at) < ECHO_TTL);
         }
-        let entry = state.sent.entry(payload).or_insert((0, now));
+        let entry = state.sent.entry(payload.to_owned()).or_insert((0, now));
         entry.0 += 1;
         entry.1 = now;
+        true
+    }
+
+    /// Await one echo of `payload` fewer: its statement did not notify.
+    fn withdraw(&self, payload: &str) {
+        let sent = &mut self.lock().sent;
+        if let Some((outstanding, _)) = sent.get_mut(payload) {
+            *outstanding -= 1;
+            if *outstanding == 0 {
+                sent.remove(payload);
+            }
+        }
     }
 
     /// Whether `payload` is the echo of a notification this process sent (and count it
@@ -302,12 +349,17 @@ mod tests {
         assert!(tokio::time::timeout(woken, waiting).await.is_ok());
     }
 
+    fn listening() -> Echoes {
+        let echoes = Echoes::default();
+        echoes.listening(true);
+        echoes
+    }
+
     #[tokio::test]
     async fn the_echo_of_a_change_made_here_wakes_nobody_and_anothers_change_still_does() {
-        let (work, runs, echoes) = (Notify::new(), RunSignals::new(), Echoes::default());
+        let (work, runs, echoes) = (Notify::new(), RunSignals::new(), listening());
         let run = RunId::generate();
-        echoes.listening(true);
-        echoes.expect(run.as_str().to_owned(), Instant::now());
+        assert!(echoes.expect(run.as_str()));
         let waiting = work.notified();
         tokio::pin!(waiting);
         waiting.as_mut().enable();
@@ -320,11 +372,27 @@ mod tests {
     }
 
     #[test]
+    fn an_echo_is_awaited_before_its_statement_answers_and_dropped_if_it_sent_nothing() {
+        let wakeup = Wakeup::new("lobu_runs".to_owned());
+        wakeup.echoes.listening(true);
+        // The echo can come back before the statement's answer: awaited from before it.
+        let echo = wakeup.echo("r1".to_owned());
+        assert!(wakeup.echoes.take("r1"), "came back first");
+        echo.sent();
+        // A statement that failed or changed nothing sent no notification: another
+        // replica's later one with the same payload must still wake.
+        let echo = wakeup.echo("r1".to_owned());
+        drop(echo);
+        assert!(!wakeup.echoes.take("r1"));
+        let echo = wakeup.events_echo(&RunId::new("r2").unwrap());
+        echo.sent();
+        assert!(wakeup.echoes.take("events:r2"));
+    }
+
+    #[test]
     fn an_echo_that_never_came_is_not_awaited_past_its_time() {
-        let echoes = Echoes::default();
-        echoes.listening(true);
-        echoes.expect("events:r1".to_owned(), Instant::now());
-        echoes.expect("events:r1".to_owned(), Instant::now());
+        let echoes = listening();
+        assert!(echoes.expect("events:r1") && echoes.expect("events:r1"));
         assert!(echoes.take("events:r1"));
         assert!(!echoes.take("r1"), "another payload is no echo");
         std::thread::sleep(ECHO_TTL + Duration::from_millis(20));
@@ -333,22 +401,12 @@ mod tests {
     }
 
     #[test]
-    fn a_change_sent_before_the_listener_listened_awaits_no_echo() {
+    fn without_a_listener_no_echo_is_awaited_and_a_lost_one_forgets() {
         let echoes = Echoes::default();
-        let sent = Instant::now();
-        echoes.expect("r1".to_owned(), sent);
-        assert!(
-            !echoes.take("r1"),
-            "not listening: another replica's change of r1"
-        );
-        std::thread::sleep(Duration::from_millis(2));
+        assert!(!echoes.expect("r1"), "nobody listens: nothing comes back");
+        assert!(!echoes.take("r1"), "another replica's change of r1");
         echoes.listening(true);
-        echoes.expect("r1".to_owned(), sent);
-        assert!(
-            !echoes.take("r1"),
-            "sent before LISTEN: its echo may never come"
-        );
-        echoes.expect("r1".to_owned(), Instant::now());
+        assert!(echoes.expect("r1"));
         echoes.listening(false);
         assert!(
             !echoes.take("r1"),
