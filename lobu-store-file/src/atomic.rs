@@ -7,6 +7,12 @@
 //! * [`Disk::append_at`] and [`Disk::sync_appended`]: bytes written at an offset past the
 //!   committed length, then `sync_data`. They mean nothing until a commit record says so.
 //! * [`Disk::rename`] and [`Disk::create_dirs`]: directory changes followed by a directory sync.
+//! * [`Durability::Recoverable`]: a replace or rename whose directory is not synced. Still
+//!   atomic (the new file's bytes are synced before the rename, so a power loss leaves the
+//!   old file or the new one, never a torn one), but a power loss may undo it. Only for
+//!   changes a restart does without: a claim's ownership and a heartbeat (no owner outlives
+//!   a power loss), and the removal of a finished run's marker (a claim that finds the
+//!   marker again removes it).
 //! * [`FileLock`]: a short OS lock (`flock`) on a lock file, held only for one
 //!   read-modify-write and released when dropped.
 
@@ -25,6 +31,15 @@ pub(crate) struct Disk {
     pub(crate) fsync: bool,
 }
 
+/// Whether a directory change must be on the device when the call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// The directory is synced after the change.
+    Durable,
+    /// Atomic, not synced: see the module docs for what may use it.
+    Recoverable,
+}
+
 /// Staging files are hidden and end in `.tmp`; encoded names never start with a dot, so they
 /// cannot collide with anything the store reads.
 pub(crate) fn is_staging(name: &str) -> bool {
@@ -34,6 +49,17 @@ pub(crate) fn is_staging(name: &str) -> bool {
 impl Disk {
     /// Replace `dir/name` with `bytes`, atomically and durably.
     pub(crate) fn write_atomic(&self, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+        self.write_atomic_with(dir, name, bytes, Durability::Durable)
+    }
+
+    /// Replace `dir/name` with `bytes`, atomically; durably unless `durability` says not.
+    pub(crate) fn write_atomic_with(
+        &self,
+        dir: &Path,
+        name: &str,
+        bytes: &[u8],
+        durability: Durability,
+    ) -> Result<()> {
         let target = dir.join(name);
         let staging = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
         let written = (|| {
@@ -53,7 +79,7 @@ impl Disk {
             let _ = fs::remove_file(&staging);
         }
         written?;
-        self.sync_dir(dir)
+        self.sync_dir_for(dir, durability)
     }
 
     /// Replace `target` with what `source` yields, as [`Disk::write_atomic`] does but streamed
@@ -126,6 +152,8 @@ impl Disk {
         if self.fsync {
             for a in appended {
                 a.file.sync_data().map_err(io_at("sync", &a.path))?;
+                #[cfg(test)]
+                counted::file();
             }
         }
         if appended.iter().any(|a| a.created) {
@@ -136,8 +164,27 @@ impl Disk {
 
     /// Rename `from` to `to` (both in `dir`) and sync `dir`.
     pub(crate) fn rename(&self, dir: &Path, from: &Path, to: &Path) -> Result<()> {
+        self.rename_with(dir, from, to, Durability::Durable)
+    }
+
+    /// Rename `from` to `to` (both in `dir`), syncing `dir` unless `durability` says not.
+    pub(crate) fn rename_with(
+        &self,
+        dir: &Path,
+        from: &Path,
+        to: &Path,
+        durability: Durability,
+    ) -> Result<()> {
         fs::rename(from, to).map_err(io_at("rename to", to))?;
-        self.sync_dir(dir)
+        self.sync_dir_for(dir, durability)
+    }
+
+    /// Sync `dir` if the change in it must be durable.
+    pub(crate) fn sync_dir_for(&self, dir: &Path, durability: Durability) -> Result<()> {
+        match durability {
+            Durability::Durable => self.sync_dir(dir),
+            Durability::Recoverable => Ok(()),
+        }
     }
 
     /// Create `path` and any missing parents, syncing each parent that gained an entry.
@@ -173,6 +220,8 @@ impl Disk {
             File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(io_at("sync directory", dir))?;
+            #[cfg(test)]
+            counted::dir();
         }
         Ok(())
     }
@@ -180,8 +229,33 @@ impl Disk {
     fn sync_file(&self, file: &File, path: &Path) -> Result<()> {
         if self.fsync {
             file.sync_all().map_err(io_at("sync", path))?;
+            #[cfg(test)]
+            counted::file();
         }
         Ok(())
+    }
+}
+
+/// Syncs made by this thread, for tests of what a call costs.
+#[cfg(test)]
+pub(crate) mod counted {
+    use std::cell::Cell;
+
+    thread_local! {
+        static SYNCS: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    }
+
+    pub(super) fn file() {
+        SYNCS.with(|s| s.set((s.get().0 + 1, s.get().1)));
+    }
+
+    pub(super) fn dir() {
+        SYNCS.with(|s| s.set((s.get().0, s.get().1 + 1)));
+    }
+
+    /// Files and directories synced on this thread since the last call.
+    pub(crate) fn take() -> (u32, u32) {
+        SYNCS.with(|s| s.replace((0, 0)))
     }
 }
 

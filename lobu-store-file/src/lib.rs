@@ -61,6 +61,13 @@
 //! leaves the last committed transcript readable, and the next writer cuts off or removes
 //! whatever an interrupted write left behind.
 //!
+//! What only a live process needs is written atomically but not synced: a claim's
+//! ownership and run record, a heartbeat, and the removal of a finished run's marker (their
+//! directories are not synced). No owner outlives a power loss, so a claim undone by one
+//! comes back as before it or as a lapsed claim, and a finished run's marker that comes back
+//! is removed by the claim that finds it. Everything a caller is told is done (a submit, a
+//! commit, a failure, a release, a reset) is synced before the call returns.
+//!
 //! ## Leases and the queue
 //!
 //! A lease is data in `state.json` (the newest fence and an expiry), changed under the

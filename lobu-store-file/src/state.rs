@@ -16,7 +16,9 @@ use std::time::SystemTime;
 use lobu_core::{ConversationKey, Result, RunId};
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{FileLock, is_staging, list_names, read_optional, remove_file, truncate_to};
+use crate::atomic::{
+    Durability, FileLock, is_staging, list_names, read_optional, remove_file, truncate_to,
+};
 use crate::error::{FileStoreError, to_json, undecodable};
 use crate::store::Inner;
 
@@ -155,9 +157,16 @@ impl<'a> Conversation<'a> {
 
     /// Commit `state` (the single commit point of every change to the conversation).
     pub(crate) fn save(&self, state: &State) -> Result<()> {
+        self.save_with(state, Durability::Durable)
+    }
+
+    /// [`save`](Self::save), durably unless `durability` says not (a claim's ownership, a
+    /// heartbeat: see [`Durability::Recoverable`]).
+    pub(crate) fn save_with(&self, state: &State, durability: Durability) -> Result<()> {
         let path = self.path(STATE);
         let bytes = to_json(&path, state)?;
-        Ok(self.inner.disk.write_atomic(&self.dir, STATE, &bytes)?)
+        let disk = self.inner.disk;
+        Ok(disk.write_atomic_with(&self.dir, STATE, &bytes, durability)?)
     }
 
     /// The file holding the head's transcript.

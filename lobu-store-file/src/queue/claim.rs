@@ -10,15 +10,17 @@
 //! deadlock.
 //!
 //! Syncs per call on the hot path, with syncing on (each atomic replace is two: the staging
-//! file and its directory; each marker rename or removal one):
+//! file and its directory, or one when its directory is not synced because a power loss may
+//! undo it, see [`Durability::Recoverable`]; each durable marker rename or removal one):
 //!
-//! * `claim`: 5 (`state.json` 2, run record 2, marker 1); a conversation's first claim also
-//!   syncs the directories it creates.
-//! * `heartbeat`: 4 (`state.json` 2, run record 2; the marker stays a lower bound).
-//! * `complete` with a transcript: 7 when it extends the head (`session.jsonl` and
+//! * `claim`: 2 (the staging files of `state.json` and the run record; neither directory,
+//!   nor the marker's move, is synced: no owner outlives a power loss); a conversation's
+//!   first claim also syncs the directories it creates.
+//! * `heartbeat`: 2 (the same two files).
+//! * `complete` with a transcript: 6 when it extends the head (`session.jsonl` and
 //!   `history.jsonl` 1 each, `state.json` 2 committing the head and ending the ownership
-//!   together, run record 2, marker 1); a rewrite adds the staged file's 2 and its rename's 1.
-//!   Without a transcript: 5 (run record 2, marker 1, `state.json` 2).
+//!   together, run record 2; the marker's removal is not synced); a rewrite adds the staged
+//!   file's 2 and its rename's 1. Without a transcript: 4 (run record 2, `state.json` 2).
 //!   Taking steered runs adds 2 + 3 per run (see [`super::steering`]); taking none adds
 //!   nothing.
 //! * `fail` and `release`: 5 (run record 2, marker 1, `state.json` 2).
@@ -39,7 +41,7 @@ use super::files::Queue;
 use super::markers::{self, Marker};
 use super::runs::{Holder, RunFile};
 use super::steering;
-use crate::atomic::FileLock;
+use crate::atomic::{Durability, FileLock};
 use crate::clock;
 use crate::persist;
 use crate::records;
@@ -181,8 +183,11 @@ fn start_attempt(
     let expires_at = now + lease;
     state.lease = Some(LeaseRecord { fence, expires_at });
     // The ownership first: a crash before the run record leaves a lease that lapses on its
-    // own, never a claim the conversation does not know about.
-    conversation.save(&state)?;
+    // own, never a claim the conversation does not know about. Neither is synced to the
+    // device (Recoverable): no owner outlives a power loss, and what the claim wrote then
+    // comes back as before the claim or as a lapsed claim; every later change that must
+    // last (a commit, a failure, a release) is synced and carries the fence.
+    conversation.save_with(&state, Durability::Recoverable)?;
     let record = &mut file.record;
     if redelivery {
         record.error = Some(redelivered_error(record.attempts));
@@ -199,7 +204,8 @@ fn start_attempt(
         expires_at,
     });
     file.head = state.head.as_ref().map(|h| h.version);
-    queue.commit(&mut file, Some(marker))?;
+    let lazily = Durability::Recoverable;
+    queue.commit_with(&mut file, Some(marker), lazily, lazily)?;
     file.claim_of().map(Outcome::Claimed)
 }
 
@@ -444,13 +450,16 @@ pub(crate) fn heartbeat(inner: &Inner, claim: &Claim, lease: Duration) -> Result
             fence: claim.fence.0,
             expires_at,
         });
-        held.conversation.save(state)?;
+        // Not synced, as the claim's own writes (see `start_attempt`).
+        held.conversation
+            .save_with(state, Durability::Recoverable)?;
     }
     if let Some(holder) = held.file.holder.as_mut() {
         holder.expires_at = expires_at;
     }
     // Only the record: the marker's older instant stays a valid lower bound.
-    held.queue.save_run(&held.file)?;
+    held.queue
+        .save_run_with(&held.file, Durability::Recoverable)?;
     held.file.claim_of()
 }
 

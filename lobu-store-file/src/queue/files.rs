@@ -15,7 +15,7 @@ use lobu_core::{ConversationKey, IdempotencyKey, Result, RunId};
 
 use super::markers::Marker;
 use super::runs::RunFile;
-use crate::atomic::{FileLock, list_names, read_optional, remove_file};
+use crate::atomic::{Durability, FileLock, list_names, read_optional, remove_file};
 use crate::error::{FileStoreError, io_at, to_json, undecodable};
 use crate::layout::nested;
 use crate::store::{Inner, Step};
@@ -104,8 +104,13 @@ impl<'a> Queue<'a> {
     }
 
     pub(crate) fn save_run(&self, file: &RunFile) -> Result<()> {
+        self.save_run_with(file, Durability::Durable)
+    }
+
+    /// [`save_run`](Self::save_run), durably unless `durability` says not.
+    pub(crate) fn save_run_with(&self, file: &RunFile, durability: Durability) -> Result<()> {
         let path = self.run_path(&file.record.run);
-        self.write_json(&path, file)
+        self.write_json_with(&path, file, durability)
     }
 
     pub(crate) fn remove_run(&self, run: &RunId) -> Result<()> {
@@ -114,6 +119,15 @@ impl<'a> Queue<'a> {
 
     /// Atomically write `value` as JSON at `path`, creating its directories.
     pub(crate) fn write_json<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        self.write_json_with(path, value, Durability::Durable)
+    }
+
+    fn write_json_with<T: serde::Serialize>(
+        &self,
+        path: &Path,
+        value: &T,
+        durability: Durability,
+    ) -> Result<()> {
         let bytes = to_json(path, value)?;
         let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
         else {
@@ -121,7 +135,7 @@ impl<'a> Queue<'a> {
         };
         let disk = self.inner.disk;
         disk.create_dirs(dir)?;
-        Ok(disk.write_atomic(dir, name, &bytes)?)
+        Ok(disk.write_atomic_with(dir, name, &bytes, durability)?)
     }
 
     /// Every marker, in no particular order.
@@ -151,50 +165,73 @@ impl<'a> Queue<'a> {
     /// Write `file`'s new state and bring its marker in line, in the order that keeps every
     /// marker's instant at or before its run's (see [`super::markers`]).
     pub(crate) fn commit(&self, file: &mut RunFile, current: Option<Marker>) -> Result<()> {
+        let durable = Durability::Durable;
+        self.commit_with(file, current, durable, durable)
+    }
+
+    /// [`commit`](Self::commit), the record and the marker each durably unless its
+    /// durability says not. A record made durable with a marker that is not can lose the
+    /// marker's move to a power loss: the marker then names an instant at or before the
+    /// run's, still a lower bound. A claim's record and marker, both recoverable, can
+    /// come back as the marker at the claim's expiry and the record before the claim: the
+    /// run then waits out that expiry, as for a worker that died holding it.
+    pub(crate) fn commit_with(
+        &self,
+        file: &mut RunFile,
+        current: Option<Marker>,
+        record: Durability,
+        marker: Durability,
+    ) -> Result<()> {
         let wanted = file.wanted_marker();
         file.marker = wanted.as_ref().map(|m| m.name.clone());
         let halfway = || self.inner.reached(Step::QueueHalfway);
         match (current, wanted) {
             (Some(current), Some(wanted)) if wanted.due_ms < current.due_ms => {
-                self.move_marker(&current, &wanted)?;
+                self.move_marker_with(&current, &wanted, marker)?;
                 halfway()?;
-                self.save_run(file)
+                self.save_run_with(file, record)
             }
             (Some(current), Some(wanted)) => {
-                self.save_run(file)?;
+                self.save_run_with(file, record)?;
                 halfway()?;
-                self.move_marker(&current, &wanted)
+                self.move_marker_with(&current, &wanted, marker)
             }
             (Some(current), None) => {
-                self.save_run(file)?;
+                self.save_run_with(file, record)?;
                 halfway()?;
-                self.remove_marker(&current)
+                self.remove_marker_with(&current, marker)
             }
             (None, Some(wanted)) => {
                 self.create_marker(&wanted)?;
                 halfway()?;
-                self.save_run(file)
+                self.save_run_with(file, record)
             }
-            (None, None) => self.save_run(file),
+            (None, None) => self.save_run_with(file, record),
         }
     }
 
     /// Rename a marker (a no-op when the name is unchanged).
     pub(crate) fn move_marker(&self, from: &Marker, to: &Marker) -> Result<()> {
+        self.move_marker_with(from, to, Durability::Durable)
+    }
+
+    fn move_marker_with(&self, from: &Marker, to: &Marker, durability: Durability) -> Result<()> {
         if from.name == to.name {
             return Ok(());
         }
         let dir = self.active_dir();
-        Ok(self
-            .inner
-            .disk
-            .rename(&dir, &dir.join(&from.name), &dir.join(&to.name))?)
+        let (from, to) = (dir.join(&from.name), dir.join(&to.name));
+        Ok(self.inner.disk.rename_with(&dir, &from, &to, durability)?)
     }
 
     pub(crate) fn remove_marker(&self, marker: &Marker) -> Result<()> {
+        self.remove_marker_with(marker, Durability::Durable)
+    }
+
+    fn remove_marker_with(&self, marker: &Marker, durability: Durability) -> Result<()> {
         let dir = self.active_dir();
         remove_file(&dir.join(&marker.name))?;
-        Ok(self.inner.disk.sync_dir(&dir)?)
+        Ok(self.inner.disk.sync_dir_for(&dir, durability)?)
     }
 
     fn create_marker(&self, marker: &Marker) -> Result<()> {

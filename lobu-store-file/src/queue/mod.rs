@@ -15,6 +15,8 @@ mod runs;
 mod steering;
 #[cfg(test)]
 mod steering_tests;
+#[cfg(test)]
+mod sync_tests;
 
 use std::time::{Duration, Instant};
 

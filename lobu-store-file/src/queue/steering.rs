@@ -24,6 +24,7 @@ use super::files::Queue;
 use super::lane::of_lane;
 use super::markers::Marker;
 use super::runs::RunFile;
+use crate::atomic::Durability;
 use crate::store::{Inner, Step};
 
 /// A lane long enough for the offer: the claimed run and what may be taken behind it.
@@ -83,7 +84,9 @@ pub(super) fn commit_completed(
     now: SystemTime,
 ) -> Result<()> {
     if file.steering.is_empty() {
-        return queue.commit(file, marker);
+        // The record is synced; the marker's removal is not: a finished run's marker that
+        // a power loss brings back is removed by the first claim that finds it.
+        return queue.commit_with(file, marker, Durability::Durable, Durability::Recoverable);
     }
     file.marker = None;
     queue.save_run(file)?;
