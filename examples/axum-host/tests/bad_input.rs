@@ -101,8 +101,19 @@ async fn bad_bodies_are_refused_and_queue_nothing(store: Store) {
         (b"not json".to_vec(), "bad JSON body"),
         (b"{\"text\": \"unterminated".to_vec(), "bad JSON body"),
         (b"[\"hi\"]".to_vec(), "bad JSON body"),
-        (b"{}".to_vec(), "missing field `text`"),
-        (b"{\"text\": null}".to_vec(), "invalid type"),
+        (b"{}".to_vec(), "a message needs text or images"),
+        (
+            b"{\"text\": null}".to_vec(),
+            "a message needs text or images",
+        ),
+        (
+            b"{\"images\": []}".to_vec(),
+            "a message needs text or images",
+        ),
+        (
+            br#"{"images": [{"data": "AAAA", "mimeType": "text/html"}]}"#.to_vec(),
+            "image 1: \"mimeType\" must be",
+        ),
         (
             b"{\"text\": \"hi\", \"extra\": 1}".to_vec(),
             "unknown field `extra`",
@@ -148,7 +159,10 @@ async fn bad_bodies_are_refused_and_queue_nothing(store: Store) {
             json!({"text": "x".repeat(64 * 1024 + 1)}),
             "text is 65537 bytes; the limit is 65536",
         ),
-        (json!({"text": "x".repeat(300 * 1024)}), "bad body"),
+        (
+            json!({"text": "x".repeat(lobu_axum::MAX_MESSAGE_BODY_BYTES)}),
+            "bad body",
+        ),
     ];
     for (body, expected) in too_large {
         let reply = api.send(raw(body.to_string().into_bytes())).await;
