@@ -272,26 +272,33 @@ pub(crate) struct Appended {
 /// the commit record is damaged): `Corrupt`. The file's real size is checked before anything
 /// is allocated, so a damaged length can never make the buffer huge.
 pub(crate) fn read_prefix(path: &Path, len: u64) -> Result<Vec<u8>> {
-    let file = File::open(path).map_err(io_at("open", path))?;
+    read_range(path, 0, len)
+}
+
+/// Bytes `from..to` of `path`, checked as [`read_prefix`] checks its prefix.
+pub(crate) fn read_range(path: &Path, from: u64, to: u64) -> Result<Vec<u8>> {
+    let mut file = File::open(path).map_err(io_at("open", path))?;
     let size = file.metadata().map_err(io_at("inspect", path))?.len();
     let short = |found: u64| {
         FileStoreError::corrupt(
             path,
-            format!("{len} bytes are committed but only {found} remain"),
+            format!("{to} bytes are committed but only {found} remain"),
         )
     };
-    if size < len {
+    if size < to {
         return Err(short(size));
     }
-    let capacity =
-        usize::try_from(len).map_err(|_| FileStoreError::corrupt(path, "length overflows"))?;
+    let capacity = usize::try_from(to.saturating_sub(from))
+        .map_err(|_| FileStoreError::corrupt(path, "length overflows"))?;
+    file.seek(SeekFrom::Start(from))
+        .map_err(io_at("seek in", path))?;
     let mut bytes = Vec::with_capacity(capacity);
-    file.take(len)
+    file.take(to.saturating_sub(from))
         .read_to_end(&mut bytes)
         .map_err(io_at("read", path))?;
     // The file may have been cut between the size check and the read.
     if bytes.len() != capacity {
-        return Err(short(bytes.len() as u64));
+        return Err(short(from + bytes.len() as u64));
     }
     Ok(bytes)
 }

@@ -9,8 +9,6 @@
 //! so lines written by other processes are read, and a history removed and written again
 //! is read again from its start.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -18,7 +16,8 @@ use std::sync::Mutex;
 use lobu_core::Result;
 use lru::LruCache;
 
-use crate::error::{FileStoreError, io_at, undecodable};
+use crate::atomic::read_range;
+use crate::error::{FileStoreError, undecodable};
 use crate::records::Record;
 
 /// How many conversations' histories stay cached (a record is about 150 bytes held).
@@ -122,27 +121,6 @@ impl Indexed {
         self.len += tail.len() as u64;
         Ok(())
     }
-}
-
-/// Bytes `from..to` of `path`; a file that ends before `to` lost committed bytes: `Corrupt`.
-fn read_range(path: &Path, from: u64, to: u64) -> Result<Vec<u8>> {
-    let mut file = File::open(path).map_err(io_at("open", path))?;
-    let size = file.metadata().map_err(io_at("inspect", path))?.len();
-    let short = || {
-        FileStoreError::corrupt(
-            path,
-            format!("{to} bytes are committed but only {size} remain"),
-        )
-    };
-    let want = usize::try_from(to.saturating_sub(from)).map_err(|_| short())?;
-    if size < to {
-        return Err(short().into());
-    }
-    file.seek(SeekFrom::Start(from))
-        .map_err(io_at("seek", path))?;
-    let mut bytes = vec![0; want];
-    file.read_exact(&mut bytes).map_err(|_| short())?;
-    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -120,7 +120,7 @@ impl PgStore {
         if let Some(echo) = echo {
             echo.sent();
             // Followers here wake now; other replicas' by the NOTIFY the statement sent.
-            self.inner.wakeup.events_changed(&claim.run);
+            self.inner.wakeup.wake_followers(&claim.run);
         }
         u64::try_from(last).map_err(|_| PgStoreError::Corrupt(format!("event seq {last}")).into())
     }

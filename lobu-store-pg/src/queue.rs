@@ -591,7 +591,7 @@ impl PgStore {
         tx.commit().await.map_err(db("complete: commit"))?;
         for run in steered {
             // Their followers here wake now; other replicas' by the NOTIFY ('events:<run>').
-            self.inner.wakeup.events_changed(run);
+            self.inner.wakeup.wake_followers(run);
         }
         versions(seq)
     }
@@ -687,7 +687,7 @@ impl RunQueue for PgStore {
         }
         let id = RunId::generate();
         // Awaited before the statement: the notification may come back before its answer.
-        let echo = self.inner.wakeup.echo(id.as_str().to_owned());
+        let echo = self.inner.wakeup.run_echo(&id);
         // One autocommitted statement (1 round trip); a key used concurrently by another
         // submit comes back empty, and the locked transaction below finds its run.
         let row = self
@@ -712,7 +712,7 @@ impl RunQueue for PgStore {
         if let Some(running) = running.and_then(|id| RunId::new(id).ok()) {
             // A steer run: the claimed run's followers here wake now (a hint; other
             // replicas' by the NOTIFY).
-            self.inner.wakeup.events_changed(&running);
+            self.inner.wakeup.wake_followers(&running);
         }
         if created {
             // This process's workers claim it now, not after the NOTIFY's round trip.
@@ -783,11 +783,11 @@ impl RunQueue for PgStore {
     }
 
     async fn complete(&self, claim: &Claim, commit: Commit) -> Result<Option<Version>> {
-        let echo = self.inner.wakeup.echo(claim.run.as_str().to_owned());
+        let echo = self.inner.wakeup.run_echo(&claim.run);
         let version = self.commit(claim, commit).await?;
         echo.sent();
         // Followers here wake now; other replicas' by the NOTIFY the commit sent.
-        self.inner.wakeup.run_ended_here(&claim.run);
+        self.inner.wakeup.wake_followers(&claim.run);
         Ok(version)
     }
 
@@ -807,7 +807,7 @@ impl RunQueue for PgStore {
             }
         };
         let key = &claim.key;
-        let echo = self.inner.wakeup.echo(claim.run.as_str().to_owned());
+        let echo = self.inner.wakeup.run_echo(&claim.run);
         let row: Option<(String, OffsetDateTime, i64)> =
             sqlx::query_as(self.inner.queue.fail.clone())
                 .bind(key.org.as_str())
@@ -828,7 +828,7 @@ impl RunQueue for PgStore {
             return Err(self.claim_refused(claim).await);
         };
         echo.sent();
-        self.inner.wakeup.run_ended_here(&claim.run);
+        self.inner.wakeup.wake_followers(&claim.run);
         Ok(
             match stored("run status", RunStatus::parse(&stored_status))? {
                 RunStatus::Pending => AfterFailure::Retry {
@@ -841,7 +841,7 @@ impl RunQueue for PgStore {
 
     async fn release(&self, claim: &Claim) -> Result<()> {
         let key = &claim.key;
-        let echo = self.inner.wakeup.echo(claim.run.as_str().to_owned());
+        let echo = self.inner.wakeup.run_echo(&claim.run);
         let back: i64 = sqlx::query_scalar(self.inner.queue.release.clone())
             .bind(key.org.as_str())
             .bind(claim.run.as_str())
@@ -857,7 +857,7 @@ impl RunQueue for PgStore {
             return Err(self.claim_refused(claim).await);
         }
         echo.sent();
-        self.inner.wakeup.run_ended_here(&claim.run);
+        self.inner.wakeup.wake_followers(&claim.run);
         Ok(())
     }
 
@@ -868,7 +868,7 @@ impl RunQueue for PgStore {
         reason: &str,
     ) -> Result<Option<CancelOutcome>> {
         let reason = &lobu_core::control::cancel_reason(reason);
-        let echo = self.inner.wakeup.echo(run.as_str().to_owned());
+        let echo = self.inner.wakeup.run_echo(run);
         let runs = std::slice::from_ref(run);
         let outcome = self
             .cancel_runs(&self.inner.pool, org, runs, reason)

@@ -67,6 +67,11 @@ impl Wakeup {
         }
     }
 
+    /// [`echo`](Self::echo) of a notification naming the run.
+    pub(crate) fn run_echo(&self, run: &RunId) -> Echo<'_> {
+        self.echo(run.as_str().to_owned())
+    }
+
     /// [`echo`](Self::echo) of a run's `events:<run>` notification.
     pub(crate) fn events_echo(&self, run: &RunId) -> Echo<'_> {
         self.echo(format!("{EVENTS}{run}"))
@@ -86,17 +91,12 @@ impl Wakeup {
         self.notify.notify_waiters();
     }
 
-    /// A run its claim holder here ended or handed back (complete, fail, release): wake its
-    /// followers. Not the waiters for work: the runtime that held the claim wakes its own
-    /// claim loop, without losing the wake-up when the loop is mid-claim, and a second
-    /// wake-up here would only cost an empty claim.
-    pub(crate) fn run_ended_here(&self, run: &RunId) {
-        self.runs.signal(run);
-    }
-
-    /// Events of a run recorded (or a steered run taken) by this process: wake the run's
-    /// followers here.
-    pub(crate) fn events_changed(&self, run: &RunId) {
+    /// A run this process ended or handed back (complete, fail, release), or whose events it
+    /// recorded (or whose steered message it took): wake its followers here. Not the waiters
+    /// for work: the runtime that held the claim wakes its own claim loop, without losing the
+    /// wake-up when the loop is mid-claim, and a second wake-up here would only cost an empty
+    /// claim; events make nothing claimable.
+    pub(crate) fn wake_followers(&self, run: &RunId) {
         self.runs.signal(run);
     }
 
