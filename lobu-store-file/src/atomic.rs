@@ -6,6 +6,8 @@
 //!   only ever garbage with a name no reader looks at.
 //! * [`Disk::append_at`] and [`Disk::sync_appended`]: bytes written at an offset past the
 //!   committed length, then `sync_data`. They mean nothing until a commit record says so.
+//! * [`Disk::write_record`]: a record file's new record appended as one checksummed line
+//!   (see [`crate::record_file`]), synced with `fdatasync` when it must be durable.
 //! * [`Disk::rename`] and [`Disk::create_dirs`]: directory changes followed by a directory sync.
 //! * [`Durability::Recoverable`]: a replace or rename whose directory is not synced. Still
 //!   atomic (the new file's bytes are synced before the rename, so a power loss leaves the
@@ -21,6 +23,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{FileStoreError, io_at};
+use crate::record_file::{self, Current};
 
 type Result<T, E = FileStoreError> = std::result::Result<T, E>;
 
@@ -80,6 +83,55 @@ impl Disk {
         }
         written?;
         self.sync_dir_for(dir, durability)
+    }
+
+    /// Make `json` the current record of the record file `dir/name` (see
+    /// [`crate::record_file`]): appended as one line past its last whole line (cutting a torn
+    /// tail), or, when the file is missing, written by format 1 or would grow past
+    /// [`COMPACT_AT`](crate::record_file::COMPACT_AT), replaced by a file holding only it.
+    /// Syncs: an append 1 (`fdatasync`) when `durability` is `Durable`, none when it is
+    /// `Recoverable` (a power loss may undo it; a torn line is skipped by readers); a replace
+    /// as [`Disk::write_atomic_with`]. The caller holds the file's lock.
+    pub(crate) fn write_record(
+        &self,
+        dir: &Path,
+        name: &str,
+        json: &[u8],
+        durability: Durability,
+    ) -> Result<()> {
+        let path = dir.join(name);
+        let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return self.write_atomic_with(dir, name, &record_file::file_of(json), durability);
+            }
+            Err(e) => return Err(io_at("open record file", &path)(e)),
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(io_at("read record file", &path))?;
+        let line = record_file::line(json);
+        let end = match record_file::current(&bytes) {
+            Ok(Current::Record { end, .. }) if end + line.len() <= record_file::COMPACT_AT => end,
+            // Format 1, too big, or no whole record: a new file holding only this one.
+            _ => {
+                drop(file);
+                return self.write_atomic_with(dir, name, &record_file::file_of(json), durability);
+            }
+        };
+        if bytes.len() > end {
+            file.set_len(end as u64)
+                .map_err(io_at("cut torn tail of", &path))?;
+        }
+        file.seek(SeekFrom::Start(end as u64))
+            .map_err(io_at("seek in", &path))?;
+        file.write_all(&line).map_err(io_at("append to", &path))?;
+        if durability == Durability::Durable && self.fsync {
+            file.sync_data().map_err(io_at("sync", &path))?;
+            #[cfg(test)]
+            counted::file();
+        }
+        Ok(())
     }
 
     /// Replace `target` with what `source` yields, as [`Disk::write_atomic`] does but streamed

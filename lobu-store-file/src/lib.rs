@@ -145,6 +145,7 @@ mod locks;
 mod persist;
 mod portable;
 mod queue;
+mod record_file;
 mod records;
 mod retention;
 mod sessions;
@@ -160,4 +161,5 @@ mod import_crash_tests;
 mod upgrade_tests;
 
 pub use error::FileStoreError;
+pub use record_file::read_record;
 pub use store::{DEFAULT_POLL_INTERVAL, FORMAT, FileStore, MAX_TRANSCRIPT_BYTES_LIMIT};

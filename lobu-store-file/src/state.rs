@@ -20,6 +20,7 @@ use crate::atomic::{
     Durability, FileLock, is_staging, list_names, read_optional, remove_file, truncate_to,
 };
 use crate::error::{FileStoreError, to_json, undecodable};
+use crate::record_file;
 use crate::store::Inner;
 
 pub(crate) const STATE: &str = "state.json";
@@ -147,7 +148,8 @@ impl<'a> Conversation<'a> {
         let Some(bytes) = read_optional(&path)? else {
             return Ok(None);
         };
-        let state: State = serde_json::from_slice(&bytes).map_err(undecodable(&path))?;
+        let json = record_file::json_of(&path, &bytes)?;
+        let state: State = serde_json::from_slice(json).map_err(undecodable(&path))?;
         if state.key != *self.key {
             let detail = format!("it belongs to {}, not {}", state.key, self.key);
             return Err(FileStoreError::corrupt(&path, detail).into());
@@ -155,7 +157,8 @@ impl<'a> Conversation<'a> {
         Ok(Some(state))
     }
 
-    /// Commit `state` (the single commit point of every change to the conversation).
+    /// Commit `state` (the single commit point of every change to the conversation): one
+    /// line appended to the record file and synced (see [`crate::record_file`]).
     pub(crate) fn save(&self, state: &State) -> Result<()> {
         self.save_with(state, Durability::Durable)
     }
@@ -166,7 +169,7 @@ impl<'a> Conversation<'a> {
         let path = self.path(STATE);
         let bytes = to_json(&path, state)?;
         let disk = self.inner.disk;
-        Ok(disk.write_atomic_with(&self.dir, STATE, &bytes, durability)?)
+        Ok(disk.write_record(&self.dir, STATE, &bytes, durability)?)
     }
 
     /// The file holding the head's transcript.

@@ -16,8 +16,13 @@ use crate::history_index::HistoryIndex;
 use crate::layout::Layout;
 use crate::watch::Watch;
 
-/// The on-disk format this version reads and writes.
-pub const FORMAT: u32 = 1;
+/// The on-disk format this version writes. Format 2 changes state and run records by
+/// appending checksummed lines (see the crate docs); a root of format 1 opens as it is (its
+/// records read as they are and become record files when next changed) and its marker is
+/// moved to 2, so a version that reads only format 1 refuses it instead of misreading it.
+pub const FORMAT: u32 = 2;
+/// The earlier format this version opens.
+const FORMAT_1: u32 = 1;
 /// The file at the root that names the format.
 const FORMAT_FILE: &str = "lobu-store.json";
 /// How often [`wait_for_work`](lobu_core::RunQueue::wait_for_work) looks at the queue by
@@ -225,23 +230,29 @@ fn prepare(root: &Path, disk: Disk) -> Result<Layout> {
         Some(bytes) => {
             let marker: FormatMarker =
                 serde_json::from_slice(&bytes).map_err(undecodable(&path))?;
-            if marker.format != FORMAT {
-                return Err(FileStoreError::UnknownFormat {
-                    path,
-                    found: marker.format.to_string(),
-                    expected: FORMAT,
+            match marker.format {
+                FORMAT => {}
+                FORMAT_1 => write_format(disk, &layout, &path)?,
+                found => {
+                    return Err(FileStoreError::UnknownFormat {
+                        path,
+                        found: found.to_string(),
+                        expected: FORMAT,
+                    }
+                    .into());
                 }
-                .into());
             }
         }
-        None => {
-            let marker = FormatMarker {
-                format: FORMAT,
-                store: "lobu-store-file".to_owned(),
-            };
-            let bytes = to_json(&path, &marker)?;
-            disk.write_atomic(layout.root(), FORMAT_FILE, &bytes)?;
-        }
+        None => write_format(disk, &layout, &path)?,
     }
     Ok(layout)
+}
+
+fn write_format(disk: Disk, layout: &Layout, path: &Path) -> Result<()> {
+    let marker = FormatMarker {
+        format: FORMAT,
+        store: "lobu-store-file".to_owned(),
+    };
+    let bytes = to_json(path, &marker)?;
+    Ok(disk.write_atomic(layout.root(), FORMAT_FILE, &bytes)?)
 }

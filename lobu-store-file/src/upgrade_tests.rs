@@ -201,6 +201,21 @@ async fn a_directory_written_by_the_previous_version_still_opens() {
     );
     let lease = store.try_acquire(&c1, LONG).await;
     assert_eq!(lease.unwrap().expect("free").fence, Fence(5));
+
+    // The root says format 2 now, and every record changed since is a record file.
+    let marker = std::fs::read(dir.path().join("lobu-store.json")).unwrap();
+    let marker: serde_json::Value = serde_json::from_slice(&marker).unwrap();
+    assert_eq!(marker["format"], 2);
+    let queue = dir.path().join("queue/runs");
+    let state = dir.path().join("orgs/acme/bot/c1/state.json");
+    for path in [state, queue.join(RUNNING), queue.join(PENDING)] {
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            bytes.starts_with(crate::record_file::HEADER),
+            "{}",
+            path.display()
+        );
+    }
 }
 
 #[tokio::test]

@@ -110,7 +110,8 @@ async fn cancelling_a_run_whose_claim_lapsed_ends_the_lapsed_lease_too() {
         (RunStatus::Cancelled, Some("cancelled"))
     );
     let path = store.conversation_dir(&c).join("state.json");
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&lobu_store_file::read_record(path).unwrap()).unwrap();
     assert_eq!(state["lease"], serde_json::Value::Null, "{state}");
     assert_eq!(state["last_fence"], json!(claim.fence.0));
     let refused = store.heartbeat(&claim, LONG).await.unwrap_err();

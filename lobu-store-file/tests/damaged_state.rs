@@ -18,8 +18,10 @@ fn damaged_lengths(real: u64) -> [u64; 3] {
 /// Set `head.<field>` of the fixture's `state.json` to `value`.
 fn damage(fx: &Fixture, field: &str, value: u64) {
     let path = fx.store.conversation_dir(&fx.key).join("state.json");
-    let mut state: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut state: Value =
+        serde_json::from_slice(&lobu_store_file::read_record(&path).unwrap()).unwrap();
     state["head"][field] = Value::from(value);
+    // Written back as format 1 wrote it (one JSON document), which still reads.
     std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
 }
 

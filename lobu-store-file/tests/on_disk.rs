@@ -103,8 +103,10 @@ async fn every_file_a_person_reads_is_json() {
     let conversation = store.conversation_dir(&key);
     assert!(conversation.starts_with(store.root().join("orgs/acme/support-bot")));
     assert_eq!(json_lines(&conversation.join("session.jsonl")).len(), 5);
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(conversation.join("state.json")).unwrap()).unwrap();
+    let state: Value = serde_json::from_slice(
+        &lobu_store_file::read_record(conversation.join("state.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(state["key"]["conversation"], "slack:T1/C2");
     assert_eq!(state["head"]["version"], v2.0);
     assert_eq!(state["head"]["bytes"], second.len());

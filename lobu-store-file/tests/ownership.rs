@@ -23,7 +23,7 @@ fn key(id: &str) -> ConversationKey {
 
 fn state_of(store: &FileStore, key: &ConversationKey) -> Value {
     let path = store.conversation_dir(key).join("state.json");
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    serde_json::from_slice(&lobu_store_file::read_record(path).unwrap()).unwrap()
 }
 
 #[tokio::test]

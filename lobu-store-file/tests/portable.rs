@@ -58,8 +58,10 @@ async fn an_imported_conversation_survives_reopening_the_store() {
         std::fs::read(conversation.join("session.jsonl")).unwrap(),
         TRANSCRIPT.as_bytes()
     );
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(conversation.join("state.json")).unwrap()).unwrap();
+    let state: Value = serde_json::from_slice(
+        &lobu_store_file::read_record(conversation.join("state.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(state["last_version"], 41);
     assert_eq!(state["head"]["written_at"], "2025-11-30T17:48:50.123456Z");
     let history = std::fs::read_to_string(conversation.join("history.jsonl")).unwrap();

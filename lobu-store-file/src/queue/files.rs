@@ -3,7 +3,8 @@
 //! ```text
 //! <root>/queue/
 //!   lock                      the OS lock taken for every change to the queue
-//!   runs/<run>                one JSON record per run (source of truth)
+//!   runs/<run>                one record file per run (source of truth, see
+//!                             [`crate::record_file`])
 //!   active/<marker>           one empty marker per unfinished run (the claim index)
 //!   idempotency/<org>/<agent>/<conversation>/<key>   {"run": …} per idempotency key of a
 //!                             run not yet pruned
@@ -18,6 +19,7 @@ use super::runs::RunFile;
 use crate::atomic::{Durability, FileLock, list_names, read_optional, remove_file};
 use crate::error::{FileStoreError, io_at, to_json, undecodable};
 use crate::layout::nested;
+use crate::record_file;
 use crate::store::{Inner, Step};
 
 #[derive(Debug)]
@@ -99,7 +101,8 @@ impl<'a> Queue<'a> {
         let Some(bytes) = read_optional(path)? else {
             return Ok(None);
         };
-        let file = serde_json::from_slice(&bytes).map_err(undecodable(path))?;
+        let json = record_file::json_of(path, &bytes)?;
+        let file = serde_json::from_slice(json).map_err(undecodable(path))?;
         Ok(Some(file))
     }
 
@@ -110,24 +113,22 @@ impl<'a> Queue<'a> {
     /// [`save_run`](Self::save_run), durably unless `durability` says not.
     pub(crate) fn save_run_with(&self, file: &RunFile, durability: Durability) -> Result<()> {
         let path = self.run_path(&file.record.run);
-        self.write_json_with(&path, file, durability)
+        let bytes = to_json(&path, file)?;
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+        else {
+            return Err(FileStoreError::corrupt(&path, "not a file path").into());
+        };
+        let disk = self.inner.disk;
+        disk.create_dirs(dir)?;
+        Ok(disk.write_record(dir, name, &bytes, durability)?)
     }
 
     pub(crate) fn remove_run(&self, run: &RunId) -> Result<()> {
         Ok(remove_file(&self.run_path(run))?)
     }
 
-    /// Atomically write `value` as JSON at `path`, creating its directories.
+    /// Atomically and durably write `value` as JSON at `path`, creating its directories.
     pub(crate) fn write_json<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<()> {
-        self.write_json_with(path, value, Durability::Durable)
-    }
-
-    fn write_json_with<T: serde::Serialize>(
-        &self,
-        path: &Path,
-        value: &T,
-        durability: Durability,
-    ) -> Result<()> {
         let bytes = to_json(path, value)?;
         let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
         else {
@@ -135,7 +136,7 @@ impl<'a> Queue<'a> {
         };
         let disk = self.inner.disk;
         disk.create_dirs(dir)?;
-        Ok(disk.write_atomic_with(dir, name, &bytes, durability)?)
+        Ok(disk.write_atomic(dir, name, &bytes)?)
     }
 
     /// Every marker, in no particular order.

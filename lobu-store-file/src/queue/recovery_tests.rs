@@ -351,3 +351,62 @@ async fn a_cancel_that_crashed_before_removing_the_marker_still_never_runs() {
     assert_eq!(claim.run, second, "the cancelled run never runs");
     assert_eq!(markers(dir.path()), 1, "the stale marker was removed");
 }
+
+/// Cut the last line of a record file, leaving half of it behind torn, as a power loss may
+/// when the append was not synced.
+fn lose_last_line(path: &Path) {
+    let bytes = std::fs::read(path).unwrap();
+    let kept = bytes[..bytes.len() - 1]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap()
+        + 1;
+    std::fs::write(path, &bytes[..kept + (bytes.len() - kept) / 2]).unwrap();
+}
+
+#[tokio::test]
+async fn a_claim_undone_by_a_power_loss_comes_back_as_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let c = key("c1");
+    let worker = WorkerId::generate();
+    // A first turn: the conversation's state record exists before the claim (a first claim
+    // creates it whole, by a rename, which a power loss keeps or undoes whole).
+    store
+        .submit(NewRun::turn(c.clone(), json!({})))
+        .await
+        .unwrap();
+    let first = store.claim(&worker, LONG).await.unwrap().unwrap();
+    let commit = Commit::append(Bytes::from_static(b"{\"a\":1}\n"), None, 0);
+    let head = store.complete(&first, commit).await.unwrap();
+    let run = store
+        .submit(NewRun::turn(c.clone(), json!({})))
+        .await
+        .unwrap()
+        .run;
+    let lost = store.claim(&worker, SHORT).await.unwrap().unwrap();
+    let run_path = super::files::Queue::new(&store.inner).run_path(&run);
+    drop(store);
+    // Neither of the claim's appends was synced: both may be lost.
+    lose_last_line(&dir.path().join("orgs/acme/bot/c1/state.json"));
+    lose_last_line(&run_path);
+
+    let store = open(dir.path()).await;
+    let record = store.status(&c.org, &run).await.unwrap().unwrap();
+    assert_eq!((record.status, record.attempts), (RunStatus::Pending, 0));
+    // Its marker may still say the claim's expiry: the run waits that out, no longer.
+    tokio::time::sleep(PAST_SHORT).await;
+    let again = store
+        .claim(&worker, LONG)
+        .await
+        .unwrap()
+        .expect("claimable");
+    assert_eq!((again.run.clone(), again.attempt), (run.clone(), 1));
+    // Nothing the lost claim wrote outlived it (a write under a fence syncs the state
+    // record, the claim's line with it), so no write can carry its fence.
+    assert_eq!(again.fence, lost.fence);
+    let commit = Commit::append(Bytes::from_static(b"{\"b\":2}\n"), head, 8);
+    store.complete(&again, commit).await.unwrap();
+    let record = store.status(&c.org, &run).await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Completed);
+}

@@ -15,7 +15,7 @@ use crate::store::FileStore;
 const LEASE: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "current_thread")]
-async fn a_turn_syncs_its_submit_and_commit_and_its_claim_only_files_before_renames() {
+async fn a_turn_syncs_its_submit_and_its_commit_and_nothing_for_its_claim_or_heartbeat() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::open(dir.path()).await.unwrap();
     let inner = &*store.inner;
@@ -45,19 +45,20 @@ async fn a_turn_syncs_its_submit_and_commit_and_its_claim_only_files_before_rena
     // (files, directories) synced.
     assert_eq!(
         claimed,
-        (2, 0),
-        "a claim syncs its two files before their renames"
+        (0, 0),
+        "a claim appends to the state and run records without syncing"
     );
-    assert_eq!(heartbeat, (2, 0), "so does a heartbeat");
+    assert_eq!(heartbeat, (0, 0), "so does a heartbeat");
     assert_eq!(
         completed,
-        (4, 2),
-        "a commit syncs the transcript and history bytes, the state record and the run record"
+        (4, 0),
+        "a commit syncs the transcript and history bytes and the lines it appends to the \
+         state record and the run record, and no directory"
     );
     assert_eq!(
         submitted,
         (1, 2),
-        "a submit syncs its record, its directory and its marker"
+        "a submit syncs its new record, its directory and its marker's"
     );
     assert!(head.is_some());
 }

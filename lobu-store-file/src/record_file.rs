@@ -1,0 +1,284 @@
+//! Record files: a conversation's state record and a run's record, changed by appending.
+//!
+//! A record file's current value is its last whole line. Each line is one JSON record, a tab
+//! and the record's CRC-32C (eight hex digits), after a header line:
+//!
+//! ```text
+//! lobu-records 2
+//! {"format":2,"key":…,"last_fence":7,…}<TAB>1a2b3c4d
+//! {"format":2,"key":…,"last_fence":8,…}<TAB>5e6f7a8b
+//! ```
+//!
+//! A change appends one line ([`Disk::write_record`](crate::atomic::Disk::write_record)):
+//! one `fdatasync` when the change must survive a power loss, none when a restart does
+//! without it (a claim, a heartbeat). Replacing the file instead (a staging file renamed over
+//! it) cost a new inode, a directory sync and, on ext4, an inode allocation that scans past
+//! every recently deleted one: that scan was half of the file store's CPU time under load.
+//!
+//! A line without its newline or whose checksum does not match was torn by a crash (or a
+//! power loss before its append was synced): readers skip it, and the next writer, holding
+//! the file's lock, appends after the last whole line, cutting what follows. Every line is a
+//! whole record, so the newest whole line is always a state that was once written. A file
+//! past [`COMPACT_AT`] bytes is replaced whole by its new record. A file written by format 1
+//! (one JSON document) reads as that record; its first change replaces it with a record
+//! file.
+
+use std::path::Path;
+
+use crate::error::FileStoreError;
+
+/// The first line of every record file.
+pub(crate) const HEADER: &[u8] = b"lobu-records 2\n";
+
+/// A record file that would grow past this many bytes is replaced by one holding only its
+/// new record: readers read the whole file, so it stays small.
+pub(crate) const COMPACT_AT: usize = 16 * 1024;
+
+/// CRC-32C (Castagnoli), as ext4, iSCSI and most storage formats use.
+const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// The current record of a file's bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Current<'a> {
+    /// A record file: its newest whole record, and where its last whole line ends (where
+    /// the next line goes).
+    Record { json: &'a [u8], end: usize },
+    /// A file written by format 1: the whole file is the record.
+    Whole(&'a [u8]),
+}
+
+/// One line holding `json` (which serde_json writes without raw tabs or newlines).
+pub(crate) fn line(json: &[u8]) -> Vec<u8> {
+    let mut line = Vec::with_capacity(json.len() + 10);
+    line.extend_from_slice(json);
+    line.extend_from_slice(format!("\t{:08x}\n", CRC.checksum(json)).as_bytes());
+    line
+}
+
+/// A whole record file holding only `json`.
+pub(crate) fn file_of(json: &[u8]) -> Vec<u8> {
+    let mut bytes = HEADER.to_vec();
+    bytes.extend_from_slice(&line(json));
+    bytes
+}
+
+/// The current record in `bytes`, or what is wrong with them.
+pub(crate) fn current(bytes: &[u8]) -> Result<Current<'_>, &'static str> {
+    let Some(lines) = bytes.strip_prefix(HEADER) else {
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        return match first {
+            Some(b'{') => Ok(Current::Whole(bytes)),
+            _ => Err("neither a record file nor a JSON record"),
+        };
+    };
+    let mut newest = None;
+    let mut at = HEADER.len();
+    for raw in lines.split_inclusive(|&b| b == b'\n') {
+        let next = at + raw.len();
+        if let Some(json) = whole_line(raw) {
+            newest = Some((json, next));
+        }
+        at = next;
+    }
+    let (json, end) = newest.ok_or("no whole record in it")?;
+    Ok(Current::Record { json, end })
+}
+
+/// The record of one line (with its newline), if it is whole.
+fn whole_line(raw: &[u8]) -> Option<&[u8]> {
+    let text = raw.strip_suffix(b"\n")?;
+    let tab = text.iter().rposition(|&b| b == b'\t')?;
+    let (json, sum) = (&text[..tab], &text[tab + 1..]);
+    let sum = std::str::from_utf8(sum).ok().filter(|s| s.len() == 8)?;
+    let sum = u32::from_str_radix(sum, 16).ok()?;
+    (!json.is_empty() && CRC.checksum(json) == sum).then_some(json)
+}
+
+/// The current record of the file at `path` (its bytes as read), as JSON.
+pub(crate) fn json_of<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8], FileStoreError> {
+    match current(bytes) {
+        Ok(Current::Record { json, .. } | Current::Whole(json)) => Ok(json),
+        Err(detail) => Err(FileStoreError::corrupt(path, detail)),
+    }
+}
+
+/// The current record of the state or run record file at `path`, as JSON: for tools and
+/// tests that inspect a data directory. A file written by format 1 is returned whole.
+///
+/// # Errors
+/// `Corrupt` if the file holds no whole record, `Io` if it cannot be read.
+pub fn read_record(path: impl AsRef<Path>) -> Result<Vec<u8>, FileStoreError> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(crate::error::io_at("read", path))?;
+    json_of(path, &bytes).map(<[u8]>::to_vec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(lines: &[&[u8]]) -> Vec<u8> {
+        let mut bytes = HEADER.to_vec();
+        for l in lines {
+            bytes.extend_from_slice(l);
+        }
+        bytes
+    }
+
+    #[test]
+    fn the_newest_whole_line_is_the_record() {
+        let bytes = file(&[&line(b"{\"a\":1}"), &line(b"{\"a\":2}")]);
+        assert_eq!(
+            current(&bytes),
+            Ok(Current::Record {
+                json: b"{\"a\":2}",
+                end: bytes.len()
+            })
+        );
+    }
+
+    #[test]
+    fn a_torn_last_line_is_skipped_and_the_next_line_goes_where_it_began() {
+        let first = line(b"{\"a\":1}");
+        let second = line(b"{\"a\":2}");
+        for cut in 1..second.len() {
+            let bytes = file(&[&first, &second[..cut]]);
+            let end = HEADER.len() + first.len();
+            assert_eq!(
+                current(&bytes),
+                Ok(Current::Record {
+                    json: b"{\"a\":1}",
+                    end
+                }),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_whose_checksum_does_not_match_is_skipped() {
+        let mut second = line(b"{\"a\":2}");
+        second[3] = b'9';
+        let bytes = file(&[&line(b"{\"a\":1}"), &second]);
+        assert!(matches!(
+            current(&bytes),
+            Ok(Current::Record {
+                json: b"{\"a\":1}",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn zeros_left_by_a_power_loss_are_not_a_record() {
+        let mut zeros = vec![0u8; 64];
+        zeros.push(b'\n');
+        let bytes = file(&[&line(b"{\"a\":1}"), &zeros]);
+        assert!(matches!(
+            current(&bytes),
+            Ok(Current::Record {
+                json: b"{\"a\":1}",
+                ..
+            })
+        ));
+        assert!(whole_line(b"\t00000000\n").is_none(), "an empty record");
+    }
+
+    #[test]
+    fn a_format_1_file_is_one_whole_record() {
+        assert_eq!(current(b"{\"a\":1}"), Ok(Current::Whole(b"{\"a\":1}")));
+        assert_eq!(
+            current(b"\n  {\"a\":1}\n"),
+            Ok(Current::Whole(b"\n  {\"a\":1}\n"))
+        );
+    }
+
+    #[test]
+    fn a_file_with_no_whole_record_is_refused() {
+        assert!(current(b"").is_err());
+        assert!(current(b"garbage").is_err());
+        assert!(current(HEADER).is_err());
+        assert!(current(&file(&[b"{\"a\":1}\t00000000\n"])).is_err());
+    }
+
+    mod on_disk {
+        use std::path::Path;
+
+        use crate::atomic::{Disk, Durability};
+        use crate::record_file::{COMPACT_AT, HEADER, line, read_record};
+
+        const DISK: Disk = Disk { fsync: true };
+
+        fn write(dir: &Path, json: &str, durability: Durability) {
+            DISK.write_record(dir, "r", json.as_bytes(), durability)
+                .unwrap();
+        }
+
+        #[test]
+        fn a_change_appends_one_line_to_the_file() {
+            let dir = tempfile::tempdir().unwrap();
+            write(dir.path(), "{\"a\":1}", Durability::Durable);
+            write(dir.path(), "{\"a\":2}", Durability::Recoverable);
+            let mut expected = HEADER.to_vec();
+            expected.extend(line(b"{\"a\":1}"));
+            expected.extend(line(b"{\"a\":2}"));
+            assert_eq!(std::fs::read(dir.path().join("r")).unwrap(), expected);
+            assert_eq!(read_record(dir.path().join("r")).unwrap(), b"{\"a\":2}");
+        }
+
+        #[test]
+        fn the_next_change_cuts_a_torn_tail() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r");
+            write(dir.path(), "{\"a\":1}", Durability::Durable);
+            let whole = std::fs::read(&path).unwrap();
+            let mut torn = whole.clone();
+            torn.extend_from_slice(b"{\"a\":2}\t1234");
+            std::fs::write(&path, &torn).unwrap();
+            assert_eq!(read_record(&path).unwrap(), b"{\"a\":1}");
+            write(dir.path(), "{\"a\":3}", Durability::Durable);
+            let mut expected = whole;
+            expected.extend(line(b"{\"a\":3}"));
+            assert_eq!(std::fs::read(&path).unwrap(), expected);
+        }
+
+        #[test]
+        fn a_file_about_to_pass_its_limit_is_replaced_by_its_new_record() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r");
+            let mut largest = 0;
+            for i in 0..2_000 {
+                write(
+                    dir.path(),
+                    &format!("{{\"i\":{i}}}"),
+                    Durability::Recoverable,
+                );
+                largest = largest.max(std::fs::metadata(&path).unwrap().len());
+            }
+            assert!(largest <= COMPACT_AT as u64, "{largest} bytes");
+            assert_eq!(read_record(&path).unwrap(), b"{\"i\":1999}");
+        }
+
+        #[test]
+        fn a_format_1_record_becomes_a_record_file_when_it_changes() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r");
+            std::fs::write(&path, b"{\"a\":1}").unwrap();
+            assert_eq!(read_record(&path).unwrap(), b"{\"a\":1}");
+            write(dir.path(), "{\"a\":2}", Durability::Recoverable);
+            let mut expected = HEADER.to_vec();
+            expected.extend(line(b"{\"a\":2}"));
+            assert_eq!(std::fs::read(&path).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn a_file_holding_one_record_reads_back_as_it() {
+        let bytes = file_of(b"{\"a\":1}");
+        assert!(bytes.starts_with(HEADER));
+        assert_eq!(
+            json_of(Path::new("x"), &bytes).unwrap(),
+            b"{\"a\":1}".as_slice()
+        );
+    }
+}
