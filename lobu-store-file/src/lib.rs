@@ -29,11 +29,13 @@
 //!     session.jsonl    the transcript, byte for byte: `jq . session.jsonl` reads it
 //!     state.json       commit record: head version, run, committed length, SHA-256, turns,
 //!                      title; counters that survive a reset (versions, fences); the owner
-//!                      (a lease or a run's claim)
+//!                      (a lease or a run's claim). A record file: one JSON record per
+//!                      line with its CRC-32C, the last whole line current
+//!                      ([`read_record`] reads it)
 //!     history.jsonl    one record per completed snapshot (run, version, length, SHA-256)
 //!     forensic/        failed, timed-out and cancelled transcripts with their records
 //!     lock             the OS lock file
-//! <root>/queue/        runs/<run> (one JSON record per run), active/ (the claim index),
+//! <root>/queue/        runs/<run> (one record file per run), active/ (the claim index),
 //!                      idempotency/…, lock
 //! <root>/events/<run>  the run's events, one JSON line each (`{"seq","attempt","last","data"}`)
 //! ```
@@ -52,18 +54,22 @@
 //!
 //! ## Crash safety
 //!
-//! `state.json` is the single commit point of a conversation and is only ever replaced
-//! whole (a staging file created with `create_new`, synced, renamed over it, the directory
-//! synced). A turn that extends the transcript appends only its new bytes to
+//! `state.json` is the single commit point of a conversation. It is a record file (format
+//! 2): a change appends one line holding the whole new record and its CRC-32C, and syncs it
+//! with `fdatasync` when the change must last; a line torn by a crash is skipped by readers
+//! and cut by the next writer, and a file past 16 KiB is replaced whole by its newest record
+//! (a staging file created with `create_new`, synced, renamed over it, the directory
+//! synced). Run records are record files too. Format 1 replaced both whole on every change:
+//! each change cost a new inode and a directory sync. A turn that extends the transcript appends only its new bytes to
 //! `session.jsonl`, past the committed length, syncs them, and then commits the new length;
 //! a turn that rewrites the transcript (a compaction) stages the whole file, commits, and
 //! renames it into place. Hydrate reads exactly the committed length, so a crash at any byte
 //! leaves the last committed transcript readable, and the next writer cuts off or removes
 //! whatever an interrupted write left behind.
 //!
-//! What only a live process needs is written atomically but not synced: a claim's
-//! ownership and run record, a heartbeat, and the removal of a finished run's marker (their
-//! directories are not synced). No owner outlives a power loss, so a claim undone by one
+//! What only a live process needs is written but not synced: a claim's ownership and run
+//! record and a heartbeat (lines appended without `fdatasync`), and the removal of a
+//! finished run's marker (its directory is not synced). No owner outlives a power loss, so a claim undone by one
 //! comes back as before it or as a lapsed claim, and a finished run's marker that comes back
 //! is removed by the claim that finds it. Everything a caller is told is done (a submit, a
 //! commit, a failure, a release, a reset) is synced before the call returns.
@@ -75,9 +81,9 @@
 //! claimed run owns its conversation the same way (contract v2): `claim` draws the
 //! conversation's next fence and writes the claim as its lease, so a conversation has one
 //! owner at a time, lease or claim, and `complete` commits the run's transcript and ends the
-//! ownership in one `state.json` commit. Changes take the queue's lock before a
+//! ownership in one `state.json` line. Changes take the queue's lock before a
 //! conversation's, never the other way round. A run is one
-//! JSON record; an empty marker file per unfinished run, named by sequence number,
+//! record file; an empty marker file per unfinished run, named by sequence number,
 //! conversation lane and due time, lets `claim` choose without opening every record.
 //! [`wait_for_work`](lobu_core::RunQueue::wait_for_work) is woken by submits in this
 //! process and otherwise polls (see [`FileStore::with_poll_interval`]).

@@ -3,8 +3,8 @@
 //! (or another [`FileStore`] on the same root) recording the run's events or changing it.
 //!
 //! Every such change touches one of the run's two files: an append writes its event log
-//! (`events/<run>`), and a claim, heartbeat, completion, failure or release replaces its
-//! record (`queue/runs/<run>`, renamed into place); a steer submit bumps the modification
+//! (`events/<run>`), and a claim, heartbeat, completion, failure or release appends to its
+//! record (`queue/runs/<run>`, or replaces it when it grew too big); a steer submit bumps the modification
 //! time of the running run's record (its followers' hint that a message waits). One [`notify`] watcher per store (inotify
 //! on Linux, the platform's equivalent elsewhere) watches both directories, started when a
 //! follower first waits; its thread maps each changed path back to its run and signals the

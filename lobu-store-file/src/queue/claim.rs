@@ -9,21 +9,25 @@
 //! (`persist`, `clear`, `prune`, leases) ever takes the queue lock, so the two cannot
 //! deadlock.
 //!
-//! Syncs per call on the hot path, with syncing on (each atomic replace is two: the staging
-//! file and its directory, or one when its directory is not synced because a power loss may
-//! undo it, see [`Durability::Recoverable`]; each durable marker rename or removal one):
+//! Syncs per call on the hot path, with syncing on (a change of a state or run record is
+//! one line appended to its record file, synced with `fdatasync` or, when a power loss may
+//! undo it, not at all: see [`crate::record_file`]; each durable marker rename or removal
+//! syncs its directory):
 //!
-//! * `claim`: 2 (the staging files of `state.json` and the run record; neither directory,
-//!   nor the marker's move, is synced: no owner outlives a power loss); a conversation's
-//!   first claim also syncs the directories it creates.
-//! * `heartbeat`: 2 (the same two files).
-//! * `complete` with a transcript: 6 when it extends the head (`session.jsonl` and
-//!   `history.jsonl` 1 each, `state.json` 2 committing the head and ending the ownership
-//!   together, run record 2; the marker's removal is not synced); a rewrite adds the staged
-//!   file's 2 and its rename's 1. Without a transcript: 4 (run record 2, `state.json` 2).
-//!   Taking steered runs adds 2 + 3 per run (see [`super::steering`]); taking none adds
-//!   nothing.
-//! * `fail` and `release`: 5 (run record 2, marker 1, `state.json` 2).
+//! * `claim`: none (neither record's line, nor the marker's move, is synced: no owner
+//!   outlives a power loss); a conversation's first claim also syncs the directories it
+//!   creates and its new state record.
+//! * `heartbeat`: none.
+//! * `complete` with a transcript: 4 when it extends the head (`session.jsonl` and
+//!   `history.jsonl` 1 each, `state.json`'s line committing the head and ending the
+//!   ownership together 1, the run record's line 1; the marker's removal is not synced); a
+//!   rewrite adds the staged file's 2 and its rename's 1. Without a transcript: 2 (the run
+//!   record, `state.json`). Taking steered runs adds 1 + 2 per run (see
+//!   [`super::steering`]); taking none adds nothing.
+//! * `fail` and `release`: 3 (the run record, its marker, `state.json`).
+//!
+//! A record file past its size limit is replaced whole instead, which syncs the new file
+//! and its directory.
 //!
 //! A claimed run whose cancellation was requested and whose claim then lapses ends
 //! `cancelled` when the next claim finds it, instead of being re-delivered.

@@ -1,17 +1,17 @@
 //! Steering on files: what a running turn is offered ([`steerable`]), and a commit that
 //! takes steered runs ([`prepare`], [`commit_completed`]), made all or nothing across a crash.
 //!
-//! Such a commit changes several records, so it cannot be one rename. It is one step this
+//! Such a commit changes several records, so it cannot be one write. It is one step this
 //! way: first the run's record notes the runs it takes (`steering`); then the commit point,
-//! the same as any turn's (its transcript's `state.json` commit; without a transcript, its
+//! the same as any turn's (its transcript's `state.json` line; without a transcript, its
 //! completed record); then the steered runs complete, and the run's marker goes last. A crash
 //! before the commit point leaves only the note, which the run's next commit or claim
 //! replaces. A crash after it is finished by whatever looks at the run next: a retry of the
 //! commit, the claim that finds its transcript committed (re-delivery or expiry) or finds its
 //! marker left behind, or a cancel of the run or of a run it took ([`settle`]).
 //!
-//! Syncs of a complete taking N steered runs, on top of the complete's own (7 with an
-//! appended transcript): the note 2, each steered run 3 (record 2, marker 1). Taking none
+//! Syncs of a complete taking N steered runs, on top of the complete's own (4 with an
+//! appended transcript): the note 1, each steered run 2 (record 1, marker 1). Taking none
 //! costs nothing here; [`steerable`] syncs nothing.
 
 use std::time::SystemTime;
