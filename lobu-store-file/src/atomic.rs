@@ -86,12 +86,9 @@ impl Disk {
     }
 
     /// Make `json` the current record of the record file `dir/name` (see
-    /// [`crate::record_file`]): appended as one line past its last whole line (cutting a torn
-    /// tail), or, when the file is missing, written by format 1 or would grow past
-    /// [`COMPACT_AT`](crate::record_file::COMPACT_AT), replaced by a file holding only it.
-    /// Syncs: an append 1 (`fdatasync`) when `durability` is `Durable`, none when it is
-    /// `Recoverable` (a power loss may undo it; a torn line is skipped by readers); a replace
-    /// as [`Disk::write_atomic_with`]. The caller holds the file's lock.
+    /// [`crate::record_file`]): [appended](Disk::append_record), or, when it cannot be, the
+    /// file replaced by one holding only it (as [`Disk::write_atomic_with`] does). The caller
+    /// holds the file's lock.
     pub(crate) fn write_record(
         &self,
         dir: &Path,
@@ -99,12 +96,29 @@ impl Disk {
         json: &[u8],
         durability: Durability,
     ) -> Result<()> {
+        if self.append_record(dir, name, json, durability)? {
+            return Ok(());
+        }
+        self.write_atomic_with(dir, name, &record_file::file_of(json), durability)
+    }
+
+    /// Append `json` as one line to the record file `dir/name`, past its last whole line
+    /// (cutting a torn tail); `false`, with nothing written, when the file is missing, was
+    /// written by format 1 or would grow past [`COMPACT_AT`](crate::record_file::COMPACT_AT).
+    /// Syncs: 1 (`fdatasync`) when `durability` is `Durable`, none when it is `Recoverable`
+    /// (a power loss may undo it; a torn line is skipped by readers). The caller holds the
+    /// file's lock.
+    pub(crate) fn append_record(
+        &self,
+        dir: &Path,
+        name: &str,
+        json: &[u8],
+        durability: Durability,
+    ) -> Result<bool> {
         let path = dir.join(name);
         let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return self.write_atomic_with(dir, name, &record_file::file_of(json), durability);
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(io_at("open record file", &path)(e)),
         };
         let mut bytes = Vec::new();
@@ -113,11 +127,7 @@ impl Disk {
         let line = record_file::line(json);
         let end = match record_file::current(&bytes) {
             Ok(Current::Record { end, .. }) if end + line.len() <= record_file::COMPACT_AT => end,
-            // Format 1, too big, or no whole record: a new file holding only this one.
-            _ => {
-                drop(file);
-                return self.write_atomic_with(dir, name, &record_file::file_of(json), durability);
-            }
+            _ => return Ok(false),
         };
         if bytes.len() > end {
             file.set_len(end as u64)
@@ -126,8 +136,16 @@ impl Disk {
         file.seek(SeekFrom::Start(end as u64))
             .map_err(io_at("seek in", &path))?;
         file.write_all(&line).map_err(io_at("append to", &path))?;
-        if durability == Durability::Durable && self.fsync {
-            file.sync_data().map_err(io_at("sync", &path))?;
+        if durability == Durability::Durable {
+            self.sync_data(&file, &path)?;
+        }
+        Ok(true)
+    }
+
+    /// `fdatasync` an open file (when syncing is on).
+    pub(crate) fn sync_data(&self, file: &File, path: &Path) -> Result<()> {
+        if self.fsync {
+            file.sync_data().map_err(io_at("sync", path))?;
             #[cfg(test)]
             counted::file();
         }

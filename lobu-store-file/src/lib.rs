@@ -141,6 +141,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod atomic;
+mod carry;
 mod clock;
 mod erase;
 mod error;
@@ -159,6 +160,8 @@ mod state;
 mod store;
 mod watch;
 
+#[cfg(test)]
+mod carry_tests;
 #[cfg(test)]
 mod crash_tests;
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! Nothing before the state record's rename is visible, so a crash at any byte leaves the
 //! last committed head readable, and the next writer cuts or removes what was left over.
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use lobu_core::persist_plan::{self, Earlier, Found, Plan};
@@ -21,7 +22,8 @@ use lobu_core::{
     ConversationKey, Error, ErrorKind, Fence, Persist, Result, TerminalStatus, Version,
 };
 
-use crate::atomic::read_prefix;
+use crate::atomic::{Durability, read_prefix};
+use crate::carry::Carried;
 use crate::records::{self, Digests, Record};
 use crate::state::{Conversation, HISTORY, Head, SESSION, State, staged_name};
 use crate::store::{Inner, Step};
@@ -257,7 +259,10 @@ fn earlier(
 }
 
 /// Write a completed snapshot and commit it as the head (an import writes its head here
-/// too): the bytes, the history line, both synced, then the state record.
+/// too). An append's bytes and history line are written unsynced and carried by the state
+/// record's line, which is the one sync (see [`crate::carry`]); otherwise (a rewrite, or
+/// where the boot cannot be told) both are synced before the state record commits them, and
+/// a rewrite replaces the record file, retiring what its lines carried.
 pub(crate) fn commit_completed(
     conversation: &Conversation<'_>,
     state: &mut State,
@@ -271,6 +276,9 @@ pub(crate) fn commit_completed(
     let (offset, history_offset, turns) = previous
         .as_ref()
         .map_or((0, 0, 0), |h| (h.bytes, h.history_bytes, h.turns));
+    let carried_text = append
+        .then(|| conversation.carriable(written.body))
+        .flatten();
     let mut appended = Vec::with_capacity(2);
     if append {
         let session = conversation.path(SESSION);
@@ -286,8 +294,11 @@ pub(crate) fn commit_completed(
     let line = records::history_line(conversation, &record)?;
     let history = conversation.path(HISTORY);
     appended.push(disk.append_at(&history, history_offset, &line)?);
-    // Both synced before the commit below, which is what makes them count.
-    disk.sync_appended(&conversation.dir, &appended)?;
+    if carried_text.is_none() {
+        // Both synced before the commit below, which is what makes them count.
+        disk.sync_appended(&conversation.dir, &appended)?;
+    }
+    drop(appended);
     inner.reached(Step::HistoryWritten)?;
     state.last_version = record.version;
     state.head = Some(Head {
@@ -302,7 +313,19 @@ pub(crate) fn commit_completed(
         history_bytes: history_offset + line.len() as u64,
         staged: !append,
     });
-    conversation.save(state)?;
+    match carried_text {
+        Some(text) => {
+            let carried = Carried {
+                at: offset,
+                transcript: Cow::Borrowed(text),
+                history_at: history_offset,
+                history: String::from_utf8_lossy(&line),
+            };
+            conversation.commit_carrying(state, &carried)?;
+        }
+        None if append => conversation.save(state)?,
+        None => conversation.replace(state, Durability::Durable)?,
+    }
     inner.reached(Step::Committed)?;
     if !append {
         let staged = conversation.path(&staged_name(record.version));

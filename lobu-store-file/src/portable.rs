@@ -142,7 +142,7 @@ pub(crate) fn import(inner: &Inner, incoming: &Exported) -> Result<Imported> {
         }
     };
     // Whatever a crashed write (an import or a persist) left uncommitted goes first.
-    conversation.recover(&state)?;
+    conversation.recover(&mut state)?;
     let digests = Digests::of(&incoming.transcript, None);
     let record = Record {
         version,

@@ -31,8 +31,10 @@ use crate::error::FileStoreError;
 pub(crate) const HEADER: &[u8] = b"lobu-records 2\n";
 
 /// A record file that would grow past this many bytes is replaced by one holding only its
-/// new record: readers read the whole file, so it stays small.
-pub(crate) const COMPACT_AT: usize = 16 * 1024;
+/// new record: readers read the whole file (and checksum only its newest line), so it stays
+/// small. A conversation's state record carries its turns' bytes until then (see
+/// [`crate::state`]), so this is also how many of them one replace retires.
+pub(crate) const COMPACT_AT: usize = 64 * 1024;
 
 /// CRC-32C (Castagnoli), as ext4, iSCSI and most storage formats use.
 const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
@@ -62,7 +64,8 @@ pub(crate) fn file_of(json: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// The current record in `bytes`, or what is wrong with them.
+/// The current record in `bytes`, or what is wrong with them. Looks from the end, so only
+/// the newest whole line is checksummed (a commit line can carry a turn's bytes).
 pub(crate) fn current(bytes: &[u8]) -> Result<Current<'_>, &'static str> {
     let Some(lines) = bytes.strip_prefix(HEADER) else {
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
@@ -71,17 +74,37 @@ pub(crate) fn current(bytes: &[u8]) -> Result<Current<'_>, &'static str> {
             _ => Err("neither a record file nor a JSON record"),
         };
     };
-    let mut newest = None;
-    let mut at = HEADER.len();
-    for raw in lines.split_inclusive(|&b| b == b'\n') {
-        let next = at + raw.len();
-        if let Some(json) = whole_line(raw) {
-            newest = Some((json, next));
+    // Past the last newline is a torn line at most.
+    let mut end = lines
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .ok_or("no whole record in it")?
+        + 1;
+    loop {
+        let start = lines[..end - 1]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        if let Some(json) = whole_line(&lines[start..end]) {
+            let end = HEADER.len() + end;
+            return Ok(Current::Record { json, end });
         }
-        at = next;
+        if start == 0 {
+            return Err("no whole record in it");
+        }
+        end = start;
     }
-    let (json, end) = newest.ok_or("no whole record in it")?;
-    Ok(Current::Record { json, end })
+}
+
+/// Every whole record in `bytes`, oldest first (a file of format 1: its one record).
+pub(crate) fn records(bytes: &[u8]) -> Vec<&[u8]> {
+    match bytes.strip_prefix(HEADER) {
+        Some(lines) => lines
+            .split_inclusive(|&b| b == b'\n')
+            .filter_map(whole_line)
+            .collect(),
+        None => vec![bytes],
+    }
 }
 
 /// The record of one line (with its newline), if it is whole.
@@ -247,16 +270,15 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("r");
             let mut largest = 0;
+            let pad = "x".repeat(100);
             for i in 0..2_000 {
-                write(
-                    dir.path(),
-                    &format!("{{\"i\":{i}}}"),
-                    Durability::Recoverable,
-                );
+                let json = format!("{{\"i\":{i},\"pad\":\"{pad}\"}}");
+                write(dir.path(), &json, Durability::Recoverable);
                 largest = largest.max(std::fs::metadata(&path).unwrap().len());
             }
             assert!(largest <= COMPACT_AT as u64, "{largest} bytes");
-            assert_eq!(read_record(&path).unwrap(), b"{\"i\":1999}");
+            let last = format!("{{\"i\":1999,\"pad\":\"{pad}\"}}");
+            assert_eq!(read_record(&path).unwrap(), last.as_bytes());
         }
 
         #[test]
@@ -270,6 +292,15 @@ mod tests {
             expected.extend(line(b"{\"a\":2}"));
             assert_eq!(std::fs::read(&path).unwrap(), expected);
         }
+    }
+
+    #[test]
+    fn every_whole_record_is_listed_oldest_first() {
+        let mut bad = line(b"{\"a\":2}");
+        bad[3] = b'9';
+        let bytes = file(&[&line(b"{\"a\":1}"), &bad, &line(b"{\"a\":3}"), b"{\"a\""]);
+        assert_eq!(records(&bytes), [b"{\"a\":1}", b"{\"a\":3}"]);
+        assert_eq!(records(b"{\"a\":1}"), [b"{\"a\":1}"]);
     }
 
     #[test]

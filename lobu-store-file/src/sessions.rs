@@ -27,8 +27,10 @@ pub(crate) fn committed_head(
     if !conversation.exists() {
         return Ok(None);
     }
-    let _lock = conversation.lock_shared()?;
-    let Some(head) = conversation.load()?.and_then(|s| s.head) else {
+    let Some((_lock, state)) = conversation.load_intact()? else {
+        return Ok(None);
+    };
+    let Some(head) = state.head else {
         return Ok(None);
     };
     let bytes = read_prefix(&conversation.transcript_path(&head), head.bytes)?;

@@ -54,6 +54,10 @@ pub(crate) struct State {
     /// Forensic records at or below this version were cleared (their files may linger).
     pub(crate) cleared_through: u64,
     pub(crate) head: Option<Head>,
+    /// The boot in which commits last left transcript and history bytes unsynced, carried by
+    /// this file's lines (see [`crate::carry`]); `None`: both files are durable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) unsynced: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,6 +101,7 @@ impl State {
             lease: None,
             cleared_through: 0,
             head: None,
+            unsynced: None,
         }
     }
 }
@@ -168,8 +173,15 @@ impl<'a> Conversation<'a> {
     pub(crate) fn save_with(&self, state: &State, durability: Durability) -> Result<()> {
         let path = self.path(STATE);
         let bytes = to_json(&path, state)?;
-        let disk = self.inner.disk;
-        Ok(disk.write_record(&self.dir, STATE, &bytes, durability)?)
+        if self
+            .inner
+            .disk
+            .append_record(&self.dir, STATE, &bytes, durability)?
+        {
+            return Ok(());
+        }
+        // Missing, of format 1, or full: replaced, after syncing what its lines carried.
+        self.replace(&mut state.clone(), durability)
     }
 
     /// The file holding the head's transcript.
@@ -183,10 +195,13 @@ impl<'a> Conversation<'a> {
     }
 
     /// Undo what a crashed writer left behind, under the exclusive lock, before writing:
-    /// finish a committed rewrite (rename its staged file into place), remove staging files
+    /// write back what a restart may have lost (see [`crate::carry`]), finish a committed rewrite (rename its staged file into place), remove staging files
     /// and uncommitted staged transcripts, and cut uncommitted tails off the transcript and
     /// the history.
-    pub(crate) fn recover(&self, state: &State) -> Result<()> {
+    pub(crate) fn recover(&self, state: &mut State) -> Result<()> {
+        if self.needs_repair(state) {
+            self.repair(state)?;
+        }
         let disk = self.inner.disk;
         if let Some(head) = state.head.as_ref().filter(|h| h.staged) {
             let staged = self.path(&staged_name(head.version));

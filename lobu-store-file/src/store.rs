@@ -65,6 +65,8 @@ pub(crate) struct Inner {
     pub(crate) owned_lanes: Arc<Mutex<HashMap<String, u64>>>,
     /// The history records this process has read, per conversation.
     pub(crate) history: Arc<HistoryIndex>,
+    /// This machine's boot, if it can be told: commits leave bytes unsynced only then.
+    pub(crate) boot: Option<Arc<str>>,
     #[cfg(test)]
     pub(crate) crash_at: Option<Step>,
 }
@@ -123,6 +125,7 @@ impl FileStore {
                 event_tails: Arc::default(),
                 owned_lanes: Arc::default(),
                 history: Arc::default(),
+                boot: crate::carry::boot_id(),
                 #[cfg(test)]
                 crash_at: None,
             }),
@@ -184,6 +187,15 @@ impl FileStore {
         tokio::task::spawn_blocking(move || op(&inner))
             .await
             .map_err(FileStoreError::Task)?
+    }
+
+    /// The same store as a process started after a restart of the machine would open it.
+    #[cfg(test)]
+    pub(crate) fn rebooted(mut self) -> Self {
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.boot = Some(Arc::from(uuid::Uuid::new_v4().to_string()));
+        inner.history = Arc::default();
+        self
     }
 
     /// The same store, stopping every write at `step` as if the process died there.

@@ -221,9 +221,12 @@ fn open_for_claim(
 ) -> Result<(FileLock, State, Option<u64>)> {
     conversation.create()?;
     let lock = conversation.lock()?;
-    let state = conversation
+    let mut state = conversation
         .load()?
         .unwrap_or_else(|| State::fresh(conversation.key));
+    if conversation.needs_repair(&state) {
+        conversation.repair(&mut state)?;
+    }
     let committed = match redelivered {
         Some(run) => committed_version(conversation, &state, run)?,
         None => None,
@@ -349,9 +352,8 @@ pub(super) fn committed_of(queue: &Queue<'_>, file: &RunFile) -> Option<u64> {
         if !conversation.exists() {
             return Ok(None);
         }
-        let _shared = conversation.lock_shared()?;
-        match conversation.load()? {
-            Some(state) => committed_version(&conversation, &state, &file.record.run),
+        match conversation.load_intact()? {
+            Some((_lock, state)) => committed_version(&conversation, &state, &file.record.run),
             None => Ok(None),
         }
     })();

@@ -51,9 +51,9 @@ async fn a_turn_syncs_its_submit_and_its_commit_and_nothing_for_its_claim_or_hea
     assert_eq!(heartbeat, (0, 0), "so does a heartbeat");
     assert_eq!(
         completed,
-        (4, 0),
-        "a commit syncs the transcript and history bytes and the lines it appends to the \
-         state record and the run record, and no directory"
+        (2, 0),
+        "a commit syncs the state record's line, which carries the transcript's and the \
+         history's new bytes, and the run record's line, and no directory"
     );
     assert_eq!(
         submitted,
