@@ -13,7 +13,7 @@
 //! * `persist_turn/raw_pg_insert/N`: one autocommitted `INSERT` of the turn's new bytes into
 //!   a `bytea` table: the least a durable write of them costs.
 //! * `persist_turn/file/N`: the same persist on the file store.
-//! * `persist_turn/raw_file_append/N`: append the turn's new bytes to a file holding the
+//! * `persist_turn/raw_file_append_fdatasync/N`: append the turn's new bytes to a file holding the
 //!   N-turn transcript and `fdatasync` it.
 //!
 //! The measured turns extend the same conversation: turns N + 1 to N + W, W = N / 10 and at
@@ -209,7 +209,7 @@ fn persist_turn(c: &mut Criterion) {
                 .open(&raw_path)
                 .expect("open raw"),
         ));
-        group.bench_function(BenchmarkId::new("raw_file_append", turns), |b| {
+        group.bench_function(BenchmarkId::new("raw_file_append_fdatasync", turns), |b| {
             b.to_async(&rt).iter(|| {
                 let file = raw_file.clone();
                 let delta = delta.clone();

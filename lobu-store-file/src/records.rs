@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::{list_names, read_optional};
 use crate::error::{to_json, undecodable};
+use crate::history_index::History;
 use crate::state::{Conversation, FORENSIC, HISTORY, State};
 
 /// One snapshot.
@@ -84,7 +85,9 @@ pub(crate) fn completed_of_run(
     state: &State,
     run: &RunId,
 ) -> Result<Vec<Record>> {
-    scan_history(conversation, state, |r| r.run == *run)
+    with_history(conversation, state, Vec::new(), |history| {
+        history.of_run(run)
+    })
 }
 
 /// The committed completed record of `version`, if it is in the history.
@@ -93,28 +96,28 @@ pub(crate) fn completed(
     state: &State,
     version: u64,
 ) -> Result<Option<Record>> {
-    let found = scan_history(conversation, state, |r| r.version == version)?;
-    Ok(found.into_iter().next())
+    with_history(conversation, state, None, |history| {
+        history.of_version(version)
+    })
 }
 
-/// The committed history records that `keep`, oldest first, through this process's
+/// `f` over the committed history (`none` without a head), through this process's
 /// [`HistoryIndex`](crate::history_index::HistoryIndex): a persist reads the lines written
 /// since the last one, not the whole history.
-fn scan_history(
+fn with_history<T>(
     conversation: &Conversation<'_>,
     state: &State,
-    keep: impl Fn(&Record) -> bool,
-) -> Result<Vec<Record>> {
+    none: T,
+    f: impl FnOnce(&History<'_>) -> T,
+) -> Result<T> {
     let Some(head) = &state.head else {
-        return Ok(Vec::new());
+        return Ok(none);
     };
     let path = conversation.path(HISTORY);
     conversation
         .inner
         .history
-        .with_records(&path, head.history_bytes, |records| {
-            records.iter().filter(|r| keep(r)).cloned().collect()
-        })
+        .with_records(&path, head.history_bytes, f)
 }
 
 fn forensic_name(version: u64, status: TerminalStatus, extension: &str) -> String {
