@@ -60,9 +60,14 @@
 //! and cut by the next writer, and a file past 16 KiB is replaced whole by its newest record
 //! (a staging file created with `create_new`, synced, renamed over it, the directory
 //! synced). Run records are record files too. Format 1 replaced both whole on every change:
-//! each change cost a new inode and a directory sync. A turn that extends the transcript appends only its new bytes to
-//! `session.jsonl`, past the committed length, syncs them, and then commits the new length;
-//! a turn that rewrites the transcript (a compaction) stages the whole file, commits, and
+//! each change cost a new inode and a directory sync. A turn that extends the transcript
+//! appends only its new bytes to `session.jsonl` and its record to `history.jsonl`, past
+//! their committed lengths, and commits the new lengths with one `state.json` line that also
+//! carries those bytes: one sync for the three. A power loss may drop the two files' unsynced
+//! bytes, so a state that carries bytes names the boot it was written in, and a conversation
+//! last written in an earlier boot is repaired (the carried bytes written back, both files
+//! synced) before anything reads them; where the boot cannot be told (other systems than
+//! Linux) both files are synced before the commit instead. A turn that rewrites the transcript (a compaction) stages the whole file, commits, and
 //! renames it into place. Hydrate reads exactly the committed length, so a crash at any byte
 //! leaves the last committed transcript readable, and the next writer cuts off or removes
 //! whatever an interrupted write left behind.
