@@ -23,7 +23,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{FileStoreError, io_at};
-use crate::record_file::{self, Current};
+use crate::record_file;
 
 type Result<T, E = FileStoreError> = std::result::Result<T, E>;
 
@@ -121,19 +121,17 @@ impl Disk {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(io_at("open record file", &path)(e)),
         };
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(io_at("read record file", &path))?;
+        let read = record_file::read_current(&mut file, &path)?;
         let line = record_file::line(json);
-        let end = match record_file::current(&bytes) {
-            Ok(Current::Record { end, .. }) if end + line.len() <= record_file::COMPACT_AT => end,
+        let end = match read.end {
+            Some(end) if end + line.len() as u64 <= record_file::COMPACT_AT as u64 => end,
             _ => return Ok(false),
         };
-        if bytes.len() > end {
-            file.set_len(end as u64)
+        if read.len > end {
+            file.set_len(end)
                 .map_err(io_at("cut torn tail of", &path))?;
         }
-        file.seek(SeekFrom::Start(end as u64))
+        file.seek(SeekFrom::Start(end))
             .map_err(io_at("seek in", &path))?;
         file.write_all(&line).map_err(io_at("append to", &path))?;
         if durability == Durability::Durable {

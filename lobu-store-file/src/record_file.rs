@@ -23,9 +23,11 @@
 //! (one JSON document) reads as that record; its first change replaces it with a record
 //! file.
 
+use std::fs::File;
+use std::io::{Read as _, Seek, SeekFrom};
 use std::path::Path;
 
-use crate::error::FileStoreError;
+use crate::error::{FileStoreError, io_at};
 
 /// The first line of every record file.
 pub(crate) const HEADER: &[u8] = b"lobu-records 2\n";
@@ -75,25 +77,100 @@ pub(crate) fn current(bytes: &[u8]) -> Result<Current<'_>, &'static str> {
             _ => Err("neither a record file nor a JSON record"),
         };
     };
-    // Past the last newline is a torn line at most.
-    let mut end = lines
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .ok_or("no whole record in it")?
-        + 1;
+    let (json, end) = last_whole(lines).ok_or("no whole record in it")?;
+    let end = HEADER.len() + end;
+    Ok(Current::Record { json, end })
+}
+
+/// The newest whole line of `lines` (which start at a line's start): its record and where
+/// the line ends. Past the last newline is a torn line at most.
+fn last_whole(lines: &[u8]) -> Option<(&[u8], usize)> {
+    let mut end = lines.iter().rposition(|&b| b == b'\n')? + 1;
     loop {
         let start = lines[..end - 1]
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(0, |i| i + 1);
         if let Some(json) = whole_line(&lines[start..end]) {
-            let end = HEADER.len() + end;
-            return Ok(Current::Record { json, end });
+            return Some((json, end));
         }
         if start == 0 {
-            return Err("no whole record in it");
+            return None;
         }
         end = start;
+    }
+}
+
+/// How much of a record file's end a reader reads first: its newest line is almost always
+/// in it, and the file can be much larger (a conversation's lines carry its turns' bytes).
+const TAIL: u64 = 8 * 1024;
+
+/// The current record of an open record file, read from its end.
+#[derive(Debug)]
+pub(crate) struct Read {
+    pub(crate) json: Vec<u8>,
+    /// Where the next line goes; `None` for a file of format 1 (it is replaced instead).
+    pub(crate) end: Option<u64>,
+    /// The file's size when it was read.
+    pub(crate) len: u64,
+}
+
+/// The current record of `file`, reading its end ([`TAIL`] bytes, more only when its newest
+/// whole line starts before them) and its header.
+pub(crate) fn read_current(file: &mut File, path: &Path) -> Result<Read, FileStoreError> {
+    let len = file.metadata().map_err(io_at("inspect", path))?.len();
+    let mut window = TAIL.min(len);
+    loop {
+        let from = len - window;
+        if from <= HEADER.len() as u64 {
+            let bytes = read_at(file, path, 0, len)?;
+            let (json, end) = match current(&bytes) {
+                Ok(Current::Record { json, end }) => (json, Some(end as u64)),
+                Ok(Current::Whole(json)) => (json, None),
+                Err(detail) => return Err(FileStoreError::corrupt(path, detail)),
+            };
+            return Ok(Read {
+                json: json.to_vec(),
+                end,
+                len,
+            });
+        }
+        let chunk = read_at(file, path, from, len)?;
+        // Lines wholly in the chunk start after its first newline.
+        let first = chunk.iter().position(|&b| b == b'\n').map(|i| i + 1);
+        let found = first.and_then(|first| Some((first, last_whole(&chunk[first..])?)));
+        if let Some((first, (json, end))) = found {
+            if read_at(file, path, 0, HEADER.len() as u64)? != HEADER {
+                window = len; // not a record file: read whole
+                continue;
+            }
+            return Ok(Read {
+                json: json.to_vec(),
+                end: Some(from + (first + end) as u64),
+                len,
+            });
+        }
+        window = window.saturating_mul(4).min(len);
+    }
+}
+
+/// Bytes `from..to` of `file` (fewer if it was cut meanwhile).
+fn read_at(file: &mut File, path: &Path, from: u64, to: u64) -> Result<Vec<u8>, FileStoreError> {
+    file.seek(SeekFrom::Start(from))
+        .map_err(io_at("seek in", path))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0));
+    file.take(to - from)
+        .read_to_end(&mut bytes)
+        .map_err(io_at("read", path))?;
+    Ok(bytes)
+}
+
+/// The current record of the file at `path` as JSON, or `None` if there is no file.
+pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, FileStoreError> {
+    match File::open(path) {
+        Ok(mut file) => read_current(&mut file, path).map(|read| Some(read.json)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_at("open", path)(e)),
     }
 }
 
@@ -118,14 +195,6 @@ fn whole_line(raw: &[u8]) -> Option<&[u8]> {
     (!json.is_empty() && CRC.checksum(json) == sum).then_some(json)
 }
 
-/// The current record of the file at `path` (its bytes as read), as JSON.
-pub(crate) fn json_of<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8], FileStoreError> {
-    match current(bytes) {
-        Ok(Current::Record { json, .. } | Current::Whole(json)) => Ok(json),
-        Err(detail) => Err(FileStoreError::corrupt(path, detail)),
-    }
-}
-
 /// The current record of the state or run record file at `path`, as JSON: for tools and
 /// tests that inspect a data directory. A file written by format 1 is returned whole.
 ///
@@ -133,8 +202,8 @@ pub(crate) fn json_of<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8], File
 /// `Corrupt` if the file holds no whole record, `Io` if it cannot be read.
 pub fn read_record(path: impl AsRef<Path>) -> Result<Vec<u8>, FileStoreError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(crate::error::io_at("read", path))?;
-    json_of(path, &bytes).map(<[u8]>::to_vec)
+    let mut file = File::open(path).map_err(io_at("open", path))?;
+    read_current(&mut file, path).map(|read| read.json)
 }
 
 #[cfg(test)]
@@ -283,6 +352,36 @@ mod tests {
         }
 
         #[test]
+        fn the_newest_record_is_read_from_the_end_however_long_it_or_the_file_is() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r");
+            let short = |i: usize| format!("{{\"i\":{i}}}");
+            for i in 0..2_000 {
+                write(dir.path(), &short(i), Durability::Recoverable);
+            }
+            assert_eq!(read_record(&path).unwrap(), short(1999).as_bytes());
+            // A newest line longer than the first look, then one torn after it.
+            let long = format!("{{\"big\":\"{}\"}}", "y".repeat(20_000));
+            write(dir.path(), &long, Durability::Recoverable);
+            assert_eq!(read_record(&path).unwrap(), long.as_bytes());
+            let mut torn = std::fs::read(&path).unwrap();
+            torn.extend_from_slice(&line(short(7).as_bytes())[..5]);
+            std::fs::write(&path, &torn).unwrap();
+            assert_eq!(read_record(&path).unwrap(), long.as_bytes());
+            write(dir.path(), &short(8), Durability::Durable);
+            assert_eq!(read_record(&path).unwrap(), short(8).as_bytes());
+        }
+
+        #[test]
+        fn a_format_1_record_longer_than_the_first_look_reads_whole() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r");
+            let json = format!("{{\"a\":\"{}\"}}", "z".repeat(30_000));
+            std::fs::write(&path, &json).unwrap();
+            assert_eq!(read_record(&path).unwrap(), json.as_bytes());
+        }
+
+        #[test]
         fn a_format_1_record_becomes_a_record_file_when_it_changes() {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("r");
@@ -308,9 +407,12 @@ mod tests {
     fn a_file_holding_one_record_reads_back_as_it() {
         let bytes = file_of(b"{\"a\":1}");
         assert!(bytes.starts_with(HEADER));
-        assert_eq!(
-            json_of(Path::new("x"), &bytes).unwrap(),
-            b"{\"a\":1}".as_slice()
-        );
+        assert!(matches!(
+            current(&bytes),
+            Ok(Current::Record {
+                json: b"{\"a\":1}",
+                ..
+            })
+        ));
     }
 }

@@ -16,9 +16,7 @@ use std::time::SystemTime;
 use lobu_core::{ConversationKey, Result, RunId};
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{
-    Durability, FileLock, is_staging, list_names, read_optional, remove_file, truncate_to,
-};
+use crate::atomic::{Durability, FileLock, is_staging, list_names, remove_file, truncate_to};
 use crate::error::{FileStoreError, to_json, undecodable};
 use crate::record_file;
 use crate::store::Inner;
@@ -150,11 +148,10 @@ impl<'a> Conversation<'a> {
     /// The state record, or `None` if there is none.
     pub(crate) fn load(&self) -> Result<Option<State>> {
         let path = self.path(STATE);
-        let Some(bytes) = read_optional(&path)? else {
+        let Some(json) = record_file::read_optional(&path)? else {
             return Ok(None);
         };
-        let json = record_file::json_of(&path, &bytes)?;
-        let state: State = serde_json::from_slice(json).map_err(undecodable(&path))?;
+        let state: State = serde_json::from_slice(&json).map_err(undecodable(&path))?;
         if state.key != *self.key {
             let detail = format!("it belongs to {}, not {}", state.key, self.key);
             return Err(FileStoreError::corrupt(&path, detail).into());

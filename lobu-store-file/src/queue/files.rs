@@ -16,7 +16,7 @@ use lobu_core::{ConversationKey, IdempotencyKey, Result, RunId};
 
 use super::markers::Marker;
 use super::runs::RunFile;
-use crate::atomic::{Durability, FileLock, list_names, read_optional, remove_file};
+use crate::atomic::{Durability, FileLock, list_names, remove_file};
 use crate::error::{FileStoreError, io_at, to_json, undecodable};
 use crate::layout::nested;
 use crate::record_file;
@@ -98,11 +98,10 @@ impl<'a> Queue<'a> {
     }
 
     pub(crate) fn load_run_at(&self, path: &Path) -> Result<Option<RunFile>> {
-        let Some(bytes) = read_optional(path)? else {
+        let Some(json) = record_file::read_optional(path)? else {
             return Ok(None);
         };
-        let json = record_file::json_of(path, &bytes)?;
-        let file = serde_json::from_slice(json).map_err(undecodable(path))?;
+        let file = serde_json::from_slice(&json).map_err(undecodable(path))?;
         Ok(Some(file))
     }
 
