@@ -361,9 +361,16 @@ pub(crate) fn read_range(path: &Path, from: u64, to: u64) -> Result<Vec<u8>> {
     file.seek(SeekFrom::Start(from))
         .map_err(io_at("seek in", path))?;
     let mut bytes = Vec::with_capacity(capacity);
-    file.take(to.saturating_sub(from))
-        .read_to_end(&mut bytes)
-        .map_err(io_at("read", path))?;
+    if size == to {
+        // To the end (a transcript read whole): the file's own `read_to_end` knows its
+        // size, so it reads in one call instead of in doubling steps.
+        file.read_to_end(&mut bytes)
+    } else {
+        file.take(to.saturating_sub(from)).read_to_end(&mut bytes)
+    }
+    .map_err(io_at("read", path))?;
+    // Appended to since the size check: only the range is wanted.
+    bytes.truncate(capacity);
     // The file may have been cut between the size check and the read.
     if bytes.len() != capacity {
         return Err(short(from + bytes.len() as u64));
