@@ -96,6 +96,7 @@ mod report;
 mod retention;
 mod runtime;
 mod scratch;
+mod scratch_pool;
 mod spans;
 mod steer;
 mod submit_options;

@@ -18,6 +18,7 @@ use crate::hub::EventHub;
 use crate::instruments::OrgLabel;
 use crate::local_turns::LocalTurns;
 use crate::metrics::{Counters, Metrics};
+use crate::scratch_pool::ScratchPool;
 
 /// lobu's gateway and worker loop, embedded in the host's process.
 ///
@@ -64,6 +65,8 @@ pub(crate) struct Shared {
     pub(crate) wake: Notify,
     /// The runs executing here, for cancellations asked for here.
     pub(crate) local_turns: Arc<LocalTurns>,
+    /// Scratch directories made ahead of the turns that take them.
+    pub(crate) scratch: Arc<ScratchPool>,
 }
 
 impl Runtime {
@@ -224,6 +227,10 @@ impl RuntimeBuilder {
                 loop_running: AtomicBool::new(false),
                 wake: Notify::new(),
                 local_turns: Arc::default(),
+                scratch: Arc::new(ScratchPool::new(
+                    settings.scratch_root.clone(),
+                    settings.concurrency,
+                )),
                 settings,
             }),
         })

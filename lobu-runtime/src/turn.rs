@@ -20,7 +20,6 @@ use crate::execute::{Appended, Outcome, bounded};
 use crate::hydrate::{Hydrated, hydrate_claimed};
 use crate::recorder::EventRecorder;
 use crate::runtime::Shared;
-use crate::scratch::ScratchDir;
 use crate::steer::Steering;
 
 pub(crate) async fn run_turn(
@@ -47,7 +46,7 @@ pub(crate) async fn run_turn(
     if cancel.is_cancelled() {
         return Outcome::Interrupted;
     }
-    let scratch = match ScratchDir::create(&shared.settings.scratch_root).await {
+    let scratch = match shared.scratch.take().await {
         Ok(scratch) => scratch,
         Err(e) => return Outcome::Failed(TerminalStatus::Failed, describe(&e)),
     };

@@ -37,6 +37,7 @@ impl Runtime {
         claim_loop(shared).await;
         shared.tracker.close();
         shared.tracker.wait().await;
+        shared.scratch.close().await;
         shared.loop_running.store(false, Ordering::Release);
         tracing::info!(worker = %shared.worker, "worker loop stopped");
         Ok(())
