@@ -87,8 +87,8 @@ impl Disk {
 
     /// Make `json` the current record of the record file `dir/name` (see
     /// [`crate::record_file`]): [appended](Disk::append_record), or, when it cannot be, the
-    /// file replaced by one holding only it (as [`Disk::write_atomic_with`] does). The caller
-    /// holds the file's lock.
+    /// file replaced by one holding only it (as [`Disk::write_atomic`] does, always durably).
+    /// The caller holds the file's lock.
     pub(crate) fn write_record(
         &self,
         dir: &Path,
@@ -99,7 +99,9 @@ impl Disk {
         if self.append_record(dir, name, json, durability)? {
             return Ok(());
         }
-        self.write_atomic_with(dir, name, &record_file::file_of(json), durability)
+        // Durably whatever `durability` says: the lines appended to the new file later are
+        // synced, and last only if its name does.
+        self.write_atomic(dir, name, &record_file::file_of(json))
     }
 
     /// Append `json` as one line to the record file `dir/name`, past its last whole line

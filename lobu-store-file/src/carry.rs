@@ -84,12 +84,13 @@ impl Conversation<'_> {
         if disk.append_record(&self.dir, STATE, &json, Durability::Durable)? {
             return Ok(());
         }
-        self.replace(state, Durability::Durable)
+        self.replace(state)
     }
 
     /// Replace the record file by one holding `state` alone, syncing first what its lines
-    /// carried.
-    pub(crate) fn replace(&self, state: &mut State, durability: Durability) -> Result<()> {
+    /// carried. Always durably, directory included: later lines are appended to the new file
+    /// and synced, which makes them last only if its name does.
+    pub(crate) fn replace(&self, state: &mut State) -> Result<()> {
         if state.unsynced.is_some() {
             self.sync_carried()?;
             state.unsynced = None;
@@ -97,7 +98,7 @@ impl Conversation<'_> {
         let json = to_json(&self.path(STATE), state)?;
         let bytes = record_file::file_of(&json);
         let disk = self.inner.disk;
-        Ok(disk.write_atomic_with(&self.dir, STATE, &bytes, durability)?)
+        Ok(disk.write_atomic(&self.dir, STATE, &bytes)?)
     }
 
     /// Sync both files (and the directory, where a first turn created them).
@@ -141,7 +142,7 @@ impl Conversation<'_> {
             write_at(&self.path(SESSION), carried.at, &carried.transcript)?;
             write_at(&self.path(HISTORY), carried.history_at, &carried.history)?;
         }
-        self.replace(state, Durability::Durable)
+        self.replace(state)
     }
 
     /// The state under a shared lock, repaired first (under the exclusive lock) if it carries

@@ -57,9 +57,10 @@
 //! `state.json` is the single commit point of a conversation. It is a record file (format
 //! 2): a change appends one line holding the whole new record and its CRC-32C, and syncs it
 //! with `fdatasync` when the change must last; a line torn by a crash is skipped by readers
-//! and cut by the next writer, and a file past 16 KiB is replaced whole by its newest record
+//! and cut by the next writer, and a file past 64 KiB is replaced whole by its newest record
 //! (a staging file created with `create_new`, synced, renamed over it, the directory
-//! synced). Run records are record files too. Format 1 replaced both whole on every change:
+//! synced, also for a change that need not last: lines synced into the new file later last
+//! only if its name does). Run records are record files too. Format 1 replaced both whole on every change:
 //! each change cost a new inode and a directory sync. A turn that extends the transcript
 //! appends only its new bytes to `session.jsonl` and its record to `history.jsonl`, past
 //! their committed lengths, and commits the new lengths with one `state.json` line that also

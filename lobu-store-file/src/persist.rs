@@ -22,7 +22,7 @@ use lobu_core::{
     ConversationKey, Error, ErrorKind, Fence, Persist, Result, TerminalStatus, Version,
 };
 
-use crate::atomic::{Durability, read_prefix};
+use crate::atomic::read_prefix;
 use crate::carry::Carried;
 use crate::records::{self, Digests, Record};
 use crate::state::{Conversation, HISTORY, Head, SESSION, State, staged_name};
@@ -324,7 +324,7 @@ pub(crate) fn commit_completed(
             conversation.commit_carrying(state, &carried)?;
         }
         None if append => conversation.save(state)?,
-        None => conversation.replace(state, Durability::Durable)?,
+        None => conversation.replace(state)?,
     }
     inner.reached(Step::Committed)?;
     if !append {

@@ -308,6 +308,27 @@ mod tests {
         }
 
         #[test]
+        fn a_file_is_made_or_replaced_durably_even_by_a_change_that_need_not_last() {
+            let dir = tempfile::tempdir().unwrap();
+            crate::atomic::counted::take();
+            write(dir.path(), "{\"a\":1}", Durability::Recoverable);
+            // Later lines synced into it would not last if its name did not.
+            assert_eq!(
+                crate::atomic::counted::take(),
+                (1, 1),
+                "made: file and directory"
+            );
+            write(dir.path(), "{\"a\":2}", Durability::Recoverable);
+            assert_eq!(crate::atomic::counted::take(), (0, 0), "appended: nothing");
+            write(dir.path(), "{\"a\":3}", Durability::Durable);
+            assert_eq!(
+                crate::atomic::counted::take(),
+                (1, 0),
+                "appended durably: the file"
+            );
+        }
+
+        #[test]
         fn a_change_appends_one_line_to_the_file() {
             let dir = tempfile::tempdir().unwrap();
             write(dir.path(), "{\"a\":1}", Durability::Durable);

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use lobu_core::retention::IdlePrune;
 use lobu_core::{AgentId, ConversationKey, Fence, OrgId, PruneReport, Result};
 
-use crate::atomic::{Durability, is_staging, list_names, remove_file};
+use crate::atomic::{is_staging, list_names, remove_file};
 use crate::error::io_at;
 use crate::layout;
 use crate::persist;
@@ -45,7 +45,7 @@ pub(crate) fn wipe(conversation: &Conversation<'_>, state: &mut State) -> Result
         state.cleared_through = state.last_version;
         // Replaced whole: what earlier lines carried must never be written back over the
         // files removed below.
-        conversation.replace(state, Durability::Durable)?;
+        conversation.replace(state)?;
         conversation.inner.reached(Step::Cleared)?;
     }
     for (name, path) in list_names(&conversation.dir)? {

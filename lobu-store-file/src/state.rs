@@ -177,8 +177,9 @@ impl<'a> Conversation<'a> {
         {
             return Ok(());
         }
-        // Missing, of format 1, or full: replaced, after syncing what its lines carried.
-        self.replace(&mut state.clone(), durability)
+        // Missing, of format 1, or full: replaced (durably, whatever `durability` says: see
+        // `replace`), after syncing what its lines carried.
+        self.replace(&mut state.clone())
     }
 
     /// The file holding the head's transcript.

@@ -16,7 +16,8 @@
 //!
 //! * `claim`: none (neither record's line, nor the marker's move, is synced: no owner
 //!   outlives a power loss); a conversation's first claim also syncs the directories it
-//!   creates and its new state record.
+//!   creates and its new state record and its name (a record file is made or replaced
+//!   durably: see [`Disk::write_record`](crate::atomic::Disk::write_record)).
 //! * `heartbeat`: none.
 //! * `complete` with a transcript: 4 when it extends the head (`session.jsonl` and
 //!   `history.jsonl` 1 each, `state.json`'s line committing the head and ending the
