@@ -315,12 +315,43 @@ pub(crate) mod counted {
         static SYNCS: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
     }
 
+    thread_local! {
+        /// How many queue locks this thread holds, and the syncs it made while holding one.
+        static QUEUE_HELD: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    }
+
+    fn synced() {
+        QUEUE_HELD.with(|q| {
+            let (held, syncs) = q.get();
+            q.set((held, syncs + u32::from(held > 0)));
+        });
+    }
+
     pub(super) fn file() {
         SYNCS.with(|s| s.set((s.get().0 + 1, s.get().1)));
+        synced();
     }
 
     pub(super) fn dir() {
         SYNCS.with(|s| s.set((s.get().0, s.get().1 + 1)));
+        synced();
+    }
+
+    /// This thread took (`true`) or let go of (`false`) the queue lock.
+    pub(crate) fn queue_lock(taken: bool) {
+        QUEUE_HELD.with(|q| {
+            let (held, syncs) = q.get();
+            q.set((if taken { held + 1 } else { held - 1 }, syncs));
+        });
+    }
+
+    /// Syncs this thread made while holding the queue lock since the last call.
+    pub(crate) fn take_under_queue_lock() -> u32 {
+        QUEUE_HELD.with(|q| {
+            let (held, syncs) = q.get();
+            q.set((held, 0));
+            syncs
+        })
     }
 
     /// Files and directories synced on this thread since the last call.
@@ -425,6 +456,17 @@ impl FileLock {
         let file = open_lock_file(path)?;
         file.lock().map_err(io_at("lock", path))?;
         Ok(FileLock { _file: file })
+    }
+
+    /// The exclusive lock if nobody holds it now; `None` if someone does (this process's
+    /// other holders too).
+    pub(crate) fn try_exclusive(path: &Path) -> Result<Option<Self>> {
+        let file = open_lock_file(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(FileLock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(io_at("lock", path)(e)),
+        }
     }
 
     /// Wait for a shared lock (readers that must see a commit record and its data together).

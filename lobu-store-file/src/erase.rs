@@ -1,29 +1,30 @@
 //! `erase`: removing every file that holds an id or a byte of a scope's conversations.
 //!
-//! Everything happens under the queue lock (taken before any conversation's, as everywhere),
-//! so no submit, claim, completion or event append of any run interleaves with it. Order,
-//! chosen so that a crash at any point leaves a store that opens and works, and whose
-//! erasure, run again, finds whatever is left and finishes:
+//! Conversation by conversation (those with a directory, and those only runs name), each
+//! under its lock, the lock every change of its runs and state takes (see
+//! [`crate::queue::files`]): no claim, completion or event append of its runs interleaves.
+//! Runs submitted after the erasure listed the runs may survive it, as if submitted after
+//! it. Per conversation, in an order chosen so that a crash at any point leaves a store that
+//! opens and works, and whose erasure, run again, finds whatever is left and finishes:
 //!
-//! 1. The scope's idempotency entries (its whole directory, crashed submits' entries too).
-//!    They go before the records, as in `prune_runs`: a retried submit must never take a
+//! 1. Its idempotency entries (its whole directory, crashed submits' entries too). They go
+//!    before the records, as in `prune_runs`: a retried submit must never take a
 //!    record-less entry for a crashed first submit and store a new run under an erased id.
-//! 2. The markers of the scope's runs (and of the lanes of its conversations, and markers
-//!    of no run at all, which `claim` would remove anyway). Markers go before records: a
-//!    record is how a second erasure finds a run, a marker alone would not be found again.
-//!    A crash here leaves records without markers: runs nobody claims until the erasure
-//!    finishes, which is what it is for.
+//! 2. The markers of its lane and runs. Markers go before records: a record is how a second
+//!    erasure finds a run, a marker alone would not be found again. A crash here leaves
+//!    records without markers: runs nobody claims until the erasure finishes, which is what
+//!    it is for.
 //! 3. Per run, its event log, then its record (the record names the log).
-//! 4. Per conversation, under its lock: a `clear` commit (the state record keeps no head and
-//!    disowns every forensic copy), the transcript, history and forensic files, then the
-//!    state record, then the directory. In between, the conversation reads as cleared or as
-//!    never used; a later use starts fresh, with nothing left that it could take for its own.
-//!    Finally the scope's directory itself (strays included) and the parents it empties.
+//! 4. A `clear` commit (the state record keeps no head and disowns every forensic copy), the
+//!    transcript, history and forensic files, then the state record, then the directory. In
+//!    between, the conversation reads as cleared or as never used; a later use starts fresh,
+//!    with nothing left that it could take for its own.
 //!
+//! Finally the scope's directories themselves (strays included) and the parents they empty.
 //! Every directory that lost an entry is synced once, at the end (the `clear` commit syncs
 //! its own, as `clear` does).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -39,65 +40,54 @@ use crate::retention::wipe;
 use crate::state::{Conversation, STATE};
 use crate::store::{Inner, Step};
 
+/// What the erasure found of one conversation: its directory (if it has one) and its runs
+/// (ids and record paths).
+#[derive(Default)]
+struct Found {
+    dir: Option<PathBuf>,
+    runs: Vec<(RunId, PathBuf)>,
+}
+
 pub(crate) fn erase(inner: &Inner, scope: &EraseScope) -> Result<ErasureReport> {
     let queue = Queue::new(inner);
-    let _lock = queue.lock()?;
-    let mut report = ErasureReport::default();
-    let mut synced = BTreeSet::new();
-    let conversations = conversations(inner, scope)?;
-    let idempotency = queue.idempotency_dir();
-    remove_tree(&scope_dir(&idempotency, scope)?, &idempotency, &mut synced)?;
-
+    let mut found: BTreeMap<ConversationKey, Found> = BTreeMap::new();
+    for (key, dir) in conversations(inner, scope)? {
+        found.entry(key).or_default().dir = Some(dir);
+    }
     let runs_dir = queue.runs_dir();
-    let (mut all_runs, mut covered) = (HashSet::new(), Vec::new());
     for (text, path) in layout::leaves(&runs_dir).map_err(io_at("list", &runs_dir))? {
         let Ok(run) = RunId::new(&text) else {
             continue;
         };
-        all_runs.insert(run.clone());
         // A record that does not decode fails the erasure: it might be the scope's.
         if let Some(file) = queue.load_run_at(&path)?
             && scope.covers(file.key())
         {
-            covered.push((run, file.record.key, path));
+            found
+                .entry(file.record.key)
+                .or_default()
+                .runs
+                .push((run, path));
         }
     }
-    let mut lanes: HashSet<String> = conversations.iter().map(|(k, _)| lane_of(k)).collect();
-    lanes.extend(covered.iter().map(|(_, key, _)| lane_of(key)));
-    let covered_runs: HashSet<&RunId> = covered.iter().map(|(run, _, _)| run).collect();
-    let active = queue.active_dir();
-    for marker in queue.markers()? {
-        let stale = !all_runs.contains(&marker.run);
-        if stale || covered_runs.contains(&marker.run) || lanes.contains(&marker.lane) {
-            remove_file(&active.join(&marker.name))?;
-            synced.insert(active.clone());
-        }
-    }
-
-    inner.reached(Step::ErasureIndexed)?;
+    let mut report = ErasureReport::default();
+    let mut synced = BTreeSet::new();
     let mut keys = HashSet::new();
-    let events = inner.layout.events();
-    for (run, key, path) in &covered {
-        let log = inner.layout.event_log(run);
-        if log.exists() {
-            report.events += crate::events::erase(inner, run)?;
-            remove_empty_parents(&log, &events, &mut synced);
-        }
-        remove_file(path)?;
-        remove_empty_parents(path, &runs_dir, &mut synced);
-        report.runs += 1;
-        keys.insert(key.clone());
-    }
-
-    inner.reached(Step::ErasureRunsGone)?;
-    let orgs = inner.layout.orgs();
-    for (key, dir) in &conversations {
-        let conversation = Conversation::at(inner, key, dir.clone());
-        if let Some(snapshots) = erase_conversation(&conversation, &orgs, &mut synced)? {
-            report.snapshots += snapshots;
+    for (key, found) in &found {
+        let dir = found
+            .dir
+            .clone()
+            .unwrap_or_else(|| inner.layout.conversation_dir(key));
+        let conversation = Conversation::at(inner, key, dir);
+        let _lock = conversation.lock_if_present()?;
+        let erased = erase_one(&queue, &conversation, &found.runs, &mut report, &mut synced)?;
+        if erased {
             keys.insert(key.clone());
         }
     }
+    let idempotency = queue.idempotency_dir();
+    remove_tree(&scope_dir(&idempotency, scope)?, &idempotency, &mut synced)?;
+    let orgs = inner.layout.orgs();
     remove_tree(&scope_dir(&orgs, scope)?, &orgs, &mut synced)?;
     report.conversations = keys.len() as u64;
     for dir in synced.iter().filter(|d| d.is_dir()) {
@@ -106,8 +96,53 @@ pub(crate) fn erase(inner: &Inner, scope: &EraseScope) -> Result<ErasureReport> 
     Ok(report)
 }
 
-/// Remove one conversation's files; its snapshots, or `None` when it had no state record
-/// (nothing stored: a crashed first lease, or an erasure that stopped after removing it).
+/// Erase one conversation (steps 1 to 4), under its lock; whether it held anything.
+fn erase_one(
+    queue: &Queue<'_>,
+    conversation: &Conversation<'_>,
+    runs: &[(RunId, PathBuf)],
+    report: &mut ErasureReport,
+    synced: &mut BTreeSet<PathBuf>,
+) -> Result<bool> {
+    let inner = queue.inner;
+    let key = conversation.key;
+    let idempotency = queue.idempotency_dir();
+    let scope = EraseScope::Conversation(key.clone());
+    remove_tree(&scope_dir(&idempotency, &scope)?, &idempotency, synced)?;
+
+    let lane = lane_of(key);
+    let ids: HashSet<&RunId> = runs.iter().map(|(run, _)| run).collect();
+    let active = queue.active_dir();
+    for marker in queue.markers()? {
+        if marker.lane == lane || ids.contains(&marker.run) {
+            queue.remove_marker_with(&marker, crate::atomic::Durability::Recoverable)?;
+            synced.insert(active.clone());
+        }
+    }
+
+    inner.reached(Step::ErasureIndexed)?;
+    let (events, runs_dir) = (inner.layout.events(), queue.runs_dir());
+    for (run, path) in runs {
+        let log = inner.layout.event_log(run);
+        if log.exists() {
+            report.events += crate::events::erase(inner, run)?;
+            remove_empty_parents(&log, &events, synced);
+        }
+        remove_file(path)?;
+        remove_empty_parents(path, &runs_dir, synced);
+        report.runs += 1;
+    }
+
+    inner.reached(Step::ErasureRunsGone)?;
+    let orgs = inner.layout.orgs();
+    let snapshots = erase_conversation(conversation, &orgs, synced)?;
+    report.snapshots += snapshots.unwrap_or(0);
+    Ok(snapshots.is_some() || !runs.is_empty())
+}
+
+/// Remove one conversation's files (under its lock, which the caller holds); its
+/// snapshots, or `None` when it had no state record (nothing stored: a crashed first lease,
+/// or an erasure that stopped after removing it).
 fn erase_conversation(
     conversation: &Conversation<'_>,
     orgs: &Path,
@@ -115,7 +150,6 @@ fn erase_conversation(
 ) -> Result<Option<u64>> {
     let mut stored = None;
     if conversation.exists() {
-        let _lock = conversation.lock()?;
         stored = Some(match conversation.load() {
             Ok(Some(mut state)) => wipe(conversation, &mut state)?,
             Ok(None) => 0,

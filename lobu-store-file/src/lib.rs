@@ -87,10 +87,14 @@
 //! claimed run owns its conversation the same way (contract v2): `claim` draws the
 //! conversation's next fence and writes the claim as its lease, so a conversation has one
 //! owner at a time, lease or claim, and `complete` commits the run's transcript and ends the
-//! ownership in one `state.json` line. Changes take the queue's lock before a
-//! conversation's, never the other way round. A run is one
-//! record file; an empty marker file per unfinished run, named by sequence number,
-//! conversation lane and due time, lets `claim` choose without opening every record.
+//! ownership in one `state.json` line. A run is one record file; an empty marker file per
+//! unfinished run, named by sequence number, conversation lane and due time, lets `claim`
+//! choose without opening every record. A run's record changes under its conversation's
+//! lock, as the conversation's state does; the store-wide queue lock guards only the
+//! markers' names, for a listing or a rename, never across a sync on a turn's path. So
+//! commits of different conversations sync at the same time, in one process or several. A
+//! conversation's lock comes before the queue lock; `claim`, which holds the queue lock
+//! throughout, only tries a conversation's lock and passes over one that someone holds.
 //! [`wait_for_work`](lobu_core::RunQueue::wait_for_work) is woken by submits in this
 //! process and otherwise polls (see [`FileStore::with_poll_interval`]).
 //! [`wait_for_run`](lobu_core::RunQueue::wait_for_run) is woken by this process's changes
@@ -100,13 +104,13 @@
 //! [`prune_runs_with`](lobu_core::RunQueue::prune_runs_with) (which the provided
 //! [`prune_runs`](lobu_core::RunQueue::prune_runs) calls) removes finished runs together with
 //! their idempotency keys and event logs, as lobu-store-pg does: a retry with the key of a
-//! pruned run creates a new run. [`erase`](lobu_core::SessionStore::erase) removes a scope's
-//! idempotency entries, markers, event logs and run records under the queue lock, then its
-//! conversation directories and the directories they leave empty, in an order that a second
-//! erasure finishes after a crash at any point.
+//! pruned run creates a new run. [`erase`](lobu_core::SessionStore::erase) removes, one
+//! conversation at a time under its lock, its idempotency entries, markers, event logs and
+//! run records, then its directory; then the directories that leaves empty, in an order that
+//! a second erasure finishes after a crash at any point.
 //!
 //! A submit's [`MultitaskStrategy`](lobu_core::MultitaskStrategy) is applied under the
-//! queue lock: `reject`, `interrupt` and `rollback` read the conversation's unfinished runs
+//! conversation's lock: `reject`, `interrupt` and `rollback` read the conversation's unfinished runs
 //! (its lane's markers and their records) and cancel as `cancel` does; `enqueue` and `steer`
 //! read no record. A commit that takes steered runs first notes them in its run's record,
 //! so that a crash after its commit point is finished by whatever looks at the run next,
@@ -127,15 +131,17 @@
 //! ## Run events
 //!
 //! [`record_events`](lobu_core::RunQueue::record_events) appends a run's events to its log
-//! with one `write`, checking the claim under the queue lock (the lock every claim, completion,
-//! failure and release of a run takes), so a claim that lost the run, or a run that ended,
+//! with one `write`, checking the claim under the conversation's lock (the lock every claim,
+//! completion, failure and release of a run takes), so a claim that lost the run, or a run
+//! that ended,
 //! stores nothing. Appends are **not synced**: events survive a process crash (they are in
 //! the page cache) but a power loss may lose the newest ones, and the next attempt may then
 //! number its events with their seqs again. A torn append is ignored by readers and cut off
 //! by the next appender. Readers take no lock: they read the run's record, then its log.
 //! [`prune_events_with`](lobu_core::RunQueue::prune_events_with) removes finished runs' logs
 //! whole while they fit in its limit; the one log that does not fit is rewritten without its
-//! first events (a synced copy renamed over it, under the queue lock), so the kept events
+//! first events (a synced copy renamed over it, under the run's conversation's lock), so the
+//! kept events
 //! keep their seqs and a reader resumes correctly. A dry run of any prune changes nothing.
 //!
 //! ## Errors

@@ -141,6 +141,28 @@ impl<'a> Conversation<'a> {
         Ok(FileLock::exclusive(&self.path(LOCK))?)
     }
 
+    /// The exclusive lock if nobody holds it now (a claim, which holds the queue lock and so
+    /// must never wait for a conversation's); `None` if someone does.
+    pub(crate) fn try_lock(&self) -> Result<Option<FileLock>> {
+        Ok(FileLock::try_exclusive(&self.path(LOCK))?)
+    }
+
+    /// The exclusive lock, creating the directory first if need be (its first use).
+    pub(crate) fn create_and_lock(&self) -> Result<FileLock> {
+        self.create()?;
+        self.lock()
+    }
+
+    /// The exclusive lock when the directory exists; `None` (no lock) when it does not:
+    /// nothing of the conversation is stored, so nothing of it can change.
+    pub(crate) fn lock_if_present(&self) -> Result<Option<FileLock>> {
+        if self.dir.is_dir() {
+            self.lock().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     pub(crate) fn lock_shared(&self) -> Result<FileLock> {
         Ok(FileLock::shared(&self.path(LOCK))?)
     }

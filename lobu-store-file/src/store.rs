@@ -32,6 +32,11 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// lobu-store-pg): every persist and hydrate holds a whole transcript in memory.
 pub const MAX_TRANSCRIPT_BYTES_LIMIT: usize = 256 * 1024 * 1024;
 
+/// See [`Inner::orphan_marker_age`]: far longer than a submit takes between its marker and
+/// its record, short enough that a crashed submit holds its conversation's later runs back
+/// only briefly.
+const ORPHAN_MARKER_AGE: Duration = Duration::from_secs(30);
+
 /// lobu's file backend: [`SessionStore`](lobu_core::SessionStore),
 /// [`ConversationLocks`](lobu_core::ConversationLocks) and [`RunQueue`](lobu_core::RunQueue)
 /// in plain files under one root directory, safe to share between any number of tasks and
@@ -67,6 +72,9 @@ pub(crate) struct Inner {
     pub(crate) history: Arc<HistoryIndex>,
     /// This machine's boot, if it can be told: commits leave bytes unsynced only then.
     pub(crate) boot: Option<Arc<str>>,
+    /// How old a marker without a record must be before a claim takes it for a crashed
+    /// submit's and removes it; a younger one may be a submit writing its record now.
+    pub(crate) orphan_marker_age: Duration,
     #[cfg(test)]
     pub(crate) crash_at: Option<Step>,
 }
@@ -126,6 +134,7 @@ impl FileStore {
                 owned_lanes: Arc::default(),
                 history: Arc::default(),
                 boot: crate::carry::boot_id(),
+                orphan_marker_age: ORPHAN_MARKER_AGE,
                 #[cfg(test)]
                 crash_at: None,
             }),
@@ -195,6 +204,14 @@ impl FileStore {
         let inner = Arc::make_mut(&mut self.inner);
         inner.boot = Some(Arc::from(uuid::Uuid::new_v4().to_string()));
         inner.history = Arc::default();
+        self
+    }
+
+    /// The same store, taking markers without a record for crashed submits' at once (as a
+    /// process opened long after the crash would).
+    #[cfg(test)]
+    pub(crate) fn orphan_markers_at_once(mut self) -> Self {
+        Arc::make_mut(&mut self.inner).orphan_marker_age = Duration::ZERO;
         self
     }
 

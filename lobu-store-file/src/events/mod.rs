@@ -2,11 +2,12 @@
 //! `<root>/events/<run>` (the run id encoded as every name in the store is), in the format of
 //! [`log`].
 //!
-//! **Recording** checks the claim and appends under the queue lock, the lock every change of
-//! a run's status or claim (submit, claim, heartbeat, complete, fail, release, the reaper,
-//! `prune_runs`) already holds, in this or any other process: the run record read under it
-//! is the run's current one, and the run cannot be claimed anew or end between the check and
-//! the append. The lock is held for the check and one `write` only, never across a sync.
+//! **Recording** checks the claim and appends under the lock of the run's conversation, the
+//! lock every change of a run's record (claim, heartbeat, complete, fail, release, cancel,
+//! the reaper, `prune_runs`) already holds, in this or any other process: the run record read
+//! under it is the run's current one, and the run cannot be claimed anew or end between the
+//! check and the append. The lock is held for the check and one `write` only, never across a
+//! sync.
 //! The newest claim's fence is the record's `holder`, which the run keeps after that claim's
 //! `fail` or `release` (so that claim may still say it will retry) and which only a newer
 //! claim replaces.
@@ -23,7 +24,7 @@
 //!
 //! Cost per call (syncs and locks):
 //!
-//! * `record_events`: 0 syncs, 1 lock (the queue's); reads the run record, and the log only
+//! * `record_events`: 0 syncs, 1 lock (the conversation's); reads the run record, and the log only
 //!   past what this process last saw of it (nothing, when it made the last append itself);
 //!   one `write`. An empty append reads and writes nothing but the record.
 //! * `read_events`: 0 syncs, 0 locks; the record, then the log from the start, or from
@@ -47,6 +48,7 @@ pub(crate) use self::prune::prune;
 use crate::atomic::remove_file;
 use crate::error::{FileStoreError, io_at};
 use crate::queue::files::Queue;
+use crate::state::Conversation;
 use crate::store::Inner;
 
 /// How many runs' log tails a store remembers before it forgets them all.
@@ -62,7 +64,7 @@ pub(crate) type Tails = HashMap<RunId, Tail>;
 /// Append `events` (already checked) under `claim`; the run's newest seq afterwards.
 pub(crate) fn record(inner: &Inner, claim: &Claim, events: &[String]) -> Result<u64> {
     let queue = Queue::new(inner);
-    let _lock = queue.lock()?;
+    let _lock = Conversation::new(inner, &claim.key).lock_if_present()?;
     let file = queue
         .load_run(&claim.run)?
         .filter(|file| file.key().org == claim.key.org)
@@ -163,13 +165,15 @@ fn still_holds(log: &File, seen: Tail, path: &Path) -> Result<bool> {
     Ok(first == Some(seen.first))
 }
 
-/// Remove `run`'s log, if it has one (`prune_runs`, under the queue lock, before the record).
+/// Remove `run`'s log, if it has one (`prune_runs`, under the conversation's lock, before
+/// the record).
 pub(crate) fn remove(inner: &Inner, run: &RunId) -> Result<()> {
     unlink(inner, run, &inner.layout.event_log(run))?;
     Ok(())
 }
 
-/// Remove `run`'s log, if it has one (erasure, under the queue lock, before the record);
+/// Remove `run`'s log, if it has one (erasure, under the conversation's lock, before the
+/// record);
 /// how many events it held.
 pub(crate) fn erase(inner: &Inner, run: &RunId) -> Result<u64> {
     let path = inner.layout.event_log(run);

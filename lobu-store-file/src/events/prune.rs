@@ -9,15 +9,16 @@
 //! its first seq. Removing only whole logs would overshoot the limit, or, for a log longer
 //! than the limit, never make progress; cutting in place would change bytes under readers.
 //!
-//! Every change is made under the queue lock, taken per log, with the run's record read
-//! again under it: `record_events`, `prune_runs` and `erase` change logs under that lock
-//! too, so none interleaves with a trim, and a trim never brings back a log that another
-//! call removed. A finished run records nothing more, so its log only ever shrinks. A dry
-//! run takes no lock and changes nothing.
+//! Every change is made under the lock of the run's conversation, taken per log, with the
+//! run's record read again under it: `record_events`, `prune_runs` and `erase` change logs
+//! under that lock too, so none interleaves with a trim, and a trim never brings back a log
+//! that another call removed. A log whose run is gone (nobody can append to it) is changed
+//! under the queue lock instead, so two prunes never trim it at once. A finished run records
+//! nothing more, so its log only ever shrinks. A dry run takes no lock and changes nothing.
 //!
 //! Cost: 1 lock per log changed; 0 syncs for a log removed whole (as before: a power loss
 //! may bring it back, and the next prune removes it again); 2 syncs for the trimmed log (the
-//! staging file, then its directory), under the queue lock.
+//! staging file, then its directory).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -31,6 +32,7 @@ use super::{count, forget, open_log, unlink};
 use crate::error::io_at;
 use crate::layout;
 use crate::queue::files::Queue;
+use crate::state::Conversation;
 use crate::store::Inner;
 
 /// Remove (or, for a dry run, count) at most `prune.limit` events of the runs `prune` takes;
@@ -56,7 +58,11 @@ pub(crate) fn prune(inner: &Inner, prune: &EventPrune) -> Result<u64> {
                 None => 0,
             }
         } else {
-            let _lock = queue.lock()?;
+            let key = queue.load_run(&run)?.map(|file| file.key().clone());
+            let (_conversation_lock, _queue_lock) = match &key {
+                Some(key) => (Conversation::new(inner, key).lock_if_present()?, None),
+                None => (None, Some(Queue::locked(inner)?)),
+            };
             // The run cannot change its mind (it is finished), but another call may have
             // pruned it meanwhile.
             if !goes(&queue, &run, prune)? {
@@ -79,7 +85,7 @@ fn goes(queue: &Queue<'_>, run: &RunId, prune: &EventPrune) -> Result<bool> {
 }
 
 /// Remove `run`'s first events, at most `left` (its whole log when it holds no more);
-/// how many. Under the queue lock.
+/// how many. Under the run's conversation's lock (the queue lock for a run that is gone).
 fn take(inner: &Inner, run: &RunId, path: &Path, left: u64) -> Result<u64> {
     let Some(log) = open_log(path)? else {
         return Ok(0);
@@ -114,7 +120,7 @@ fn trim(inner: &Inner, mut log: &File, path: &Path, cut: u64, end: u64) -> Resul
 
 /// Where a trim of the log at `path` stages its new log: a hidden name beside it (which
 /// [`layout::leaves`] skips), the same for every trim of the log, so whoever removes the log
-/// (under the queue lock, as every trim is) removes a crashed trim's leftover with it.
+/// (under the lock every trim of it takes) removes a crashed trim's leftover with it.
 pub(super) fn staging_of(path: &Path) -> PathBuf {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("log");
     path.with_file_name(format!(".{name}.trim.tmp"))

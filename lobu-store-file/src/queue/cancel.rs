@@ -1,4 +1,5 @@
-//! `cancel`, and the same cancellation applied by a submit's `interrupt` or `rollback`.
+//! `cancel`, and the same cancellation applied by a submit's `interrupt` or `rollback`, under
+//! the lock of the run's conversation (see [`super::files`]).
 //!
 //! Syncs, with syncing on: a waiting run 3 (run record 2, marker 1), one whose claim lapsed
 //! 5 (and `state.json` 2 ending the lapsed lease); a claimed run 2 (run record only); a
@@ -28,13 +29,21 @@ pub(crate) fn cancel(
     reason: &str,
 ) -> Result<Option<CancelOutcome>> {
     let queue = Queue::new(inner);
-    let _lock = queue.lock()?;
-    cancel_locked(&queue, org, run, reason, SystemTime::now())
+    // Which conversation's lock guards the record: its key never changes.
+    let Some(file) = queue.load_run(run)?.filter(|f| f.key().org == *org) else {
+        return Ok(None);
+    };
+    let key = file.key().clone();
+    let conversation = Conversation::new(inner, &key);
+    let _lock = conversation.create_and_lock()?;
+    cancel_locked(&queue, &conversation, org, run, reason, SystemTime::now())
 }
 
-/// [`cancel`] under the queue lock, which the caller holds.
+/// [`cancel`] under the lock of the run's conversation (`conversation`), which the caller
+/// holds.
 pub(super) fn cancel_locked(
     queue: &Queue<'_>,
+    conversation: &Conversation<'_>,
     org: &OrgId,
     run: &RunId,
     reason: &str,
@@ -46,7 +55,12 @@ pub(super) fn cancel_locked(
     };
     // A commit taking steered runs that landed before a crash stopped it (this run's, or
     // the one of the turn that took this run) is finished first: it came before this cancel.
-    if steering::settle(queue, &file, now)? {
+    if *file.key() != *conversation.key {
+        // Not the conversation whose lock the caller holds (a submit's lane never holds
+        // another's runs): left alone.
+        return Ok(None);
+    }
+    if steering::settle(queue, conversation, &file, now)? {
         let Some(settled) = load()? else {
             return Ok(None);
         };
@@ -61,7 +75,7 @@ pub(super) fn cancel_locked(
             let marker = queue.find_marker(&file)?;
             queue.commit(&mut file, marker)?;
             if lapsed {
-                end_lapsed_ownership(queue, &file);
+                end_lapsed_ownership(conversation, &file);
             }
         }
         CancelOutcome::Requested => {
@@ -74,26 +88,20 @@ pub(super) fn cancel_locked(
     Ok(Some(outcome))
 }
 
-/// Drop the conversation's lease if it is still the lapsed claim of `file`'s holder. Only
-/// tidiness (a lapsed lease owns nothing): a failure is logged, the cancel stands.
-fn end_lapsed_ownership(queue: &Queue<'_>, file: &RunFile) {
+/// Drop the conversation's lease if it is still the lapsed claim of `file`'s holder (under
+/// the conversation's lock, which the caller holds). Only tidiness (a lapsed lease owns
+/// nothing): a failure is logged, the cancel stands.
+fn end_lapsed_ownership(conversation: &Conversation<'_>, file: &RunFile) {
     let Some(fence) = file.holder.as_ref().map(|h| h.fence) else {
         return;
     };
-    let conversation = Conversation::new(queue.inner, file.key());
-    let ended = (|| {
-        if !conversation.exists() {
-            return Ok(());
+    let ended = conversation.load().and_then(|state| match state {
+        Some(mut state) if state.lease.as_ref().is_some_and(|l| l.fence == fence) => {
+            state.lease = None;
+            conversation.save(&state)
         }
-        let _lock = conversation.lock()?;
-        match conversation.load()? {
-            Some(mut state) if state.lease.as_ref().is_some_and(|l| l.fence == fence) => {
-                state.lease = None;
-                conversation.save(&state)
-            }
-            _ => Ok(()),
-        }
-    })();
+        _ => Ok(()),
+    });
     if let Err(e) = ended {
         tracing::warn!(conversation = %file.key(), error = %e,
             "could not end the cancelled run's lapsed ownership");

@@ -4,9 +4,13 @@
 //! A claim is its conversation's ownership (contract v2): claiming draws the conversation's
 //! next fence from `state.json` (the counter leases use) and writes the claim there as the
 //! conversation's lease, so `try_acquire` finds the conversation busy and `persist` and
-//! `clear` accept the claim's fence. Every function here takes the queue lock and then the
-//! conversation's lock, always in that order; nothing that holds a conversation lock
-//! (`persist`, `clear`, `prune`, leases) ever takes the queue lock, so the two cannot
+//! `clear` accept the claim's fence.
+//!
+//! Locks (see [`super::files`]): `claim` holds the queue lock throughout and only *tries*
+//! each candidate's conversation lock, skipping a conversation someone holds; the claim
+//! holder's calls take the conversation's lock alone, and the queue lock only for a moment
+//! to move or remove the run's marker, after their syncs. So a commit's syncs hold up its own
+//! conversation only, and nothing waits for a lock while holding the queue lock: no
 //! deadlock.
 //!
 //! Syncs per call on the hot path, with syncing on (a change of a state or run record is
@@ -59,17 +63,24 @@ enum Outcome {
     Claimed(Claim),
     /// Its lane has nothing to offer this call (the run waits out a retry).
     LaneWaits,
-    /// Its conversation is owned by a lease until then (ms): nothing to offer before.
+    /// Its conversation is owned (by a lease, or busy under its lock) until then (ms), or
+    /// its front is a submit still writing: nothing to offer before.
     LaneOwned(u64),
     /// The run finished (completed or failed for good): the lane's next run may be claimable.
     LaneMovesOn,
 }
 
+/// How long a lane whose conversation's lock was busy is left alone by `wait_for_work`
+/// (ms): whoever holds it wakes this process's waiters when done, if it is this process.
+const BUSY_MS: u64 = 20;
+
 /// Claim the oldest claimable front of any lane. Only markers are listed; a record is opened
 /// for the chosen candidate only (and for stale candidates, which are corrected on the way).
+///
+/// Holds the queue lock throughout, so the markers listed stay exact; syncs nothing on its
+/// way to a claim (a crashed run's repair, rare, may).
 pub(crate) fn claim(inner: &Inner, worker: &WorkerId, lease: Duration) -> Result<Option<Claim>> {
-    let queue = Queue::new(inner);
-    let _lock = queue.lock()?;
+    let queue = Queue::locked(inner)?;
     let now = SystemTime::now();
     let now_ms = clock::millis(now);
     if let Ok(mut owned) = inner.owned_lanes.lock() {
@@ -86,27 +97,25 @@ pub(crate) fn claim(inner: &Inner, worker: &WorkerId, lease: Duration) -> Result
         let Some(marker) = next else {
             return Ok(None);
         };
-        let file = match queue.load_run(&marker.run)? {
-            Some(file) if file.seq == marker.seq && !file.record.status.is_terminal() => file,
-            // A crashed submit's marker, or a finished run's marker left by a crash.
-            stale => {
-                if let Some(file) = stale.filter(|f| f.seq == marker.seq) {
-                    // Its commit may have stopped before the steered runs it took.
-                    steering::finish(&queue, &file, now)?;
+        let outcome = match queue.load_run(&marker.run)? {
+            None => orphan(&queue, &marker, now_ms)?,
+            Some(file) => {
+                let key = file.key().clone();
+                let conversation = Conversation::new(inner, &key);
+                match lock_for_claim(&conversation) {
+                    Ok(Some(_lock)) => {
+                        let candidate = Candidate {
+                            queue: &queue,
+                            conversation: &conversation,
+                            marker: &marker,
+                            now,
+                        };
+                        candidate.take(worker, lease)?
+                    }
+                    Ok(None) => Outcome::LaneOwned(now_ms + BUSY_MS),
+                    Err(e) if is_transient(&e) => return Err(e),
+                    Err(e) => damaged(&queue, file, marker.clone(), &e, now)?,
                 }
-                queue.remove_marker(&marker)?;
-                forget(&mut lanes, &marker);
-                continue;
-            }
-        };
-        let outcome = match file.state().due(now) {
-            Due::Ready => start_attempt(&queue, file, marker.clone(), worker, lease, now)?,
-            Due::Exhausted => expire(&queue, file, marker.clone(), now)?,
-            Due::Later(_) => {
-                if let Some(wanted) = file.wanted_marker() {
-                    queue.move_marker(&marker, &wanted)?;
-                }
-                Outcome::LaneWaits
             }
         };
         note_owned(inner, &marker.lane, &outcome);
@@ -117,6 +126,156 @@ pub(crate) fn claim(inner: &Inner, worker: &WorkerId, lease: Duration) -> Result
             }
             Outcome::LaneMovesOn => forget(&mut lanes, &marker),
         }
+    }
+}
+
+/// A marker without a record: a submit writing its record now (it syncs its marker first),
+/// or one that crashed before it did. Removed once older than any submit takes (after a
+/// power loss it may come back: it is removed again); until then its lane waits.
+fn orphan(queue: &Queue<'_>, marker: &Marker, now_ms: u64) -> Result<Outcome> {
+    let age = u64::try_from(queue.inner.orphan_marker_age.as_millis()).unwrap_or(u64::MAX);
+    let until = marker.due_ms.saturating_add(age);
+    if until > now_ms {
+        return Ok(Outcome::LaneOwned(until));
+    }
+    queue.remove_marker_with(marker, Durability::Recoverable)?;
+    Ok(Outcome::LaneMovesOn)
+}
+
+/// The conversation's lock for a claim if nobody holds it (creating its directory if a
+/// submit of an earlier version did not).
+fn lock_for_claim(conversation: &Conversation<'_>) -> Result<Option<FileLock>> {
+    conversation.create()?;
+    conversation.try_lock()
+}
+
+/// A candidate marker whose conversation's lock the claim holds.
+struct Candidate<'q, 'a> {
+    queue: &'q Queue<'a>,
+    conversation: &'q Conversation<'a>,
+    marker: &'q Marker,
+    now: SystemTime,
+}
+
+impl Candidate<'_, '_> {
+    /// Claim the marker's run, or correct what a crash left: its record is read again, now
+    /// that its conversation's lock is held (its holder may have changed it since).
+    fn take(&self, worker: &WorkerId, lease: Duration) -> Result<Outcome> {
+        let (queue, marker, now) = (self.queue, self.marker, self.now);
+        let file = match queue.load_run(&marker.run)? {
+            Some(file) if file.seq == marker.seq && !file.record.status.is_terminal() => file,
+            // A finished run's marker left by a crash, or a pruned run's.
+            stale => {
+                if let Some(file) = stale.filter(|f| f.seq == marker.seq) {
+                    // Its commit may have stopped before the steered runs it took.
+                    steering::finish(queue, &file, now)?;
+                }
+                // Recoverable: a power loss that brings it back sends a claim here again.
+                queue.remove_marker_with(marker, Durability::Recoverable)?;
+                return Ok(Outcome::LaneMovesOn);
+            }
+        };
+        match file.state().due(now) {
+            Due::Ready => self.start_attempt(file, worker, lease),
+            Due::Exhausted => self.expire(file),
+            Due::Later(_) => {
+                if let Some(wanted) = file.wanted_marker() {
+                    // Later, so the marker stays a lower bound even if this move is lost.
+                    queue.move_marker_with(marker, &wanted, Durability::Recoverable)?;
+                }
+                Ok(Outcome::LaneWaits)
+            }
+        }
+    }
+
+    /// Take the conversation for `file`'s run and start its next attempt, unless the
+    /// conversation is owned (the lane waits), its state cannot be opened (the attempt
+    /// fails), or the run's transcript is already committed (the run completes).
+    fn start_attempt(
+        &self,
+        mut file: RunFile,
+        worker: &WorkerId,
+        lease: Duration,
+    ) -> Result<Outcome> {
+        let (queue, conversation, now) = (self.queue, self.conversation, self.now);
+        let marker = self.marker.clone();
+        let redelivery = file.record.status == RunStatus::Running;
+        let opened = open_for_claim(conversation, redelivery.then_some(&file.record.run));
+        let (mut state, committed) = match opened {
+            Ok(opened) => opened,
+            Err(e) if is_transient(&e) => return Err(e),
+            Err(e) => return damaged(queue, file, marker, &e, now),
+        };
+        if state.lease.as_ref().is_some_and(|l| l.expires_at > now) {
+            // A lease (or a claim whose run record a crash left behind) owns the conversation.
+            let until = state
+                .lease
+                .as_ref()
+                .map_or(0, |l| clock::millis(l.expires_at));
+            return Ok(Outcome::LaneOwned(until));
+        }
+        if let Some(version) = committed {
+            // A commit that stopped between the transcript and the run record: finish it.
+            complete_recovered(queue, file, Some(marker), version, now)?;
+            return Ok(Outcome::LaneMovesOn);
+        }
+        if let Some(reason) = file.cancel_requested.clone() {
+            // Its holder stopped after a cancellation was requested: it ends, never re-runs.
+            file.end_cancelled(&reason, now);
+            queue.commit(&mut file, Some(marker))?;
+            return Ok(Outcome::LaneMovesOn);
+        }
+        state.last_fence += 1;
+        let fence = state.last_fence;
+        let expires_at = now + lease;
+        state.lease = Some(LeaseRecord { fence, expires_at });
+        // The ownership first: a crash before the run record leaves a lease that lapses on
+        // its own, never a claim the conversation does not know about. Neither is synced to
+        // the device (Recoverable): no owner outlives a power loss, and what the claim wrote
+        // then comes back as before the claim or as a lapsed claim; every later change that
+        // must last (a commit, a failure, a release) is synced and carries the fence.
+        conversation.save_with(&state, Durability::Recoverable)?;
+        let record = &mut file.record;
+        if redelivery {
+            record.error = Some(redelivered_error(record.attempts));
+        }
+        record.status = RunStatus::Running;
+        // Counted when the attempt starts, so a worker that dies mid-run still used it.
+        record.attempts += 1;
+        record.updated_at = now;
+        // What an earlier attempt meant to take (its commit never landed) is not this one's.
+        file.steering.clear();
+        file.holder = Some(Holder {
+            worker: worker.clone(),
+            fence,
+            expires_at,
+        });
+        file.head = state.head.as_ref().map(|h| h.version);
+        let lazily = Durability::Recoverable;
+        queue.commit_with(&mut file, Some(marker), lazily, lazily)?;
+        file.claim_of().map(Outcome::Claimed)
+    }
+
+    /// The claim of the run's last attempt expired: the run fails (or ends `cancelled` if a
+    /// cancellation was requested) and its lane moves on, unless its transcript was
+    /// committed, in which case it completes.
+    fn expire(&self, mut file: RunFile) -> Result<Outcome> {
+        let (queue, now) = (self.queue, self.now);
+        let marker = self.marker.clone();
+        if let Some(version) = committed_locked(self.conversation, &file) {
+            complete_recovered(queue, file, Some(marker), version, now)?;
+            return Ok(Outcome::LaneMovesOn);
+        }
+        if let Some(reason) = file.cancel_requested.clone() {
+            file.end_cancelled(&reason, now);
+        } else {
+            let record = &mut file.record;
+            record.status = RunStatus::Failed;
+            record.error = Some(exhausted_error(record.attempts, record.max_attempts));
+            record.updated_at = now;
+        }
+        queue.commit(&mut file, Some(marker))?;
+        Ok(Outcome::LaneMovesOn)
     }
 }
 
@@ -144,84 +303,12 @@ fn forget(lanes: &mut markers::Lanes, marker: &Marker) {
     }
 }
 
-/// Take the conversation for `file`'s run and start its next attempt, unless the
-/// conversation is owned (the lane waits), its state cannot be opened (the attempt fails),
-/// or the run's transcript is already committed (the run completes).
-fn start_attempt(
-    queue: &Queue<'_>,
-    mut file: RunFile,
-    marker: Marker,
-    worker: &WorkerId,
-    lease: Duration,
-    now: SystemTime,
-) -> Result<Outcome> {
-    let key = file.key().clone();
-    let conversation = Conversation::new(queue.inner, &key);
-    let redelivery = file.record.status == RunStatus::Running;
-    let opened = open_for_claim(&conversation, redelivery.then_some(&file.record.run));
-    let (_lock, mut state, committed) = match opened {
-        Ok(opened) => opened,
-        Err(e) if is_transient(&e) => return Err(e),
-        Err(e) => return damaged(queue, file, marker, &e, now),
-    };
-    if state.lease.as_ref().is_some_and(|l| l.expires_at > now) {
-        // A lease (or a claim whose run record a crash left behind) owns the conversation.
-        let until = state
-            .lease
-            .as_ref()
-            .map_or(0, |l| clock::millis(l.expires_at));
-        return Ok(Outcome::LaneOwned(until));
-    }
-    if let Some(version) = committed {
-        // A commit that stopped between the transcript and the run record: finish it.
-        complete_recovered(queue, file, Some(marker), version, now)?;
-        return Ok(Outcome::LaneMovesOn);
-    }
-    if let Some(reason) = file.cancel_requested.clone() {
-        // Its holder stopped after a cancellation was requested: it ends, never re-runs.
-        file.end_cancelled(&reason, now);
-        queue.commit(&mut file, Some(marker))?;
-        return Ok(Outcome::LaneMovesOn);
-    }
-    state.last_fence += 1;
-    let fence = state.last_fence;
-    let expires_at = now + lease;
-    state.lease = Some(LeaseRecord { fence, expires_at });
-    // The ownership first: a crash before the run record leaves a lease that lapses on its
-    // own, never a claim the conversation does not know about. Neither is synced to the
-    // device (Recoverable): no owner outlives a power loss, and what the claim wrote then
-    // comes back as before the claim or as a lapsed claim; every later change that must
-    // last (a commit, a failure, a release) is synced and carries the fence.
-    conversation.save_with(&state, Durability::Recoverable)?;
-    let record = &mut file.record;
-    if redelivery {
-        record.error = Some(redelivered_error(record.attempts));
-    }
-    record.status = RunStatus::Running;
-    // Counted when the attempt starts, so a worker that dies mid-run still used it.
-    record.attempts += 1;
-    record.updated_at = now;
-    // What an earlier attempt meant to take (its commit never landed) is not this one's.
-    file.steering.clear();
-    file.holder = Some(Holder {
-        worker: worker.clone(),
-        fence,
-        expires_at,
-    });
-    file.head = state.head.as_ref().map(|h| h.version);
-    let lazily = Durability::Recoverable;
-    queue.commit_with(&mut file, Some(marker), lazily, lazily)?;
-    file.claim_of().map(Outcome::Claimed)
-}
-
-/// Lock and load a conversation for a claim (a fresh state if it has none), and for a
-/// re-delivery, the version its run's transcript was committed at, if it was.
+/// Load a conversation for a claim, under its lock (a fresh state if it has none), and for
+/// a re-delivery, the version its run's transcript was committed at, if it was.
 fn open_for_claim(
     conversation: &Conversation<'_>,
     redelivered: Option<&RunId>,
-) -> Result<(FileLock, State, Option<u64>)> {
-    conversation.create()?;
-    let lock = conversation.lock()?;
+) -> Result<(State, Option<u64>)> {
     let mut state = conversation
         .load()?
         .unwrap_or_else(|| State::fresh(conversation.key));
@@ -232,7 +319,7 @@ fn open_for_claim(
         Some(run) => committed_version(conversation, &state, run)?,
         None => None,
     };
-    Ok((lock, state, committed))
+    Ok((state, committed))
 }
 
 /// The version at which `run`'s transcript became the head, if it ever did: the head itself,
@@ -319,85 +406,55 @@ pub(super) fn complete_recovered(
     steering::commit_completed(queue, &mut file, marker, now)
 }
 
-/// The claim of the run's last attempt expired: the run fails (or ends `cancelled` if a
-/// cancellation was requested) and its lane moves on, unless its transcript was committed,
-/// in which case it completes.
-fn expire(
-    queue: &Queue<'_>,
-    mut file: RunFile,
-    marker: Marker,
-    now: SystemTime,
-) -> Result<Outcome> {
-    if let Some(version) = committed_of(queue, &file) {
-        complete_recovered(queue, file, Some(marker), version, now)?;
-        return Ok(Outcome::LaneMovesOn);
-    }
-    if let Some(reason) = file.cancel_requested.clone() {
-        file.end_cancelled(&reason, now);
-    } else {
-        let record = &mut file.record;
-        record.status = RunStatus::Failed;
-        record.error = Some(exhausted_error(record.attempts, record.max_attempts));
-        record.updated_at = now;
-    }
-    queue.commit(&mut file, Some(marker))?;
-    Ok(Outcome::LaneMovesOn)
-}
-
 /// The version at which `file`'s run's transcript was committed, if it was, read under the
-/// conversation's shared lock. A conversation that cannot be read says nothing: logged, `None`.
-pub(super) fn committed_of(queue: &Queue<'_>, file: &RunFile) -> Option<u64> {
-    let key = file.key();
-    let conversation = Conversation::new(queue.inner, key);
+/// conversation's lock, which the caller holds. A conversation that cannot be read says
+/// nothing: logged, `None`.
+pub(super) fn committed_locked(conversation: &Conversation<'_>, file: &RunFile) -> Option<u64> {
     let committed = (|| {
-        if !conversation.exists() {
+        let Some(mut state) = conversation.load()? else {
             return Ok(None);
+        };
+        if conversation.needs_repair(&state) {
+            conversation.repair(&mut state)?;
         }
-        match conversation.load_intact()? {
-            Some((_lock, state)) => committed_version(&conversation, &state, &file.record.run),
-            None => Ok(None),
-        }
+        committed_version(conversation, &state, &file.record.run)
     })();
     committed.unwrap_or_else(|e| {
-        tracing::warn!(conversation = %key, error = %e, "could not read the conversation");
+        tracing::warn!(conversation = %file.key(), error = %e, "could not read the conversation");
         None
     })
 }
 
-/// A claimed run with its conversation, both locked (queue first) for one change.
+/// A claimed run with its conversation, locked (the conversation's lock, which guards its
+/// runs' records) for one change.
 pub(super) struct Held<'a> {
     pub(super) queue: Queue<'a>,
     conversation: Conversation<'a>,
     /// `None`: the conversation has no state (nothing was ever claimed or leased).
     state: Option<State>,
     pub(super) file: RunFile,
-    // Released in this order when dropped: the conversation's lock, then the queue's.
     _conversation_lock: Option<FileLock>,
-    _queue_lock: FileLock,
 }
 
 impl<'a> Held<'a> {
-    /// Lock and load `claim`'s run and conversation (nothing checked yet).
+    /// Lock and load `claim`'s conversation and run (nothing checked yet).
     fn open(inner: &'a Inner, claim: &'a Claim) -> Result<Self> {
         let queue = Queue::new(inner);
-        let queue_lock = queue.lock()?;
+        let conversation = Conversation::new(inner, &claim.key);
+        let lock = conversation.lock_if_present()?;
+        let state = match lock {
+            Some(_) => conversation.load()?,
+            None => None,
+        };
         let file = queue.load_run(&claim.run)?.ok_or_else(|| {
             Error::not_found(format!("run {} does not exist (or was pruned)", claim.run))
         })?;
-        let conversation = Conversation::new(inner, &claim.key);
-        let (lock, state) = if conversation.exists() {
-            let lock = conversation.lock()?;
-            (Some(lock), conversation.load()?)
-        } else {
-            (None, None)
-        };
         Ok(Held {
             queue,
             conversation,
             state,
             file,
             _conversation_lock: lock,
-            _queue_lock: queue_lock,
         })
     }
 

@@ -1,8 +1,16 @@
 //! The queue's directory: records, markers, the idempotency index and the queue lock.
 //!
+//! Two locks guard it. A run's record and idempotency entry change only under the lock of
+//! the run's conversation (its `lock` file), as its state does. The queue lock guards the
+//! markers' names only: a listing under it is exact (no marker is renamed meanwhile), and a
+//! submit draws its sequence number under it with its marker's creation. It is held for a
+//! listing or a rename, never across a sync on a turn's path (a claim, which holds it
+//! throughout, syncs nothing), and never while waiting for another lock: a conversation's
+//! lock comes first, and a claim, holding the queue lock, only tries a conversation's.
+//!
 //! ```text
 //! <root>/queue/
-//!   lock                      the OS lock taken for every change to the queue
+//!   lock                      the queue lock: markers' names
 //!   runs/<run>                one record file per run (source of truth, see
 //!                             [`crate::record_file`])
 //!   active/<marker>           one empty marker per unfinished run (the claim index)
@@ -13,6 +21,8 @@
 use std::path::{Path, PathBuf};
 
 use lobu_core::{ConversationKey, IdempotencyKey, Result, RunId};
+
+use lobu_core::RunStatus;
 
 use super::markers::Marker;
 use super::runs::RunFile;
@@ -26,19 +36,58 @@ use crate::store::{Inner, Step};
 pub(crate) struct Queue<'a> {
     pub(crate) inner: &'a Inner,
     dir: PathBuf,
+    /// The queue lock, when this handle holds it for its whole life (a claim, an erasure);
+    /// otherwise each change of the markers' names takes it for that change only.
+    held: Option<QueueLock>,
+}
+
+/// The queue lock, held.
+#[derive(Debug)]
+pub(crate) struct QueueLock {
+    _lock: FileLock,
+}
+
+impl QueueLock {
+    fn take(dir: &Path) -> Result<Self> {
+        let lock = FileLock::exclusive(&dir.join("lock"))?;
+        #[cfg(test)]
+        crate::atomic::counted::queue_lock(true);
+        Ok(QueueLock { _lock: lock })
+    }
+}
+
+#[cfg(test)]
+impl Drop for QueueLock {
+    fn drop(&mut self) {
+        crate::atomic::counted::queue_lock(false);
+    }
 }
 
 impl<'a> Queue<'a> {
+    /// The queue, its lock taken only for each change of the markers' names.
     pub(crate) fn new(inner: &'a Inner) -> Self {
         Queue {
             dir: inner.layout.queue(),
             inner,
+            held: None,
         }
     }
 
-    /// Every change to the queue happens under this lock, held for that change only.
-    pub(crate) fn lock(&self) -> Result<FileLock> {
-        Ok(FileLock::exclusive(&self.dir.join("lock"))?)
+    /// The queue with its lock held until this handle is dropped.
+    pub(crate) fn locked(inner: &'a Inner) -> Result<Self> {
+        let mut queue = Queue::new(inner);
+        queue.held = Some(QueueLock::take(&queue.dir)?);
+        Ok(queue)
+    }
+
+    /// Run `change` (of markers' names, no syncs) under the queue lock: the one this handle
+    /// holds, or one taken for it.
+    fn names<T>(&self, change: impl FnOnce() -> Result<T>) -> Result<T> {
+        let _taken = match self.held {
+            Some(_) => None,
+            None => Some(QueueLock::take(&self.dir)?),
+        };
+        change()
     }
 
     pub(crate) fn runs_dir(&self) -> PathBuf {
@@ -70,9 +119,10 @@ impl<'a> Queue<'a> {
         nested(&path, idem.as_str())
     }
 
-    /// Remove an idempotency entry and the directories it leaves empty, up to (not
-    /// including) `idempotency/`. Only ever called under the queue lock, which every submit
-    /// also holds, so no submit is creating one of these directories meanwhile.
+    /// Remove an idempotency entry and the directories of its conversation it leaves empty.
+    /// Only ever called under the conversation's lock, which every submit with a key holds,
+    /// so no submit is creating one of these directories meanwhile (the org's and agent's,
+    /// which other conversations' submits may be creating, stay).
     pub(crate) fn remove_idempotency(
         &self,
         key: &ConversationKey,
@@ -80,7 +130,10 @@ impl<'a> Queue<'a> {
     ) -> Result<()> {
         let path = self.idempotency_path(key, idem);
         remove_file(&path)?;
-        let top = self.idempotency_dir();
+        let top = nested(
+            &nested(&self.idempotency_dir(), key.org.as_str()),
+            key.agent.as_str(),
+        );
         let mut dir = path.parent();
         while let Some(at) = dir.filter(|d| d.starts_with(&top) && *d != top) {
             // Fails (and stops the climb) once a directory still holds other entries.
@@ -210,40 +263,108 @@ impl<'a> Queue<'a> {
         }
     }
 
-    /// Rename a marker (a no-op when the name is unchanged).
-    pub(crate) fn move_marker(&self, from: &Marker, to: &Marker) -> Result<()> {
-        self.move_marker_with(from, to, Durability::Durable)
-    }
-
-    fn move_marker_with(&self, from: &Marker, to: &Marker, durability: Durability) -> Result<()> {
+    /// Rename a marker (a no-op when the name is unchanged) under the queue lock; the directory is synced (when `durability`
+    /// says) after the lock is let go.
+    pub(crate) fn move_marker_with(
+        &self,
+        from: &Marker,
+        to: &Marker,
+        durability: Durability,
+    ) -> Result<()> {
         if from.name == to.name {
             return Ok(());
         }
         let dir = self.active_dir();
         let (from, to) = (dir.join(&from.name), dir.join(&to.name));
-        Ok(self.inner.disk.rename_with(&dir, &from, &to, durability)?)
+        self.names(|| std::fs::rename(&from, &to).map_err(|e| io_at("rename to", &to)(e).into()))?;
+        Ok(self.inner.disk.sync_dir_for(&dir, durability)?)
     }
 
     pub(crate) fn remove_marker(&self, marker: &Marker) -> Result<()> {
         self.remove_marker_with(marker, Durability::Durable)
     }
 
-    fn remove_marker_with(&self, marker: &Marker, durability: Durability) -> Result<()> {
+    /// Remove a marker under the queue lock; synced as [`move_marker_with`](Self::move_marker_with).
+    pub(crate) fn remove_marker_with(&self, marker: &Marker, durability: Durability) -> Result<()> {
         let dir = self.active_dir();
-        remove_file(&dir.join(&marker.name))?;
+        self.names(|| Ok(remove_file(&dir.join(&marker.name))?))?;
         Ok(self.inner.disk.sync_dir_for(&dir, durability)?)
     }
 
     fn create_marker(&self, marker: &Marker) -> Result<()> {
         let dir = self.active_dir();
-        let disk = self.inner.disk;
-        disk.create_dirs(&dir)?;
-        let path = dir.join(&marker.name);
+        self.inner.disk.create_dirs(&dir)?;
+        self.names(|| self.create_marker_file(marker))?;
+        Ok(self.inner.disk.sync_dir(&dir)?)
+    }
+
+    /// Create a marker's file (the caller holds the queue lock and made the directory).
+    fn create_marker_file(&self, marker: &Marker) -> Result<()> {
+        let path = self.active_dir().join(&marker.name);
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
             .map_err(io_at("create marker", &path))?;
-        Ok(disk.sync_dir(&dir)?)
+        Ok(())
+    }
+
+    /// Queue a new run, built by `build` from its sequence number: larger than every
+    /// unfinished run's, drawn under the queue lock with the marker's creation (first in,
+    /// first out within each conversation). The marker is synced before the record is
+    /// written, so a record is never without its marker; a claim that finds the marker
+    /// without its record leaves it alone while it is young (see
+    /// [`Inner::orphan_marker_age`]).
+    ///
+    /// Syncs: 3 (the marker's directory, the record and its directory), none under the queue
+    /// lock, which is taken twice: to create the marker, and to see it is still there.
+    pub(crate) fn enqueue(&self, build: impl FnOnce(u64) -> RunFile) -> Result<RunFile> {
+        // Made (and its parent synced) before the lock, for the store's first run.
+        self.inner.disk.create_dirs(&self.active_dir())?;
+        let file = self.names(|| {
+            let seq = self.markers()?.iter().map(|m| m.seq).max().unwrap_or(0) + 1;
+            let mut file = build(seq);
+            let marker = file
+                .wanted_marker()
+                .ok_or_else(|| lobu_core::Error::invalid("a new run must be unfinished"))?;
+            self.create_marker_file(&marker)?;
+            file.marker = Some(marker.name);
+            Ok(file)
+        })?;
+        self.inner.disk.sync_dir(&self.active_dir())?;
+        self.inner.reached(Step::QueueHalfway)?;
+        self.save_run(&file)?;
+        if self.names(|| self.restore_marker(&file))? {
+            self.inner.disk.sync_dir(&self.active_dir())?;
+        }
+        Ok(file)
+    }
+
+    /// A claim took `file`'s young marker for a crashed submit's after all (the submit
+    /// stalled for longer than [`Inner::orphan_marker_age`]): make it again, unless the run
+    /// has moved on since (then its marker was moved or removed by whoever moved it). Under
+    /// the queue lock; whether it made one.
+    fn restore_marker(&self, file: &RunFile) -> Result<bool> {
+        let Some(name) = &file.marker else {
+            return Ok(false);
+        };
+        if self.active_dir().join(name).is_file() {
+            return Ok(false);
+        }
+        let Some(current) = self.load_run(&file.record.run)? else {
+            return Ok(false);
+        };
+        let untouched = current.seq == file.seq
+            && current.record.status == RunStatus::Pending
+            && current.holder.is_none();
+        if untouched && self.find_marker(&current)?.is_none() {
+            tracing::warn!(run = %file.record.run,
+                "a claim removed the marker of this submit as a crashed one's; made again");
+            if let Some(marker) = current.wanted_marker() {
+                self.create_marker_file(&marker)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }

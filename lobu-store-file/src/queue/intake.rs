@@ -20,6 +20,7 @@ use crate::atomic::read_optional;
 use crate::clock;
 use crate::error::{io_at, undecodable};
 use crate::layout;
+use crate::state::{Conversation, State};
 use crate::store::{Inner, Step};
 
 /// `idempotency/<org>/<agent>/<conversation>/<key>`: the run a key was first used for.
@@ -41,11 +42,29 @@ struct IdempotencyEntry {
 /// (marker); a record is never without its marker. Also returns the runs whose followers
 /// should be woken (those cancelled; for a steer, the conversation's running run).
 ///
-/// Syncs: 3 (marker 1, record 2), plus 2 for a new idempotency entry and each cancellation's
-/// (see [`super::cancel`]); `enqueue` and `steer` read no records, the others their lane's.
+/// Under the conversation's lock when it reads or changes what that lock guards (an
+/// idempotency entry, the lane for `reject`, `interrupt` and `rollback`, a new
+/// conversation's state record); a plain enqueue takes only the queue lock, twice, briefly
+/// (see [`Queue::enqueue`]).
+///
+/// Syncs: 3 (marker 1, record 2), none under the queue lock, plus 2 for a new idempotency
+/// entry, each cancellation's (see [`super::cancel`]), and a new conversation's state record
+/// and directories; `enqueue` and `steer` read no records, the others their lane's.
 pub(crate) fn submit(inner: &Inner, new: NewRun) -> Result<(Submitted, Vec<RunId>)> {
     let queue = Queue::new(inner);
-    let lock = queue.lock()?;
+    let conversation = Conversation::new(inner, &new.key);
+    let strategy = new.multitask;
+    let created = conversation.exists();
+    let _lock = if new.idempotency_key.is_some() || strategy.looks_at_the_lane() || !created {
+        Some(conversation.create_and_lock()?)
+    } else {
+        None
+    };
+    if !conversation.exists() {
+        // Made here rather than by the first claim, which holds the queue lock and so must
+        // not sync.
+        conversation.save(&State::fresh(&new.key))?;
+    }
     let now = SystemTime::now();
     let mut reserved = None;
     let mut entry_path = None;
@@ -68,12 +87,12 @@ pub(crate) fn submit(inner: &Inner, new: NewRun) -> Result<(Submitted, Vec<RunId
         }
     }
     let run = reserved.unwrap_or_else(RunId::generate);
-    let markers = queue.markers()?;
-    let strategy = new.multitask;
+    // Read without the queue lock: only this conversation's markers matter, and they do not
+    // move while its lock is held.
     let lane = match strategy {
         // Whether the conversation has an unfinished run at all: its oldest says.
-        MultitaskStrategy::Reject => queue.lane_in(&markers, &new.key, 1)?,
-        _ if strategy.looks_at_the_lane() => queue.lane_in(&markers, &new.key, usize::MAX)?,
+        MultitaskStrategy::Reject => queue.lane(&new.key, 1)?,
+        _ if strategy.looks_at_the_lane() => queue.lane(&new.key, usize::MAX)?,
         _ => Vec::new(),
     };
     let rows: Vec<_> = lane.iter().map(RunFile::queued).collect();
@@ -90,19 +109,15 @@ pub(crate) fn submit(inner: &Inner, new: NewRun) -> Result<(Submitted, Vec<RunId
     let reason = cancel_reason(&interrupted_reason(strategy, &run));
     let mut woken = Vec::new();
     for id in cancelled {
-        if cancel_locked(&queue, &new.key.org, &id, &reason, now)?.is_some() {
+        if cancel_locked(&queue, &conversation, &new.key.org, &id, &reason, now)?.is_some() {
             woken.push(id);
         }
     }
     let running = match strategy {
-        MultitaskStrategy::Steer => running_front(&markers, &new.key),
+        MultitaskStrategy::Steer => running_front(&queue.markers()?, &new.key),
         _ => None,
     };
-    // Larger than every unfinished run's: first in, first out within each conversation.
-    let seq = markers.iter().map(|m| m.seq).max().unwrap_or(0) + 1;
-    let mut file = RunFile::new(seq, run.clone(), new, now);
-    queue.commit(&mut file, None)?;
-    drop(lock);
+    queue.enqueue(|seq| RunFile::new(seq, run.clone(), new, now))?;
     if let Some(front) = running {
         touch_record(&queue, &front);
         woken.push(front);
@@ -143,18 +158,13 @@ pub(crate) fn depth(inner: &Inner) -> Result<u64> {
 }
 
 /// Remove (or, for a dry run, count) at most `prune.limit` runs that `prune` takes, with
-/// their idempotency entries and events. Under the queue lock; a dry run changes nothing, so
-/// it takes none (records are replaced whole: each reads consistently).
+/// their idempotency entries and events. Each run under its conversation's lock; a dry run
+/// changes nothing, so it takes none (each record reads consistently).
 ///
 /// Syncs: per run, 1 for an idempotency entry's directory; then 1 for the records'
 /// directory (none for a dry run).
 pub(crate) fn prune_runs(inner: &Inner, prune: &RunPrune) -> Result<u64> {
     let queue = Queue::new(inner);
-    let _lock = if prune.dry_run {
-        None
-    } else {
-        Some(queue.lock()?)
-    };
     let dir = queue.runs_dir();
     let mut removed = 0;
     for (text, path) in layout::leaves(&dir).map_err(io_at("list", &dir))? {
@@ -164,6 +174,19 @@ pub(crate) fn prune_runs(inner: &Inner, prune: &RunPrune) -> Result<u64> {
         if RunId::new(&text).is_err() {
             continue;
         }
+        let Some(file) = queue.load_run_at(&path)? else {
+            continue;
+        };
+        if !prune.takes(file.record.status, file.record.updated_at) {
+            continue;
+        }
+        let conversation = Conversation::new(inner, file.key());
+        let _lock = if prune.dry_run {
+            None
+        } else {
+            conversation.lock_if_present()?
+        };
+        // Read again under the lock: another prune may have removed it meanwhile.
         let Some(file) = queue.load_run_at(&path)? else {
             continue;
         };

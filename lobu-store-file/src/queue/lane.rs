@@ -1,6 +1,6 @@
 //! A conversation's lane as the multitask rules see it: its unfinished runs, oldest first,
 //! read from its lane's markers and their records. Only the strategies and commits that need
-//! it read it (under the queue lock, so it cannot change meanwhile), and most read only its
+//! it read it (under the conversation's lock, so it cannot change meanwhile), and most read only its
 //! first few runs.
 
 use lobu_core::{ConversationKey, Result};

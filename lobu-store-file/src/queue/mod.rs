@@ -1,6 +1,6 @@
-//! [`RunQueue`] for [`FileStore`]: one JSON record per run, an index of marker files for
-//! claiming, an idempotency index, all changed under one queue lock held per change; run
-//! events are in [`crate::events`], wake-ups from other processes in [`crate::watch`].
+//! [`RunQueue`] for [`FileStore`]: one record file per run, an index of marker files for
+//! claiming, an idempotency index (the locks that guard them: [`files`]); run events are in
+//! [`crate::events`], wake-ups from other processes in [`crate::watch`].
 
 mod cancel;
 mod claim;

@@ -78,8 +78,15 @@ async fn a_submit_that_crashed_between_marker_and_record_leaves_nothing_to_run()
     simulated(crashed.submit(NewRun::turn(key("c1"), json!({}))).await);
     simulated(crashed.submit(with_key(&key("c2"), "k")).await);
     assert_eq!(markers(dir.path()), 2, "two markers without records");
-    let store = open(dir.path()).await;
     let worker = WorkerId::generate();
+    let soon = open(dir.path()).await;
+    assert!(soon.claim(&worker, LONG).await.unwrap().is_none());
+    assert_eq!(
+        markers(dir.path()),
+        2,
+        "young, they may be submits writing their records: kept"
+    );
+    let store = open(dir.path()).await.orphan_markers_at_once();
     assert!(store.claim(&worker, LONG).await.unwrap().is_none());
     assert_eq!(markers(dir.path()), 0, "claim removed both");
     // The client retrying with its key gets its run stored now, once.
@@ -409,4 +416,31 @@ async fn a_claim_undone_by_a_power_loss_comes_back_as_before_it() {
     store.complete(&again, commit).await.unwrap();
     let record = store.status(&c.org, &run).await.unwrap().unwrap();
     assert_eq!(record.status, RunStatus::Completed);
+}
+
+#[tokio::test]
+async fn a_young_marker_without_its_record_holds_back_only_its_own_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = crashing(dir.path(), Step::QueueHalfway).await;
+    simulated(crashed.submit(NewRun::turn(key("c1"), json!({}))).await);
+    let store = open(dir.path()).await;
+    let later = store
+        .submit(NewRun::turn(key("c1"), json!({})))
+        .await
+        .unwrap();
+    let other = store
+        .submit(NewRun::turn(key("c2"), json!({})))
+        .await
+        .unwrap();
+    let worker = WorkerId::generate();
+    let claim = store.claim(&worker, LONG).await.unwrap().expect("c2's run");
+    assert_eq!(claim.run, other.run);
+    assert!(
+        store.claim(&worker, LONG).await.unwrap().is_none(),
+        "c1's run waits behind the marker, which may be a submit still writing"
+    );
+    // Once the marker is old enough to be a crashed submit's, it goes and c1 moves on.
+    let store = store.orphan_markers_at_once();
+    let claim = store.claim(&worker, LONG).await.unwrap().expect("c1's run");
+    assert_eq!(claim.run, later.run);
 }

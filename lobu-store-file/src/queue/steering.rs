@@ -19,19 +19,20 @@ use std::time::SystemTime;
 use lobu_core::multitask::{self, MAX_STEERED, Queued, check_steered, steered_output};
 use lobu_core::{Claim, Result, RunId, RunStatus, Steered};
 
-use super::claim::{Held, checked, committed_of, complete_recovered};
+use super::claim::{Held, checked, committed_locked, complete_recovered};
 use super::files::Queue;
 use super::lane::of_lane;
 use super::markers::Marker;
 use super::runs::RunFile;
 use crate::atomic::Durability;
+use crate::state::Conversation;
 use crate::store::{Inner, Step};
 
 /// A lane long enough for the offer: the claimed run and what may be taken behind it.
 const OFFER_LANE: usize = MAX_STEERED + 1;
 
 /// The steered runs the claim's turn may take now, with their payloads, oldest first. Under
-/// the queue lock (so the offer is one consistent look), but it only reads.
+/// the conversation's lock (so the offer is one consistent look), but it only reads.
 pub(crate) fn steerable(inner: &Inner, claim: &Claim) -> Result<Vec<Steered>> {
     let held = checked(inner, claim)?;
     held.file.check_not_cancelled()?;
@@ -138,8 +139,14 @@ pub(super) fn finish_landed(queue: &Queue<'_>, into: &RunFile, now: SystemTime) 
 
 /// Before a cancel changes `file`: finish a commit taking steered runs that landed before a
 /// crash stopped it, `file`'s own or that of the turn that took `file`, so the cancel sees
-/// what the commit did. Whether it finished one (then `file` must be read again).
-pub(super) fn settle(queue: &Queue<'_>, file: &RunFile, now: SystemTime) -> Result<bool> {
+/// what the commit did. Whether it finished one (then `file` must be read again). Under the
+/// lock of `file`'s conversation, `conversation`.
+pub(super) fn settle(
+    queue: &Queue<'_>,
+    conversation: &Conversation<'_>,
+    file: &RunFile,
+    now: SystemTime,
+) -> Result<bool> {
     let owner = if !file.steering.is_empty() {
         Some(file.clone())
     } else if file.steer && file.record.status == RunStatus::Pending {
@@ -152,7 +159,7 @@ pub(super) fn settle(queue: &Queue<'_>, file: &RunFile, now: SystemTime) -> Resu
     };
     match owner.record.status {
         RunStatus::Completed => finish_landed(queue, &owner, now).map(|()| true),
-        RunStatus::Running => match committed_of(queue, &owner) {
+        RunStatus::Running => match committed_locked(conversation, &owner) {
             Some(version) => {
                 let marker = queue.find_marker(&owner)?;
                 complete_recovered(queue, owner, marker, version, now).map(|()| true)

@@ -62,3 +62,59 @@ async fn a_turn_syncs_its_submit_and_its_commit_and_nothing_for_its_claim_or_hea
     );
     assert!(head.is_some());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn no_queue_change_syncs_while_holding_the_queue_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).await.unwrap();
+    let inner = &*store.inner;
+    let worker = WorkerId::new("w1").unwrap();
+    counted::take_under_queue_lock();
+    // A new conversation's first submit (with a key: its entry), claim, heartbeat, commit.
+    let key = ConversationKey::parse("acme", "bot", "c1").unwrap();
+    let mut run = NewRun::turn(key.clone(), json!({ "text": "one" }));
+    run.idempotency_key = Some(lobu_core::IdempotencyKey::new("k1").unwrap());
+    intake::submit(inner, run).unwrap();
+    let claimed = claim::claim(inner, &worker, LEASE).unwrap().unwrap();
+    let claimed = claim::heartbeat(inner, &claimed, LEASE).unwrap();
+    let commit = Commit::append(Bytes::from_static(b"{\"text\":\"one\"}\n"), None, 0);
+    claim::complete(inner, &claimed, commit).unwrap();
+    // A failure that retries, a release, a cancel.
+    let mut run = NewRun::turn(key.clone(), json!({ "text": "two" }));
+    run.retry_delay = Duration::ZERO;
+    let second = intake::submit(inner, run).unwrap().0.run;
+    let claimed = claim::claim(inner, &worker, LEASE).unwrap().unwrap();
+    let failure = lobu_core::Failure::new(lobu_core::TerminalStatus::Failed, "try again");
+    claim::fail(inner, &claimed, &failure).unwrap();
+    let claimed = claim::claim(inner, &worker, LEASE).unwrap().unwrap();
+    claim::release(inner, &claimed).unwrap();
+    super::cancel::cancel(inner, &key.org, &second, "stop").unwrap();
+    assert_eq!(
+        counted::take_under_queue_lock(),
+        0,
+        "the queue lock is held for markers' names only, never across a sync"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_claim_skips_a_conversation_whose_lock_is_held_and_takes_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).await.unwrap();
+    let inner = &*store.inner;
+    let worker = WorkerId::new("w1").unwrap();
+    let busy = ConversationKey::parse("acme", "bot", "busy").unwrap();
+    let free = ConversationKey::parse("acme", "bot", "free").unwrap();
+    let first = intake::submit(inner, NewRun::turn(busy.clone(), json!({}))).unwrap();
+    let second = intake::submit(inner, NewRun::turn(free.clone(), json!({}))).unwrap();
+    // Someone (a commit, say, in this or another process) holds the older run's
+    // conversation: the claim neither waits for it nor takes its run.
+    let held = crate::state::Conversation::new(inner, &busy)
+        .lock()
+        .unwrap();
+    let claimed = claim::claim(inner, &worker, LEASE).unwrap().unwrap();
+    assert_eq!(claimed.run, second.0.run);
+    assert!(claim::claim(inner, &worker, LEASE).unwrap().is_none());
+    drop(held);
+    let claimed = claim::claim(inner, &worker, LEASE).unwrap().unwrap();
+    assert_eq!(claimed.run, first.0.run);
+}
