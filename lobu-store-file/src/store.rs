@@ -75,6 +75,9 @@ pub(crate) struct Inner {
     /// How old a marker without a record must be before a claim takes it for a crashed
     /// submit's and removes it; a younger one may be a submit writing its record now.
     pub(crate) orphan_marker_age: Duration,
+    /// The largest sequence number the markers carried when this process first drew one
+    /// (see [`crate::queue`]'s `sequence`).
+    pub(crate) sequence_floor: Arc<Mutex<Option<u64>>>,
     #[cfg(test)]
     pub(crate) crash_at: Option<Step>,
 }
@@ -135,6 +138,7 @@ impl FileStore {
                 history: Arc::default(),
                 boot: crate::carry::boot_id(),
                 orphan_marker_age: ORPHAN_MARKER_AGE,
+                sequence_floor: Arc::default(),
                 #[cfg(test)]
                 crash_at: None,
             }),

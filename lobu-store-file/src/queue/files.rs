@@ -11,6 +11,7 @@
 //! ```text
 //! <root>/queue/
 //!   lock                      the queue lock: markers' names
+//!   seq                       the last sequence number drawn (see [`super::sequence`])
 //!   runs/<run>                one record file per run (source of truth, see
 //!                             [`crate::record_file`])
 //!   active/<marker>           one empty marker per unfinished run (the claim index)
@@ -92,6 +93,11 @@ impl<'a> Queue<'a> {
 
     pub(crate) fn runs_dir(&self) -> PathBuf {
         self.inner.layout.run_records()
+    }
+
+    /// `queue/seq`: see [`super::sequence`].
+    pub(crate) fn sequence_path(&self) -> PathBuf {
+        self.dir.join("seq")
     }
 
     pub(crate) fn active_dir(&self) -> PathBuf {
@@ -310,8 +316,8 @@ impl<'a> Queue<'a> {
     }
 
     /// Queue a new run, built by `build` from its sequence number: larger than every
-    /// unfinished run's, drawn under the queue lock with the marker's creation (first in,
-    /// first out within each conversation). The marker is synced before the record is
+    /// earlier run's, drawn under the queue lock with the marker's creation (first in, first
+    /// out within each conversation). The marker is synced before the record is
     /// written, so a record is never without its marker; a claim that finds the marker
     /// without its record leaves it alone while it is young (see
     /// [`Inner::orphan_marker_age`]).
@@ -322,7 +328,7 @@ impl<'a> Queue<'a> {
         // Made (and its parent synced) before the lock, for the store's first run.
         self.inner.disk.create_dirs(&self.active_dir())?;
         let file = self.names(|| {
-            let seq = self.markers()?.iter().map(|m| m.seq).max().unwrap_or(0) + 1;
+            let seq = super::sequence::draw(self)?;
             let mut file = build(seq);
             let marker = file
                 .wanted_marker()

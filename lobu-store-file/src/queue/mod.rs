@@ -12,6 +12,7 @@ pub(crate) mod markers;
 #[cfg(test)]
 mod recovery_tests;
 mod runs;
+mod sequence;
 mod steering;
 #[cfg(test)]
 mod steering_tests;
