@@ -12,6 +12,13 @@
 //! changes signal at once, without it. Opening and reading files signals nothing, so
 //! followers reading the log do not wake each other.
 //!
+//! The same watcher wakes this process's [`wait_for_work`](lobu_core::RunQueue::wait_for_work)
+//! callers when another process queues a run or makes one claimable: a marker created or
+//! renamed to a pending name in `queue/active/`, or one removed (a finished run's: its
+//! conversation's next run may be claimable). A claim's rename of a marker to a running name
+//! wakes nobody. Workers start the watcher on their first wait for work; without one they
+//! poll (see [`FileStore::with_poll_interval`]).
+//!
 //! A change made before the watcher started is caught by the run's files' modification
 //! times, which that first wait compares with its `since`. Where no watcher can be started
 //! (the per-user inotify limit is reached, or the platform has none), waits fall back to
@@ -23,7 +30,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use lobu_core::{RunId, RunSignals};
+use notify::event::{ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::Notify;
 
 use crate::layout::{self, Layout};
 use crate::store::{FileStore, Inner};
@@ -66,6 +75,14 @@ enum Start {
 }
 
 impl FileStore {
+    /// Start the store's watcher (if nobody has) so that other processes' queue changes wake
+    /// this one's waits for work.
+    pub(crate) async fn watch_for_work(&self) {
+        if matches!(*lock(&self.inner), Watch::NotStarted) {
+            let _ = self.blocking(|inner| Ok(ensure_started(inner))).await;
+        }
+    }
+
     /// Wait until `run` may have changed after `since`, here or in another process.
     pub(crate) async fn wait_for_run_anywhere(&self, run: &RunId, since: Instant, max: Duration) {
         let watching = matches!(*lock(&self.inner), Watch::Watching { .. });
@@ -113,19 +130,7 @@ fn lock(inner: &Inner) -> std::sync::MutexGuard<'_, Watch> {
 /// Start the store's watcher if nobody has, and tell whether the run changed after `since`
 /// already (a change the watcher, started just now, cannot have seen).
 fn start(inner: &Inner, run: &RunId, since: Option<SystemTime>) -> Start {
-    let mut watch = lock(inner);
-    if matches!(*watch, Watch::NotStarted) {
-        *watch = match watcher(&inner.layout, inner.runs.clone()) {
-            Ok(watcher) => Watch::Watching { _watcher: watcher },
-            Err(e) => {
-                tracing::warn!(error = %e, root = %inner.layout.root().display(),
-                    "cannot watch the store for other processes' changes; followers poll");
-                Watch::Unavailable
-            }
-        };
-    }
-    let watching = matches!(*watch, Watch::Watching { .. });
-    drop(watch);
+    let watching = ensure_started(inner);
     let changed = since.is_some_and(|since| {
         let [record, log] = stamps(&inner.layout, run);
         [record, log]
@@ -140,17 +145,48 @@ fn start(inner: &Inner, run: &RunId, since: Option<SystemTime>) -> Start {
     }
 }
 
-/// A watcher of the run records and event logs under `layout`, signalling `signals`.
-fn watcher(layout: &Layout, signals: Arc<RunSignals>) -> notify::Result<RecommendedWatcher> {
+/// Start the store's watcher if nobody has; whether it is watching.
+fn ensure_started(inner: &Inner) -> bool {
+    let mut watch = lock(inner);
+    if matches!(*watch, Watch::NotStarted) {
+        *watch = match watcher(&inner.layout, inner.runs.clone(), inner.work.clone()) {
+            Ok(watcher) => Watch::Watching { _watcher: watcher },
+            Err(e) => {
+                tracing::warn!(error = %e, root = %inner.layout.root().display(),
+                    "cannot watch the store for other processes' changes; followers poll");
+                Watch::Unavailable
+            }
+        };
+    }
+    matches!(*watch, Watch::Watching { .. })
+}
+
+/// A watcher of the run records and event logs under `layout`, signalling `signals`, and of
+/// the markers, waking `work`'s waiters.
+fn watcher(
+    layout: &Layout,
+    signals: Arc<RunSignals>,
+    work: Arc<Notify>,
+) -> notify::Result<RecommendedWatcher> {
     let dirs = [layout.run_records(), layout.events()];
-    for dir in &dirs {
+    let active = layout.queue().join("active");
+    for dir in dirs.iter().chain([&active]) {
         std::fs::create_dir_all(dir).map_err(notify::Error::io)?;
     }
     let bases = dirs.clone();
+    let markers = active.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
         match event {
             // The kernel's queue overflowed: any run may have changed.
-            Ok(event) if event.need_rescan() => signals.signal_all(),
+            Ok(event) if event.need_rescan() => {
+                signals.signal_all();
+                work.notify_waiters();
+            }
+            Ok(event) if event.paths.iter().any(|p| p.parent() == Some(&markers)) => {
+                if makes_work(&event) {
+                    work.notify_waiters();
+                }
+            }
             Ok(event) if changes(&event.kind) => {
                 for run in event.paths.iter().filter_map(|path| run_of(&bases, path)) {
                     signals.signal(&run);
@@ -160,13 +196,36 @@ fn watcher(layout: &Layout, signals: Arc<RunSignals>) -> notify::Result<Recommen
             Err(e) => {
                 tracing::warn!(error = %e, "watching the store failed; waking every follower");
                 signals.signal_all();
+                work.notify_waiters();
             }
         }
     })?;
     for dir in &dirs {
         watcher.watch(dir, RecursiveMode::Recursive)?;
     }
+    watcher.watch(&active, RecursiveMode::NonRecursive)?;
     Ok(watcher)
+}
+
+/// Whether a change of `queue/active/` may have made a run claimable: a pending marker
+/// made or renamed into place (a submit, a release, a retry), or a marker removed (a run
+/// finished: its conversation's next run may be claimable). A claim's rename of a pending
+/// marker to a running one is neither.
+fn makes_work(event: &Event) -> bool {
+    let pending = |path: Option<&PathBuf>| {
+        path.and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(crate::queue::markers::Marker::parse)
+            .is_some_and(|m| m.pending)
+    };
+    match event.kind {
+        EventKind::Remove(_) => true,
+        EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+            pending(event.paths.first())
+        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => pending(event.paths.get(1)),
+        _ => false,
+    }
 }
 
 /// Whether an event is a change (opening or reading a file is not).
@@ -233,6 +292,78 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         during().await;
         waiter.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn another_process_queueing_a_run_wakes_a_worker_waiting_for_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = FileStore::open(dir.path()).await.unwrap();
+        // Polling alone would take ten seconds.
+        let b = FileStore::open(dir.path())
+            .await
+            .unwrap()
+            .with_poll_interval(Duration::from_secs(10));
+        // Its first wait starts the watcher; nothing is queued, so it waits it out.
+        b.wait_for_work(Duration::from_millis(50)).await;
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move {
+                let since = Instant::now();
+                b.wait_for_work(Duration::from_secs(10)).await;
+                since.elapsed()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let key = ConversationKey::parse("acme", "bot", "c1").unwrap();
+        a.submit(NewRun::turn(key, serde_json::json!({})))
+            .await
+            .unwrap();
+        let waited = waiter.await.unwrap();
+        assert!(waited >= Duration::from_millis(100), "{waited:?}");
+        assert!(
+            waited < Duration::from_secs(2),
+            "the submit did not wake it: {waited:?}"
+        );
+    }
+
+    #[test]
+    fn new_and_released_markers_and_removals_make_work_and_a_claims_rename_does_not() {
+        use notify::event::{CreateKind, DataChange, RemoveKind};
+        let key = ConversationKey::parse("acme", "bot", "c1").unwrap();
+        let run = RunId::generate();
+        let lane = crate::queue::markers::lane_of(&key);
+        let marker = |pending| {
+            let name = crate::queue::markers::Marker::new(7, &lane, 1, pending, &run).name;
+            PathBuf::from("/store/queue/active").join(name)
+        };
+        let (pending, running) = (marker(true), marker(false));
+        let event = |kind, paths: &[&PathBuf]| Event {
+            kind,
+            paths: paths.iter().map(|p| (*p).clone()).collect(),
+            attrs: Default::default(),
+        };
+        let rename = |mode| EventKind::Modify(ModifyKind::Name(mode));
+        let made = [
+            event(EventKind::Create(CreateKind::File), &[&pending]),
+            event(rename(RenameMode::To), &[&pending]),
+            event(rename(RenameMode::Both), &[&running, &pending]),
+            event(EventKind::Remove(RemoveKind::File), &[&running]),
+        ];
+        for event in made {
+            assert!(makes_work(&event), "{event:?}");
+        }
+        let none = [
+            event(rename(RenameMode::From), &[&pending]),
+            event(rename(RenameMode::To), &[&running]),
+            event(rename(RenameMode::Both), &[&pending, &running]),
+            event(
+                EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+                &[&pending],
+            ),
+        ];
+        for event in none {
+            assert!(!makes_work(&event), "{event:?}");
+        }
     }
 
     #[tokio::test]

@@ -195,8 +195,11 @@ impl RunQueue for FileStore {
     }
 
     async fn wait_for_work(&self, max: Duration) {
-        // Registered before looking, so a submit in this process between the look and the
-        // wait still wakes us. Other processes cannot: the poll interval bounds the wait.
+        // Other processes' submits and finished runs wake us through the store's watcher;
+        // where none can be started, the poll interval bounds the wait.
+        self.watch_for_work().await;
+        // Registered before looking, so a submit between the look and the wait still wakes
+        // us.
         let notified = self.inner.work.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
