@@ -63,26 +63,25 @@ impl Disk {
         bytes: &[u8],
         durability: Durability,
     ) -> Result<()> {
-        let target = dir.join(name);
-        let staging = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-        let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&staging)
-                .map_err(io_at("create staging file", &staging))?;
-            file.write_all(bytes)
-                .map_err(io_at("write staging file", &staging))?;
-            self.sync_file(&file, &staging)?;
-            // Dropping closes; close errors surface through sync_all above on Linux.
-            drop(file);
-            fs::rename(&staging, &target).map_err(io_at("rename staging file to", &target))
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&staging);
-        }
-        written?;
-        self.sync_dir_for(dir, durability)
+        self.stage(dir, name)?.commit(bytes, durability)
+    }
+
+    /// A new empty file under a staging name beside `dir/name`, for
+    /// [`Staged::commit`] to fill and rename into place (removed if dropped before). Its
+    /// inode exists from now on, so other names can be linked to it first.
+    pub(crate) fn stage(&self, dir: &Path, name: &str) -> Result<Staged> {
+        let path = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_at("create staging file", &path))?;
+        Ok(Staged {
+            disk: *self,
+            file: Some(file),
+            path,
+            target: dir.join(name),
+        })
     }
 
     /// Make `json` the current record of the record file `dir/name` (see
@@ -439,6 +438,50 @@ pub(crate) fn truncate_to(path: &Path, len: u64) -> Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_at("inspect", path)(e)),
+    }
+}
+
+/// A file being made: see [`Disk::stage`].
+#[derive(Debug)]
+pub(crate) struct Staged {
+    disk: Disk,
+    file: Option<File>,
+    path: PathBuf,
+    target: PathBuf,
+}
+
+impl Staged {
+    /// Its staging path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Write `bytes`, sync them, and rename the file over its target; its directory is
+    /// synced unless `durability` says not. Syncs: 2 (1 when `Recoverable`).
+    pub(crate) fn commit(mut self, bytes: &[u8], durability: Durability) -> Result<()> {
+        let Some(mut file) = self.file.take() else {
+            return Err(FileStoreError::corrupt(&self.path, "committed twice"));
+        };
+        file.write_all(bytes)
+            .map_err(io_at("write staging file", &self.path))?;
+        self.disk.sync_file(&file, &self.path)?;
+        // Dropping closes; close errors surface through sync_all above on Linux.
+        drop(file);
+        fs::rename(&self.path, &self.target)
+            .map_err(io_at("rename staging file to", &self.target))?;
+        self.path = PathBuf::new();
+        match self.target.parent() {
+            Some(dir) => self.disk.sync_dir_for(dir, durability),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 

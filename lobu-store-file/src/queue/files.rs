@@ -315,33 +315,55 @@ impl<'a> Queue<'a> {
         Ok(())
     }
 
-    /// Queue a new run, built by `build` from its sequence number: larger than every
+    /// Queue a new run `run`, built by `build` from its sequence number: larger than every
     /// earlier run's, drawn under the queue lock with the marker's creation (first in, first
-    /// out within each conversation). The marker is synced before the record is
-    /// written, so a record is never without its marker; a claim that finds the marker
-    /// without its record leaves it alone while it is young (see
-    /// [`Inner::orphan_marker_age`]).
+    /// out within each conversation). The marker is synced before the record is written, so
+    /// a record is never without its marker; a claim that finds the marker without its
+    /// record leaves it alone while it is young (see [`Inner::orphan_marker_age`]).
+    ///
+    /// The marker is a second name (a hard link) of the record's file, made empty before the
+    /// queue lock is taken and filled after: a run costs one new inode, and removing its
+    /// marker frees none. On ext4 without a journal every new inode scans past those freed in
+    /// the last minutes: `perf` put ~45 % of `throughput/file`'s CPU there. Where hard links
+    /// fail, the marker is an empty file of its own.
     ///
     /// Syncs: 3 (the marker's directory, the record and its directory), none under the queue
-    /// lock, which is taken twice: to create the marker, and to see it is still there.
-    pub(crate) fn enqueue(&self, build: impl FnOnce(u64) -> RunFile) -> Result<RunFile> {
-        // Made (and its parent synced) before the lock, for the store's first run.
-        self.inner.disk.create_dirs(&self.active_dir())?;
+    /// lock, which is taken twice: to make the marker, and to see it is still there.
+    pub(crate) fn enqueue(
+        &self,
+        run: &lobu_core::RunId,
+        build: impl FnOnce(u64) -> RunFile,
+    ) -> Result<RunFile> {
+        let disk = self.inner.disk;
+        let active = self.active_dir();
+        // Made (and their parents synced) before the lock, for the store's first run.
+        disk.create_dirs(&active)?;
+        let path = self.run_path(run);
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+        else {
+            return Err(FileStoreError::corrupt(&path, "not a file path").into());
+        };
+        disk.create_dirs(dir)?;
+        let staged = disk.stage(dir, name)?;
         let file = self.names(|| {
             let seq = super::sequence::draw(self)?;
             let mut file = build(seq);
             let marker = file
                 .wanted_marker()
                 .ok_or_else(|| lobu_core::Error::invalid("a new run must be unfinished"))?;
-            self.create_marker_file(&marker)?;
+            let at = active.join(&marker.name);
+            if std::fs::hard_link(staged.path(), &at).is_err() {
+                self.create_marker_file(&marker)?;
+            }
             file.marker = Some(marker.name);
             Ok(file)
         })?;
-        self.inner.disk.sync_dir(&self.active_dir())?;
+        disk.sync_dir(&active)?;
         self.inner.reached(Step::QueueHalfway)?;
-        self.save_run(&file)?;
+        let bytes = to_json(&path, &file)?;
+        staged.commit(&record_file::file_of(&bytes), Durability::Durable)?;
         if self.names(|| self.restore_marker(&file))? {
-            self.inner.disk.sync_dir(&self.active_dir())?;
+            disk.sync_dir(&active)?;
         }
         Ok(file)
     }

@@ -117,7 +117,7 @@ pub(crate) fn submit(inner: &Inner, new: NewRun) -> Result<(Submitted, Vec<RunId
         MultitaskStrategy::Steer => running_front(&queue.markers()?, &new.key),
         _ => None,
     };
-    queue.enqueue(|seq| RunFile::new(seq, run.clone(), new, now))?;
+    queue.enqueue(&run, |seq| RunFile::new(seq, run.clone(), new, now))?;
     if let Some(front) = running {
         touch_record(&queue, &front);
         woken.push(front);

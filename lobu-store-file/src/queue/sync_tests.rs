@@ -118,3 +118,30 @@ async fn a_claim_skips_a_conversation_whose_lock_is_held_and_takes_the_next() {
     let claimed = claim::claim(inner, &worker, LEASE).unwrap().unwrap();
     assert_eq!(claimed.run, first.0.run);
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "current_thread")]
+async fn a_run_makes_one_inode_its_marker_names_too_and_finishing_it_frees_none() {
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).await.unwrap();
+    let inner = &*store.inner;
+    let key = ConversationKey::parse("acme", "bot", "c1").unwrap();
+    let run = intake::submit(inner, NewRun::turn(key, json!({})))
+        .unwrap()
+        .0
+        .run;
+    let queue = super::files::Queue::new(inner);
+    let record = std::fs::metadata(queue.run_path(&run)).unwrap();
+    let markers = queue.markers().unwrap();
+    let marker = std::fs::metadata(queue.active_dir().join(&markers[0].name)).unwrap();
+    assert_eq!((marker.ino(), marker.nlink()), (record.ino(), 2));
+    let claimed = claim::claim(inner, &WorkerId::new("w1").unwrap(), LEASE)
+        .unwrap()
+        .unwrap();
+    claim::complete(inner, &claimed, Commit::output(None)).unwrap();
+    assert!(queue.markers().unwrap().is_empty());
+    let record = std::fs::metadata(queue.run_path(&run)).unwrap();
+    assert_eq!(record.nlink(), 1, "the marker's removal freed no inode");
+}
