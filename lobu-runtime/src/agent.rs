@@ -70,6 +70,9 @@ pub struct Turn {
     pub(crate) published: usize,
     pub(crate) output: OutputSink,
     pub(crate) scratch: PathBuf,
+    /// Set when the agent asks for `scratch`: the directory is then removed after the
+    /// attempt, never handed to another.
+    pub(crate) scratch_looked: Arc<AtomicBool>,
     pub(crate) cancel: CancellationToken,
     pub(crate) steering: Arc<Steering>,
 }
@@ -176,8 +179,11 @@ impl Turn {
         self.output.clone()
     }
 
-    /// A fresh directory for this attempt's files; created empty, removed after the attempt.
+    /// A fresh directory for this attempt's files: new and empty, used by no other attempt,
+    /// removed after this one. (A directory an attempt never asks for here, and leaves
+    /// empty, may serve a later attempt instead: it was never this one's.)
     pub fn scratch_dir(&self) -> &Path {
+        self.scratch_looked.store(true, Ordering::Release);
         &self.scratch
     }
 

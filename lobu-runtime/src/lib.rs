@@ -17,7 +17,8 @@
 //!    claim; on failure, timeout or cancellation nothing reaches the head and the run is
 //!    retried until its attempts are used up, then fails visibly (an error retrying cannot
 //!    fix, such as a damaged record, counts an attempt too);
-//! 4. removes the scratch directory.
+//! 4. removes the scratch directory, in the background (one the agent never asked for and
+//!    left empty is kept for a later attempt instead).
 //!
 //! A reset is a run on the same queue, so it waits for the conversation's earlier runs; it
 //! clears the store under its claim's fence (a late clear is refused) and the cache, and

@@ -46,6 +46,15 @@ impl ScratchDir {
         self.path.as_deref().unwrap_or(Path::new(""))
     }
 
+    /// Whether the directory holds nothing (a directory that cannot be read does not).
+    pub(crate) async fn is_empty(&self) -> bool {
+        let path = self.path().to_path_buf();
+        let empty = tokio::task::spawn_blocking(move || {
+            std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
+        });
+        empty.await.unwrap_or(false)
+    }
+
     /// Delete the directory and everything in it.
     pub(crate) async fn remove(mut self) {
         if let Some(path) = self.path.take() {

@@ -1,29 +1,37 @@
-//! Scratch directories made ahead of the turns that take them.
+//! Scratch directories made ahead of the turns that take them, and handed back by the turns
+//! that never looked at them.
 //!
 //! Making a directory allocates an inode, which can cost more than the rest of a quick
 //! turn's local work: on ext4 without a journal every new inode scans past the ones deleted
 //! in the last minutes (130 µs per `mkdir` measured on this project's machines, on the turn's
 //! path with its trip through the blocking pool). A turn takes a directory made ahead, and
 //! another is made in the background for the next. Each directory is new and empty when
-//! taken, used by one attempt only and removed after it, as before; only when it is made
-//! moved.
+//! taken and used by one attempt only. After the attempt, in the background (off the turn's
+//! path): a directory the agent asked for ([`Turn::scratch_dir`](crate::Turn::scratch_dir))
+//! is removed; one it never asked for, and that is still empty, goes back to the pool for a
+//! later attempt as it was made, so an agent that needs no files costs no directory at all.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lobu_core::Result;
+use tokio_util::task::TaskTracker;
 
 use crate::scratch::ScratchDir;
 
-/// Directories made ahead, at most `limit` (the worker's concurrency) at a time.
+/// Directories made ahead, at most `limit` (the worker's concurrency) ready or taken.
 #[derive(Debug)]
 pub(crate) struct ScratchPool {
     root: PathBuf,
     limit: usize,
     ready: Mutex<Vec<ScratchDir>>,
+    /// Directories taken and not yet handed back (or removed).
+    taken: AtomicUsize,
     /// Set when the worker loop ended: nothing more is made, and what is ready is removed.
     closed: AtomicBool,
+    /// Hand-backs and removals under way, which `close` waits for.
+    background: TaskTracker,
 }
 
 impl ScratchPool {
@@ -32,7 +40,9 @@ impl ScratchPool {
             root,
             limit: limit.max(1),
             ready: Mutex::new(Vec::new()),
+            taken: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            background: TaskTracker::new(),
         }
     }
 
@@ -41,24 +51,50 @@ impl ScratchPool {
         self.ready.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new, empty directory: one made ahead if there is one, else made now. Either way
-    /// another is made in the background for the next turn.
+    /// A new, empty directory: one ready if there is one, else made now. Either way another
+    /// is made in the background while the pool holds fewer than its limit.
     pub(crate) async fn take(self: &Arc<Self>) -> Result<ScratchDir> {
         let ready = self.ready().pop();
         let dir = match ready {
             Some(dir) => dir,
             None => ScratchDir::create(&self.root).await?,
         };
+        self.taken.fetch_add(1, Ordering::AcqRel);
         self.make_ahead();
         Ok(dir)
     }
 
+    /// The attempt that took `dir` ended; `looked`: its agent asked for the directory.
+    /// Removed, or kept for a later attempt, in the background.
+    pub(crate) fn hand_back(self: &Arc<Self>, dir: ScratchDir, looked: bool) {
+        let pool = Arc::clone(self);
+        self.background.spawn(async move {
+            let unwanted = if looked || !dir.is_empty().await {
+                Some(dir)
+            } else {
+                let mut ready = pool.ready();
+                if pool.closed.load(Ordering::Acquire) || ready.len() >= pool.limit {
+                    Some(dir)
+                } else {
+                    ready.push(dir);
+                    None
+                }
+            };
+            pool.taken.fetch_sub(1, Ordering::AcqRel);
+            if let Some(dir) = unwanted {
+                dir.remove().await;
+                pool.make_ahead();
+            }
+        });
+    }
+
     fn make_ahead(self: &Arc<Self>) {
-        if self.closed.load(Ordering::Acquire) || self.ready().len() >= self.limit {
+        let held = self.ready().len() + self.taken.load(Ordering::Acquire);
+        if self.closed.load(Ordering::Acquire) || held >= self.limit {
             return;
         }
         let pool = Arc::clone(self);
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             match ScratchDir::create(&pool.root).await {
                 Ok(dir) => {
                     let unwanted = {
@@ -80,9 +116,12 @@ impl ScratchPool {
         });
     }
 
-    /// Make nothing more and remove what is ready (the worker loop ended).
+    /// Make nothing more, let what is under way finish, and remove what is ready (the worker
+    /// loop ended).
     pub(crate) async fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.background.close();
+        self.background.wait().await;
         let ready: Vec<ScratchDir> = std::mem::take(&mut *self.ready());
         for dir in ready {
             dir.remove().await;
@@ -129,10 +168,10 @@ mod tests {
         assert_ne!(first.path(), second.path());
         assert_eq!(std::fs::read_dir(second.path()).unwrap().count(), 0);
         let (a, b) = (first.path().to_path_buf(), second.path().to_path_buf());
-        first.remove().await;
-        second.remove().await;
-        assert!(!a.exists() && !b.exists());
-        until("the next made ahead", || entries(pool.root()) == 1).await;
+        pool.hand_back(first, true);
+        pool.hand_back(second, true);
+        until("both removed", || !a.exists() && !b.exists()).await;
+        until("the next made ahead", || entries(pool.root()) == 2).await;
         pool.close().await;
         assert_eq!(entries(pool.root()), 0, "closing removes what is ready");
         // A turn after closing still gets a directory; none is made ahead any more.
@@ -140,5 +179,23 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(entries(pool.root()), 1);
         late.remove().await;
+    }
+
+    #[tokio::test]
+    async fn a_directory_its_agent_never_asked_for_is_kept_if_still_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Arc::new(ScratchPool::new(dir.path().join("scratch"), 1));
+        let unseen = pool.take().await.unwrap();
+        let kept = unseen.path().to_path_buf();
+        pool.hand_back(unseen, false);
+        until("kept", || pool.ready().len() == 1).await;
+        let again = pool.take().await.unwrap();
+        assert_eq!(again.path(), kept, "taken again, as empty as it was made");
+        // Not empty any more (something wrote there without asking): removed.
+        std::fs::write(again.path().join("stray"), b"x").unwrap();
+        pool.hand_back(again, false);
+        until("removed", || !kept.exists()).await;
+        pool.close().await;
+        assert_eq!(entries(pool.root()), 0);
     }
 }

@@ -50,8 +50,19 @@ pub(crate) async fn run_turn(
         Ok(scratch) => scratch,
         Err(e) => return Outcome::Failed(TerminalStatus::Failed, describe(&e)),
     };
-    let outcome = attempt(shared, claim, log, hydrated, scratch.path(), cancel).await;
-    scratch.remove().await;
+    let looked = Arc::new(AtomicBool::new(false));
+    let outcome = attempt(
+        shared,
+        claim,
+        log,
+        hydrated,
+        (scratch.path(), &looked),
+        cancel,
+    )
+    .await;
+    shared
+        .scratch
+        .hand_back(scratch, looked.load(Ordering::Acquire));
     outcome
 }
 
@@ -66,7 +77,7 @@ async fn attempt(
     claim: &Claim,
     log: &Arc<EventRecorder>,
     hydrated: Hydrated,
-    scratch: &Path,
+    (scratch, looked): (&Path, &Arc<AtomicBool>),
     cancel: &CancellationToken,
 ) -> Outcome {
     let sink = OutputSink::new(log.clone(), claim.attempt);
@@ -86,6 +97,7 @@ async fn attempt(
         published: 0,
         output: sink.clone(),
         scratch: scratch.to_path_buf(),
+        scratch_looked: Arc::clone(looked),
         cancel: cancel.clone(),
         steering: Arc::new(Steering::new(
             shared.backend.queue.clone(),
