@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     /// The largest sequence number the markers carried when this process first drew one
     /// (see [`crate::queue`]'s `sequence`).
     pub(crate) sequence_floor: Arc<Mutex<Option<u64>>>,
+    /// This process's copy of the markers (see [`crate::queue`]'s `index`).
+    pub(crate) marker_index: Arc<Mutex<crate::queue::MarkerIndex>>,
     #[cfg(test)]
     pub(crate) crash_at: Option<Step>,
 }
@@ -139,6 +141,7 @@ impl FileStore {
                 boot: crate::carry::boot_id(),
                 orphan_marker_age: ORPHAN_MARKER_AGE,
                 sequence_floor: Arc::default(),
+                marker_index: Arc::default(),
                 #[cfg(test)]
                 crash_at: None,
             }),

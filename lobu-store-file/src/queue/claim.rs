@@ -86,11 +86,13 @@ pub(crate) fn claim(inner: &Inner, worker: &WorkerId, lease: Duration) -> Result
     if let Ok(mut owned) = inner.owned_lanes.lock() {
         owned.retain(|_, until| *until > now_ms);
     }
-    let mut lanes = markers::lanes(queue.markers()?);
     // Lanes that turned out to have nothing to offer this call.
     let mut waiting: HashSet<String> = HashSet::new();
     loop {
-        let next = markers::fronts(&lanes)
+        // From this process's copy of the markers, exact under the queue lock, and kept so
+        // by every change made on the way (a run that moved on has its marker removed, and
+        // its lane's next run is the front then).
+        let next = markers::fronts(queue.index().current(&queue)?)
             .filter(|m| m.due_ms <= now_ms && !waiting.contains(&m.lane))
             .min_by(|a, b| (a.seq, &a.run).cmp(&(b.seq, &b.run)))
             .cloned();
@@ -124,7 +126,13 @@ pub(crate) fn claim(inner: &Inner, worker: &WorkerId, lease: Duration) -> Result
             Outcome::LaneWaits | Outcome::LaneOwned(_) => {
                 waiting.insert(marker.lane);
             }
-            Outcome::LaneMovesOn => forget(&mut lanes, &marker),
+            // Its marker is gone from the copy with the file (or the lane waits, if the
+            // copy was dropped and the marker is somehow still there).
+            Outcome::LaneMovesOn => {
+                if queue.index().still_has(&marker) {
+                    waiting.insert(marker.lane);
+                }
+            }
         }
     }
 }
@@ -290,15 +298,6 @@ fn note_owned(inner: &Inner, lane: &str, outcome: &Outcome) {
         }
         _ => {
             owned.remove(lane);
-        }
-    }
-}
-
-fn forget(lanes: &mut markers::Lanes, marker: &Marker) {
-    if let Some(lane) = lanes.get_mut(&marker.lane) {
-        lane.remove(&(marker.seq, marker.run.clone()));
-        if lane.is_empty() {
-            lanes.remove(&marker.lane);
         }
     }
 }

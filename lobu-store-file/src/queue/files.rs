@@ -25,6 +25,7 @@ use lobu_core::{ConversationKey, IdempotencyKey, Result, RunId};
 
 use lobu_core::RunStatus;
 
+use super::index::{Edit, MarkerIndex};
 use super::markers::Marker;
 use super::runs::RunFile;
 use crate::atomic::{Durability, FileLock, list_names, remove_file};
@@ -81,14 +82,35 @@ impl<'a> Queue<'a> {
         Ok(queue)
     }
 
-    /// Run `change` (of markers' names, no syncs) under the queue lock: the one this handle
-    /// holds, or one taken for it.
-    fn names<T>(&self, change: impl FnOnce() -> Result<T>) -> Result<T> {
+    /// Run `change` (of markers' names, no syncs) under the queue lock (the one this handle
+    /// holds, or one taken for it), announced to every process's copy of the markers and
+    /// applied to this one's by the edits it returns (see [`super::index`]).
+    fn names<T>(&self, change: impl FnOnce() -> Result<(T, Vec<Edit>)>) -> Result<T> {
         let _taken = match self.held {
             Some(_) => None,
             None => Some(QueueLock::take(&self.dir)?),
         };
-        change()
+        let mut index = self.index();
+        let exact = index.begin_change(self)?;
+        match change() {
+            Ok((value, edits)) => {
+                index.end_change(exact, Some(edits));
+                Ok(value)
+            }
+            Err(e) => {
+                index.end_change(exact, None);
+                Err(e)
+            }
+        }
+    }
+
+    /// This process's copy of the markers: see [`super::index`].
+    pub(super) fn index(&self) -> std::sync::MutexGuard<'_, MarkerIndex> {
+        // Every change leaves it consistent or drops it: a poisoned one is still usable.
+        self.inner
+            .marker_index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn runs_dir(&self) -> PathBuf {
@@ -281,8 +303,14 @@ impl<'a> Queue<'a> {
             return Ok(());
         }
         let dir = self.active_dir();
-        let (from, to) = (dir.join(&from.name), dir.join(&to.name));
-        self.names(|| std::fs::rename(&from, &to).map_err(|e| io_at("rename to", &to)(e).into()))?;
+        let (old, new) = (dir.join(&from.name), dir.join(&to.name));
+        self.names(|| {
+            std::fs::rename(&old, &new).map_err(io_at("rename to", &new))?;
+            Ok((
+                (),
+                vec![Edit::Remove(from.clone()), Edit::Insert(to.clone())],
+            ))
+        })?;
         Ok(self.inner.disk.sync_dir_for(&dir, durability)?)
     }
 
@@ -293,14 +321,20 @@ impl<'a> Queue<'a> {
     /// Remove a marker under the queue lock; synced as [`move_marker_with`](Self::move_marker_with).
     pub(crate) fn remove_marker_with(&self, marker: &Marker, durability: Durability) -> Result<()> {
         let dir = self.active_dir();
-        self.names(|| Ok(remove_file(&dir.join(&marker.name))?))?;
+        self.names(|| {
+            remove_file(&dir.join(&marker.name))?;
+            Ok(((), vec![Edit::Remove(marker.clone())]))
+        })?;
         Ok(self.inner.disk.sync_dir_for(&dir, durability)?)
     }
 
     fn create_marker(&self, marker: &Marker) -> Result<()> {
         let dir = self.active_dir();
         self.inner.disk.create_dirs(&dir)?;
-        self.names(|| self.create_marker_file(marker))?;
+        self.names(|| {
+            self.create_marker_file(marker)?;
+            Ok(((), vec![Edit::Insert(marker.clone())]))
+        })?;
         Ok(self.inner.disk.sync_dir(&dir)?)
     }
 
@@ -355,14 +389,16 @@ impl<'a> Queue<'a> {
             if std::fs::hard_link(staged.path(), &at).is_err() {
                 self.create_marker_file(&marker)?;
             }
-            file.marker = Some(marker.name);
-            Ok(file)
+            file.marker = Some(marker.name.clone());
+            Ok((file, vec![Edit::Insert(marker)]))
         })?;
         disk.sync_dir(&active)?;
         self.inner.reached(Step::QueueHalfway)?;
         let bytes = to_json(&path, &file)?;
         staged.commit(&record_file::file_of(&bytes), Durability::Durable)?;
-        if self.names(|| self.restore_marker(&file))? {
+        // Without the lock while the marker is where it was made (nearly always).
+        let made = file.marker.as_ref().map(|name| active.join(name));
+        if !made.is_some_and(|at| at.is_file()) && self.names(|| self.restore_marker(&file))? {
             disk.sync_dir(&active)?;
         }
         Ok(file)
@@ -372,15 +408,16 @@ impl<'a> Queue<'a> {
     /// stalled for longer than [`Inner::orphan_marker_age`]): make it again, unless the run
     /// has moved on since (then its marker was moved or removed by whoever moved it). Under
     /// the queue lock; whether it made one.
-    fn restore_marker(&self, file: &RunFile) -> Result<bool> {
+    fn restore_marker(&self, file: &RunFile) -> Result<(bool, Vec<Edit>)> {
+        let none = Ok((false, Vec::new()));
         let Some(name) = &file.marker else {
-            return Ok(false);
+            return none;
         };
         if self.active_dir().join(name).is_file() {
-            return Ok(false);
+            return none;
         }
         let Some(current) = self.load_run(&file.record.run)? else {
-            return Ok(false);
+            return none;
         };
         let untouched = current.seq == file.seq
             && current.record.status == RunStatus::Pending
@@ -390,9 +427,9 @@ impl<'a> Queue<'a> {
                 "a claim removed the marker of this submit as a crashed one's; made again");
             if let Some(marker) = current.wanted_marker() {
                 self.create_marker_file(&marker)?;
-                return Ok(true);
+                return Ok((true, vec![Edit::Insert(marker)]));
             }
         }
-        Ok(false)
+        none
     }
 }

@@ -97,10 +97,25 @@ pub(crate) type Lanes = HashMap<String, BTreeMap<(u64, RunId), Marker>>;
 pub(crate) fn lanes(markers: Vec<Marker>) -> Lanes {
     let mut lanes: Lanes = HashMap::new();
     for marker in markers {
-        let lane = lanes.entry(marker.lane.clone()).or_default();
-        lane.insert((marker.seq, marker.run.clone()), marker);
+        insert(&mut lanes, marker);
     }
     lanes
+}
+
+/// Add `marker` to its lane.
+pub(crate) fn insert(lanes: &mut Lanes, marker: Marker) {
+    let lane = lanes.entry(marker.lane.clone()).or_default();
+    lane.insert((marker.seq, marker.run.clone()), marker);
+}
+
+/// Take `marker` out of its lane (and the lane out, once empty).
+pub(crate) fn forget(lanes: &mut Lanes, marker: &Marker) {
+    if let Some(lane) = lanes.get_mut(&marker.lane) {
+        lane.remove(&(marker.seq, marker.run.clone()));
+        if lane.is_empty() {
+            lanes.remove(&marker.lane);
+        }
+    }
 }
 
 /// The front (oldest unfinished run) of every lane.

@@ -5,6 +5,7 @@
 mod cancel;
 mod claim;
 pub(crate) mod files;
+mod index;
 mod intake;
 mod lane;
 mod listing;
@@ -30,6 +31,7 @@ use lobu_core::{
     RunRecord, Steered, Submitted, Version, WorkerId, check_lease_duration, check_page_limit,
 };
 
+pub(crate) use self::index::MarkerIndex;
 use crate::events;
 use crate::store::FileStore;
 
