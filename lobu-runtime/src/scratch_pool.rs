@@ -72,13 +72,7 @@ impl ScratchPool {
             let unwanted = if looked || !dir.is_empty().await {
                 Some(dir)
             } else {
-                let mut ready = pool.ready();
-                if pool.closed.load(Ordering::Acquire) || ready.len() >= pool.limit {
-                    Some(dir)
-                } else {
-                    ready.push(dir);
-                    None
-                }
+                pool.keep(dir)
             };
             pool.taken.fetch_sub(1, Ordering::AcqRel);
             if let Some(dir) = unwanted {
@@ -86,6 +80,17 @@ impl ScratchPool {
                 pool.make_ahead();
             }
         });
+    }
+
+    /// Add `dir` to the ready ones, unless the pool is closed or full: then it is handed
+    /// back, for the caller to remove.
+    fn keep(&self, dir: ScratchDir) -> Option<ScratchDir> {
+        let mut ready = self.ready();
+        if self.closed.load(Ordering::Acquire) || ready.len() >= self.limit {
+            return Some(dir);
+        }
+        ready.push(dir);
+        None
     }
 
     fn make_ahead(self: &Arc<Self>) {
@@ -97,16 +102,7 @@ impl ScratchPool {
         self.background.spawn(async move {
             match ScratchDir::create(&pool.root).await {
                 Ok(dir) => {
-                    let unwanted = {
-                        let mut ready = pool.ready();
-                        if pool.closed.load(Ordering::Acquire) || ready.len() >= pool.limit {
-                            Some(dir)
-                        } else {
-                            ready.push(dir);
-                            None
-                        }
-                    };
-                    if let Some(dir) = unwanted {
+                    if let Some(dir) = pool.keep(dir) {
                         dir.remove().await;
                     }
                 }

@@ -9,7 +9,7 @@
 //! one this process's copy was made at (or brought to by its own changes), the copy is the
 //! directory; otherwise the markers are listed again.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use lobu_core::Result;
@@ -87,15 +87,7 @@ impl MarkerIndex {
 
     fn counters(&mut self, queue: &Queue<'_>) -> Result<&mut File> {
         if self.counters.is_none() {
-            let path = queue.sequence_path();
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(io_at("open", &path))?;
-            self.counters = Some(file);
+            self.counters = Some(super::sequence::open_counters(&queue.sequence_path())?);
         }
         Ok(self.counters.as_mut().expect("just opened"))
     }

@@ -9,6 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
 
 use lobu_core::Result;
 
@@ -19,18 +20,25 @@ use crate::error::io_at;
 pub(super) fn draw(queue: &Queue<'_>) -> Result<u64> {
     let floor = floor(queue)?;
     let path = queue.sequence_path();
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io_at("open", &path))?;
+    let mut file = open_counters(&path)?;
     let next = last(&mut file).max(floor) + 1;
     file.seek(SeekFrom::Start(0))
         .and_then(|_| file.write_all(&next.to_le_bytes()))
         .map_err(io_at("write", &path))?;
     Ok(next)
+}
+
+/// `queue/seq`, created if missing: the last sequence number drawn, then the markers'
+/// generation (see [`super::index`]).
+pub(super) fn open_counters(path: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_at("open", path))?;
+    Ok(file)
 }
 
 /// The last number drawn, 0 if none (or the file was torn: the floor covers it).
