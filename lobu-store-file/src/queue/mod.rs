@@ -3,6 +3,7 @@
 //! [`crate::events`], wake-ups from other processes in [`crate::watch`].
 
 mod cancel;
+mod candidate;
 mod claim;
 pub(crate) mod files;
 mod index;
