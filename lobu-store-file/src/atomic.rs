@@ -231,6 +231,12 @@ impl Disk {
         Ok(())
     }
 
+    /// Make `to` a second name of the file `from` (both in `dir`) and sync `dir`.
+    pub(crate) fn link(&self, dir: &Path, from: &Path, to: &Path) -> Result<()> {
+        fs::hard_link(from, to).map_err(io_at("link to", to))?;
+        self.sync_dir(dir)
+    }
+
     /// Rename `from` to `to` (both in `dir`) and sync `dir`.
     pub(crate) fn rename(&self, dir: &Path, from: &Path, to: &Path) -> Result<()> {
         self.rename_with(dir, from, to, Durability::Durable)
@@ -408,6 +414,33 @@ pub(crate) fn read_range(path: &Path, from: u64, to: u64) -> Result<Vec<u8>> {
         return Err(short(from + bytes.len() as u64));
     }
     Ok(bytes)
+}
+
+/// The first `len` bytes of `path`, read without asking its size (a hydrate: one open, one
+/// read); `None` if there is no file. Fewer bytes than `len`: `Corrupt`, as
+/// [`read_prefix`].
+pub(crate) fn read_committed(path: &Path, len: u64) -> Result<Option<Vec<u8>>> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_at("open", path)(e)),
+    };
+    let capacity =
+        usize::try_from(len).map_err(|_| FileStoreError::corrupt(path, "length overflows"))?;
+    // Reserved as asked: the length comes from a record whose checksum matched. Read past
+    // the end's probe costs nothing: `take` stops at `len` without a call.
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(capacity)
+        .map_err(|_| FileStoreError::corrupt(path, format!("{len} bytes do not fit in memory")))?;
+    file.take(len)
+        .read_to_end(&mut bytes)
+        .map_err(io_at("read", path))?;
+    if bytes.len() != capacity {
+        let detail = format!("{len} bytes are committed but only {} remain", bytes.len());
+        return Err(FileStoreError::corrupt(path, detail));
+    }
+    Ok(Some(bytes))
 }
 
 /// The whole file, or `None` if it does not exist.

@@ -1,5 +1,6 @@
 //! One sync per turn: the state record's line that commits an append carries the bytes the
-//! append wrote to `session.jsonl` and `history.jsonl`, and only the state record is synced.
+//! append wrote to the transcript file and `history.jsonl`, and only the state record is
+//! synced.
 //!
 //! A persist that extends the head writes its new bytes to both files, then appends the
 //! line committing them to `state.json` with the same bytes in it, and syncs that one file:
@@ -29,12 +30,12 @@ use serde::{Deserialize, Serialize};
 use crate::atomic::{Durability, FileLock, read_optional};
 use crate::error::{io_at, to_json};
 use crate::record_file;
-use crate::state::{Conversation, HISTORY, SESSION, STATE, State};
+use crate::state::{Conversation, HISTORY, STATE, State};
 
 /// What a commit appended, carried by its line of the state record.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Carried<'a> {
-    /// Where `transcript` starts in `session.jsonl` (the previous head's length).
+    /// Where `transcript` starts in the head's transcript file (the previous head's length).
     pub(crate) at: u64,
     pub(crate) transcript: Cow<'a, str>,
     /// Where `history` starts in `history.jsonl`.
@@ -92,7 +93,7 @@ impl Conversation<'_> {
     /// and synced, which makes them last only if its name does.
     pub(crate) fn replace(&self, state: &mut State) -> Result<()> {
         if state.unsynced.is_some() {
-            self.sync_carried()?;
+            self.sync_carried(state)?;
             state.unsynced = None;
         }
         let json = to_json(&self.path(STATE), state)?;
@@ -101,11 +102,13 @@ impl Conversation<'_> {
         Ok(disk.write_atomic(&self.dir, STATE, &bytes)?)
     }
 
-    /// Sync both files (and the directory, where a first turn created them).
-    fn sync_carried(&self) -> Result<()> {
+    /// Sync the history and `state`'s transcript file (and the directory, where a first
+    /// turn created them). A rewrite's state names a new file, already synced: the file its
+    /// lines carried bytes of is removed after it.
+    fn sync_carried(&self, state: &State) -> Result<()> {
         let disk = self.inner.disk;
-        for name in [SESSION, HISTORY] {
-            let path = self.path(name);
+        let transcript = state.head.as_ref().map(|h| self.transcript_path(h));
+        for path in transcript.into_iter().chain([self.path(HISTORY)]) {
             match File::open(&path) {
                 Ok(file) => disk.sync_data(&file, &path)?,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -139,7 +142,11 @@ impl Conversation<'_> {
             else {
                 continue;
             };
-            write_at(&self.path(SESSION), carried.at, &carried.transcript)?;
+            // Every line of the file carries bytes of the head's file: whatever starts
+            // another file (a rewrite, a reset) replaces the record file.
+            if let Some(head) = &state.head {
+                write_at(&self.transcript_path(head), carried.at, &carried.transcript)?;
+            }
             write_at(&self.path(HISTORY), carried.history_at, &carried.history)?;
         }
         self.replace(state)

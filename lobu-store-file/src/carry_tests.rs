@@ -102,8 +102,12 @@ fn lose_unsynced(conversation: &Path) {
     let bytes = fs::read(conversation.join("state.json")).unwrap();
     let first = record_file::records(&bytes)[0];
     let state: State = serde_json::from_slice(first).unwrap();
+    // The newest line names the transcript file (every line of one record file names the same).
+    let newest: State =
+        serde_json::from_slice(record_file::records(&bytes).last().unwrap()).unwrap();
+    let transcript = newest.head.and_then(|h| h.file).unwrap_or_default();
     let (session, history) = state.head.map_or((0, 0), |h| (h.bytes, h.history_bytes));
-    for (name, durable) in [("session.jsonl", session), ("history.jsonl", history)] {
+    for (name, durable) in [(transcript.as_str(), session), ("history.jsonl", history)] {
         let path = conversation.join(name);
         let Ok(meta) = fs::metadata(&path) else {
             continue;
@@ -146,7 +150,7 @@ async fn every_acknowledged_turn_survives_a_power_loss_that_drops_the_unsynced_b
     fx.append_turns(6..8).await;
     fx.assert_head().await;
     assert_eq!(
-        fs::read_to_string(fx.conversation().join("session.jsonl")).unwrap(),
+        fs::read_to_string(fx.store.transcript_path(&fx.key).unwrap().unwrap()).unwrap(),
         fx.transcript
     );
 }

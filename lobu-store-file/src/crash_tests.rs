@@ -69,6 +69,12 @@ impl Fixture {
             .join(name)
     }
 
+    /// The transcript file the stored head names.
+    async fn transcript(&self) -> std::path::PathBuf {
+        let store = self.reopen().await;
+        store.transcript_path(&self.key).unwrap().expect("a head")
+    }
+
     async fn assert_head(&self, version: Version, transcript: &str) {
         let store = self.reopen().await;
         let head = store.hydrate(&self.key).await.unwrap().unwrap();
@@ -81,14 +87,14 @@ impl Fixture {
         assert_eq!(store.head(&self.key).await.unwrap(), Some(version));
     }
 
-    /// After the next write: `session.jsonl` is exactly the head and nothing else is left.
-    fn assert_clean(&self, transcript: &str) {
-        assert_eq!(
-            fs::read_to_string(self.file("session.jsonl")).unwrap(),
-            transcript
-        );
+    /// After the next write: the head's transcript file is exactly the head and nothing
+    /// else is left.
+    async fn assert_clean(&self, transcript: &str) {
+        let path = self.transcript().await;
+        assert_eq!(fs::read_to_string(&path).unwrap(), transcript);
+        let file = path.file_name().unwrap().to_str().unwrap();
         let names = names(&self.file(""));
-        let expected = ["history.jsonl", "lock", "session.jsonl", "state.json"];
+        let expected = ["history.jsonl", "lock", file, "state.json"];
         let unexpected: Vec<_> = names
             .iter()
             .filter(|n| !expected.contains(&n.as_str()))
@@ -144,13 +150,13 @@ async fn crash_then_recover(next: &str, step: Step) {
     let version = store.persist(&fx.key, write).await.unwrap();
     assert!(version > fx.base, "{step:?}: {version}");
     fx.assert_head(version, next).await;
-    fx.assert_clean(next);
+    fx.assert_clean(next).await;
 
     let last = format!("{next}{TURN}");
     let write = completed(&RunId::generate(), &last, Some(version), &fx.lease);
     let newest = store.persist(&fx.key, write).await.unwrap();
     fx.assert_head(newest, &last).await;
-    fx.assert_clean(&last);
+    fx.assert_clean(&last).await;
     // base, the crashed-or-retried turn, the last one: three completed snapshots.
     assert_eq!(
         store.clear(&fx.key, fx.lease.fence).await.unwrap(),
@@ -183,32 +189,31 @@ async fn a_crash_at_any_step_of_a_rewrite_keeps_the_last_head() {
 }
 
 #[tokio::test]
-async fn a_rewrite_committed_but_not_renamed_is_read_from_its_staged_file() {
+async fn a_rewrite_committed_but_whose_old_file_was_not_removed_reads_the_new_one() {
     let fx = Fixture::new().await;
+    let old = fx.transcript().await;
     let crashing = fx.reopen().await.crashing_at(Step::Committed);
     let write = completed(&RunId::generate(), COMPACTED, Some(fx.base), &fx.lease);
     assert!(is_simulated(crashing.persist(&fx.key, write).await));
-    // session.jsonl still holds the old transcript; the committed one is staged beside it.
-    assert_eq!(fs::read_to_string(fx.file("session.jsonl")).unwrap(), BASE);
+    // The old file still holds the old transcript; the committed one is in a file of its own.
+    assert_eq!(fs::read_to_string(&old).unwrap(), BASE);
+    assert_ne!(fx.transcript().await, old);
     let head = Version(fx.base.0 + 1);
     fx.assert_head(head, COMPACTED).await;
-    // The next writer finishes the rename before appending.
+    // The next writer removes the old file.
     let next = format!("{COMPACTED}{TURN}");
     let store = fx.reopen().await;
     let write = completed(&RunId::generate(), &next, Some(head), &fx.lease);
     let version = store.persist(&fx.key, write).await.unwrap();
     fx.assert_head(version, &next).await;
-    fx.assert_clean(&next);
+    fx.assert_clean(&next).await;
 }
 
 #[tokio::test]
 async fn a_half_appended_tail_is_never_read_and_is_cut_by_the_next_write() {
     let fx = Fixture::new().await;
-    for name in ["session.jsonl", "history.jsonl"] {
-        let mut file = fs::OpenOptions::new()
-            .append(true)
-            .open(fx.file(name))
-            .unwrap();
+    for path in [fx.transcript().await, fx.file("history.jsonl")] {
+        let mut file = fs::OpenOptions::new().append(true).open(path).unwrap();
         std::io::Write::write_all(&mut file, b"{\"type\":\"message\",\"mess").unwrap();
     }
     fx.assert_head(fx.base, BASE).await;
@@ -217,7 +222,7 @@ async fn a_half_appended_tail_is_never_read_and_is_cut_by_the_next_write() {
     let write = completed(&RunId::generate(), &next, Some(fx.base), &fx.lease);
     let version = store.persist(&fx.key, write).await.unwrap();
     fx.assert_head(version, &next).await;
-    fx.assert_clean(&next);
+    fx.assert_clean(&next).await;
     let history = fs::read_to_string(fx.file("history.jsonl")).unwrap();
     for line in history.lines() {
         serde_json::from_str::<serde_json::Value>(line).expect("every history line is whole");
@@ -238,7 +243,7 @@ async fn torn_staging_files_are_ignored_and_removed() {
     let write = completed(&RunId::generate(), COMPACTED, Some(fx.base), &fx.lease);
     let version = store.persist(&fx.key, write).await.unwrap();
     fx.assert_head(version, COMPACTED).await;
-    fx.assert_clean(COMPACTED);
+    fx.assert_clean(COMPACTED).await;
 }
 
 #[tokio::test]
@@ -279,9 +284,10 @@ async fn a_clear_that_crashed_before_removing_files_still_forgets_everything() {
     let crashing = fx.reopen().await.crashing_at(Step::Cleared);
     let crashed = crashing.clear(&fx.key, fx.lease.fence).await;
     assert!(matches!(crashed, Err(e) if e.message().starts_with("simulated crash")));
+    let files = names(&fx.file(""));
     assert!(
-        fx.file("session.jsonl").exists(),
-        "the files are still there"
+        files.iter().any(|n| n.starts_with("session.")),
+        "the files are still there: {files:?}"
     );
     assert_eq!(store.hydrate(&fx.key).await.unwrap(), None);
     assert_eq!(
@@ -293,14 +299,14 @@ async fn a_clear_that_crashed_before_removing_files_still_forgets_everything() {
     let version = store.persist(&fx.key, write).await.unwrap();
     assert!(version > Version(fx.base.0 + 1), "versions are not reused");
     fx.assert_head(version, COMPACTED).await;
-    fx.assert_clean(COMPACTED);
+    fx.assert_clean(COMPACTED).await;
     assert_eq!(store.clear(&fx.key, fx.lease.fence).await.unwrap(), 1);
 }
 
 #[tokio::test]
 async fn a_transcript_that_lost_committed_bytes_is_corrupt_not_torn() {
     let fx = Fixture::new().await;
-    let path = fx.file("session.jsonl");
+    let path = fx.transcript().await;
     fs::write(&path, &BASE.as_bytes()[..BASE.len() - 5]).unwrap();
     let store = fx.reopen().await;
     let err = store.hydrate(&fx.key).await.unwrap_err();

@@ -50,6 +50,11 @@ pub enum FileStoreError {
 }
 
 impl FileStoreError {
+    /// Whether a file or directory it needed was not there.
+    pub(crate) fn is_not_found(&self) -> bool {
+        matches!(self, FileStoreError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+
     /// The kind a caller should branch on.
     pub fn kind(&self) -> ErrorKind {
         match self {

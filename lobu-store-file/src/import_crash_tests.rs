@@ -105,15 +105,14 @@ async fn crash_then_import_again(step: Step, cleared: bool) {
     let store = FileStore::open(dir.path()).await.unwrap();
     assert_eq!(store.export(&key).await.unwrap(), Some(whole));
     let conversation = store.conversation_dir(&key);
-    assert_eq!(
-        fs::read_to_string(conversation.join("session.jsonl")).unwrap(),
-        TRANSCRIPT
-    );
+    let transcript = store.transcript_path(&key).unwrap().unwrap();
+    assert_eq!(fs::read_to_string(&transcript).unwrap(), TRANSCRIPT);
+    let transcript = transcript.file_name().unwrap().to_str().unwrap();
     let history = fs::read_to_string(conversation.join("history.jsonl")).unwrap();
     assert_eq!(history.lines().count(), 1, "{step:?}: {history}");
     assert_eq!(
         names(&conversation),
-        ["history.jsonl", "lock", "session.jsonl", "state.json"],
+        ["history.jsonl", "lock", transcript, "state.json"],
         "{step:?}: nothing left behind"
     );
 

@@ -26,7 +26,10 @@
 //! ```text
 //! <root>/lobu-store.json                       format marker
 //! <root>/orgs/<org>/<agent>/<conversation>/    one directory per conversation
-//!     session.jsonl    the transcript, byte for byte: `jq . session.jsonl` reads it
+//!     session.<version>-<stamp>.jsonl
+//!                      the transcript, byte for byte (`jq . session.*.jsonl` reads it),
+//!                      named by the version that started the file; format 1 called it
+//!                      `session.jsonl` ([`FileStore::transcript_path`] names it)
 //!     state.json       commit record: head version, run, committed length, SHA-256, turns,
 //!                      title; counters that survive a reset (versions, fences); the owner
 //!                      (a lease or a run's claim). A record file: one JSON record per
@@ -62,16 +65,19 @@
 //! synced, also for a change that need not last: lines synced into the new file later last
 //! only if its name does). Run records are record files too. Format 1 replaced both whole on every change:
 //! each change cost a new inode and a directory sync. A turn that extends the transcript
-//! appends only its new bytes to `session.jsonl` and its record to `history.jsonl`, past
+//! appends only its new bytes to its transcript file and its record to `history.jsonl`, past
 //! their committed lengths, and commits the new lengths with one `state.json` line that also
 //! carries those bytes: one sync for the three. A power loss may drop the two files' unsynced
 //! bytes, so a state that carries bytes names the boot it was written in, and a conversation
 //! last written in an earlier boot is repaired (the carried bytes written back, both files
 //! synced) before anything reads them; where the boot cannot be told (other systems than
-//! Linux) both files are synced before the commit instead. A turn that rewrites the transcript (a compaction) stages the whole file, commits, and
-//! renames it into place. Hydrate reads exactly the committed length, so a crash at any byte
-//! leaves the last committed transcript readable, and the next writer cuts off or removes
-//! whatever an interrupted write left behind.
+//! Linux) both files are synced before the commit instead. A turn that rewrites the
+//! transcript (a compaction) writes a new file, synced, and commits its name; the old file is
+//! removed after. Committed bytes never change in place, so hydrate takes no lock: it reads
+//! the state record and exactly the committed length of the file it names (and the state
+//! again if that file was replaced meanwhile). A crash at any byte leaves the last committed
+//! transcript readable, and the next writer cuts off or removes whatever an interrupted
+//! write left behind.
 //!
 //! What only a live process needs is written but not synced: a claim's ownership and run
 //! record and a heartbeat (lines appended without `fdatasync`), and the removal of a

@@ -1,16 +1,17 @@
 //! `SessionStore::persist`: the checks of the contract, then one of three writes.
 //!
 //! * A completed transcript that starts with the head's bytes (or a first one) is
-//!   **appended**: only the new bytes go to `session.jsonl`, past the committed length, then
-//!   a history line, then the state record commits both lengths.
+//!   **appended**: only the new bytes go to the head's transcript file (a first turn starts
+//!   one), past the committed length, then a history line, then the state record commits
+//!   both lengths.
 //! * A completed transcript that does not extend the head (a compaction rewrote history) is
-//!   **staged** whole as `session.v<version>.jsonl`, committed by the state record, then
-//!   renamed over `session.jsonl` (a crash before the rename is finished by the next writer;
-//!   readers read whichever of the two exists).
+//!   **written whole** to a file of a new name, synced, and the state record's commit names
+//!   it; the old file is removed after (by the next writer, after a crash). Readers, which
+//!   take no lock, read whichever file the state they read names.
 //! * Any other status reserves its version in the state record, then writes a **forensic**
 //!   copy and its record; the head does not move.
 //!
-//! Nothing before the state record's rename is visible, so a crash at any byte leaves the
+//! Nothing before the state record's commit is visible, so a crash at any byte leaves the
 //! last committed head readable, and the next writer cuts or removes what was left over.
 
 use std::borrow::Cow;
@@ -22,10 +23,10 @@ use lobu_core::{
     ConversationKey, Error, ErrorKind, Fence, Persist, Result, TerminalStatus, Version,
 };
 
-use crate::atomic::read_prefix;
+use crate::atomic::{read_prefix, remove_file};
 use crate::carry::Carried;
 use crate::records::{self, Digests, Record};
-use crate::state::{Conversation, HISTORY, Head, SESSION, State, staged_name};
+use crate::state::{Conversation, HISTORY, Head, State, transcript_name};
 use crate::store::{Inner, Step};
 
 pub(crate) fn persist(inner: &Inner, key: &ConversationKey, write: Persist) -> Result<Version> {
@@ -59,8 +60,9 @@ pub(crate) fn persist_locked(
     let inner = conversation.inner;
     let key = conversation.key;
     check_fence(state, write.fence, key)?;
-    // Invisible to readers (it only finishes a committed rename and drops uncommitted
-    // bytes), and done even for a retry, so `session.jsonl` is whole again after any write.
+    // Invisible to readers (it drops uncommitted bytes and files, and names a format 1
+    // head's file anew), and done even for a retry, so the head's file is whole again after
+    // any write.
     conversation.recover(state)?;
     // An append over the whole head whose hash state is kept costs its new bytes only;
     // anything else is decided on the whole transcript it stands for.
@@ -279,16 +281,18 @@ pub(crate) fn commit_completed(
     let carried_text = append
         .then(|| conversation.carriable(written.body))
         .flatten();
+    // An append goes on in the head's file (a first turn starts one); a rewrite writes a
+    // file of its own, which the commit names: committed bytes never change in place.
+    let file = match previous.as_ref().and_then(|h| h.file.clone()) {
+        Some(file) if append => file,
+        _ => transcript_name(record.version),
+    };
     let mut appended = Vec::with_capacity(2);
     if append {
-        let session = conversation.path(SESSION);
-        appended.push(disk.append_at(&session, offset, written.body)?);
+        let path = conversation.path(&file);
+        appended.push(disk.append_at(&path, offset, written.body)?);
     } else {
-        disk.write_atomic(
-            &conversation.dir,
-            &staged_name(record.version),
-            written.body,
-        )?;
+        disk.write_atomic(&conversation.dir, &file, written.body)?;
     }
     inner.reached(Step::TranscriptWritten)?;
     let line = records::history_line(conversation, &record)?;
@@ -311,7 +315,8 @@ pub(crate) fn commit_completed(
         title: written.title,
         written_at: record.written_at,
         history_bytes: history_offset + line.len() as u64,
-        staged: !append,
+        staged: false,
+        file: Some(file),
     });
     match carried_text {
         Some(text) => {
@@ -327,9 +332,9 @@ pub(crate) fn commit_completed(
         None => conversation.replace(state)?,
     }
     inner.reached(Step::Committed)?;
-    if !append {
-        let staged = conversation.path(&staged_name(record.version));
-        disk.rename(&conversation.dir, &staged, &conversation.path(SESSION))?;
+    if let Some(old) = previous.and_then(|h| h.file).filter(|_| !append) {
+        // Unsynced: a name that came back after a crash is removed by the next writer.
+        remove_file(&conversation.path(&old))?;
     }
     Ok(Version(record.version))
 }

@@ -8,7 +8,7 @@
 //! any point leaves no head or the whole one, and importing again finishes the job
 //! (`Written`) or finds it done (`Unchanged`).
 //!
-//! Syncs per import that writes, with syncing on: 5 (`session.jsonl` and `history.jsonl` 1
+//! Syncs per import that writes, with syncing on: 5 (the transcript file and `history.jsonl` 1
 //! each, the directory 1 because the head-less conversation has neither file, `state.json` 2:
 //! its staging file and the directory); 4 when a crashed write left both files behind.
 //! A conversation never seen adds 1 per directory created (its own, and its agent's and

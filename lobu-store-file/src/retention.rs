@@ -19,7 +19,7 @@ use crate::error::io_at;
 use crate::layout;
 use crate::persist;
 use crate::records;
-use crate::state::{Conversation, FORENSIC, HISTORY, SESSION, State, is_staged_session};
+use crate::state::{Conversation, FORENSIC, HISTORY, State, is_transcript};
 use crate::store::{Inner, Step};
 
 /// Fenced like a write: `fence` must be the conversation's newest (a claim's or a lease's),
@@ -49,9 +49,7 @@ pub(crate) fn wipe(conversation: &Conversation<'_>, state: &mut State) -> Result
         conversation.inner.reached(Step::Cleared)?;
     }
     for (name, path) in list_names(&conversation.dir)? {
-        let leftover = [SESSION, HISTORY].contains(&name.as_str())
-            || is_staging(&name)
-            || is_staged_session(&name);
+        let leftover = name == HISTORY || is_staging(&name) || is_transcript(&name);
         if leftover {
             remove_file(&path)?;
         }

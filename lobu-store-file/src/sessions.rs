@@ -11,19 +11,49 @@ use lobu_core::{
     parse_scan_cursor,
 };
 
-use crate::atomic::read_prefix;
+use crate::atomic::{read_committed, read_prefix};
 use crate::layout;
 use crate::state::{Conversation, Head};
 use crate::store::{FileStore, Inner};
 use crate::{persist, portable, retention};
 
-/// The committed head and its bytes (what `hydrate` and `export` read), under the shared
-/// lock so no writer changes the state record and the transcript between the two reads.
+/// How many times a reader reads the state again after the file it named was replaced
+/// (by a rewrite or a reset) before it waits for the lock instead.
+const READS_WITHOUT_LOCK: usize = 3;
+
+/// The committed head and its bytes (what `hydrate` and `export` read). Without a lock:
+/// the state record is read (2 opens and 3 reads in all, see [`crate::state`]); a head of
+/// format 1, or one a restart may have left unwritten ([`crate::carry`]), is read under the
+/// lock instead.
 pub(crate) fn committed_head(
     inner: &Inner,
     key: &ConversationKey,
 ) -> Result<Option<(Head, Vec<u8>)>> {
     let conversation = Conversation::new(inner, key);
+    for _ in 0..READS_WITHOUT_LOCK {
+        let Some(state) = conversation.load()? else {
+            return Ok(None);
+        };
+        if conversation.needs_repair(&state) {
+            break;
+        }
+        let Some(head) = state.head else {
+            return Ok(None);
+        };
+        let Some(file) = &head.file else {
+            break;
+        };
+        match read_committed(&conversation.path(file), head.bytes)? {
+            Some(bytes) => return Ok(Some((head, bytes))),
+            None => continue, // replaced since the state was read
+        }
+    }
+    locked_head(&conversation)
+}
+
+/// [`committed_head`] under the shared lock, which no writer holds while it changes the
+/// state record and the transcript.
+fn locked_head(conversation: &Conversation<'_>) -> Result<Option<(Head, Vec<u8>)>> {
     if !conversation.exists() {
         return Ok(None);
     }

@@ -4,11 +4,21 @@
 //! ```text
 //! <root>/orgs/<org>/<agent>/<conversation>/
 //!   state.json      head (version, run, committed bytes, SHA-256, turns, title), counters, lease
-//!   session.jsonl   the committed transcript: exactly its first `head.bytes` bytes
+//!   session.<version>-<stamp>.jsonl
+//!                   the committed transcript: exactly its first `head.bytes` bytes
 //!   history.jsonl   one record per completed snapshot (its first `head.history_bytes` bytes)
 //!   forensic/       non-completed snapshots: <version>.<status>.jsonl and .json, never hydrated
 //!   lock            the OS lock file taken for each read-modify-write
 //! ```
+//!
+//! The head names its transcript file. Bytes a head commits never change in place: a
+//! persist appends past them, and a rewrite or a reset's next turn starts a file of a new
+//! name (its first version and a time stamp, so not even a conversation erased and made
+//! again reuses one), switched to by the commit and the old file removed after. So a reader
+//! needs no lock: it reads the state record, opens the file it names and reads the
+//! committed length; a file gone meanwhile was replaced, and the state is read again.
+//! Format 1 kept the transcript in `session.jsonl` and renamed rewrites over it; such a head
+//! is read under the shared lock, and its next writer links the file under a name of its own.
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -27,15 +37,25 @@ pub(crate) const HISTORY: &str = "history.jsonl";
 pub(crate) const FORENSIC: &str = "forensic";
 const LOCK: &str = "lock";
 
-/// A whole transcript staged by a rewrite: `session.v<version>.jsonl`.
+/// A whole transcript staged by a rewrite of format 1: `session.v<version>.jsonl`.
 pub(crate) fn staged_name(version: u64) -> String {
     format!("session.v{version}.jsonl")
 }
 
-pub(crate) fn is_staged_session(name: &str) -> bool {
-    name.strip_prefix("session.v")
-        .and_then(|rest| rest.strip_suffix(".jsonl"))
-        .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+/// The name of a transcript file started by `version`: `session.<version>-<stamp>.jsonl`,
+/// the stamp the time in nanoseconds (hex), so that a reader holding an old state never
+/// finds another transcript under the name it read, even after an erasure.
+pub(crate) fn transcript_name(version: u64) -> String {
+    let stamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("session.{version}-{stamp:x}.jsonl")
+}
+
+/// Whether `name` is a transcript file of any format (`session.jsonl`, a staged rewrite of
+/// format 1, a named transcript).
+pub(crate) fn is_transcript(name: &str) -> bool {
+    name.starts_with("session.") && name.ends_with(".jsonl")
 }
 
 /// `state.json`.
@@ -85,8 +105,12 @@ pub(crate) struct Head {
     /// Committed bytes of `history.jsonl`.
     pub(crate) history_bytes: u64,
     /// The transcript was written whole to [`staged_name`] and may not be renamed to
-    /// `session.jsonl` yet; whichever of the two exists holds it.
+    /// `session.jsonl` yet; whichever of the two exists holds it (format 1 only).
     pub(crate) staged: bool,
+    /// The transcript file's name ([`transcript_name`]); `None` in a head of format 1, whose
+    /// transcript is `session.jsonl` (or its staged rewrite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) file: Option<String>,
 }
 
 impl State {
@@ -206,6 +230,9 @@ impl<'a> Conversation<'a> {
 
     /// The file holding the head's transcript.
     pub(crate) fn transcript_path(&self, head: &Head) -> PathBuf {
+        if let Some(file) = &head.file {
+            return self.path(file);
+        }
         let staged = self.path(&staged_name(head.version));
         if head.staged && staged.is_file() {
             staged
@@ -215,22 +242,21 @@ impl<'a> Conversation<'a> {
     }
 
     /// Undo what a crashed writer left behind, under the exclusive lock, before writing:
-    /// write back what a restart may have lost (see [`crate::carry`]), finish a committed rewrite (rename its staged file into place), remove staging files
-    /// and uncommitted staged transcripts, and cut uncommitted tails off the transcript and
-    /// the history.
+    /// write back what a restart may have lost (see [`crate::carry`]), give a head of format
+    /// 1 a transcript file of its own ([`Conversation::name_transcript`]), remove staging
+    /// files and transcript files no head names, and cut uncommitted tails off the
+    /// transcript and the history. `state` may come back changed (a head's new file name):
+    /// the caller's commit saves it.
     pub(crate) fn recover(&self, state: &mut State) -> Result<()> {
         if self.needs_repair(state) {
             self.repair(state)?;
         }
-        let disk = self.inner.disk;
-        if let Some(head) = state.head.as_ref().filter(|h| h.staged) {
-            let staged = self.path(&staged_name(head.version));
-            if staged.is_file() {
-                disk.rename(&self.dir, &staged, &self.path(SESSION))?;
-            }
-        }
+        // The file a committed state may still name, kept until a commit names another.
+        let named = self.name_transcript(state)?;
+        let head_file = state.head.as_ref().and_then(|h| h.file.clone());
         for (name, path) in list_names(&self.dir)? {
-            if is_staging(&name) || is_staged_session(&name) {
+            let kept = Some(&name) == head_file.as_ref() || Some(&name) == named.as_ref();
+            if is_staging(&name) || (is_transcript(&name) && !kept) {
                 remove_file(&path)?;
             }
         }
@@ -238,8 +264,39 @@ impl<'a> Conversation<'a> {
             .head
             .as_ref()
             .map_or((0, 0), |h| (h.bytes, h.history_bytes));
-        truncate_to(&self.path(SESSION), bytes)?;
+        if let Some(head) = &state.head {
+            truncate_to(&self.transcript_path(head), bytes)?;
+        }
         truncate_to(&self.path(HISTORY), history)?;
         Ok(())
+    }
+
+    /// Give a head of format 1 its own transcript file: finish its committed rewrite (rename
+    /// the staged file into place), then link `session.jsonl` under a [`transcript_name`]
+    /// and name that in `state`. Returns `session.jsonl` while the stored state may still
+    /// name it (until the caller commits), `None` otherwise.
+    fn name_transcript(&self, state: &mut State) -> Result<Option<String>> {
+        let Some(head) = state.head.as_mut().filter(|h| h.file.is_none()) else {
+            return Ok(None);
+        };
+        let disk = self.inner.disk;
+        let session = self.path(SESSION);
+        let staged = self.path(&staged_name(head.version));
+        if head.staged && staged.is_file() {
+            disk.rename(&self.dir, &staged, &session)?;
+        }
+        let name = transcript_name(head.version);
+        let path = self.path(&name);
+        match disk.link(&self.dir, &session, &path) {
+            // An empty head may never have made the file.
+            Err(e) if head.bytes == 0 && e.is_not_found() => {
+                let made = disk.append_at(&path, 0, &[])?;
+                disk.sync_appended(&self.dir, &[made])?;
+            }
+            linked => linked?,
+        }
+        head.file = Some(name);
+        head.staged = false;
+        Ok(Some(SESSION.to_owned()))
     }
 }

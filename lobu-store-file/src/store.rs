@@ -92,7 +92,7 @@ pub(crate) enum Step {
     TranscriptWritten,
     /// Its history record is appended too, still uncommitted.
     HistoryWritten,
-    /// The state record is committed; a staged rewrite is not yet renamed into place.
+    /// The state record is committed; a rewrite's old file is not yet removed.
     Committed,
     /// A non-completed snapshot's version is reserved; its files are not yet written.
     VersionReserved,
@@ -181,10 +181,23 @@ impl FileStore {
         self.inner.layout.root()
     }
 
-    /// The directory of one conversation's files (`session.jsonl`, `state.json`, …; see the
+    /// The directory of one conversation's files (its transcript, `state.json`, …; see the
     /// crate docs for the layout). It may not exist yet.
     pub fn conversation_dir(&self, key: &ConversationKey) -> PathBuf {
         self.inner.layout.conversation_dir(key)
+    }
+
+    /// The file holding a conversation's committed transcript, byte for byte (its first
+    /// `bytes` bytes, as its head says), read from its state record; `None` if it has no
+    /// head. For tools and tests that inspect a data directory: the name changes when a
+    /// rewrite or a reset's next turn starts a new file.
+    ///
+    /// # Errors
+    /// `Corrupt` if the state record does not decode, `Io` if it cannot be read.
+    pub fn transcript_path(&self, key: &ConversationKey) -> Result<Option<PathBuf>> {
+        let conversation = crate::state::Conversation::new(&self.inner, key);
+        let head = conversation.load()?.and_then(|state| state.head);
+        Ok(head.map(|head| conversation.transcript_path(&head)))
     }
 
     /// Bundle this store as the three trait objects a runtime takes (one value behind all

@@ -340,3 +340,72 @@ fn files_named(dir: &Path, name: &str) -> Vec<String> {
     }
     found
 }
+
+/// Hydrate `key` while this test holds the conversation's exclusive lock: only a reader
+/// that takes no lock returns.
+async fn hydrate_while_locked(store: &FileStore, key: &ConversationKey) -> Vec<u8> {
+    let lock = store.conversation_dir(key).join("lock");
+    let _held = crate::atomic::FileLock::exclusive(&lock).unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(30), store.hydrate(key));
+    let head = read.await.expect("a hydrate that takes no lock").unwrap();
+    head.expect("a head").transcript.to_vec()
+}
+
+#[tokio::test]
+async fn a_head_of_format_1_gets_a_file_of_its_own_at_its_next_write_then_reads_without_a_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    write_previous_version(dir.path());
+    let conversation = dir.path().join("orgs/acme/bot/c1");
+    // A rewrite of format 1 committed but not yet renamed over session.jsonl.
+    let state = conversation.join("state.json");
+    let text = std::fs::read_to_string(&state).unwrap();
+    put(
+        &state,
+        text.replace("\"staged\":false", "\"staged\":true")
+            .as_bytes(),
+    );
+    put(&conversation.join("session.jsonl"), b"{\"older\":true}\n");
+    put(
+        &conversation.join("session.v1.jsonl"),
+        TRANSCRIPT.as_bytes(),
+    );
+    let store = FileStore::open(dir.path()).await.unwrap();
+    let c1 = key("c1");
+    let head = store.hydrate(&c1).await.unwrap().expect("the old head");
+    assert_eq!(
+        &head.transcript[..],
+        TRANSCRIPT.as_bytes(),
+        "from the staged file"
+    );
+
+    let lease = store.try_acquire(&c1, LONG).await.unwrap().unwrap();
+    let mut transcript = TRANSCRIPT.to_owned();
+    let mut version = Version(1);
+    let mut files = Vec::new();
+    for turn in 0..2 {
+        transcript.push_str(&format!("{{\"turn\":{turn}}}\n"));
+        let write = lobu_core::Persist {
+            run: RunId::generate(),
+            status: lobu_core::TerminalStatus::Completed,
+            transcript: Bytes::from(transcript.clone()),
+            expected: Some(version),
+            fence: lease.fence,
+            base_len: None,
+        };
+        version = store.persist(&c1, write).await.unwrap();
+        assert_eq!(
+            hydrate_while_locked(&store, &c1).await,
+            transcript.as_bytes()
+        );
+        files.push(store.transcript_path(&c1).unwrap().unwrap());
+    }
+    assert_eq!(
+        files[0], files[1],
+        "appended to the file the first write named"
+    );
+    let name = files[0].file_name().unwrap().to_str().unwrap();
+    assert!(name.starts_with("session.1-"), "{name}");
+    for gone in ["session.jsonl", "session.v1.jsonl"] {
+        assert!(!conversation.join(gone).exists(), "{gone} removed");
+    }
+}

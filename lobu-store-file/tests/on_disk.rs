@@ -51,13 +51,14 @@ async fn an_extending_turn_appends_only_its_new_bytes_and_a_rewrite_replaces_the
     let store = FileStore::open(dir.path()).await.unwrap();
     let key = ConversationKey::parse("acme", "bot", "telegram:42").unwrap();
     let lease = store.try_acquire(&key, LONG).await.unwrap().unwrap();
-    let session = store.conversation_dir(&key).join("session.jsonl");
     let mut text = format!("{HEADER}{}", exchange(0));
     let mut version = turn(&store, &lease, &text, None).await;
+    let session = store.transcript_path(&key).unwrap().unwrap();
     let inode = std::fs::metadata(&session).unwrap().ino();
     for n in 1..5 {
         text.push_str(&exchange(n));
         version = turn(&store, &lease, &text, Some(version)).await;
+        assert_eq!(store.transcript_path(&key).unwrap().unwrap(), session);
         let meta = std::fs::metadata(&session).unwrap();
         assert_eq!(meta.ino(), inode, "turn {n} appended to the same file");
         assert_eq!(std::fs::read_to_string(&session).unwrap(), text);
@@ -72,12 +73,10 @@ async fn an_extending_turn_appends_only_its_new_bytes_and_a_rewrite_replaces_the
     );
     let compacted = format!("{HEADER}{{\"type\":\"compaction\",\"summary\":\"five questions\"}}\n");
     turn(&store, &lease, &compacted, Some(version)).await;
-    assert_ne!(
-        std::fs::metadata(&session).unwrap().ino(),
-        inode,
-        "a rewrite is a new file"
-    );
-    assert_eq!(std::fs::read_to_string(&session).unwrap(), compacted);
+    let rewritten = store.transcript_path(&key).unwrap().unwrap();
+    assert_ne!(rewritten, session, "a rewrite is a new file");
+    assert!(!session.exists(), "and the old one is removed");
+    assert_eq!(std::fs::read_to_string(&rewritten).unwrap(), compacted);
 }
 
 #[tokio::test]
@@ -102,7 +101,9 @@ async fn every_file_a_person_reads_is_json() {
 
     let conversation = store.conversation_dir(&key);
     assert!(conversation.starts_with(store.root().join("orgs/acme/support-bot")));
-    assert_eq!(json_lines(&conversation.join("session.jsonl")).len(), 5);
+    let transcript = store.transcript_path(&key).unwrap().unwrap();
+    assert_eq!(transcript.parent(), Some(conversation.as_path()));
+    assert_eq!(json_lines(&transcript).len(), 5);
     let state: Value = serde_json::from_slice(
         &lobu_store_file::read_record(conversation.join("state.json")).unwrap(),
     )
@@ -256,4 +257,66 @@ async fn hundreds_of_queued_runs_are_claimed_in_submission_order() {
         0,
         "no marker is left"
     );
+}
+
+/// Readers take no lock, so this is the race they must survive: a reader reads the state
+/// record, then a rewrite or a reset (and the next turn) replaces the transcript file it
+/// names before it opens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hydrates_during_appends_rewrites_and_resets_only_ever_see_committed_transcripts() {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FileStore::open(dir.path()).await.unwrap());
+    let key = ConversationKey::parse("acme", "bot", "telegram:42").unwrap();
+    let lease = store.try_acquire(&key, LONG).await.unwrap().unwrap();
+    let committed: Arc<Mutex<HashMap<Version, String>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, key, done) = (store.clone(), key.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !done.load(Ordering::Relaxed) {
+                    if let Some(head) = store.hydrate(&key).await.unwrap() {
+                        let text = String::from_utf8(head.transcript.to_vec()).unwrap();
+                        seen.push((head.version, text));
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let (mut text, mut head) = (String::new(), None);
+    for i in 0..300 {
+        if i % 7 == 6 {
+            store.clear(&key, lease.fence).await.unwrap();
+            (text, head) = (String::new(), None);
+            continue;
+        }
+        text = if i % 5 == 4 {
+            format!("{HEADER}{{\"type\":\"compaction\",\"summary\":\"up to {i}\"}}\n")
+        } else {
+            format!(
+                "{}{}",
+                if text.is_empty() { HEADER } else { &text },
+                exchange(i)
+            )
+        };
+        let version = turn(&store, &lease, &text, head).await;
+        committed.lock().unwrap().insert(version, text.clone());
+        head = Some(version);
+    }
+    done.store(true, Ordering::Relaxed);
+    let committed = committed.lock().unwrap().clone();
+    let mut reads = 0;
+    for reader in readers {
+        for (version, text) in reader.await.unwrap() {
+            assert_eq!(committed.get(&version), Some(&text), "read at {version}");
+            reads += 1;
+        }
+    }
+    assert!(reads > 0, "the readers read something");
 }

@@ -55,7 +55,7 @@ async fn an_imported_conversation_survives_reopening_the_store() {
     // line, the write time to the microsecond.
     let conversation = store.conversation_dir(&key);
     assert_eq!(
-        std::fs::read(conversation.join("session.jsonl")).unwrap(),
+        std::fs::read(store.transcript_path(&key).unwrap().unwrap()).unwrap(),
         TRANSCRIPT.as_bytes()
     );
     let state: Value = serde_json::from_slice(

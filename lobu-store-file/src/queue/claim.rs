@@ -23,7 +23,7 @@
 //!   creates and its new state record and its name (a record file is made or replaced
 //!   durably: see [`Disk::write_record`](crate::atomic::Disk::write_record)).
 //! * `heartbeat`: none.
-//! * `complete` with a transcript: 4 when it extends the head (`session.jsonl` and
+//! * `complete` with a transcript: 4 when it extends the head (the transcript file and
 //!   `history.jsonl` 1 each, `state.json`'s line committing the head and ending the
 //!   ownership together 1, the run record's line 1; the marker's removal is not synced); a
 //!   rewrite adds the staged file's 2 and its rename's 1. Without a transcript: 2 (the run
