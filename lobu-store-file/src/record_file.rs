@@ -24,7 +24,6 @@
 //! file.
 
 use std::fs::File;
-use std::io::{Read as _, Seek, SeekFrom};
 use std::path::Path;
 
 use crate::error::{FileStoreError, io_at};
@@ -85,12 +84,9 @@ pub(crate) fn current(bytes: &[u8]) -> Result<Current<'_>, &'static str> {
 /// The newest whole line of `lines` (which start at a line's start): its record and where
 /// the line ends. Past the last newline is a torn line at most.
 fn last_whole(lines: &[u8]) -> Option<(&[u8], usize)> {
-    let mut end = lines.iter().rposition(|&b| b == b'\n')? + 1;
+    let mut end = memchr::memrchr(b'\n', lines)? + 1;
     loop {
-        let start = lines[..end - 1]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
+        let start = memchr::memrchr(b'\n', &lines[..end - 1]).map_or(0, |i| i + 1);
         if let Some(json) = whole_line(&lines[start..end]) {
             return Some((json, end));
         }
@@ -137,7 +133,7 @@ pub(crate) fn read_current(file: &mut File, path: &Path) -> Result<Read, FileSto
         }
         let chunk = read_at(file, path, from, len)?;
         // Lines wholly in the chunk start after its first newline.
-        let first = chunk.iter().position(|&b| b == b'\n').map(|i| i + 1);
+        let first = memchr::memchr(b'\n', &chunk).map(|i| i + 1);
         let found = first.and_then(|first| Some((first, last_whole(&chunk[first..])?)));
         if let Some((first, (json, end))) = found {
             if read_at(file, path, 0, HEADER.len() as u64)? != HEADER {
@@ -154,8 +150,29 @@ pub(crate) fn read_current(file: &mut File, path: &Path) -> Result<Read, FileSto
     }
 }
 
-/// Bytes `from..to` of `file` (fewer if it was cut meanwhile).
+/// Bytes `from..to` of `file` (fewer if it was cut meanwhile), read where they are, without
+/// moving the file's position (one call for a whole record's tail).
+#[cfg(unix)]
 fn read_at(file: &mut File, path: &Path, from: u64, to: u64) -> Result<Vec<u8>, FileStoreError> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = vec![0; usize::try_from(to - from).unwrap_or(0)];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match file.read_at(&mut bytes[filled..], from + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_at("read", path)(e)),
+        }
+    }
+    bytes.truncate(filled);
+    Ok(bytes)
+}
+
+/// Bytes `from..to` of `file` (fewer if it was cut meanwhile).
+#[cfg(not(unix))]
+fn read_at(file: &mut File, path: &Path, from: u64, to: u64) -> Result<Vec<u8>, FileStoreError> {
+    use std::io::{Read as _, Seek, SeekFrom};
     file.seek(SeekFrom::Start(from))
         .map_err(io_at("seek in", path))?;
     let mut bytes = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0));
@@ -188,7 +205,7 @@ pub(crate) fn records(bytes: &[u8]) -> Vec<&[u8]> {
 /// The record of one line (with its newline), if it is whole.
 fn whole_line(raw: &[u8]) -> Option<&[u8]> {
     let text = raw.strip_suffix(b"\n")?;
-    let tab = text.iter().rposition(|&b| b == b'\t')?;
+    let tab = memchr::memrchr(b'\t', text)?;
     let (json, sum) = (&text[..tab], &text[tab + 1..]);
     let sum = std::str::from_utf8(sum).ok().filter(|s| s.len() == 8)?;
     let sum = u32::from_str_radix(sum, 16).ok()?;
