@@ -127,7 +127,8 @@ fn hydrate(c: &mut Criterion) {
 fn append_turn_by_turn(path: &std::path::Path, log: &TurnLog, turns: usize) {
     use std::io::Write;
     let mut file = std::fs::File::create(path).expect("raw appended file");
-    file.write_all(&log.prefix(0)).expect("the transcript's start");
+    file.write_all(&log.prefix(0))
+        .expect("the transcript's start");
     for turn in 1..=turns {
         file.write_all(&log.turn(turn)).expect("append a turn");
     }
